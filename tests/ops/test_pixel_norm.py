@@ -1,0 +1,191 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import progan_fast
+from progan_fast import backends, reference
+from progan_fast.ops import pixel_norm
+
+from .parity import assert_close, check_parity, layout
+
+# Backends whose kernels can run on this machine's CPU tensors (triton through its interpreter, small shapes).
+KERNEL_BACKENDS = [b for b in ("cpu", "triton") if backends.available(b)[0]]
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+SHAPES = [(2, 3, 5, 7), (3, 1, 4, 4), (2, 16, 1, 1), (4, 32, 8, 8), (1, 5, 3, 2)]
+
+
+def test_cpu_kernel_is_built():
+    assert backends.available("cpu") == (True, None)
+    assert backends.resolve("pixel_norm", torch.device("cpu")) == "cpu"
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_parity_4d(backend, dtype, memory_format, shape):
+    x = layout(torch.randn(shape, dtype=dtype), memory_format)
+    check_parity(backend, pixel_norm, reference.pixel_norm, [x], dtype)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape,dim", [((6, 9), 1), ((5, 512), -1), ((3, 4, 7), 1), ((3, 4, 7), 2), ((2, 3, 4, 5), 3)])
+def test_parity_dim(backend, dtype, shape, dim):
+    x = torch.randn(shape, dtype=dtype)
+    check_parity(backend, lambda t: pixel_norm(t, dim=dim), lambda t: reference.pixel_norm(t, dim=dim), [x], dtype)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_eps_and_scale(backend):
+    x = torch.zeros(2, 4, 3, 3)
+    with progan_fast.use_backend(backend):
+        assert torch.equal(pixel_norm(x), x)  # eps keeps zero vectors at zero instead of NaN
+        y = pixel_norm(torch.full((1, 4, 2, 2), 1e-3), eps=1e-4)
+    assert_close(y, reference.pixel_norm(torch.full((1, 4, 2, 2), 1e-3, dtype=torch.float64), eps=1e-4), torch.float32)
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
+def test_gradcheck_and_gradgradcheck(memory_format):
+    x = layout(torch.randn(2, 5, 3, 4, dtype=torch.float64), memory_format).requires_grad_()
+    with progan_fast.use_backend("cpu"):
+        assert torch.autograd.gradcheck(pixel_norm, (x,))
+        assert torch.autograd.gradgradcheck(pixel_norm, (x,))
+        latents = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradgradcheck(pixel_norm, (latents,))
+
+
+def test_backward_op_gradcheck():
+    """The backward op's own autograd (the double backward) against finite differences, r held as a function of x."""
+    def dx(dy, x):
+        r = torch.rsqrt(x.square().mean(1, keepdim=True) + 1e-8)
+        return torch.ops.progan_fast.pixel_norm_backward(dy, x, r, 1)
+
+    dy = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    y, r = torch.ops.progan_fast.pixel_norm_forward(x, 1, 1e-8)
+    # the analytic second-order formula differentiates through r's dependence on x: compare with autograd
+    ref_x = x.detach().requires_grad_()
+    ref_dx = torch.autograd.grad(reference.pixel_norm(ref_x), ref_x, dy, create_graph=True)[0]
+    g = torch.randn_like(x)
+    ours = torch.autograd.grad(torch.ops.progan_fast.pixel_norm_backward(dy, x, r.detach(), 1), (dy, x), g)
+    theirs = torch.autograd.grad(ref_dx, (dy, ref_x), g)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+    assert dx(dy, x).shape == x.shape
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_opcheck(memory_format, dtype):
+    for shape in [(2, 8, 4, 4), (3, 1, 5, 2), (2, 3, 1, 1)]:
+        for requires_grad in (False, True):
+            x = layout(torch.randn(shape, dtype=dtype), memory_format).requires_grad_(requires_grad)
+            torch.library.opcheck(torch.ops.progan_fast.pixel_norm_forward.default, (x, 1, 1e-8))
+            r = torch.rand(shape[0], 1, *shape[2:], dtype=torch.float32) + 0.5
+            dy = layout(torch.randn(shape, dtype=dtype), memory_format)
+            torch.library.opcheck(torch.ops.progan_fast.pixel_norm_backward.default, (dy, x.detach(), r, 1))
+    latents = torch.randn(4, 16, dtype=dtype, requires_grad=True)
+    torch.library.opcheck(torch.ops.progan_fast.pixel_norm_forward.default, (latents, 1, 1e-8))
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
+def test_compile_fullgraph(memory_format):
+    torch._dynamo.reset()
+
+    def fn(t):
+        return pixel_norm(t * 2.0).square().sum()
+
+    x = layout(torch.randn(2, 8, 4, 4), memory_format).requires_grad_()
+    compiled = torch.compile(fn, fullgraph=True, backend="inductor")
+    with progan_fast.use_backend("cpu"):
+        expected = fn(x)
+        (expected_grad,) = torch.autograd.grad(expected, x)
+        got = compiled(x)
+        (got_grad,) = torch.autograd.grad(got, x)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got_grad, expected_grad)
+    explanation = torch._dynamo.explain(fn)(x)
+    assert explanation.graph_break_count == 0
+
+
+def test_saves_only_input_and_one_rsqrt_per_pixel():
+    x = torch.randn(2, 6, 3, 5, requires_grad=True)
+    saved = []
+    with progan_fast.use_backend("cpu"), torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t) or t, lambda t: t):
+        pixel_norm(x)
+    shapes = sorted(tuple(t.shape) for t in saved)
+    assert shapes == sorted([(2, 6, 3, 5), (2, 1, 3, 5)])
+    assert any(t.data_ptr() == x.data_ptr() for t in saved)
+
+
+def test_input_not_mutated_and_noncontiguous_input():
+    base = torch.randn(3, 10, 6, 6)
+    x = base[:, ::2, 1:, :5]  # strided in every dimension: copied to contiguous, documented fallback
+    before = x.clone()
+    with progan_fast.use_backend("cpu"):
+        y = pixel_norm(x)
+    assert torch.equal(x, before)
+    assert y.is_contiguous()
+    assert_close(y, reference.pixel_norm(x.double()), torch.float32)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: pixel_norm([1.0, 2.0]), TypeError, "x must be a torch.Tensor"),
+    (lambda: pixel_norm(torch.ones(2, 3, dtype=torch.int32)), TypeError, "x must be float16"),
+    (lambda: pixel_norm(torch.ones(5)), ValueError, "x must have at least 2 dimensions"),
+    (lambda: pixel_norm(torch.ones(2, 3), dim=2), ValueError, "dim must be in"),
+    (lambda: pixel_norm(torch.ones(2, 3), dim=1.0), TypeError, "dim must be an int"),
+    (lambda: pixel_norm(torch.ones(2, 3), eps=float("nan")), ValueError, "eps must be finite"),
+    (lambda: pixel_norm(torch.ones(2, 3), eps=-1.0), ValueError, "eps must be >= 0"),
+    (lambda: pixel_norm(torch.ones(0, 3, 2, 2)), ValueError, "x has an empty batch"),
+])
+def test_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@st.composite
+def strided_inputs(draw):
+    ndim = draw(st.sampled_from([2, 3, 4]))
+    shape = [draw(st.integers(1, 6)) for _ in range(ndim)]
+    dtype = draw(st.sampled_from(DTYPES))
+    dim = draw(st.integers(-ndim, ndim - 1))
+    x = torch.randn([s * 2 for s in shape], dtype=torch.float64).to(dtype)
+    # random strides: a step-2 slice in some dimensions, a permutation, or channels_last
+    index = tuple(slice(None, None, 2) if draw(st.booleans()) else slice(0, s) for s in shape)
+    x = x[index]
+    if draw(st.booleans()):
+        perm = draw(st.permutations(range(ndim)))
+        x = x.permute(*perm).contiguous().permute(*[perm.index(i) for i in range(ndim)])
+    elif ndim == 4 and draw(st.booleans()):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, dim
+
+
+@settings(max_examples=60, deadline=None)
+@given(strided_inputs())
+def test_property_random_shapes_strides_dtypes(case):
+    x, dim = case
+    with progan_fast.use_backend("cpu"):
+        y = pixel_norm(x, dim=dim)
+    assert_close(y, reference.pixel_norm(x.double(), dim=dim), x.dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=3), st.none()),
+       st.one_of(st.integers(-6, 6), st.floats(allow_nan=True), st.none()))
+def test_property_invalid_arguments_raise_clear_errors(dim, eps):
+    x = torch.randn(2, 3, 4, 4)
+    try:
+        y = pixel_norm(x, dim=dim, eps=eps)
+    except (TypeError, ValueError) as e:
+        assert "dim" in str(e) or "eps" in str(e)
+    else:
+        assert isinstance(dim, int) and -4 <= dim < 4
+        assert isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0
+        assert y.shape == x.shape
