@@ -1,115 +1,275 @@
 // Pixel norm on the CPU: y = x * rsqrt(mean_c(x^2) + eps), reduced over one dimension.
 // The reduced dimension is either the fastest-moving one ("rows": channels_last activations, 2-D latents) or
 // strided ("planes": NCHW, where a pixel's channels sit H*W apart); each layout gets a loop that streams memory
-// in order instead of gathering.
+// in order instead of gathering. Both are two passes over a block small enough to stay in L2 between them, so x
+// (and dy) come from DRAM once: forward reads x and writes y, backward reads x, dy and writes dx.
+//
+// float32 runs the multi-versioned loops below (AVX-512 / AVX2 / baseline, chosen at load time, see isa.h);
+// float16/bfloat16 blocks are widened into a float scratch buffer and run the same loops; float64 (gradcheck)
+// runs plain templated loops.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "common/reduction_layout.h"
+#include "cpu/isa.h"
 
 namespace progan_fast {
-namespace {
+namespace pixel_norm_cpu {
 
-// Pixels handled together in planes layout: their accumulators stay in registers/L1, and the block's slice of
-// x (C * kPixelBlock elements) is still in L2 when the second pass reads it again.
-constexpr int64_t kPixelBlock = 64;
+// Most pixels one planes block holds; sizes the per-pixel accumulators on the stack.
+constexpr int64_t kMaxBlock = 1024;
+// Bytes of x one planes block (forward) or of x and dy (backward) spans: well inside a core's L2 with room for
+// the output, and long contiguous runs per channel so the hardware prefetchers stream them.
+constexpr int64_t kPlanesBlockBytes = 256 * 1024;
+// Elements of x one rows chunk holds (half-precision inputs convert whole chunks to float scratch).
+constexpr int64_t kRowsChunkElems = 16 * 1024;
 
-template <typename scalar_t>
-void forward_rows(const scalar_t* x, scalar_t* y, at::opmath_type<scalar_t>* r, int64_t rows, int64_t C, double eps) {
-  using acc_t = at::opmath_type<scalar_t>;
-  at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / std::max<int64_t>(C, 1)), [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const scalar_t* xr = x + row * C;
-      scalar_t* yr = y + row * C;
-      acc_t sum = 0;
-      for (int64_t c = 0; c < C; ++c) sum += acc_t(xr[c]) * acc_t(xr[c]);
-      const acc_t rs = acc_t(1) / std::sqrt(sum / acc_t(C) + acc_t(eps));
-      for (int64_t c = 0; c < C; ++c) yr[c] = scalar_t(acc_t(xr[c]) * rs);
-      r[row] = rs;
-    }
-  });
-}
+// ---- float32 loops (multi-versioned; external linkage so the ifunc resolvers can be emitted) ----
+// Planes: a block of n <= kMaxBlock neighbouring pixels; channel c of pixel i is at [c * stride + i].
 
-template <typename scalar_t>
-void forward_planes(const scalar_t* x, scalar_t* y, at::opmath_type<scalar_t>* r, int64_t outer, int64_t C, int64_t inner, double eps) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t blocks_per_plane = (inner + kPixelBlock - 1) / kPixelBlock;
-  at::parallel_for(0, outer * blocks_per_plane, 1, [&](int64_t begin, int64_t end) {
-    acc_t acc[kPixelBlock];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t o = task / blocks_per_plane;
-      const int64_t i0 = (task % blocks_per_plane) * kPixelBlock;
-      const int64_t n = std::min(kPixelBlock, inner - i0);
-      const scalar_t* xo = x + o * C * inner + i0;
-      scalar_t* yo = y + o * C * inner + i0;
-      for (int64_t i = 0; i < n; ++i) acc[i] = 0;
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* xc = xo + c * inner;
-        for (int64_t i = 0; i < n; ++i) acc[i] += acc_t(xc[i]) * acc_t(xc[i]);
-      }
-      for (int64_t i = 0; i < n; ++i) acc[i] = acc_t(1) / std::sqrt(acc[i] / acc_t(C) + acc_t(eps));
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* xc = xo + c * inner;
-        scalar_t* yc = yo + c * inner;
-        for (int64_t i = 0; i < n; ++i) yc[i] = scalar_t(acc_t(xc[i]) * acc[i]);
-      }
-      for (int64_t i = 0; i < n; ++i) r[o * inner + i0 + i] = acc[i];
-    }
-  });
+PROGAN_FAST_MULTIVERSION
+void forward_planes_f32(const float* __restrict x, float* __restrict y, float* __restrict r, int64_t C, int64_t stride,
+                        int64_t n, float eps) {
+  float acc[kMaxBlock];
+  for (int64_t i = 0; i < n; ++i) acc[i] = 0.f;
+  for (int64_t c = 0; c < C; ++c) {
+    const float* __restrict xc = x + c * stride;
+    for (int64_t i = 0; i < n; ++i) acc[i] += xc[i] * xc[i];
+  }
+  const float fc = static_cast<float>(C);
+  for (int64_t i = 0; i < n; ++i) acc[i] = 1.f / std::sqrt(acc[i] / fc + eps);
+  for (int64_t c = 0; c < C; ++c) {
+    const float* __restrict xc = x + c * stride;
+    float* __restrict yc = y + c * stride;
+    for (int64_t i = 0; i < n; ++i) yc[i] = xc[i] * acc[i];
+  }
+  for (int64_t i = 0; i < n; ++i) r[i] = acc[i];
 }
 
 // dx = r * dy - x * r^3 * mean_c(dy * x)
-template <typename scalar_t>
-void backward_rows(const scalar_t* dy, const scalar_t* x, const at::opmath_type<scalar_t>* r, scalar_t* dx, int64_t rows, int64_t C) {
-  using acc_t = at::opmath_type<scalar_t>;
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)), [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const scalar_t* xr = x + row * C;
-      const scalar_t* dyr = dy + row * C;
-      scalar_t* dxr = dx + row * C;
-      acc_t dot = 0;
-      for (int64_t c = 0; c < C; ++c) dot += acc_t(dyr[c]) * acc_t(xr[c]);
-      const acc_t rs = r[row];
-      const acc_t k = rs * rs * rs * dot / acc_t(C);
-      for (int64_t c = 0; c < C; ++c) dxr[c] = scalar_t(rs * acc_t(dyr[c]) - k * acc_t(xr[c]));
+PROGAN_FAST_MULTIVERSION
+void backward_planes_f32(const float* __restrict dy, const float* __restrict x, const float* __restrict r,
+                         float* __restrict dx, int64_t C, int64_t stride, int64_t n) {
+  float k[kMaxBlock];
+  float rs[kMaxBlock];
+  for (int64_t i = 0; i < n; ++i) k[i] = 0.f;
+  for (int64_t c = 0; c < C; ++c) {
+    const float* __restrict xc = x + c * stride;
+    const float* __restrict dyc = dy + c * stride;
+    for (int64_t i = 0; i < n; ++i) k[i] += dyc[i] * xc[i];
+  }
+  const float fc = static_cast<float>(C);
+  for (int64_t i = 0; i < n; ++i) {
+    rs[i] = r[i];
+    k[i] = rs[i] * rs[i] * rs[i] * k[i] / fc;
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const float* __restrict xc = x + c * stride;
+    const float* __restrict dyc = dy + c * stride;
+    float* __restrict dxc = dx + c * stride;
+    for (int64_t i = 0; i < n; ++i) dxc[i] = rs[i] * dyc[i] - k[i] * xc[i];
+  }
+}
+
+// Rows: `rows` contiguous reductions of length C.
+PROGAN_FAST_MULTIVERSION
+void forward_rows_f32(const float* __restrict x, float* __restrict y, float* __restrict r, int64_t rows, int64_t C,
+                      float eps) {
+  const float fc = static_cast<float>(C);
+  for (int64_t row = 0; row < rows; ++row) {
+    const float* __restrict xr = x + row * C;
+    float* __restrict yr = y + row * C;
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < C; ++c) sum += xr[c] * xr[c];
+    const float rs = 1.f / std::sqrt(sum / fc + eps);
+    for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * rs;
+    r[row] = rs;
+  }
+}
+
+PROGAN_FAST_MULTIVERSION
+void backward_rows_f32(const float* __restrict dy, const float* __restrict x, const float* __restrict r,
+                       float* __restrict dx, int64_t rows, int64_t C) {
+  const float fc = static_cast<float>(C);
+  for (int64_t row = 0; row < rows; ++row) {
+    const float* __restrict xr = x + row * C;
+    const float* __restrict dyr = dy + row * C;
+    float* __restrict dxr = dx + row * C;
+    float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t c = 0; c < C; ++c) dot += dyr[c] * xr[c];
+    const float rs = r[row];
+    const float k = rs * rs * rs * dot / fc;
+    for (int64_t c = 0; c < C; ++c) dxr[c] = rs * dyr[c] - k * xr[c];
+  }
+}
+
+namespace {
+
+// Pixels per planes block: about kPlanesBlockBytes of input (`streams` tensors of C float channels), a multiple
+// of 16 (whole vectors and cache lines), never more than one plane.
+int64_t planes_block(int64_t C, int64_t inner, int64_t streams) {
+  int64_t n = kPlanesBlockBytes / (streams * C * static_cast<int64_t>(sizeof(float)));
+  n = std::clamp<int64_t>(n / 16 * 16, 16, kMaxBlock);
+  return std::min(n, inner);
+}
+
+int64_t rows_chunk(int64_t C) { return std::max<int64_t>(1, kRowsChunkElems / std::max<int64_t>(C, 1)); }
+
+// Runs fn(o, i0, n) over every planes block, blocks of one plane contiguous within a thread's share.
+template <typename F>
+void for_each_planes_block(int64_t outer, int64_t inner, int64_t block, const F& fn) {
+  const int64_t per_plane = (inner + block - 1) / block;
+  at::parallel_for(0, outer * per_plane, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t o = task / per_plane;
+      const int64_t i0 = (task % per_plane) * block;
+      fn(o, i0, std::min(block, inner - i0));
     }
   });
 }
 
-template <typename scalar_t>
-void backward_planes(const scalar_t* dy, const scalar_t* x, const at::opmath_type<scalar_t>* r, scalar_t* dx,
-                     int64_t outer, int64_t C, int64_t inner) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t blocks_per_plane = (inner + kPixelBlock - 1) / kPixelBlock;
-  at::parallel_for(0, outer * blocks_per_plane, 1, [&](int64_t begin, int64_t end) {
-    acc_t dot[kPixelBlock];
-    acc_t rs[kPixelBlock];
+// ---- float32 ----
+
+void forward_f32(const ReductionLayout& l, const float* x, float* y, float* r, float eps) {
+  if (l.rows()) {
+    const int64_t rows = l.outer * l.inner;
+    at::parallel_for(0, rows, rows_chunk(l.channels), [&](int64_t begin, int64_t end) {
+      forward_rows_f32(x + begin * l.channels, y + begin * l.channels, r + begin, end - begin, l.channels, eps);
+    });
+    return;
+  }
+  const int64_t C = l.channels, inner = l.inner;
+  for_each_planes_block(l.outer, inner, planes_block(C, inner, 1), [&](int64_t o, int64_t i0, int64_t n) {
+    const int64_t base = o * C * inner + i0;
+    forward_planes_f32(x + base, y + base, r + o * inner + i0, C, inner, n, eps);
+  });
+}
+
+void backward_f32(const ReductionLayout& l, const float* dy, const float* x, const float* r, float* dx) {
+  if (l.rows()) {
+    const int64_t rows = l.outer * l.inner;
+    at::parallel_for(0, rows, rows_chunk(l.channels), [&](int64_t begin, int64_t end) {
+      const int64_t off = begin * l.channels;
+      backward_rows_f32(dy + off, x + off, r + begin, dx + off, end - begin, l.channels);
+    });
+    return;
+  }
+  const int64_t C = l.channels, inner = l.inner;
+  for_each_planes_block(l.outer, inner, planes_block(C, inner, 2), [&](int64_t o, int64_t i0, int64_t n) {
+    const int64_t base = o * C * inner + i0;
+    backward_planes_f32(dy + base, x + base, r + o * inner + i0, dx + base, C, inner, n);
+  });
+}
+
+// ---- float16 / bfloat16: blocks widened to float scratch, same loops, narrowed back ----
+
+// Copies a planes block (C channels of n pixels, `stride` apart) to or from dense float scratch [C, n].
+template <typename T>
+void gather_block(const T* src, float* dst, int64_t C, int64_t stride, int64_t n) {
+  for (int64_t c = 0; c < C; ++c) isa::to_float(src + c * stride, dst + c * n, n);
+}
+template <typename T>
+void scatter_block(const float* src, T* dst, int64_t C, int64_t stride, int64_t n) {
+  for (int64_t c = 0; c < C; ++c) isa::from_float(src + c * n, dst + c * stride, n);
+}
+
+template <typename T>
+void forward_half(const ReductionLayout& l, const T* x, T* y, float* r, float eps) {
+  const int64_t C = l.channels;
+  if (l.rows()) {
+    const int64_t rows = l.outer * l.inner, chunk = rows_chunk(C);
+    at::parallel_for(0, rows, chunk, [&](int64_t begin, int64_t end) {
+      std::vector<float> xs(chunk * C), ys(chunk * C);
+      for (int64_t r0 = begin; r0 < end; r0 += chunk) {
+        const int64_t nr = std::min(chunk, end - r0);
+        isa::to_float(x + r0 * C, xs.data(), nr * C);
+        forward_rows_f32(xs.data(), ys.data(), r + r0, nr, C, eps);
+        isa::from_float(ys.data(), y + r0 * C, nr * C);
+      }
+    });
+    return;
+  }
+  const int64_t inner = l.inner, block = planes_block(C, inner, 2);
+  const int64_t per_plane = (inner + block - 1) / block;
+  at::parallel_for(0, l.outer * per_plane, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> xs(C * block), ys(C * block);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t o = task / blocks_per_plane;
-      const int64_t i0 = (task % blocks_per_plane) * kPixelBlock;
-      const int64_t n = std::min(kPixelBlock, inner - i0);
+      const int64_t o = task / per_plane, i0 = (task % per_plane) * block, n = std::min(block, inner - i0);
       const int64_t base = o * C * inner + i0;
-      for (int64_t i = 0; i < n; ++i) dot[i] = 0;
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* xc = x + base + c * inner;
-        const scalar_t* dyc = dy + base + c * inner;
-        for (int64_t i = 0; i < n; ++i) dot[i] += acc_t(dyc[i]) * acc_t(xc[i]);
+      gather_block(x + base, xs.data(), C, inner, n);
+      forward_planes_f32(xs.data(), ys.data(), r + o * inner + i0, C, n, n, eps);
+      scatter_block(ys.data(), y + base, C, inner, n);
+    }
+  });
+}
+
+template <typename T>
+void backward_half(const ReductionLayout& l, const T* dy, const T* x, const float* r, T* dx) {
+  const int64_t C = l.channels;
+  if (l.rows()) {
+    const int64_t rows = l.outer * l.inner, chunk = rows_chunk(C);
+    at::parallel_for(0, rows, chunk, [&](int64_t begin, int64_t end) {
+      std::vector<float> dys(chunk * C), xs(chunk * C), dxs(chunk * C);
+      for (int64_t r0 = begin; r0 < end; r0 += chunk) {
+        const int64_t nr = std::min(chunk, end - r0);
+        isa::to_float(dy + r0 * C, dys.data(), nr * C);
+        isa::to_float(x + r0 * C, xs.data(), nr * C);
+        backward_rows_f32(dys.data(), xs.data(), r + r0, dxs.data(), nr, C);
+        isa::from_float(dxs.data(), dx + r0 * C, nr * C);
       }
-      for (int64_t i = 0; i < n; ++i) {
-        rs[i] = r[o * inner + i0 + i];
-        dot[i] = rs[i] * rs[i] * rs[i] * dot[i] / acc_t(C);
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* xc = x + base + c * inner;
-        const scalar_t* dyc = dy + base + c * inner;
-        scalar_t* dxc = dx + base + c * inner;
-        for (int64_t i = 0; i < n; ++i) dxc[i] = scalar_t(rs[i] * acc_t(dyc[i]) - dot[i] * acc_t(xc[i]));
-      }
+    });
+    return;
+  }
+  const int64_t inner = l.inner, block = planes_block(C, inner, 3);
+  const int64_t per_plane = (inner + block - 1) / block;
+  at::parallel_for(0, l.outer * per_plane, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> dys(C * block), xs(C * block), dxs(C * block);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t o = task / per_plane, i0 = (task % per_plane) * block, n = std::min(block, inner - i0);
+      const int64_t base = o * C * inner + i0;
+      gather_block(dy + base, dys.data(), C, inner, n);
+      gather_block(x + base, xs.data(), C, inner, n);
+      backward_planes_f32(dys.data(), xs.data(), r + o * inner + i0, dxs.data(), C, n, n);
+      scatter_block(dxs.data(), dx + base, C, inner, n);
+    }
+  });
+}
+
+// ---- float64: plain loops (gradcheck precision; speed is not the point) ----
+
+void forward_f64(const ReductionLayout& l, const double* x, double* y, double* r, double eps) {
+  const int64_t C = l.channels, inner = l.inner;
+  at::parallel_for(0, l.outer * inner, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const double* xp = x + (p / inner) * C * inner + p % inner;
+      double* yp = y + (p / inner) * C * inner + p % inner;
+      double sum = 0;
+      for (int64_t c = 0; c < C; ++c) sum += xp[c * inner] * xp[c * inner];
+      const double rs = 1.0 / std::sqrt(sum / double(C) + eps);
+      for (int64_t c = 0; c < C; ++c) yp[c * inner] = xp[c * inner] * rs;
+      r[p] = rs;
+    }
+  });
+}
+
+void backward_f64(const ReductionLayout& l, const double* dy, const double* x, const double* r, double* dx) {
+  const int64_t C = l.channels, inner = l.inner;
+  at::parallel_for(0, l.outer * inner, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t base = (p / inner) * C * inner + p % inner;
+      double dot = 0;
+      for (int64_t c = 0; c < C; ++c) dot += dy[base + c * inner] * x[base + c * inner];
+      const double rs = r[p];
+      const double k = rs * rs * rs * dot / double(C);
+      for (int64_t c = 0; c < C; ++c) dx[base + c * inner] = rs * dy[base + c * inner] - k * x[base + c * inner];
     }
   });
 }
@@ -119,15 +279,25 @@ std::tuple<at::Tensor, at::Tensor> pixel_norm_forward_cpu(const at::Tensor& x_in
   const at::Tensor x = layout.dense(x_in);
   at::Tensor y = at::empty_like(x);
   at::Tensor r = at::empty(layout.stat_sizes(x_in), x.options().dtype(at::toOpMathType(x.scalar_type())));
-  if (x.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_norm_forward_cpu", [&] {
-      if (layout.rows())
-        forward_rows(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), r.mutable_data_ptr<at::opmath_type<scalar_t>>(),
-                     layout.outer * layout.inner, layout.channels, eps);
-      else
-        forward_planes(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), r.mutable_data_ptr<at::opmath_type<scalar_t>>(),
-                       layout.outer, layout.channels, layout.inner, eps);
-    });
+  if (x.numel() == 0) return {y, r};
+  switch (x.scalar_type()) {
+    case at::kFloat:
+      forward_f32(layout, x.const_data_ptr<float>(), y.mutable_data_ptr<float>(), r.mutable_data_ptr<float>(),
+                  static_cast<float>(eps));
+      break;
+    case at::kDouble:
+      forward_f64(layout, x.const_data_ptr<double>(), y.mutable_data_ptr<double>(), r.mutable_data_ptr<double>(), eps);
+      break;
+    case at::kHalf:
+      forward_half(layout, x.const_data_ptr<at::Half>(), y.mutable_data_ptr<at::Half>(), r.mutable_data_ptr<float>(),
+                   static_cast<float>(eps));
+      break;
+    case at::kBFloat16:
+      forward_half(layout, x.const_data_ptr<at::BFloat16>(), y.mutable_data_ptr<at::BFloat16>(),
+                   r.mutable_data_ptr<float>(), static_cast<float>(eps));
+      break;
+    default:
+      TORCH_CHECK(false, "pixel_norm_forward: x must be float16, bfloat16, float32 or float64; got ", x.scalar_type());
   }
   return {y, r};
 }
@@ -139,15 +309,26 @@ at::Tensor pixel_norm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& x_
   const at::Tensor dy = layout.dense_like(dy_in);
   const at::Tensor r = r_in.to(at::toOpMathType(x_in.scalar_type())).contiguous();
   at::Tensor dx = at::empty_like(x);
-  if (x.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_norm_backward_cpu", [&] {
-      if (layout.rows())
-        backward_rows(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), r.const_data_ptr<at::opmath_type<scalar_t>>(),
-                      dx.mutable_data_ptr<scalar_t>(), layout.outer * layout.inner, layout.channels);
-      else
-        backward_planes(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), r.const_data_ptr<at::opmath_type<scalar_t>>(),
-                        dx.mutable_data_ptr<scalar_t>(), layout.outer, layout.channels, layout.inner);
-    });
+  if (x.numel() == 0) return dx;
+  switch (x.scalar_type()) {
+    case at::kFloat:
+      backward_f32(layout, dy.const_data_ptr<float>(), x.const_data_ptr<float>(), r.const_data_ptr<float>(),
+                   dx.mutable_data_ptr<float>());
+      break;
+    case at::kDouble:
+      backward_f64(layout, dy.const_data_ptr<double>(), x.const_data_ptr<double>(), r.const_data_ptr<double>(),
+                   dx.mutable_data_ptr<double>());
+      break;
+    case at::kHalf:
+      backward_half(layout, dy.const_data_ptr<at::Half>(), x.const_data_ptr<at::Half>(), r.const_data_ptr<float>(),
+                    dx.mutable_data_ptr<at::Half>());
+      break;
+    case at::kBFloat16:
+      backward_half(layout, dy.const_data_ptr<at::BFloat16>(), x.const_data_ptr<at::BFloat16>(),
+                    r.const_data_ptr<float>(), dx.mutable_data_ptr<at::BFloat16>());
+      break;
+    default:
+      TORCH_CHECK(false, "pixel_norm_backward: x must be float16, bfloat16, float32 or float64; got ", x.scalar_type());
   }
   return dx;
 }
@@ -159,4 +340,5 @@ TORCH_LIBRARY_IMPL(progan_fast, CPU, m) {
   m.impl("pixel_norm_backward", &pixel_norm_backward_cpu);
 }
 
+}  // namespace pixel_norm_cpu
 }  // namespace progan_fast
