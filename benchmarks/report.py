@@ -1,0 +1,117 @@
+"""Markdown table of a benchmark run: `python -m benchmarks.report results.json [more.json ...]`.
+
+Given several runs of the same suite (the machine is shared, so repeat and keep the best), each case keeps the
+run with the lowest median per implementation; min and median are both shown for progan_fast. Targets
+(CONTRACT section 7) are judged for forward+backward only:
+  every shape: progan_fast no slower than torch.compile of the reference;
+  S2/S3: >= 80 % of the copy-bandwidth roofline, and >= 1.5x compile where compile is below 55 % of the roofline.
+"""
+import argparse
+import json
+import sys
+
+from . import common
+
+KERNEL_ORDER = ("cpu", "cuda", "triton")
+
+
+def load(paths):
+    """{(op, direction, shape, layout): {impl: record}}, keeping the lowest median per implementation."""
+    cases = {}
+    meta = []
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        meta.append(data.get("machine_info", {}))
+        for b in data.get("benchmarks", []):
+            info = b.get("extra_info", {})
+            if "op" not in info or not b.get("stats"):
+                continue
+            key = (info["op"], info["direction"], info["shape_name"], info["layout"])
+            rec = {"median": b["stats"]["median"], "min": b["stats"]["min"], "info": info}
+            impls = cases.setdefault(key, {})
+            if info["impl"] not in impls or rec["median"] < impls[info["impl"]]["median"]:
+                impls[info["impl"]] = rec
+    return cases, meta
+
+
+def judge(shape_name, kernel, compile_rec):
+    """(met, list of reasons it is not) for a forward+backward case."""
+    reasons = []
+    frac = kernel["info"]["roofline_ms"] / 1e3 / kernel["median"]
+    if compile_rec is not None:
+        ratio = compile_rec["median"] / kernel["median"]
+        if ratio < 1.0:
+            reasons.append(f"slower than compile ({ratio:.2f}x)")
+        compile_frac = compile_rec["info"]["roofline_ms"] / 1e3 / compile_rec["median"]
+        if (shape_name in common.ROOFLINE_SHAPES and compile_frac < common.COMPILE_SLOW_ROOFLINE_FRACTION
+                and ratio < common.TARGET_SPEEDUP_WHEN_COMPILE_SLOW):
+            reasons.append(f"{ratio:.2f}x compile < {common.TARGET_SPEEDUP_WHEN_COMPILE_SLOW}x "
+                           f"(compile at {compile_frac:.0%} of roofline)")
+    else:
+        reasons.append("no compile measurement")
+    if shape_name in common.ROOFLINE_SHAPES and frac < common.TARGET_ROOFLINE_FRACTION:
+        reasons.append(f"{frac:.0%} of roofline < {common.TARGET_ROOFLINE_FRACTION:.0%}")
+    return not reasons, reasons
+
+
+def render(cases, meta):
+    ms = lambda rec: "n/a" if rec is None else f"{rec['median'] * 1e3:.3f}"  # noqa: E731
+    lines = []
+    bws = sorted({r["info"]["copy_bandwidth_GBps"] for impls in cases.values() for r in impls.values()})
+    if bws:
+        lines.append(f"Copy bandwidth (large `copy_`, read + write): {', '.join(f'{b:.1f}' for b in bws)} GB/s "
+                     f"(per run). Times are medians in ms; progan_fast also shows (min).")
+        lines.append("")
+    lines.append("| op | direction | shape | layout | eager ms | compile ms | progan_fast ms | backend "
+                 "| vs eager | vs compile | % roofline | target met? |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    shortfalls = []
+    order = {d: i for i, d in enumerate(common.DIRECTIONS)}
+    shape_order = {s: i for i, s in enumerate(common.SHAPES)}
+    for key in sorted(cases, key=lambda k: (k[0], order.get(k[1], 9), shape_order.get(k[2], 9), k[3])):
+        op, direction, shape_name, layout = key
+        impls = cases[key]
+        eager, comp = impls.get("eager"), impls.get("compile")
+        for backend in [b for b in KERNEL_ORDER if b in impls] or [None]:
+            kernel = impls.get(backend) if backend else None
+            row = [op, direction, shape_name, layout, ms(eager), ms(comp)]
+            if kernel is None:
+                lines.append("| " + " | ".join(row + ["n/a", "-", "-", "-", "-", "-"]) + " |")
+                continue
+            frac = kernel["info"]["roofline_ms"] / 1e3 / kernel["median"]
+            vs_eager = f"{eager['median'] / kernel['median']:.2f}x" if eager else "n/a"
+            vs_comp = f"{comp['median'] / kernel['median']:.2f}x" if comp else "n/a"
+            if direction == "forward+backward":
+                met, reasons = judge(shape_name, kernel, comp)
+                verdict = "yes" if met else "NO: " + "; ".join(reasons)
+                if not met:
+                    shortfalls.append(f"- {op} {direction} {shape_name} {layout} ({backend}): {'; '.join(reasons)}")
+            else:
+                verdict = "(no target)"
+            roof = f"{frac:.0%}" if shape_name in common.ROOFLINE_SHAPES else f"({frac:.0%}, in cache)"
+            lines.append("| " + " | ".join(row + [f"{kernel['median'] * 1e3:.3f} ({kernel['min'] * 1e3:.3f})",
+                                                  backend, vs_eager, vs_comp, roof, verdict]) + " |")
+    lines.append("")
+    if shortfalls:
+        lines.append("Targets not met:")
+        lines.extend(shortfalls)
+    else:
+        lines.append("All forward+backward targets met.")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", help="pytest-benchmark JSON file(s) (--benchmark-json)")
+    args = parser.parse_args(argv)
+    cases, meta = load(args.results)
+    if not cases:
+        print("no progan_fast benchmark records in " + ", ".join(args.results), file=sys.stderr)
+        return 1
+    print(render(cases, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
