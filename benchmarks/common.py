@@ -109,7 +109,7 @@ def measure(benchmark, session, fn, *, op, direction, impl, shape_name, layout, 
         "shape": list(SHAPES[shape_name]), "dtype": str(DTYPE).replace("torch.", ""), "layout": layout,
         "bytes_moved": int(bytes_moved), "copy_bandwidth_GBps": round(bw, 2), "roofline_ms": roofline_s * 1e3,
         "roofline_fraction": roofline_s / seconds, "threads": torch.get_num_threads(),
-        "malloc_tuned": session.malloc_tuned, "smoke": session.smoke,
+        "malloc_tuned": session.malloc_tuned, "smoke": session.smoke, "torch": torch.__version__,
     }
     for other in ("eager", "compile"):
         other_s = session.medians.get(case + (other,))

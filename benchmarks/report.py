@@ -22,7 +22,7 @@ def load(paths):
     for path in paths:
         with open(path) as f:
             data = json.load(f)
-        meta.append(data.get("machine_info", {}))
+        meta.append({"machine": data.get("machine_info", {}), "datetime": data.get("datetime", "?")})
         for b in data.get("benchmarks", []):
             info = b.get("extra_info", {})
             if "op" not in info or not b.get("stats"):
@@ -58,6 +58,15 @@ def judge(shape_name, kernel, compile_rec):
 def render(cases, meta):
     ms = lambda rec: "n/a" if rec is None else f"{rec['median'] * 1e3:.3f}"  # noqa: E731
     lines = []
+    infos = [r["info"] for impls in cases.values() for r in impls.values()]
+    machine = meta[0]["machine"] if meta else {}
+    cpu = machine.get("cpu", {})
+    lines.append(f"Runs: {len(meta)} ({', '.join(m['datetime'] for m in meta)}); each case keeps its best median. "
+                 f"Machine: {cpu.get('brand_raw', machine.get('processor', '?'))}, {cpu.get('count', '?')} logical "
+                 f"cores; torch {sorted({i.get('torch', '?') for i in infos})[0]}; "
+                 f"{sorted({i['threads'] for i in infos})} threads; glibc malloc thresholds raised: "
+                 f"{'yes' if all(i['malloc_tuned'] for i in infos) else 'no'}.")
+    lines.append("")
     bws = sorted({r["info"]["copy_bandwidth_GBps"] for impls in cases.values() for r in impls.values()})
     if bws:
         lines.append(f"Copy bandwidth (large `copy_`, read + write): {', '.join(f'{b:.1f}' for b in bws)} GB/s "
