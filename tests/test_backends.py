@@ -69,6 +69,8 @@ def test_import_without_extension_or_triton_uses_reference_with_one_warning(tmp_
                     ignore=shutil.ignore_patterns("_C*", "__pycache__"))
     code = """
         import sys, warnings
+        # an editable install's import hook would find the built checkout before this copy: drop it
+        sys.meta_path = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
         sys.modules["triton"] = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
