@@ -178,14 +178,16 @@ def minibatch_stddev(x, group_size=4, grouping="strided", unbiased=False, eps=1e
     var is biased (divide by G) unless `unbiased` (divide by G - 1).
     """
     n, c, h, w = x.shape
-    # torch.cat keeps channels_last only when every input has it, so the small extra map is laid out like x.
+    # torch.cat keeps channels_last only when every input has it, so the small extra map is laid out like x
+    # (materialised from an expand: a fresh N x 1 x H x W tensor already counts as channels_last and keeps
+    # NCHW strides, which cat then reads as contiguous).
     fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
     g = min(group_size, n)
     if grouping == "contiguous":
         if n % g != 0:
             g = n
         if g == 1:
-            return torch.cat([x, x.new_zeros(n, 1, h, w).contiguous(memory_format=fmt)], 1)
+            return torch.cat([x, x.new_zeros(n, 1, 1, 1).expand(n, 1, h, w).contiguous(memory_format=fmt)], 1)
     m = n // g
     xf = _opmath(x)
     if grouping == "strided":
