@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from progan_fast.metrics import generate_uint8, ms_ssim, sliced_wasserstein
-from progan_fast.metrics.swd import laplacian_pyramid, pyr_down, pyr_up
+from progan_fast.metrics.swd import _swd, laplacian_pyramid, pyr_down, pyr_up
 from progan_fast.train.data import MultiResDataset, default_dataset
 
 BINOMIAL = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]).astype(np.float64) / 256.0
@@ -91,6 +91,19 @@ def test_swd_deterministic_inputs_and_grayscale(shapes32):
     gray_r, gray_f = reals[:, :1], fakes[:, :1]
     assert sliced_wasserstein(gray_r, gray_f, seed=5, **kw) == sliced_wasserstein(
         gray_r.expand(-1, 3, -1, -1).contiguous(), gray_f.expand(-1, 3, -1, -1).contiguous(), seed=5, **kw)
+
+
+def test_swd_sort_paths_agree():
+    # The GPU path sorts with torch, the CPU path with numpy: same directions, same distances.
+    a, b = torch.randn(3000, 147), torch.randn(3000, 147) * 1.1 + 0.05
+    with_numpy = _swd(a, b, 2, 40, torch.Generator().manual_seed(0), use_numpy=True)
+    with_torch = _swd(a, b, 2, 40, torch.Generator().manual_seed(0), use_numpy=False)
+    assert with_numpy == pytest.approx(with_torch, rel=1e-5)
+    # Explicit: one direction, sorted projections, mean absolute difference.
+    d = torch.randn(1, 147, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    d = (d / d.norm()).float()
+    want = ((a @ d.T).sort(0).values - (b @ d.T).sort(0).values).abs().mean().item()
+    assert _swd(a, b, 1, 1, torch.Generator().manual_seed(1), use_numpy=True) == pytest.approx(want, rel=1e-5)
 
 
 def test_swd_argument_errors(shapes32):

@@ -112,22 +112,22 @@ def _normalize(desc):
     return ((desc - mean) / std).reshape(desc.shape[0], -1)
 
 
-def _swd(a, b, dir_repeats, dirs_per_repeat, generator, dir_chunk=32):
-    cpu = a.device.type == "cpu"
-    if cpu:
-        # numpy on CPU: its sort is several times faster than torch's for these shapes, and single-threaded BLAS
-        # calls this small do not suffer from intra-op thread start-up.
+def _swd(a, b, dir_repeats, dirs_per_repeat, generator, use_numpy, dir_chunk=32):
+    """Mean |sorted projections of a - sorted projections of b| over random unit directions, averaged over
+    repeats; a, b: M x D descriptors. The directions come from `generator` in the same order on every path."""
+    num, dim = a.shape
+    if use_numpy:
+        # On CPU numpy's sort is several times faster than torch's for these shapes.
         a, b = a.numpy().T, b.numpy().T
     results = []
     for _ in range(dir_repeats):
-        dirs = torch.randn(dirs_per_repeat, a.shape[0] if cpu else a.shape[1], generator=generator,
-                           dtype=torch.float64)
+        dirs = torch.randn(dirs_per_repeat, dim, generator=generator, dtype=torch.float64)
         dirs = (dirs / dirs.square().sum(1, keepdim=True).sqrt()).to(torch.float32)
         total = 0.0
         # A few directions at a time bound the memory of the projected, sorted copies.
         for j in range(0, dirs_per_repeat, dir_chunk):
             d = dirs[j:j + dir_chunk]
-            if cpu:
+            if use_numpy:
                 d = d.numpy()
                 diff = np.sort(d @ a, axis=1) - np.sort(d @ b, axis=1)
                 total += float(np.abs(diff).sum(dtype=np.float64))
@@ -135,7 +135,7 @@ def _swd(a, b, dir_repeats, dirs_per_repeat, generator, dir_chunk=32):
                 d = d.to(a.device)
                 diff = torch.sort(d @ a.T, dim=1).values - torch.sort(d @ b.T, dim=1).values
                 total += diff.abs().sum(dtype=torch.float64).item()
-        results.append(total / (a.shape[1 if cpu else 0] * dirs_per_repeat))
+        results.append(total / (num * dirs_per_repeat))
     return float(np.mean(results))
 
 
@@ -182,7 +182,7 @@ def sliced_wasserstein(reals, fakes, num_patches=128, patch_size=7, dir_repeats=
         for level, res in enumerate(resolutions):
             da = _normalize(_descriptors(reals, level, len(resolutions), num_patches, patch_size, generator, chunk))
             db = _normalize(_descriptors(fakes, level, len(resolutions), num_patches, patch_size, generator, chunk))
-            dist[res] = _swd(da, db, dir_repeats, dirs_per_repeat, generator) * 1e3
+            dist[res] = _swd(da, db, dir_repeats, dirs_per_repeat, generator, da.device.type == "cpu") * 1e3
             del da, db
     dist["avg"] = float(np.mean([dist[r] for r in resolutions]))
     return dist
