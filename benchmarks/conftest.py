@@ -12,6 +12,14 @@ torch._dynamo.config.accumulated_recompile_limit = 4096
 def pytest_addoption(parser):
     parser.addoption("--benchmark-default-malloc", action="store_true", default=False,
                      help="keep glibc's default malloc thresholds (large outputs are page-faulted in on every call)")
+    parser.addoption("--benchmark-threads", type=int, default=None,
+                     help="torch.set_num_threads for the whole session (default: torch's default, all cores)")
+
+
+def pytest_configure(config):
+    threads = config.getoption("--benchmark-threads")
+    if threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,9 @@ from . import common
 KERNEL_ORDER = ("cpu", "cuda", "triton")
 
 
-def load(paths):
-    """{(op, direction, shape, layout): {impl: record}}, keeping the lowest median per implementation."""
+def load(paths, stat="median"):
+    """{(op, direction, shape, layout): {impl: record}}, keeping the lowest `stat` per implementation; the record's
+    "median" field holds that statistic (median or min) and is what every ratio uses."""
     cases = {}
     meta = []
     for path in paths:
@@ -28,7 +29,7 @@ def load(paths):
             if "op" not in info or not b.get("stats"):
                 continue
             key = (info["op"], info["direction"], info["shape_name"], info["layout"])
-            rec = {"median": b["stats"]["median"], "min": b["stats"]["min"], "info": info}
+            rec = {"median": b["stats"][stat], "min": b["stats"]["min"], "info": info}
             impls = cases.setdefault(key, {})
             if info["impl"] not in impls or rec["median"] < impls[info["impl"]]["median"]:
                 impls[info["impl"]] = rec
@@ -55,13 +56,13 @@ def judge(shape_name, kernel, compile_rec):
     return not reasons, reasons
 
 
-def render(cases, meta):
+def render(cases, meta, stat="median"):
     ms = lambda rec: "n/a" if rec is None else f"{rec['median'] * 1e3:.3f}"  # noqa: E731
     lines = []
     infos = [r["info"] for impls in cases.values() for r in impls.values()]
     machine = meta[0]["machine"] if meta else {}
     cpu = machine.get("cpu", {})
-    lines.append(f"Runs: {len(meta)} ({', '.join(m['datetime'] for m in meta)}); each case keeps its best median. "
+    lines.append(f"Runs: {len(meta)} ({', '.join(m['datetime'] for m in meta)}); each case keeps its best {stat}. "
                  f"Machine: {cpu.get('brand_raw', machine.get('processor', '?'))}, {cpu.get('count', '?')} logical "
                  f"cores; torch {sorted({i.get('torch', '?') for i in infos})[0]}; "
                  f"{sorted({i['threads'] for i in infos})} threads; glibc malloc thresholds raised: "
@@ -70,7 +71,8 @@ def render(cases, meta):
     bws = sorted({r["info"]["copy_bandwidth_GBps"] for impls in cases.values() for r in impls.values()})
     if bws:
         lines.append(f"Copy bandwidth (large `copy_`, read + write): {', '.join(f'{b:.1f}' for b in bws)} GB/s "
-                     f"(per run). Times are medians in ms; progan_fast also shows (min).")
+                     f"(per run). Times are {'medians' if stat == 'median' else 'minima'} in ms over each run's rounds (best "
+                     f"run kept); progan_fast also shows (min).")
         lines.append("")
     lines.append("| op | direction | shape | layout | eager ms | compile ms | progan_fast ms | backend "
                  "| vs eager | vs compile | % roofline | target met? |")
@@ -113,12 +115,14 @@ def render(cases, meta):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", help="pytest-benchmark JSON file(s) (--benchmark-json)")
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="statistic compared (min: on a shared, loaded machine, the least disturbed round)")
     args = parser.parse_args(argv)
-    cases, meta = load(args.results)
+    cases, meta = load(args.results, args.stat)
     if not cases:
         print("no progan_fast benchmark records in " + ", ".join(args.results), file=sys.stderr)
         return 1
-    print(render(cases, meta))
+    print(render(cases, meta, args.stat))
     return 0
 
 
