@@ -103,6 +103,14 @@ PN_INLINE void store_axpby_scalar(float* __restrict dx, const float* __restrict 
   for (; i < n; ++i) dx[i] = a * dy[i] - b * x[i];
 }
 
+// Planes blocks run a DRAM-bound first pass and then a second pass from cache, during which the hardware
+// prefetchers (which only follow short runs of a strided block) leave DRAM idle. Prefetching the next block's
+// channel rows into L2 while the second pass computes keeps it busy: ~1.6x faster forward+backward at S2/S3 NCHW,
+// on par with channels_last. (Prefetching ahead within the first pass, or into L1, did not help.)
+PN_INLINE void prefetch_row(const float* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64 / sizeof(float)) __builtin_prefetch(p + i, 0, 2);
+}
+
 // Non-temporal stores are weakly ordered: fence before another thread may read what this one streamed.
 PN_INLINE void stream_fence(bool stream) {
 #if defined(__SSE2__)
@@ -113,11 +121,12 @@ PN_INLINE void stream_fence(bool stream) {
 }
 
 // ---- float32 loops (multi-versioned; external linkage so the ifunc resolvers can be emitted) ----
-// Planes: a block of n <= kMaxBlock neighbouring pixels; channel c of pixel i is at [c * stride + i].
+// Planes: a block of n <= kMaxBlock neighbouring pixels; channel c of pixel i is at [c * stride + i]. `next` (may be
+// null): the same thread's next block, next_n pixels wide, prefetched during the second pass.
 
 PROGAN_FAST_MULTIVERSION
 void forward_planes_f32(const float* __restrict x, float* __restrict y, float* __restrict r, int64_t C, int64_t stride,
-                        int64_t n, float eps, bool stream) {
+                        int64_t n, float eps, bool stream, const float* next, int64_t next_n) {
   float acc[kMaxBlock];
   for (int64_t i = 0; i < n; ++i) acc[i] = 0.f;
   for (int64_t c = 0; c < C; ++c) {
@@ -126,7 +135,10 @@ void forward_planes_f32(const float* __restrict x, float* __restrict y, float* _
   }
   const float fc = static_cast<float>(C);
   for (int64_t i = 0; i < n; ++i) acc[i] = 1.f / std::sqrt(acc[i] / fc + eps);
-  for (int64_t c = 0; c < C; ++c) store_mul(y + c * stride, x + c * stride, acc, n, stream);
+  for (int64_t c = 0; c < C; ++c) {
+    if (next) prefetch_row(next + c * stride, next_n);
+    store_mul(y + c * stride, x + c * stride, acc, n, stream);
+  }
   for (int64_t i = 0; i < n; ++i) r[i] = acc[i];
   stream_fence(stream);
 }
@@ -134,7 +146,8 @@ void forward_planes_f32(const float* __restrict x, float* __restrict y, float* _
 // dx = r * dy - x * r^3 * mean_c(dy * x)
 PROGAN_FAST_MULTIVERSION
 void backward_planes_f32(const float* __restrict dy, const float* __restrict x, const float* __restrict r,
-                         float* __restrict dx, int64_t C, int64_t stride, int64_t n, bool stream) {
+                         float* __restrict dx, int64_t C, int64_t stride, int64_t n, bool stream, const float* next_dy,
+                         const float* next_x, int64_t next_n) {
   float k[kMaxBlock];
   float rs[kMaxBlock];
   for (int64_t i = 0; i < n; ++i) k[i] = 0.f;
@@ -148,7 +161,13 @@ void backward_planes_f32(const float* __restrict dy, const float* __restrict x, 
     rs[i] = r[i];
     k[i] = rs[i] * rs[i] * rs[i] * k[i] / fc;
   }
-  for (int64_t c = 0; c < C; ++c) store_axpby(dx + c * stride, dy + c * stride, x + c * stride, rs, k, n, stream);
+  for (int64_t c = 0; c < C; ++c) {
+    if (next_x) {
+      prefetch_row(next_x + c * stride, next_n);
+      prefetch_row(next_dy + c * stride, next_n);
+    }
+    store_axpby(dx + c * stride, dy + c * stride, x + c * stride, rs, k, n, stream);
+  }
   stream_fence(stream);
 }
 
@@ -200,15 +219,23 @@ int64_t planes_block(int64_t C, int64_t inner, int64_t streams) {
 
 int64_t rows_chunk(int64_t C) { return std::max<int64_t>(1, kRowsChunkElems / std::max<int64_t>(C, 1)); }
 
-// Runs fn(o, i0, n) over every planes block, blocks of one plane contiguous within a thread's share.
+// Runs fn(o, i0, n, next, next_n) over every planes block of [outer, C, inner], blocks of one plane contiguous
+// within a thread's share; next is the element offset of the thread's next block (-1 after its last), next_n its
+// pixel count.
 template <typename F>
-void for_each_planes_block(int64_t outer, int64_t inner, int64_t block, const F& fn) {
+void for_each_planes_block(int64_t outer, int64_t C, int64_t inner, int64_t block, const F& fn) {
   const int64_t per_plane = (inner + block - 1) / block;
   at::parallel_for(0, outer * per_plane, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t o = task / per_plane;
       const int64_t i0 = (task % per_plane) * block;
-      fn(o, i0, std::min(block, inner - i0));
+      int64_t next = -1, next_n = 0;
+      if (task + 1 < end) {
+        const int64_t no = (task + 1) / per_plane, ni0 = ((task + 1) % per_plane) * block;
+        next = no * C * inner + ni0;
+        next_n = std::min(block, inner - ni0);
+      }
+      fn(o, i0, std::min(block, inner - i0), next, next_n);
     }
   });
 }
@@ -226,9 +253,11 @@ void forward_f32(const ReductionLayout& l, const float* x, float* y, float* r, f
     return;
   }
   const int64_t C = l.channels, inner = l.inner;
-  for_each_planes_block(l.outer, inner, planes_block(C, inner, 1), [&](int64_t o, int64_t i0, int64_t n) {
+  const int64_t block = planes_block(C, inner, 1);
+  for_each_planes_block(l.outer, C, inner, block, [&](int64_t o, int64_t i0, int64_t n, int64_t next, int64_t next_n) {
     const int64_t base = o * C * inner + i0;
-    forward_planes_f32(x + base, y + base, r + o * inner + i0, C, inner, n, eps, stream);
+    forward_planes_f32(x + base, y + base, r + o * inner + i0, C, inner, n, eps, stream,
+                       next >= 0 ? x + next : nullptr, next_n);
   });
 }
 
@@ -243,9 +272,11 @@ void backward_f32(const ReductionLayout& l, const float* dy, const float* x, con
     return;
   }
   const int64_t C = l.channels, inner = l.inner;
-  for_each_planes_block(l.outer, inner, planes_block(C, inner, 2), [&](int64_t o, int64_t i0, int64_t n) {
+  const int64_t block = planes_block(C, inner, 2);
+  for_each_planes_block(l.outer, C, inner, block, [&](int64_t o, int64_t i0, int64_t n, int64_t next, int64_t next_n) {
     const int64_t base = o * C * inner + i0;
-    backward_planes_f32(dy + base, x + base, r + o * inner + i0, dx + base, C, inner, n, stream);
+    backward_planes_f32(dy + base, x + base, r + o * inner + i0, dx + base, C, inner, n, stream,
+                        next >= 0 ? dy + next : nullptr, next >= 0 ? x + next : nullptr, next_n);
   });
 }
 
@@ -285,7 +316,7 @@ void forward_half(const ReductionLayout& l, const T* x, T* y, float* r, float ep
       const int64_t o = task / per_plane, i0 = (task % per_plane) * block, n = std::min(block, inner - i0);
       const int64_t base = o * C * inner + i0;
       gather_block(x + base, xs.data(), C, inner, n);
-      forward_planes_f32(xs.data(), ys.data(), r + o * inner + i0, C, n, n, eps, false);
+      forward_planes_f32(xs.data(), ys.data(), r + o * inner + i0, C, n, n, eps, false, nullptr, 0);
       scatter_block(ys.data(), y + base, C, inner, n);
     }
   });
@@ -317,7 +348,7 @@ void backward_half(const ReductionLayout& l, const T* dy, const T* x, const floa
       const int64_t base = o * C * inner + i0;
       gather_block(dy + base, dys.data(), C, inner, n);
       gather_block(x + base, xs.data(), C, inner, n);
-      backward_planes_f32(dys.data(), xs.data(), r + o * inner + i0, dxs.data(), C, n, n, false);
+      backward_planes_f32(dys.data(), xs.data(), r + o * inner + i0, dxs.data(), C, n, n, false, nullptr, nullptr, 0);
       scatter_block(dxs.data(), dx + base, C, inner, n);
     }
   });
