@@ -1,5 +1,5 @@
 // Pixel norm CUDA kernels: thin __global__ wrappers around the phase functions of csrc/ops/pixel_norm.h, which
-// the CPU emulation also runs. No ATen here: the host side (csrc/cuda/pixel_norm.cpp) checks, allocates and
+// the CPU emulation also runs. No ATen here: the host side (csrc/cuda/pixel_norm_host.cpp) checks, allocates and
 // picks the stream.
 #include "ops/pixel_norm.h"
 

@@ -1,6 +1,8 @@
 // Host side of pixel norm's CUDA kernels: argument checks, layout, allocation, device guard and stream, then
-// the plain launchers of csrc/cuda/pixel_norm.cu. Compiled only in CUDA builds (PROGAN_FAST_WITH_CUDA).
+// the plain launchers of csrc/cuda/pixel_norm.cu. Compiled only in CUDA builds (PROGAN_FAST_WITH_CUDA); named
+// apart from pixel_norm.cu because both would build to the same pixel_norm.o.
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
