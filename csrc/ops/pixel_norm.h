@@ -179,7 +179,7 @@ PF_HD void backward_write(const BackwardArgs<scalar_t>& a, const LaunchConfig& c
   }
 }
 
-// Type-erased launch parameters: what the host code (csrc/cuda/pixel_norm.cpp) hands to the .cu launchers.
+// Type-erased launch parameters: what the host code (csrc/cuda/pixel_norm_host.cpp) hands to the .cu launchers.
 struct ForwardParams {
   const void* x;
   void* y;
