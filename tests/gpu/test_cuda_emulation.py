@@ -61,7 +61,7 @@ def test_emulated_kernels_match_reference_4d(dtype, memory_format, shape):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape,dim", [((6, 9), 1), ((5, 512), -1), ((3, 4, 7), 1), ((3, 4, 7), 2),
-                                       ((2, 3, 4, 5), 3), ((7, 1), 1), ((1, 33), 1)])
+                                       ((2, 3, 4, 5), 3), ((7, 1), 1), ((1, 33), 1), ((2, 3000), 1)])
 def test_emulated_kernels_match_reference_any_dim(dtype, shape, dim):
     check(torch.randn(shape, dtype=dtype), dim)
 
@@ -76,8 +76,8 @@ def test_one_thread_per_pixel_schedule(dtype):
 
 
 def test_launch_geometry_covers_both_layouts():
-    """The shapes above exercise every schedule: rows with a full warp per row and with fewer lanes than a
-    warp, planes with lanes splitting the channel loop, and more blocks than one."""
+    """The shapes above exercise every schedule: rows with a warp per row, with fewer lanes than a warp and with
+    the whole block on one row, planes with lanes splitting the channel loop, and more blocks than one."""
     assert launch(torch.randn(5, 512), 1) == dict(items=5, blocks=1, lanes=32, items_per_block=8, rows=True)
     cl = torch.randn(2, 3, 5, 7).contiguous(memory_format=torch.channels_last)
     assert launch(cl, 1) == dict(items=70, blocks=2, lanes=4, items_per_block=64, rows=True)
@@ -85,9 +85,13 @@ def test_launch_geometry_covers_both_layouts():
     assert planes == dict(items=256, blocks=32, lanes=32, items_per_block=8, rows=False)
     odd = launch(torch.randn(3, 67, 5, 9), 1)
     assert not odd["rows"] and odd["lanes"] == 32 and odd["items"] % odd["items_per_block"] != 0
-    # S2 NCHW (16, 256, 32, 32): lanes grow until the grid has 512 blocks
-    assert launch(torch.empty(16, 256, 32, 32), 1) == dict(items=16384, blocks=512, lanes=8, items_per_block=32,
+    # S2/S3 NCHW: lanes grow until the grid has 512 blocks and a block's slice of x is at most 4096 elements
+    assert launch(torch.empty(16, 256, 32, 32), 1) == dict(items=16384, blocks=1024, lanes=16, items_per_block=16,
                                                            rows=False)
+    assert launch(torch.empty(16, 128, 64, 64), 1) == dict(items=65536, blocks=2048, lanes=8, items_per_block=32,
+                                                           rows=False)
+    # rows wider than 4096 / 8 elements get more than a warp each
+    assert launch(torch.empty(2, 3000), 1) == dict(items=2, blocks=2, lanes=256, items_per_block=1, rows=True)
 
 
 def test_eps_keeps_zero_vectors_finite():
