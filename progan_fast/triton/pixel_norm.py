@@ -6,7 +6,7 @@ Addresses are base(o) + p * stride_p + c * stride_c, so one kernel serves both l
   rows   (reduced dim contiguous: channels_last, latents): stride_c == 1, the tile is read along channels;
   planes (NCHW): stride_p == 1, the tile is read along pixels, every channel a coalesced row.
 When all channels fit in one chunk the tile is loaded once; otherwise a first pass accumulates and a second
-re-reads (from L2) to write. Math is in float32 (float64 for float64 inputs): the rsqrt tensor's dtype.
+re-reads (from L2: a program's slice is kept small) to write. Math is in float32 (float64 for float64 inputs): the rsqrt tensor's dtype.
 """
 import contextlib
 import os
@@ -18,8 +18,14 @@ import triton.language as tl
 from ..ops.pixel_norm import output_memory_format, register_kernel_family, stat_dtype
 
 NAMESPACE = "progan_fast_triton"
-# Elements per tile: 16 per thread at 4 warps, so the single-pass tile stays in registers.
+# Elements per tile: 8 per thread at 8 warps, so a one-pass tile stays in registers (about 60 per thread on
+# sm_90, backward included) with room for 4 programs per SM.
 TILE = 2048
+NUM_WARPS = 8
+# Planes layout: channels are read in one pass when a tile can still span this many pixels (a 32-byte sector of
+# float32 per channel); wider reductions take two passes over BLOCK_P = 32 pixels, a slice small enough per
+# program that the second pass re-reads it from L2.
+MIN_PLANE_PIXELS = 8
 
 
 @triton.jit
@@ -117,8 +123,12 @@ def geometry(x, dim):
         block_p = max(1, min(triton.next_power_of_2(P), TILE // block_c))
     else:  # outer planes of C channels, each channel P contiguous pixels
         P, stride_o, stride_p, stride_c = inner, channels * inner, 1, inner
-        block_p = min(triton.next_power_of_2(P), 128)
-        block_c = max(1, min(triton.next_power_of_2(channels), TILE // block_p))
+        if triton.next_power_of_2(channels) * MIN_PLANE_PIXELS <= TILE:
+            block_c = triton.next_power_of_2(channels)
+            block_p = min(triton.next_power_of_2(P), TILE // block_c)
+        else:
+            block_p = min(triton.next_power_of_2(P), 32)
+            block_c = TILE // block_p
     num_p_blocks = triton.cdiv(P, block_p)
     args = dict(P=P, C=channels, num_p_blocks=num_p_blocks, stride_o=stride_o, stride_p=stride_p, stride_c=stride_c)
     meta = dict(BLOCK_P=block_p, BLOCK_C=block_c, SINGLE_PASS=channels <= block_c)
@@ -158,7 +168,8 @@ def pixel_norm_forward(x, dim, eps):
     if x.numel() > 0:
         with _device_scope(x):
             eps_hi, eps_lo = _split_eps(eps)
-            pixel_norm_forward_kernel[grid](dense, y, r, eps_hi=eps_hi, eps_lo=eps_lo, **args, **meta)
+            pixel_norm_forward_kernel[grid](dense, y, r, eps_hi=eps_hi, eps_lo=eps_lo, **args, **meta,
+                                            num_warps=NUM_WARPS)
     return y, r
 
 
@@ -172,7 +183,7 @@ def pixel_norm_backward(grad_y, x, rsqrt, dim):
     dx = torch.empty_like(dense)
     if x.numel() > 0:
         with _device_scope(x):
-            pixel_norm_backward_kernel[grid](dy, dense, r, dx, **args, **meta)
+            pixel_norm_backward_kernel[grid](dy, dense, r, dx, **args, **meta, num_warps=NUM_WARPS)
     return dx
 
 
