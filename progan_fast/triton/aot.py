@@ -1,12 +1,17 @@
 """Ahead-of-time compiles of the Triton kernels for GPU targets, without a GPU: every kernel, specialized the way
-the runtime launches it for representative shapes, must compile to a cubin for sm_80 and sm_90.
+the runtime launches it for representative shapes, must compile to a cubin for sm_80 and sm_90 that uses no
+local memory (no register spills).
 
     python -m progan_fast.triton.aot 80 90     # prints one line per compiled kernel, exits 1 on any failure
 
 Must run with TRITON_INTERPRET unset: under the interpreter the kernels are not JIT functions to compile.
 """
 import argparse
+import os
+import re
+import subprocess
 import sys
+import tempfile
 
 import torch
 
@@ -78,7 +83,25 @@ def compile_case(case, capability):
     cubin = compiled.asm.get("cubin", b"")
     if not cubin:
         raise RuntimeError(f"{label}: no cubin for sm_{capability}")
-    return len(cubin)
+    usage = _resource_usage(cubin)
+    if "LOCAL" not in usage or "STACK" not in usage:
+        raise RuntimeError(f"{label}: cuobjdump reported no resource usage for sm_{capability}")
+    if usage["LOCAL"] or usage["STACK"]:
+        raise RuntimeError(f"{label}: spills to local memory on sm_{capability}: {usage}")
+    return len(cubin), usage.get("REG")
+
+
+def _resource_usage(cubin):
+    """{'REG': n, 'STACK': bytes, 'LOCAL': bytes, ...} from the cuobjdump that ships with Triton."""
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        out = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
+    return {key: int(value) for key, value in re.findall(r"\b([A-Z]+)(?:\[\d+\])?:(\d+)", out)}
 
 
 def main(argv=None):
@@ -94,12 +117,12 @@ def main(argv=None):
             return 2
         for capability in opts.capabilities:
             try:
-                size = compile_case(case, capability)
+                size, registers = compile_case(case, capability)
             except Exception as e:  # report every kernel that fails, not only the first
                 failures += 1
                 print(f"FAIL sm_{capability} {case[0]}: {type(e).__name__}: {e}", file=sys.stderr)
             else:
-                print(f"ok   sm_{capability} {case[0]}: cubin {size} bytes")
+                print(f"ok   sm_{capability} {case[0]}: cubin {size} bytes, {registers} registers, no local memory")
     return 1 if failures else 0
 
 

@@ -1,6 +1,7 @@
-"""Every Triton kernel compiles ahead of time to a cubin for sm_80 and sm_90 (no GPU needed). The compile runs in
-subprocesses without TRITON_INTERPRET (this test process has it set, which turns the kernels into interpreted
-functions), one per target so the two cores work in parallel, each with a fresh cache so nothing is reused."""
+"""Every Triton kernel compiles ahead of time to a cubin for sm_80 and sm_90 without spilling to local memory (no
+GPU needed). The compile runs in subprocesses without TRITON_INTERPRET (this test process has it set, which turns
+the kernels into interpreted functions), one per target so the two cores work in parallel, each with a fresh
+cache so nothing is reused."""
 import os
 import subprocess
 import sys
