@@ -25,9 +25,10 @@ namespace progan_fast::pixel_norm_cuda {
 using hd::opmath_t;
 
 constexpr int kThreads = 256;
-// Planes layout: lanes split the channel loop until the grid has this many blocks (two waves of 2 blocks per SM
-// on a 132-SM H100) and a block's slice is at most kMaxBlockElems, as long as a block still covers 8 pixels
-// (32-byte sectors of float32).
+// Both layouts keep a block's slice of x (items_per_block * channels) within kMaxBlockElems where they can. In
+// planes layout lanes also split the channel loop until the grid has kMinBlocks blocks (two waves of 2 blocks
+// per SM on a 132-SM H100), as long as a block still covers kMinPixelsPerBlock pixels (a 32-byte sector of
+// float32 per channel).
 constexpr int64_t kMinBlocks = 512;
 constexpr int64_t kMaxBlockElems = 4096;
 constexpr int kMinPixelsPerBlock = 8;
@@ -76,8 +77,8 @@ struct Shared {
 struct Slot {
   int64_t item;
   int lane;
-  int lane0;        // shared-memory slot of this item's lane 0
-  bool active;
+  int lane0;     // shared-memory slot of this item's lane 0
+  bool active;   // item < items (the last block may be partial)
   int64_t base;  // element offset of the item's channel 0
 };
 
