@@ -29,6 +29,8 @@ install: venv
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+	@# benchmarks once each without timing, so they keep working (timings are never asserted)
+	$(PY) -m pytest benchmarks --benchmark-disable -q
 
 demo: install
 	$(PY) -m progan_fast.demo

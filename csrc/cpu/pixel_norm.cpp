@@ -244,6 +244,12 @@ int64_t planes_block(int64_t C, int64_t inner, int64_t streams) {
   return std::min(n, inner);
 }
 
+// Tasks of a planes loop per parallel_for chunk: at least ATen's grain of elements, so small tensors stay on the
+// calling thread (waking the OpenMP team costs more than they take, and far more when the cores are busy).
+int64_t planes_grain(int64_t C, int64_t block) {
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(C * block, 1));
+}
+
 int64_t rows_chunk(int64_t C) { return std::max<int64_t>(1, kRowsChunkElems / std::max<int64_t>(C, 1)); }
 
 // Runs fn(o, i0, n, next, next_n) over every planes block of [outer, C, inner], blocks of one plane contiguous
@@ -252,7 +258,7 @@ int64_t rows_chunk(int64_t C) { return std::max<int64_t>(1, kRowsChunkElems / st
 template <typename F>
 void for_each_planes_block(int64_t outer, int64_t C, int64_t inner, int64_t block, const F& fn) {
   const int64_t per_plane = (inner + block - 1) / block;
-  at::parallel_for(0, outer * per_plane, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, outer * per_plane, planes_grain(C, block), [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t o = task / per_plane;
       const int64_t i0 = (task % per_plane) * block;
@@ -337,7 +343,7 @@ void forward_half(const ReductionLayout& l, const T* x, T* y, float* r, float ep
   }
   const int64_t inner = l.inner, block = planes_block(C, inner, 2);
   const int64_t per_plane = (inner + block - 1) / block;
-  at::parallel_for(0, l.outer * per_plane, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, l.outer * per_plane, planes_grain(C, block), [&](int64_t begin, int64_t end) {
     std::vector<float> xs(C * block), ys(C * block);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t o = task / per_plane, i0 = (task % per_plane) * block, n = std::min(block, inner - i0);
@@ -368,7 +374,7 @@ void backward_half(const ReductionLayout& l, const T* dy, const T* x, const floa
   }
   const int64_t inner = l.inner, block = planes_block(C, inner, 3);
   const int64_t per_plane = (inner + block - 1) / block;
-  at::parallel_for(0, l.outer * per_plane, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, l.outer * per_plane, planes_grain(C, block), [&](int64_t begin, int64_t end) {
     std::vector<float> dys(C * block), xs(C * block), dxs(C * block);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t o = task / per_plane, i0 = (task % per_plane) * block, n = std::min(block, inner - i0);

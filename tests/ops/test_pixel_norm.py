@@ -39,6 +39,13 @@ def test_parity_dim(backend, dtype, shape, dim):
     check_parity(backend, lambda t: pixel_norm(t, dim=dim), lambda t: reference.pixel_norm(t, dim=dim), [x], dtype)
 
 
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
+def test_large_odd_tensor(memory_format):
+    """Outputs of 8 MiB and more take the CPU kernel's streaming-store path (odd sizes: unaligned heads/tails)."""
+    x = layout(torch.randn(3, 64, 129, 131), memory_format)
+    check_parity("cpu", pixel_norm, reference.pixel_norm, [x], torch.float32, check_double_backward=False)
+
+
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_eps_and_scale(backend):
     x = torch.zeros(2, 4, 3, 3)
