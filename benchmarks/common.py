@@ -77,6 +77,8 @@ class Session:
         self.malloc_tuned = malloc_tuned
         self._bandwidth = None
         self.medians = {}
+        # measure_throughput: {(group, *case): {impl: median seconds}}
+        self.throughputs = {}
 
     @property
     def copy_bandwidth(self):
@@ -116,4 +118,44 @@ def measure(benchmark, session, fn, *, op, direction, impl, shape_name, layout, 
         if other != impl and other_s is not None:
             info[f"speedup_vs_{other}"] = other_s / seconds
     benchmark.extra_info.update(info)
+    return seconds
+
+
+def measure_throughput(benchmark, session, fn, *, group, case, impl, images, info=None):
+    """Times fn() (one call processes `images` images) with pytest-benchmark and records images/s in extra_info.
+
+    For whole-pipeline groups (train-step, data-loader) that have no roofline: `case` is a tuple of strings naming
+    the configuration; each implementation's median is kept in the session, and later implementations of the same
+    case get `speedup_vs_<impl>` over the earlier ones. fn is called once first, outside the timer.
+
+    Smoke mode makes one call, on one intra-op thread: on a loaded 2-core machine every OpenMP parallel region of
+    a multi-threaded run waits for a scheduler tick (RESULTS.md), which turned one small training iteration
+    (about 1000 tiny ops) from 0.09 s into 7 s."""
+    benchmark.group = group
+    if benchmark.disabled:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            start = time.perf_counter()
+            benchmark(fn)
+            seconds = time.perf_counter() - start
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        fn()
+        benchmark(fn)
+        seconds = benchmark.stats.stats.median
+    impls = session.throughputs.setdefault((group,) + tuple(case), {})
+    earlier = {other: s for other, s in impls.items() if other != impl}
+    impls[impl] = seconds
+    extra = {
+        "kind": "throughput", "group": group, "case": "-".join(case), "impl": impl, "images": int(images),
+        "images_per_s": images / seconds, "ms_per_image": seconds * 1e3 / images,
+        "threads": 1 if benchmark.disabled else torch.get_num_threads(),
+        "malloc_tuned": session.malloc_tuned, "smoke": session.smoke, "torch": torch.__version__,
+    }
+    for other, other_s in earlier.items():
+        extra[f"speedup_vs_{other}"] = other_s / seconds
+    extra.update(info or {})
+    benchmark.extra_info.update(extra)
     return seconds
