@@ -5,6 +5,8 @@ run with the lowest median per implementation; min and median are both shown for
 (CONTRACT section 7) are judged for forward+backward only:
   every shape: progan_fast no slower than torch.compile of the reference;
   S2/S3: >= 80 % of the copy-bandwidth roofline, and >= 1.5x compile where compile is below 55 % of the roofline.
+Whole-pipeline groups (train-step, data-loader: records from common.measure_throughput) have no roofline target;
+they are listed in a second table, images/s and speedups only.
 """
 import argparse
 import json
@@ -34,6 +36,46 @@ def load(paths, stat="median"):
             if info["impl"] not in impls or rec["median"] < impls[info["impl"]]["median"]:
                 impls[info["impl"]] = rec
     return cases, meta
+
+
+def load_throughput(paths, stat="median"):
+    """{(group, case): {impl: record}} of the measure_throughput records, keeping the lowest `stat` per
+    implementation (the record's "median" field holds it)."""
+    cases = {}
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        for b in data.get("benchmarks", []):
+            info = b.get("extra_info", {})
+            if info.get("kind") != "throughput" or not b.get("stats"):
+                continue
+            rec = {"median": b["stats"][stat], "min": b["stats"]["min"], "info": info}
+            impls = cases.setdefault((info["group"], info["case"]), {})
+            if info["impl"] not in impls or rec["median"] < impls[info["impl"]]["median"]:
+                impls[info["impl"]] = rec
+    return cases
+
+
+def render_throughput(cases, stat="median"):
+    """Images/s per case and implementation; the speedup is over the first implementation listed for the case."""
+    lines = [f"| group | case | impl | {stat} ms / call | images / call | images/s | speedup | notes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for group, case in sorted(cases, key=lambda k: (k[0], len(k[1]), k[1])):  # 32x32 before 128x128
+        impls = cases[(group, case)]
+        first = None
+        for impl, rec in impls.items():
+            info = rec["info"]
+            per_s = info["images"] / rec["median"]
+            first = first or rec
+            speedup = f"{first['median'] / rec['median']:.2f}x" if rec is not first else "-"
+            notes = []
+            if "loader_vs_train_step" in info:
+                ratio = info["train_step_ms_per_image"] / (rec["median"] * 1e3 / info["images"])
+                notes.append(f"{ratio:.0f}x the training images/s ({info['train_step_ms_per_image']:.2f} ms/img: "
+                             f"{info['train_step_source']})")
+            lines.append(f"| {group} | {case} | {impl} | {rec['median'] * 1e3:.3f} | {info['images']} | "
+                         f"{per_s:.1f} | {speedup} | {'; '.join(notes)} |")
+    return "\n".join(lines)
 
 
 def judge(shape_name, kernel, compile_rec):
@@ -119,10 +161,19 @@ def main(argv=None):
                         help="statistic compared (min: on a shared, loaded machine, the least disturbed round)")
     args = parser.parse_args(argv)
     cases, meta = load(args.results, args.stat)
-    if not cases:
+    throughput = load_throughput(args.results, args.stat)
+    if not cases and not throughput:
         print("no progan_fast benchmark records in " + ", ".join(args.results), file=sys.stderr)
         return 1
-    print(render(cases, meta, args.stat))
+    if cases:
+        print(render(cases, meta, args.stat))
+    if throughput:
+        if cases:
+            print()
+        print(f"Whole-pipeline throughput (no roofline target; each case keeps its best {args.stat} over "
+              f"{len(meta)} run(s)):")
+        print()
+        print(render_throughput(throughput, args.stat))
     return 0
 
 
