@@ -72,7 +72,7 @@ class Trainer:
         self.rank = dist.get_rank() if self.distributed else 0
         self.world_size = dist.get_world_size() if self.distributed else 1
         self.is_main = self.rank == 0
-        self.run_dir = run_dir
+        self.run_dir = None if run_dir is None else os.path.abspath(run_dir)
         self.progress = progress and self.is_main
         self.log = log if self.is_main else (lambda *a, **k: None)
         self.device = _resolve_device(device)
@@ -90,6 +90,7 @@ class Trainer:
         elif not os.path.isdir(data_path):
             raise FileNotFoundError(f"dataset directory not found: {data_path}")
         self.dataset = MultiResDataset(data_path)
+        self.dataset_path = os.path.abspath(data_path)
         data_res_log2 = self.dataset.resolution_log2
         self.resolution_log2 = data_res_log2 if config.resolution is None else int(math.log2(config.resolution))
         if self.resolution_log2 > data_res_log2:
@@ -154,6 +155,7 @@ class Trainer:
         return {
             "format": "progan_fast", "version": checkpoint.FORMAT_VERSION,
             "config": self.config.to_dict(), "resolution_log2": self.resolution_log2,
+            "num_channels": self.dataset.num_channels, "data": self.dataset_path,
             "world_size": self.world_size,
             "G": self.G.state_dict(), "D": self.D.state_dict(), "Gs": self.Gs.state_dict(),
             "G_opt": self.G_opt.state_dict(), "D_opt": self.D_opt.state_dict(),
@@ -509,6 +511,50 @@ class Trainer:
                 "checkpoint": os.path.join(self.run_dir, checkpoint.LATEST) if self.run_dir else None}
 
 
-def config_from_checkpoint(ckpt, **overrides):
-    return TrainConfig.from_dict(ckpt["config"]).replace(**overrides)
+def load_generator(path, network="Gs", device="auto"):
+    """(generator, res_log2, alpha, checkpoint) from a checkpoint file or run directory: Gs (or G), evaluated at
+    the resolution and fade the checkpoint had reached."""
+    from ..models import Generator
+    ckpt = checkpoint.load(checkpoint.resolve_path(path))
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    net = Generator(resolution=2 ** ckpt["resolution_log2"], num_channels=ckpt["num_channels"],
+                    latent_size=cfg.latent_size, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max,
+                    fmap_decay=cfg.fmap_decay, normalize_latents=cfg.normalize_latents)
+    net.load_state_dict(ckpt[network])
+    net = net.eval().requires_grad_(False).to(_resolve_device(device))
+    sched = TrainingSchedule(ckpt["cur_nimg"], **cfg.schedule_kwargs(ckpt["resolution_log2"], ckpt["world_size"]))
+    return net, sched.res_log2, sched.alpha, ckpt
 
+
+@torch.no_grad()
+def generate_uint8(net, num, res_log2, alpha, seed=0, batch=64):
+    """num images from latents drawn with torch.Generator().manual_seed(seed), as uint8 NCHW on the CPU."""
+    device = next(net.parameters()).device
+    latents = torch.randn(num, net.latent_size, generator=torch.Generator().manual_seed(seed))
+    return torch.cat([images_to_uint8(net(chunk.to(device), res_log2, alpha)).cpu() for chunk in latents.split(batch)])
+
+
+def evaluate_generator(net, dataset, res_log2, alpha, num=2048, seed=0, msssim=True):
+    """SWD (x1e3, per level and average) between num random reals and num generated images at res_log2, and the
+    MS-SSIM of the generated images."""
+    from ..metrics import ms_ssim, sliced_wasserstein
+    images = dataset.images(res_log2)
+    index = torch.randint(len(images), (num,), generator=torch.Generator().manual_seed(seed + 1))
+    reals = torch.from_numpy(images[index.sort().values.numpy()])
+    fakes = generate_uint8(net, num, res_log2, alpha, seed)
+    result = {"resolution": 2 ** res_log2, "alpha": alpha, "num": num,
+              "swd": sliced_wasserstein(reals, fakes)}
+    if msssim:
+        result["ms_ssim"] = ms_ssim(fakes)
+    return result
+
+
+def evaluate_checkpoint(path, data=None, num=2048, seed=0, device="auto", network="Gs"):
+    from .data import MultiResDataset
+    net, res_log2, alpha, ckpt = load_generator(path, network, device)
+    data = data or ckpt["data"]
+    if not os.path.isdir(data):
+        raise FileNotFoundError(f"dataset directory not found: {data}")
+    result = {"checkpoint": checkpoint.resolve_path(path), "kimg": ckpt["cur_nimg"] / 1000, "network": network}
+    result.update(evaluate_generator(net, MultiResDataset(data), res_log2, alpha, num, seed))
+    return result
