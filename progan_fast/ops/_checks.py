@@ -44,3 +44,42 @@ def finite_float(name, value, *, minimum=None):
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}; got {value}")
     return value
+
+
+def alpha(name, value):
+    """A fade-in weight: a python real or a 0-dim floating tensor, finite and in [0, 1]. Returns it unchanged
+    (a tensor stays a tensor so that a traced or scheduled alpha does not force a host sync beyond this check)."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 0:
+            raise ValueError(f"{name} must be a float or a 0-dim tensor; got a tensor of shape {tuple(value.shape)}")
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor; got {value.dtype}")
+        v = float(value.detach())
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float or a 0-dim tensor; got {type(value).__name__}")
+    else:
+        v = float(value)
+        value = v
+    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be finite and in [0, 1]; got {v}")
+    return value
+
+
+def flag(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool; got {type(value).__name__}")
+    return value
+
+
+def positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")
+    return int(value)
+
+
+def choice(name, value, options):
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}")
+    return value
