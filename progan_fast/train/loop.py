@@ -83,10 +83,10 @@ class Trainer:
         if data_path is None:
             # One rank builds the cached default dataset; the others wait, so they never race on its files.
             if self.is_main:
-                data_path = default_dataset(resolution=config.resolution or 32)
+                data_path = default_dataset(resolution=config.resolution or 32, progress=progress)
             self._barrier()
             if not self.is_main:
-                data_path = default_dataset(resolution=config.resolution or 32)
+                data_path = default_dataset(resolution=config.resolution or 32, progress=False)
         elif not os.path.isdir(data_path):
             raise FileNotFoundError(f"dataset directory not found: {data_path}")
         self.dataset = MultiResDataset(data_path)
@@ -214,8 +214,8 @@ class Trainer:
 
     def _reals(self, sched, n):
         from .data import sample_batch
-        reals = sample_batch(self.dataset, sched.res_log2, n, self.data_gen, mirror=self.config.mirror)
-        reals = reals.to(self.device, non_blocking=True)
+        reals = sample_batch(self.dataset, sched.res_log2, n, self.data_gen, mirror=self.config.mirror,
+                             device=self.device)
         if sched.alpha < 1.0:
             reals = ops.fade_reals(reals, sched.alpha)
         return reals
@@ -271,6 +271,7 @@ class Trainer:
         return loss_value
 
     def d_step(self, sched, n):
+        """One D step on n samples (this rank's share); returns the loss, or None when the step was skipped."""
         cfg = self.config
         reals = self._reals(sched, n)
         latents = self._latents(n)
@@ -289,6 +290,7 @@ class Trainer:
         value = self._finish_step(self.D, self.D_opt, scaler, loss, "D", sched, gp_ok)
         if value is not None:
             self._record(D_loss=value, **parts)
+        return value
 
     def g_step(self, sched, n):
         latents = self._latents(n)
@@ -304,6 +306,7 @@ class Trainer:
         value = self._finish_step(self.G, self.G_opt, self.G_scaler, loss, "G", sched)
         if value is not None:
             self._record(G_loss=value)
+        return value
 
     @torch.no_grad()
     def ema_update(self):
@@ -360,7 +363,7 @@ class Trainer:
         final = 2 ** self.resolution_log2
         if images.shape[-1] < final and final * self.config.grid_size <= 4096:
             images = torch.nn.functional.interpolate(images.float(), size=(final, final), mode="nearest")
-        save_image_grid(images_to_uint8(images).cpu(), path, grid_size=(self.config.grid_size,) * 2)
+        save_image_grid(images_to_uint8(images).cpu(), path, nrow=self.config.grid_size)
 
     def _write_log(self, row):
         path = os.path.join(self.run_dir, "log.csv")

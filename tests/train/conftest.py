@@ -19,3 +19,14 @@ def tiny_config(tiny_data):
         base.update(overrides)
         return TrainConfig(**base)
     return make
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The training tests use tiny networks, where intra-op threads only add synchronisation; on a loaded machine
+    # OpenMP spinning makes a multi-threaded step 10-50x slower.
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
