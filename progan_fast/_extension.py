@@ -27,7 +27,7 @@ def load():
         return False, False, (f"progan_fast._C was built against torch {info.get('torch')} but torch "
                               f"{torch.__version__} is running; {REBUILD_HINT}")
     try:
-        importlib.import_module("progan_fast._C")
+        importlib.import_module("._C", __package__)
     except ImportError as e:
         if "undefined symbol" in str(e):
             return False, False, f"progan_fast._C does not match the running torch ({e}); {REBUILD_HINT}"

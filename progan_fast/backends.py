@@ -48,9 +48,16 @@ def _triton_interpreted():
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def _triton_installed():
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except ValueError:  # a module entry of None in sys.modules: deliberately hidden
+        return False
+
+
 def _probe():
     ext_loaded, ext_cuda, ext_reason = _extension.load()
-    triton_found = importlib.util.find_spec("triton") is not None
+    triton_found = _triton_installed()
     gpu = torch.cuda.is_available()
     reasons = {"reference": None}
     reasons["cpu"] = None if ext_loaded else ext_reason

@@ -59,7 +59,8 @@ class DatasetReport:
 
 def _box_down(img):
     """One official 2x2 box level on a float32 [..., H, W] array (kept unrounded for the next level)."""
-    return (img[..., 0::2, 0::2] + img[..., 0::2, 1::2] + img[..., 1::2, 0::2] + img[..., 1::2, 1::2]) * np.float32(0.25)
+    total = img[..., 0::2, 0::2] + img[..., 0::2, 1::2] + img[..., 1::2, 0::2] + img[..., 1::2, 1::2]
+    return total * np.float32(0.25)
 
 
 def _quantize(img):
@@ -122,7 +123,7 @@ class _LevelWriter:
                 f.flush()
                 os.fsync(f.fileno())
             if os.path.isdir(self.out_dir):
-                os.rmdir(self.out_dir)  # empty (checked in __init__); rename cannot replace a directory otherwise
+                os.rmdir(self.out_dir)  # empty (checked in __init__); not every OS renames onto a directory
             os.rename(self.tmp, self.out_dir)
         except BaseException:
             self.abort()

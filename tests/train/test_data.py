@@ -44,11 +44,15 @@ def image_folder(tmp_path):
     buf = io.BytesIO()
     PIL.Image.fromarray(_noise(rng, 64, 64)).save(buf, format="PNG")
     (src / "g_truncated.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    # A truncated JPEG passes the header scan and fails only on the full decode (the second pass).
+    buf = io.BytesIO()
+    PIL.Image.fromarray(_noise(rng, 64, 64)).save(buf, format="JPEG")
+    (src / "g_truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     (src / "h_empty.png").write_bytes(b"")
     (src / "i_text.jpg").write_text("this is not a JPEG")
     (src / "notes.txt").write_text("not an image either")
     good = ["a_rgb_16.png", "b_gray.png", "c_rgba.png", "d_photo.jpg", "e_wide.bmp", "sub/f_nested.webp"]
-    bad = ["g_truncated.png", "h_empty.png", "i_text.jpg", "notes.txt"]
+    bad = ["g_truncated.jpg", "g_truncated.png", "h_empty.png", "i_text.jpg", "notes.txt"]
     return src, good, bad, arrays, gray, rgba
 
 
@@ -56,7 +60,7 @@ def test_create_dataset_levels_modes_and_skips(image_folder, tmp_path, capsys):
     src, good, bad, arrays, gray, rgba = image_folder
     out = tmp_path / "ds"
     report = create_dataset(src, out, progress=False)
-    assert "skipped 4 file(s)" in capsys.readouterr().err
+    assert "skipped 5 file(s)" in capsys.readouterr().err
     # Smallest side among the good images is 17 -> 16.
     assert report.resolution == 16 and report.num_images == len(good) and report.upscaled == 0
     assert sorted(os.path.relpath(p, src) for p, _ in report.skipped) == sorted(bad)
