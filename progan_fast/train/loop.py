@@ -440,11 +440,11 @@ class Trainer:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
-    def _on_sigint(self, signum, frame):
+    def _on_signal(self, signum, frame):
         self._stop_requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
-        self.log("\ninterrupt: writing a checkpoint at the end of this iteration (Ctrl-C again to abort)",
-                 flush=True)
+        self.log(f"\n{signal.Signals(signum).name}: writing a checkpoint at the end of this iteration "
+                 "(Ctrl-C again to abort)", flush=True)
 
     def _open_outputs(self):
         self._tb = None
@@ -463,16 +463,18 @@ class Trainer:
             self.save_grid(self.generate(self.grid_latents), self._grid_path("fakes_init.png"))
 
     def run(self):
-        """Trains to config.total_kimg. Returns a summary dict; summary["interrupted"] after SIGINT (checkpoint
-        written first)."""
+        """Trains to config.total_kimg. Returns a summary dict; summary["interrupted"] after SIGINT or SIGTERM
+        (checkpoint written first)."""
         self.total_nimg = int(round(self.config.total_kimg * 1000))
         self._open_outputs()
-        previous_handler = None
-        if self.is_main or self.distributed:
+        # SIGINT (Ctrl-C) and SIGTERM (torchrun's agent, schedulers' preemption) stop at the next iteration boundary
+        # with a checkpoint; under torchrun the ranks agree on the stop with one all_reduce per iteration.
+        previous_handlers = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
             try:
-                previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
-            except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-                previous_handler = None
+                previous_handlers[signum] = signal.signal(signum, self._on_signal)
+            except ValueError:  # not the main thread: signals keep their usual behaviour
+                break
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -507,8 +509,8 @@ class Trainer:
                 bar.close()
             if self._tb is not None:
                 self._tb.close()
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
         return {"cur_nimg": self.cur_nimg, "interrupted": interrupted, "nonfinite_skips": self.nonfinite_skips,
                 "fp16_overflows": self.fp16_overflows, "run_dir": self.run_dir, "total_sec": self.total_sec,
                 "checkpoint": os.path.join(self.run_dir, checkpoint.LATEST) if self.run_dir else None}
@@ -539,16 +541,19 @@ def generate_uint8(net, num, res_log2, alpha, seed=0, batch=64):
 
 def evaluate_generator(net, dataset, res_log2, alpha, num=2048, seed=0, msssim=True):
     """SWD (x1e3, per level and average) between num random reals and num generated images at res_log2, and the
-    MS-SSIM of the generated images."""
+    MS-SSIM of the generated images. Below 16x16 the SWD pyramid has one level (with 3x3 patches at 4x4) and MS-SSIM,
+    which needs five scales, is None."""
     from ..metrics import ms_ssim, sliced_wasserstein
     images = dataset.images(res_log2)
     index = torch.randint(len(images), (num,), generator=torch.Generator().manual_seed(seed + 1))
     reals = torch.from_numpy(images[index.sort().values.numpy()])
     fakes = generate_uint8(net, num, res_log2, alpha, seed)
-    result = {"resolution": 2 ** res_log2, "alpha": alpha, "num": num,
-              "swd": sliced_wasserstein(reals, fakes)}
+    size = 2 ** res_log2
+    swd_args = {} if size >= 16 else {"min_resolution": size, "patch_size": 7 if size > 7 else 3}
+    result = {"resolution": size, "alpha": alpha, "num": num,
+              "swd": {str(k): v for k, v in sliced_wasserstein(reals, fakes, seed=seed, **swd_args).items()}}
     if msssim:
-        result["ms_ssim"] = ms_ssim(fakes)
+        result["ms_ssim"] = ms_ssim(fakes[:num - num % 2]) if size >= 16 and num >= 2 else None
     return result
 
 

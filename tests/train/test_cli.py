@@ -70,7 +70,8 @@ def test_metrics(trained_run, tmp_path, capsys):
     assert cli.main(["metrics", "--ckpt", str(trained_run), "--num", "64", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["resolution"] == 8 and result["num"] == 64
-    assert np.isfinite(result["ms_ssim"]) and np.isfinite(result["swd"]["avg"])
+    assert result["ms_ssim"] is None  # needs 16x16 or more
+    assert np.isfinite(result["swd"]["avg"]) and set(result["swd"]) == {"8", "avg"}
 
 
 def test_dataset_create(tmp_path):
