@@ -19,10 +19,10 @@ from .train.config import TrainConfig
 # its images where they are cheap: each phase is 4 kimg stable + 4 kimg fade, then 32x32 until 30 kimg.
 # ema_beta 0.99 instead of TF's 0.999: the demo has about 900 iterations, and with 0.999 Gs would still hold 40% of
 # its random initial weights at the end.
-DEMO = dict(resolution=32, start_resolution=4, total_kimg=30.0, lod_training_kimg=4.0, lod_transition_kimg=4.0,
-            minibatch_base=32, minibatch_dict={}, fmap_base=256, fmap_max=64, latent_size=64,
+DEMO = dict(resolution=32, start_resolution=4, total_kimg=44.0, lod_training_kimg=6.0, lod_transition_kimg=6.0,
+            minibatch_base=16, minibatch_dict={}, fmap_base=512, fmap_max=64, latent_size=64,
             tick_kimg_base=2.0, tick_kimg_dict={}, network_snapshot_ticks=5, grid_size=8, ema_beta=0.99, seed=1000)
-SWD_IMAGES = 2048
+SWD_IMAGES = 1024
 
 
 def _reexec_with_passive_omp(argv):
