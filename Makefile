@@ -48,7 +48,7 @@ sanitize: venv
 	cd build/sanitize && \
 	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(PY) -m pytest tests/ops -x -q -p no:cacheprovider $(PYTEST_ARGS)
+	  $(PY) -m pytest tests/ops tests/gpu/test_cuda_emulation.py -x -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf build progan_fast/_C*.so progan_fast/_C.build_info *.egg-info

@@ -32,6 +32,12 @@ TORCH_LIBRARY(progan_fast, m) {
   // pixel_norm: y = x * rsqrt(mean over `dim` of x^2 + eps); also returns the per-pixel rsqrt for backward.
   m.def("pixel_norm_forward(Tensor x, int dim, float eps) -> (Tensor, Tensor)");
   m.def("pixel_norm_backward(Tensor grad_y, Tensor x, Tensor rsqrt, int dim) -> Tensor");
+
+  // Test-only: the CUDA kernels' per-thread code run on the CPU for every thread of the real launch
+  // (csrc/cpu/cuda_emulation.cpp, tests/gpu/).
+  m.def("_emulate_cuda_pixel_norm_forward(Tensor x, int dim, float eps) -> (Tensor, Tensor)");
+  m.def("_emulate_cuda_pixel_norm_backward(Tensor grad_y, Tensor x, Tensor rsqrt, int dim) -> Tensor");
+  m.def("_emulate_cuda_pixel_norm_launch_config(Tensor x, int dim) -> int[]");
 }
 
 }  // namespace progan_fast

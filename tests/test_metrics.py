@@ -80,6 +80,18 @@ def test_swd_small_for_same_distribution_and_grows_with_distortion(shapes32):
     assert noise["avg"] > 4 * other["avg"]
 
 
+def test_swd_exactly_zero_when_every_patch_matches():
+    # Flat-colour images: every patch of an image is the same wherever it is drawn, and every band level is 0
+    # (std 0), so identical sets give identical sorted projections.
+    colours = torch.randint(0, 256, (24, 3, 1, 1), dtype=torch.uint8)
+    flat = colours.expand(-1, -1, 32, 32).contiguous()
+    swd = sliced_wasserstein(flat, flat, num_patches=16, dir_repeats=1, dirs_per_repeat=16)
+    assert swd == {32: 0.0, 16: 0.0, "avg": 0.0}
+    other = sliced_wasserstein(flat, flat.flip(0)[:, [1, 2, 0]].contiguous(), num_patches=16, dir_repeats=1,
+                               dirs_per_repeat=16)
+    assert other[16] > 10.0 and other[32] == 0.0
+
+
 def test_swd_deterministic_inputs_and_grayscale(shapes32):
     reals, fakes = shapes32[:32], shapes32[32:64]
     full = sliced_wasserstein(reals, fakes)  # the paper's parameters: 128 patches, 4 x 128 directions

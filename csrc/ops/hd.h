@@ -1,0 +1,70 @@
+// Building blocks for kernels whose per-thread bodies are compiled twice: by nvcc for the GPU and by g++ for
+// the CPU emulation that runs every thread of a launch in a test (see csrc/cpu/cuda_emulation.cpp). Nothing
+// here includes ATen, so the .cu files that use it stay cheap to compile.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#define PF_HD __host__ __device__ __forceinline__
+#else
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#define PF_HD inline
+#endif
+
+namespace progan_fast::hd {
+
+// Element types a launcher accepts; the host side maps at::ScalarType onto this so .cu files never see ATen.
+enum class DType : int { Float32, Float64, Float16, BFloat16 };
+
+// The type math is done in: float, or double for double (at::opmath_type without ATen).
+template <typename T> struct OpMath { using type = float; };
+template <> struct OpMath<double> { using type = double; };
+template <typename T> using opmath_t = typename OpMath<T>::type;
+
+// Load/store conversions: the same kernel body works on c10::Half/BFloat16 (host) and __half/__nv_bfloat16
+// (device). torch's nvcc flags disable the implicit half conversions, so they are spelled out.
+PF_HD float to_acc(float v) { return v; }
+PF_HD double to_acc(double v) { return v; }
+template <typename T> PF_HD T from_acc(float v);
+template <typename T> PF_HD T from_acc(double v);
+template <> PF_HD float from_acc<float>(float v) { return v; }
+template <> PF_HD double from_acc<double>(double v) { return v; }
+#if defined(__CUDACC__)
+PF_HD float to_acc(__half v) { return __half2float(v); }
+PF_HD float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <> PF_HD __half from_acc<__half>(float v) { return __float2half_rn(v); }
+template <> PF_HD __nv_bfloat16 from_acc<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+#else
+PF_HD float to_acc(c10::Half v) { return static_cast<float>(v); }
+PF_HD float to_acc(c10::BFloat16 v) { return static_cast<float>(v); }
+template <> PF_HD c10::Half from_acc<c10::Half>(float v) { return c10::Half(v); }
+template <> PF_HD c10::BFloat16 from_acc<c10::BFloat16>(float v) { return c10::BFloat16(v); }
+#endif
+
+PF_HD float rsqrt_acc(float v) {
+#if defined(__CUDA_ARCH__)
+  return ::rsqrtf(v);
+#else
+  return 1.0f / std::sqrt(v);
+#endif
+}
+PF_HD double rsqrt_acc(double v) {
+#if defined(__CUDA_ARCH__)
+  return ::rsqrt(v);
+#else
+  return 1.0 / std::sqrt(v);
+#endif
+}
+
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+constexpr int next_pow2(int64_t v) {
+  int p = 1;
+  while (p < v && p < (1 << 30)) p <<= 1;
+  return p;
+}
+
+}  // namespace progan_fast::hd

@@ -1,0 +1,90 @@
+"""Every CUDA source compiles for sm_80 and sm_90 with no register spills, stays free of ATen (so it compiles in
+seconds), and a CUDA build of the extension registers the CUDA kernels."""
+import concurrent.futures
+import glob
+import os
+import re
+import subprocess
+
+import pytest
+import torch
+
+from progan_fast import backends
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NVCC = "/usr/local/cuda/bin/nvcc"
+CU_FILES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
+ARCHS = ("sm_80", "sm_90")
+# The flags setup.py's CUDA build passes to nvcc (torch adds the __CUDA_NO_HALF* defines to every extension).
+NVCC_FLAGS = ["-std=c++20", "-O3", "--expt-relaxed-constexpr", "-D__CUDA_NO_HALF_OPERATORS__",
+              "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
+              "-I" + os.path.join(ROOT, "csrc")]
+CUDA_OPS = ["progan_fast::pixel_norm_forward", "progan_fast::pixel_norm_backward"]
+
+
+def test_there_are_cuda_sources():
+    assert CU_FILES, "csrc/cuda/*.cu is empty"
+
+
+@pytest.mark.parametrize("path", CU_FILES, ids=os.path.basename)
+def test_cu_files_do_not_include_aten_or_torch(path):
+    with open(path) as f:
+        includes = re.findall(r'#\s*include\s*[<"]([^>"]+)[>"]', f.read())
+    heavy = [inc for inc in includes if inc.startswith(("ATen/", "torch/", "c10/"))]
+    assert not heavy, f"{os.path.basename(path)} includes {heavy}: keep ATen in the host-side .cpp"
+
+
+def _ptxas_report(path, arch, out_dir):
+    cubin = os.path.join(out_dir, f"{os.path.basename(path)}.{arch}.cubin")
+    cmd = [NVCC, "-cubin", f"-arch={arch}", "-Xptxas", "-v", *NVCC_FLAGS, path, "-o", cubin]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr, os.path.exists(cubin)
+
+
+def _spills(report):
+    """{kernel: (spill store bytes, spill load bytes)} from ptxas -v output."""
+    kernels = {}
+    current = None
+    for line in report.splitlines():
+        entry = re.search(r"Compiling entry function '([^']+)'", line)
+        if entry:
+            current = entry.group(1)
+            continue
+        spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if spill and current is not None:
+            kernels[current] = (int(spill.group(1)), int(spill.group(2)))
+            current = None
+    return kernels
+
+
+@pytest.mark.skipif(not os.path.exists(NVCC), reason=f"{NVCC} is absent: no CUDA toolkit to compile with")
+def test_every_cu_file_compiles_for_sm80_and_sm90_without_spills(tmp_path):
+    jobs = [(path, arch) for path in CU_FILES for arch in ARCHS]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda job: _ptxas_report(*job, str(tmp_path)), jobs))
+    problems = []
+    for (path, arch), (rc, report, has_cubin) in zip(jobs, results):
+        name = f"{os.path.basename(path)} [{arch}]"
+        if rc != 0 or not has_cubin:
+            problems.append(f"{name}: nvcc failed:\n{report}")
+            continue
+        kernels = _spills(report)
+        if not kernels:
+            problems.append(f"{name}: ptxas reported no kernels:\n{report}")
+        for kernel, (stores, loads) in kernels.items():
+            if stores or loads:
+                problems.append(f"{name}: {kernel} spills {stores} bytes stored, {loads} bytes loaded")
+    assert not problems, "\n".join(problems)
+
+
+def _built_with_cuda():
+    if not backends.available("cpu")[0]:
+        return False
+    return "cuda=1" in torch.ops.progan_fast._build_info()
+
+
+@pytest.mark.skipif(not _built_with_cuda(), reason="progan_fast._C was built without CUDA kernels")
+@pytest.mark.parametrize("op", CUDA_OPS)
+def test_cuda_build_registers_cuda_kernels(op):
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU")
