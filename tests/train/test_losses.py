@@ -117,3 +117,25 @@ def test_fused_and_reference_backends_agree(tiny_config, restore_backend):
     assert sched.resolution == 8 and 0 < sched.alpha < 1
     assert None not in fused and None not in ref
     torch.testing.assert_close(torch.tensor(fused), torch.tensor(ref), rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_precision_steps(tiny_config):
+    from progan_fast.train.loop import Trainer
+    fp32, _ = _first_losses(tiny_config, "auto", steps=1)
+    for amp in ("bf16", "fp16"):
+        trainer = Trainer(tiny_config(amp=amp), None, progress=False)
+        values = []
+        for _ in range(3):
+            sched = trainer.schedule()
+            trainer.apply_schedule(sched)
+            values += [trainer.d_step(sched, 8), trainer.g_step(sched, 8)]
+        assert trainer.nonfinite_skips == 0
+        assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trainer.D.parameters())
+        if amp == "bf16":
+            assert None not in values
+            assert values[0] == pytest.approx(fp32[0], rel=0.05)  # same first batch, bf16 rounding only
+        else:
+            # The default initial loss scale (2^16) overflows the penalty's input gradient: that step is skipped
+            # as an overflow (not a non-finite loss) and the scale backs off.
+            assert trainer.fp16_overflows >= 1 and trainer.D_scaler.get_scale() < 2.0 ** 16
+            assert values[-2] is not None and values[-1] is not None
