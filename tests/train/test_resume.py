@@ -97,3 +97,35 @@ def test_nonfinite_loss_can_stop(tiny_config):
     _poison_d(trainer, {0})
     with pytest.raises(NonFiniteLossError, match="non-finite D loss"):
         trainer.iteration()
+
+
+def test_ema_uses_previous_g_and_copies_buffers(tiny_config):
+    trainer = Trainer(tiny_config(ema_beta=0.9), None, progress=False)
+    with torch.no_grad():
+        for p in trainer.G.parameters():
+            p.add_(1.0)  # make G and Gs differ
+    g0 = [p.detach().clone() for p in trainer.G.parameters()]
+    s0 = [p.detach().clone() for p in trainer.Gs.parameters()]
+    sched = trainer.schedule()
+    trainer.apply_schedule(sched)
+    trainer.d_step(sched, 8)  # D steps do not touch G ...
+    trainer.ema_update()  # ... so Gs moves towards the G of the previous G step
+    for s, s_before, g in zip(trainer.Gs.parameters(), s0, g0):
+        torch.testing.assert_close(s, 0.9 * s_before + 0.1 * g)
+    for b_s, b_g in zip(trainer.Gs.buffers(), trainer.G.buffers()):
+        assert torch.equal(b_s, b_g)
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_adam_state_reset_on_lod_change(tiny_config, reset):
+    trainer = Trainer(tiny_config(reset_opt_for_new_lod=reset), None, progress=False)
+    steps = lambda opt: {int(s["step"]) for s in opt.state.values()}  # noqa: E731
+    trainer.iteration()  # 4x4, lod 1
+    assert steps(trainer.D_opt) == {4} and steps(trainer.G_opt) == {4}
+    trainer.cur_nimg = 110  # inside the fade: floor(lod) changes from 1 to 0
+    trainer.iteration()
+    # Parameters of the 8x8 layers get their first Adam step here either way; 4x4 ones continue only without reset.
+    assert steps(trainer.D_opt) == ({4} if reset else {4, 8})
+    trainer.cur_nimg = 150  # still fading: floor and ceil unchanged, no reset
+    trainer.iteration()
+    assert steps(trainer.D_opt) == ({8} if reset else {8, 12})
