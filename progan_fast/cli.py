@@ -6,6 +6,11 @@
     progan-fast dataset create SRC_IMAGES OUT_DIR [--resolution 256]
     progan-fast metrics --ckpt runs/x [--data DIR] [--num 2048]
     progan-fast env
+
+Multi-process training: `torchrun --nproc_per_node=N -m progan_fast.train ...` (NCCL, one GPU per process; gloo on
+CPU). The schedule's minibatch is global and split over the processes; each draws its own data and latents; rank 0
+alone writes the run directory. Ctrl-C (SIGINT) or SIGTERM writes checkpoint-latest.pt at the end of the current
+iteration and exits with status 130.
 """
 import argparse
 import json
@@ -185,7 +190,7 @@ def cmd_train(args):
             dist.destroy_process_group()
     if summary["interrupted"]:
         return 130
-    trainer.log(f"done: {summary['cur_nimg'] / 1000:.3f} kimg in {summary['total_sec']:.0f} s; "
+    trainer.log(f"done: {summary['cur_nimg'] / 1000:.3f} kimg in {summary['total_sec']:.1f} s; "
                 f"checkpoint {summary['checkpoint']}; {summary['nonfinite_skips']} non-finite step(s) skipped")
     return 0
 
