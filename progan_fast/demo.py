@@ -20,9 +20,12 @@ from .train.config import TrainConfig
 # is the last to improve. Minibatch 16 gives twice the iterations of 32 for the same images.
 # ema_beta 0.99 instead of TF's 0.999: the demo has about 3000 iterations, and with 0.999 Gs would still hold 5% of
 # its random initial weights at the end and lag the last ~1000 iterations.
+# Learning rate 0.003 (TF: 0.001): on these small networks it reached a 1.5x lower SWD after 6 kimg at 8x8 than 0.001
+# (0.006 was worse than both).
 DEMO = dict(resolution=32, start_resolution=4, total_kimg=48.0, lod_training_kimg=4.0, lod_transition_kimg=4.0,
-            minibatch_base=16, minibatch_dict={}, fmap_base=512, fmap_max=64, latent_size=64,
-            tick_kimg_base=2.0, tick_kimg_dict={}, network_snapshot_ticks=5, grid_size=8, ema_beta=0.99, seed=1000)
+            minibatch_base=16, minibatch_dict={}, fmap_base=512, fmap_max=64, latent_size=64, G_lrate=0.003,
+            D_lrate=0.003, tick_kimg_base=2.0, tick_kimg_dict={}, network_snapshot_ticks=5, grid_size=8,
+            ema_beta=0.99, seed=1000)
 SWD_IMAGES = 1024
 
 
