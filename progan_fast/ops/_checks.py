@@ -83,3 +83,14 @@ def choice(name, value, options):
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}")
     return value
+
+
+def autocast(device_type, *values):
+    """Under torch.autocast the ops run in the autocast dtype (their math stays in fp32 inside), like the convs
+    around them: float32/half tensor arguments are cast to it; float64 and non-tensors pass through."""
+    if not torch.is_autocast_enabled(device_type):
+        return values
+    target = torch.get_autocast_dtype(device_type)
+    return tuple(v.to(target) if isinstance(v, torch.Tensor) and v.dtype in (torch.float32, torch.float16,
+                                                                              torch.bfloat16) else v
+                 for v in values)

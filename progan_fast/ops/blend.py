@@ -13,16 +13,18 @@ for _op in ("upsample_blend", "downsample_blend", "fade_reals"):
 def _pair(low_name, low, high_name, high):
     _checks.tensor(low_name, low, ndims=(4,))
     _checks.tensor(high_name, high, ndims=(4,))
+    low, high = _checks.autocast(high.device.type, low, high)
     _checks.same_device_dtype(low_name, low, high_name, high)
     n, c, h, w = low.shape
     if tuple(high.shape) != (n, c, 2 * h, 2 * w):
         raise ValueError(f"{high_name} must be {low_name} at twice the resolution, shape {(n, c, 2 * h, 2 * w)}; "
                          f"got {high_name} {tuple(high.shape)} and {low_name} {tuple(low.shape)}")
+    return low, high
 
 
 def upsample_blend(low, high, alpha):
     """lerp(nearest_up2(low), high, alpha): low N x C x H x W (old path), high N x C x 2H x 2W (new path)."""
-    _pair("low", low, "high", high)
+    low, high = _pair("low", low, "high", high)
     alpha = _checks.alpha("alpha", alpha)
     backends.resolve("upsample_blend", high.device)
     return reference.upsample_blend(low, high, alpha)
@@ -30,7 +32,7 @@ def upsample_blend(low, high, alpha):
 
 def downsample_blend(high, low, alpha):
     """lerp(low, avg_pool2(high), alpha): high N x C x 2H x 2W (new path before its pool), low N x C x H x W."""
-    _pair("low", low, "high", high)
+    low, high = _pair("low", low, "high", high)
     alpha = _checks.alpha("alpha", alpha)
     backends.resolve("downsample_blend", low.device)
     return reference.downsample_blend(high, low, alpha)
@@ -39,6 +41,7 @@ def downsample_blend(high, low, alpha):
 def fade_reals(x, alpha):
     """lerp(nearest_up2(avg_pool2(x)), x, alpha) for N x C x H x W reals with even H and W."""
     _checks.tensor("x", x, ndims=(4,))
+    (x,) = _checks.autocast(x.device.type, x)
     if x.shape[2] % 2 or x.shape[3] % 2:
         raise ValueError(f"x must have even height and width (it is 2x2 box-filtered); got shape {tuple(x.shape)}")
     alpha = _checks.alpha("alpha", alpha)

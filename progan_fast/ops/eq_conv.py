@@ -38,6 +38,7 @@ def eq_conv2d(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation
     """
     _checks.tensor("x", x, ndims=(4,))
     _checks.tensor("weight", weight, ndims=(4,), nonempty_batch=False)
+    x, weight, bias = _checks.autocast(x.device.type, x, weight, bias)
     _checks.same_device_dtype("weight", weight, "x", x)
     cout, cin, kh, kw = weight.shape
     if kh != kw or kh % 2 == 0:
@@ -70,6 +71,7 @@ def eq_linear(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation
     """
     _checks.tensor("x", x, ndims=(2,))
     _checks.tensor("weight", weight, ndims=(2,), nonempty_batch=False)
+    x, weight, bias = _checks.autocast(x.device.type, x, weight, bias)
     _checks.same_device_dtype("weight", weight, "x", x)
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"weight has {weight.shape[1]} input features (shape {tuple(weight.shape)}) but x has "

@@ -14,6 +14,7 @@ def minibatch_stddev(x, group_size=4, grouping="strided", unbiased=False, eps=1e
     """N x C x H x W -> N x (C+1) x H x W. grouping="strided": TF official / pro-gan-pth (use unbiased=False);
     grouping="contiguous": pytorch_GAN_zoo (use unbiased=True). See progan_fast.reference.minibatch_stddev."""
     _checks.tensor("x", x, ndims=(4,))
+    (x,) = _checks.autocast(x.device.type, x)
     group_size = _checks.positive_int("group_size", group_size)
     grouping = _checks.choice("grouping", grouping, GROUPINGS)
     unbiased = _checks.flag("unbiased", unbiased)

@@ -18,6 +18,7 @@ backends.register_op(OP, ("cpu", "cuda", "triton"))
 def pixel_norm(x, dim=1, eps=1e-8):
     """y = x * rsqrt(mean over `dim` of x^2 + eps); see progan_fast.reference.pixel_norm for the spec."""
     _checks.tensor("x", x)
+    (x,) = _checks.autocast(x.device.type, x)
     if x.dim() < 2:
         raise ValueError(f"x must have at least 2 dimensions (batch and features); got shape {tuple(x.shape)}")
     dim = _checks.dim("dim", dim, x.dim())

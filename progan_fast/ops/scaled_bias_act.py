@@ -17,6 +17,7 @@ def scaled_bias_act(x, bias=None, scale=1.0, activation="lrelu", negative_slope=
     "linear". See progan_fast.reference.scaled_bias_act for the spec.
     """
     _checks.tensor("x", x)
+    x, bias = _checks.autocast(x.device.type, x, bias)
     if x.dim() < 2:
         raise ValueError(f"x must have at least 2 dimensions (batch and channels); got shape {tuple(x.shape)}")
     check_bias("bias", bias, x, x.shape[1], "x.shape[1]")
