@@ -12,6 +12,7 @@ double backward through the last, the set of used parameters changes with the re
 parameter gradients inside the G step; a manual reduction is exact under all three and costs one collective.
 The reduced buffer carries the loss too, so every rank takes the same skip decision on a non-finite loss.
 """
+import contextlib
 import copy
 import csv
 import math
@@ -204,20 +205,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- steps
 
-    def _half(self, net):
-        """net itself, or with --amp a callable that runs it with its parameters and buffers cast to the half dtype
-        (gradients flow back through the casts into the float32 parameters the optimizer owns). Casting the whole
-        network instead of using torch.autocast keeps every op's operands in one dtype, which the fused ops
-        require; their reductions still run in float32."""
+    def _autocast(self):
+        """torch.autocast for --amp bf16/fp16: float32 parameters, matmuls and convolutions in the half dtype (the
+        ops cast their operands to the autocast dtype and reduce in float32)."""
         if self.amp_dtype is None:
-            return net
-        dtype = self.amp_dtype
-
-        def call(x, res_log2, alpha):
-            tensors = {name: t.to(dtype) if t.is_floating_point() else t
-                       for name, t in list(net.named_parameters()) + list(net.named_buffers())}
-            return torch.func.functional_call(net, tensors, (x.to(dtype), res_log2, alpha))
-        return call
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _latents(self, n):
         return torch.randn(n, self.latent_size, generator=self.latent_gen, device=self.device)
@@ -286,16 +279,15 @@ class Trainer:
         reals = self._reals(sched, n)
         latents = self._latents(n)
         mix = torch.rand(n, 1, 1, 1, generator=self.latent_gen, device=self.device)
-        with torch.no_grad():
-            fakes = self._half(self.G)(latents, sched.res_log2, sched.alpha)
+        with torch.no_grad(), self._autocast():
+            fakes = self.G(latents, sched.res_log2, sched.alpha)
         self.D_opt.zero_grad(set_to_none=True)
         scaler = self.D_scaler
-        if self.amp_dtype is not None:
-            reals = reals.to(self.amp_dtype)
-        loss, parts = discriminator_loss(
-            self._half(self.D), reals, fakes, mix, sched.res_log2, sched.alpha, wgan_lambda=cfg.wgan_lambda,
-            wgan_target=cfg.wgan_target, wgan_epsilon=cfg.wgan_epsilon,
-            grad_scale=scaler.get_scale() if scaler.is_enabled() else None)
+        with self._autocast():
+            loss, parts = discriminator_loss(
+                self.D, reals, fakes, mix, sched.res_log2, sched.alpha, wgan_lambda=cfg.wgan_lambda,
+                wgan_target=cfg.wgan_target, wgan_epsilon=cfg.wgan_epsilon,
+                grad_scale=scaler.get_scale() if scaler.is_enabled() else None)
         scaler.scale(loss).backward()
         gp_ok = parts.pop("gp_grad_finite", True)
         value = self._finish_step(self.D, self.D_opt, scaler, loss, "D", sched, gp_ok)
@@ -308,8 +300,9 @@ class Trainer:
         self.G_opt.zero_grad(set_to_none=True)
         self.D.requires_grad_(False)
         try:
-            fakes = self._half(self.G)(latents, sched.res_log2, sched.alpha)
-            loss, _ = generator_loss(self._half(self.D), fakes, sched.res_log2, sched.alpha)
+            with self._autocast():
+                fakes = self.G(latents, sched.res_log2, sched.alpha)
+                loss, _ = generator_loss(self.D, fakes, sched.res_log2, sched.alpha)
             self.G_scaler.scale(loss).backward()
         finally:
             self.D.requires_grad_(True)
