@@ -1,6 +1,6 @@
 // Every schema of the progan_fast namespace, in one place. Kernels register their implementations per
-// dispatch key beside them (csrc/cpu/<op>.cpp, csrc/cuda/<op>.cpp); fake tensors and autograd are registered
-// in Python (progan_fast/ops/<op>.py), where the backward is itself built from differentiable ops.
+// dispatch key beside them (csrc/cpu/<op>.cpp, csrc/cuda/<op>.cpp), autograd in csrc/autograd/<op>.cpp (the
+// backward is itself built from differentiable ops); fake tensors are registered in Python (progan_fast/ops/<op>.py).
 #include <Python.h>
 #include <torch/library.h>
 

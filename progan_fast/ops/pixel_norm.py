@@ -5,6 +5,9 @@ Kernel families, one pair of ops each (forward -> (y, rsqrt); backward -> dx):
   progan_fast_triton::pixel_norm_{forward,backward}  Triton: progan_fast/triton/pixel_norm.py
 Saved for backward: x and one rsqrt per pixel. The backward op's own autograd (the double backward needed by
 WGAN-GP) is written in differentiable torch ops, so first and second order are supported.
+Fake (meta) functions are registered here for both families. Autograd: the C++ family registers its own in C++
+(csrc/autograd/pixel_norm.cpp, no Python on the call path); the Triton family uses the Python one below, which
+implements the same formulas.
 """
 import torch
 
@@ -90,8 +93,14 @@ def _double_backward(ctx, g):
     return grad_dy.to(out_dtype), grad_x.to(out_dtype), None, None
 
 
+def register_fake_family(namespace):
+    """Fake registrations for `<namespace>::pixel_norm_{forward,backward}`."""
+    torch.library.register_fake(f"{namespace}::pixel_norm_forward")(fake_forward)
+    torch.library.register_fake(f"{namespace}::pixel_norm_backward")(fake_backward)
+
+
 def register_kernel_family(namespace):
-    """Fake and autograd registrations for `<namespace>::pixel_norm_{forward,backward}`."""
+    """Fake and Python autograd registrations for `<namespace>::pixel_norm_{forward,backward}`."""
     forward_name = f"{namespace}::pixel_norm_forward"
     backward_name = f"{namespace}::pixel_norm_backward"
     backward_op = getattr(getattr(torch.ops, namespace), "pixel_norm_backward")
@@ -100,11 +109,10 @@ def register_kernel_family(namespace):
         x, rsqrt = ctx.saved_tensors
         return backward_op(grad_y, x, rsqrt, ctx.dim), None, None
 
-    torch.library.register_fake(forward_name)(fake_forward)
-    torch.library.register_fake(backward_name)(fake_backward)
+    register_fake_family(namespace)
     torch.library.register_autograd(forward_name, backward, setup_context=_forward_setup_context)
     torch.library.register_autograd(backward_name, _double_backward, setup_context=_double_backward_setup_context)
 
 
 if backends.available("cpu")[0]:
-    register_kernel_family("progan_fast")
+    register_fake_family("progan_fast")  # autograd: csrc/autograd/pixel_norm.cpp

@@ -1,0 +1,1 @@
+"""Progressive training: schedule, losses, loop, checkpoints, data. `python -m progan_fast.train --help`."""

@@ -26,7 +26,7 @@ MANIFEST = "manifest.json"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MIN_RESOLUTION = 4
 # Shapes dataset: bump when its rendering changes so that a cached copy of an older one is never reused.
-SHAPES_VERSION = 1
+SHAPES_VERSION = 2
 SHAPES_SEED = 20180213
 SHAPES_NUM_IMAGES = 4096
 

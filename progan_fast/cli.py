@@ -1,0 +1,306 @@
+"""`progan-fast` command line: train, generate, dataset create, metrics, env.
+
+    progan-fast train --data DIR --out runs/x --kimg 12000          (torchrun --nproc_per_node=N -m progan_fast.train)
+    progan-fast train --resume runs/x                               (continues bit-exactly; given flags override)
+    progan-fast generate --ckpt runs/x --num 64 --out grid.png
+    progan-fast dataset create SRC_IMAGES OUT_DIR [--resolution 256]
+    progan-fast metrics --ckpt runs/x [--data DIR] [--num 2048]
+    progan-fast env
+
+Multi-process training: `torchrun --nproc_per_node=N -m progan_fast.train ...` (NCCL, one GPU per process; gloo on
+CPU). The schedule's minibatch is global and split over the processes; each draws its own data and latents; rank 0
+alone writes the run directory. Ctrl-C (SIGINT) or SIGTERM writes checkpoint-latest.pt at the end of the current
+iteration and exits with status 130.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+from .backends import BACKENDS, BackendUnavailable
+
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, BackendUnavailable)
+
+
+def _pow2(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a power of two >= 4, got {text!r}") from None
+    if value < 4 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"expected a power of two >= 4, got {value}")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = _nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
+    return value
+
+
+def _res_dict(value_type):
+    def parse(text):
+        out = {}
+        for item in filter(None, (s.strip() for s in text.split(","))):
+            key, sep, value = item.partition(":")
+            if not sep:
+                raise argparse.ArgumentTypeError(f"expected RES:VALUE pairs like 4:128,8:64; got {item!r}")
+            out[_pow2(key)] = value_type(value)
+        return out
+    return parse
+
+
+def _add_train_args(p):
+    # Every default is None: only the flags given on the command line override the config (or, with --resume,
+    # the checkpoint's config).
+    a = p.add_argument
+    a("--data", help="dataset directory (from `progan-fast dataset create`); default: the embedded 32x32 dataset")
+    a("--out", help="run directory (default: runs/<dataset>-<resolution>; with --resume: the checkpoint's)")
+    a("--resume", metavar="PATH", help="checkpoint file or run directory to continue from")
+    a("--resolution", type=_pow2, help="final resolution (default: the dataset's)")
+    a("--start-resolution", type=_pow2, help="first resolution (default 4)")
+    a("--kimg", type=_positive_float, help="total thousands of real images to show (default 12000)")
+    a("--lod-training-kimg", type=_nonneg_float, help="kimg per resolution before the next fades in (600)")
+    a("--lod-transition-kimg", type=_nonneg_float, help="kimg of each fade-in (600)")
+    a("--minibatch", type=_positive_int, help="one minibatch size for every resolution (default: TF's "
+      "4:128,8:128,16:128,32:64,64:32,128:16,256:8,512:4, else 4)")
+    a("--minibatch-dict", type=_res_dict(int), metavar="RES:N,...", help="per-resolution minibatch sizes")
+    a("--minibatch-repeats", type=_positive_int, help="minibatches per schedule evaluation (4)")
+    a("--fmap-base", type=_positive_int, help="feature maps: min(fmap_base / 2^stage, fmap_max) (8192)")
+    a("--fmap-max", type=_positive_int, help="(512)")
+    a("--latent-size", type=_positive_int, help="(default min(fmap_base, fmap_max))")
+    a("--lr", type=_positive_float, help="Adam learning rate of G and D (0.001)")
+    a("--lr-dict", type=_res_dict(float), metavar="RES:LR,...", help="per-resolution learning rates (G and D)")
+    a("--ema-beta", type=float, help="Gs smoothing per iteration (0.999)")
+    a("--no-adam-reset", action="store_const", const=True, help="keep Adam state across lod changes")
+    a("--mirror", action="store_const", const=True, help="random horizontal flips of the reals")
+    a("--amp", choices=("none", "bf16", "fp16"), help="mixed precision (none)")
+    a("--backend", choices=("auto",) + BACKENDS, help="op backend (auto)")
+    a("--nonfinite", choices=("skip", "stop"), help="on a non-finite loss: skip the step and count it, or stop")
+    a("--seed", type=int, help="random seed (1000)")
+    a("--device", help="auto, cpu, cuda or cuda:N (auto)")
+    a("--tick-kimg", type=_positive_float, help="one tick length for every resolution (default: TF's 160..10)")
+    a("--image-snapshot-ticks", type=_positive_int, help="sample grid every N ticks (1)")
+    a("--network-snapshot-ticks", type=_positive_int, help="numbered checkpoint every N ticks (10)")
+    a("--grid-size", type=_positive_int, help="sample grid of N x N images (8)")
+    a("--no-progress", action="store_true", help="no progress bar")
+
+
+_FLAG_TO_CONFIG = {"data": "data", "resolution": "resolution", "start_resolution": "start_resolution",
+                   "kimg": "total_kimg", "lod_training_kimg": "lod_training_kimg",
+                   "lod_transition_kimg": "lod_transition_kimg", "minibatch_repeats": "minibatch_repeats",
+                   "fmap_base": "fmap_base", "fmap_max": "fmap_max", "latent_size": "latent_size",
+                   "ema_beta": "ema_beta", "mirror": "mirror", "amp": "amp", "backend": "backend",
+                   "nonfinite": "nonfinite", "seed": "seed", "image_snapshot_ticks": "image_snapshot_ticks",
+                   "network_snapshot_ticks": "network_snapshot_ticks", "grid_size": "grid_size"}
+
+
+def config_overrides(args):
+    """The TrainConfig fields the command line sets explicitly."""
+    out = {field: getattr(args, flag) for flag, field in _FLAG_TO_CONFIG.items() if getattr(args, flag) is not None}
+    if args.data is not None:
+        out["data"] = os.path.abspath(args.data)
+    if args.minibatch is not None:
+        out["minibatch_base"], out["minibatch_dict"] = args.minibatch, {}
+    if args.minibatch_dict is not None:
+        out["minibatch_dict"] = args.minibatch_dict
+    if args.lr is not None:
+        out["G_lrate"] = out["D_lrate"] = args.lr
+    if args.lr_dict is not None:
+        out["G_lrate_dict"] = dict(args.lr_dict)
+        out["D_lrate_dict"] = dict(args.lr_dict)
+    if args.no_adam_reset:
+        out["reset_opt_for_new_lod"] = False
+    if args.tick_kimg is not None:
+        out["tick_kimg_base"], out["tick_kimg_dict"] = args.tick_kimg, {}
+    return out
+
+
+def _init_distributed(device):
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: NCCL with one GPU per process, gloo on CPU."""
+    import torch
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device, False
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device not in ("cpu",) and torch.cuda.is_available() and not str(device).startswith("cpu")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return (device if use_cuda else "cpu"), True
+
+
+def cmd_train(args):
+    from .train import checkpoint
+    from .train.config import TrainConfig
+    from .train.loop import Trainer
+
+    overrides = config_overrides(args)
+    resume = None
+    if args.resume:
+        ckpt_path = checkpoint.resolve_path(args.resume)
+        resume = checkpoint.load(ckpt_path)
+        config = TrainConfig.from_dict(resume["config"]).replace(**overrides)
+        out = args.out or os.path.dirname(os.path.abspath(ckpt_path))
+    else:
+        config = TrainConfig(**overrides)
+        if args.out:
+            out = args.out
+        else:
+            name = os.path.basename(os.path.normpath(config.data)) if config.data else "default"
+            out = os.path.join("runs", f"{name}-{config.resolution or 'auto'}")
+        if os.path.exists(os.path.join(out, checkpoint.LATEST)):
+            raise ValueError(f"{out} already holds a run ({checkpoint.LATEST}); continue it with --resume {out} "
+                             "or pick another --out")
+    if config.data is not None and not os.path.isdir(config.data):
+        raise FileNotFoundError(f"dataset directory not found: {config.data}")
+    config.validate()
+    device, distributed = _init_distributed(args.device or "auto")
+    try:
+        trainer = Trainer(config, out, device=device, resume=resume, progress=not args.no_progress)
+        trainer.log(f"run directory: {os.path.abspath(out)}  (device {trainer.device}, "
+                    f"{trainer.world_size} process(es), resolution {2 ** trainer.resolution_log2})")
+        summary = trainer.run()
+    finally:
+        if distributed:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+    if summary["interrupted"]:
+        return 130
+    trainer.log(f"done: {summary['cur_nimg'] / 1000:.3f} kimg in {summary['total_sec']:.1f} s; "
+                f"checkpoint {summary['checkpoint']}; {summary['nonfinite_skips']} non-finite step(s) skipped")
+    return 0
+
+
+def _save_png(images_uint8, path):
+    from PIL import Image
+    array = images_uint8.permute(1, 2, 0).numpy()
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+
+
+def cmd_generate(args):
+    from .train.data import save_image_grid
+    from .train.loop import generate_uint8, load_generator
+
+    net, res_log2, alpha, _ = load_generator(args.ckpt, network=args.network, device=args.device or "auto")
+    images = generate_uint8(net, args.num, res_log2, alpha, seed=args.seed)
+    size = f"{2 ** res_log2}x{2 ** res_log2}"
+    if args.individual:
+        from PIL import Image
+        os.makedirs(args.out, exist_ok=True)
+        for i, image in enumerate(images):
+            array = image.permute(1, 2, 0).numpy()
+            Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(
+                os.path.join(args.out, f"seed{args.seed:04d}-{i:06d}.png"))
+        print(f"wrote {len(images)} images ({size}) to {args.out}")
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        save_image_grid(images, args.out)
+        print(f"wrote a grid of {len(images)} images ({size}) to {args.out}")
+    return 0
+
+
+def cmd_dataset_create(args):
+    from .train.data import create_dataset
+    if not os.path.isdir(args.src):
+        raise FileNotFoundError(f"source image directory not found: {args.src}")
+    report = create_dataset(args.src, args.out, resolution=args.resolution, progress=not args.no_progress)
+    print(report)
+    return 0
+
+
+def cmd_metrics(args):
+    from .train.loop import evaluate_checkpoint
+    result = evaluate_checkpoint(args.ckpt, data=args.data, num=args.num, seed=args.seed,
+                                 device=args.device or "auto", network=args.network)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+def cmd_env(args):
+    from . import env
+    env.main()
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="progan-fast", description="Progressive GAN training on fused kernels.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train (or resume) a progressive GAN")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="images from a checkpoint's Gs (or G)")
+    p.add_argument("--ckpt", required=True, help="checkpoint file or run directory")
+    p.add_argument("--out", default="generated.png", help="grid PNG path, or a directory with --individual")
+    p.add_argument("--num", type=_positive_int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--individual", action="store_true", help="one PNG per image instead of a grid")
+    p.add_argument("--network", choices=("Gs", "G"), default="Gs", help="Gs: the EMA generator (default)")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("dataset", help="dataset tools")
+    dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="SUBCOMMAND")
+    c = dsub.add_parser("create", help="convert a folder of images to a multi-resolution dataset")
+    c.add_argument("src", help="directory of images (searched recursively)")
+    c.add_argument("out", help="output dataset directory")
+    c.add_argument("--resolution", type=_pow2, help="crop/resize to this resolution (default: from the images)")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=cmd_dataset_create)
+
+    p = sub.add_parser("metrics", help="SWD and MS-SSIM of a checkpoint's generator")
+    p.add_argument("--ckpt", required=True, help="checkpoint file or run directory")
+    p.add_argument("--data", help="dataset directory (default: the one the checkpoint trained on)")
+    p.add_argument("--num", type=_positive_int, default=2048, help="images per side (default 2048)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--network", choices=("Gs", "G"), default="Gs")
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("env", help="versions, backends and which backend each op uses")
+    p.set_defaults(func=cmd_env)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _USER_ERRORS as e:
+        print(f"progan-fast {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Training configuration: one flat dataclass, saved as JSON in the run directory and inside every checkpoint.
+
+Defaults are the official TF ones (config.py v2-1gpu preset, train.py): lod 600/600 kimg, Adam(0.001, 0.0, 0.99,
+1e-8) for G and D, Adam reset on every lod change, Gs beta 0.999, 4 minibatch repeats, 1 D step per G step,
+WGAN-GP lambda 10 / target 1 / drift 0.001, seed 1000.
+"""
+import dataclasses
+import json
+import math
+from typing import Dict, Optional
+
+from .schedule import (DEFAULT_MINIBATCH_BASE, DEFAULT_MINIBATCH_DICT, DEFAULT_TICK_KIMG_BASE,
+                       DEFAULT_TICK_KIMG_DICT, check_resolution)
+
+AMP_MODES = ("none", "bf16", "fp16")
+NONFINITE_POLICIES = ("skip", "stop")
+_DICT_FIELDS = ("minibatch_dict", "max_minibatch_per_gpu", "G_lrate_dict", "D_lrate_dict", "tick_kimg_dict")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: Optional[str] = None              # dataset directory; None = the embedded default dataset
+    resolution: Optional[int] = None        # final resolution; None = the dataset's
+    start_resolution: int = 4               # TF lod_initial_resolution
+    total_kimg: float = 12000.0
+    lod_training_kimg: float = 600.0
+    lod_transition_kimg: float = 600.0
+    minibatch_base: int = DEFAULT_MINIBATCH_BASE
+    minibatch_dict: Dict[int, int] = dataclasses.field(default_factory=lambda: dict(DEFAULT_MINIBATCH_DICT))
+    max_minibatch_per_gpu: Dict[int, int] = dataclasses.field(default_factory=dict)
+    minibatch_repeats: int = 4
+    D_repeats: int = 1
+    G_lrate: float = 0.001
+    D_lrate: float = 0.001
+    G_lrate_dict: Dict[int, float] = dataclasses.field(default_factory=dict)
+    D_lrate_dict: Dict[int, float] = dataclasses.field(default_factory=dict)
+    adam_beta1: float = 0.0
+    adam_beta2: float = 0.99
+    adam_eps: float = 1e-8
+    reset_opt_for_new_lod: bool = True
+    ema_beta: float = 0.999
+    mirror: bool = False
+    fmap_base: int = 8192
+    fmap_max: int = 512
+    fmap_decay: float = 1.0
+    latent_size: Optional[int] = None       # None = min(fmap_base, fmap_max), as TF
+    normalize_latents: bool = True
+    mbstd_group_size: int = 4
+    wgan_lambda: float = 10.0
+    wgan_target: float = 1.0
+    wgan_epsilon: float = 0.001
+    amp: str = "none"
+    backend: str = "auto"
+    seed: int = 1000
+    tick_kimg_base: float = DEFAULT_TICK_KIMG_BASE
+    tick_kimg_dict: Dict[int, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_TICK_KIMG_DICT))
+    image_snapshot_ticks: int = 1
+    network_snapshot_ticks: int = 10
+    grid_size: int = 8                      # the sample grid is grid_size x grid_size images
+    nonfinite: str = "skip"                 # non-finite loss: skip the step and count it, or stop
+
+    def validate(self):
+        check_resolution("start_resolution", self.start_resolution)
+        if self.resolution is not None:
+            check_resolution("resolution", self.resolution)
+            if self.start_resolution > self.resolution:
+                raise ValueError(f"start_resolution ({self.start_resolution}) must not exceed resolution "
+                                 f"({self.resolution})")
+        for name in ("total_kimg", "lod_training_kimg", "lod_transition_kimg"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0; got {value}")
+        for name in ("minibatch_base", "minibatch_repeats", "D_repeats", "fmap_base", "fmap_max", "grid_size",
+                     "image_snapshot_ticks", "network_snapshot_ticks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        if self.latent_size is not None and (not isinstance(self.latent_size, int) or self.latent_size < 1):
+            raise ValueError(f"latent_size must be a positive int or None; got {self.latent_size!r}")
+        for name in ("G_lrate", "D_lrate", "tick_kimg_base"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+        if not 0.0 <= self.ema_beta < 1.0:
+            raise ValueError(f"ema_beta must be in [0, 1); got {self.ema_beta}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}; got {self.amp!r}")
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}; got {self.nonfinite!r}")
+        for name in _DICT_FIELDS:
+            for key, value in getattr(self, name).items():
+                check_resolution(f"{name} key", key)
+                if not value > 0:
+                    raise ValueError(f"{name}[{key}] must be > 0; got {value}")
+        return self
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        for name in _DICT_FIELDS:
+            d[name] = {str(k): v for k, v in d[name].items()}  # JSON object keys are strings
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        d = dict(d)
+        for name in _DICT_FIELDS:
+            if name in d:
+                d[name] = {int(k): v for k, v in d[name].items()}
+        return cls(**d)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def schedule_kwargs(self, resolution_log2, num_gpus):
+        """Keyword arguments of TrainingSchedule for this config."""
+        return dict(resolution_log2=resolution_log2, lod_initial_resolution=self.start_resolution,
+                    lod_training_kimg=self.lod_training_kimg, lod_transition_kimg=self.lod_transition_kimg,
+                    minibatch_base=self.minibatch_base, minibatch_dict=self.minibatch_dict,
+                    max_minibatch_per_gpu=self.max_minibatch_per_gpu, G_lrate_base=self.G_lrate,
+                    G_lrate_dict=self.G_lrate_dict, D_lrate_base=self.D_lrate, D_lrate_dict=self.D_lrate_dict,
+                    tick_kimg_base=self.tick_kimg_base, tick_kimg_dict=self.tick_kimg_dict, num_gpus=num_gpus)

@@ -1,0 +1,571 @@
+"""The progressive training loop (official TF `train.py` `train_progressive_gan`, on progan_fast's ops and models).
+
+Per outer iteration: recompute the schedule (lr, Adam reset when floor(lod) or ceil(lod) changes), then
+`minibatch_repeats` times: `D_repeats` D steps, each followed by the Gs update (Gs <- beta*Gs + (1-beta)*G from the
+previous G step; buffers copied) and `cur_nimg += minibatch`, then one G step. Reals are sampled at the current
+resolution and faded with ops.fade_reals, so no full-resolution tensor exists before the final stage.
+
+Distributed (torchrun): every rank runs the same schedule on minibatch / world_size samples of its own data and
+latents (generators seeded by rank). Gradients are averaged with one flat all_reduce per step instead of wrapping
+the networks in DistributedDataParallel: the D step runs D three times (reals, fakes, the penalty's mix) and takes a
+double backward through the last, the set of used parameters changes with the resolution, and D runs without
+parameter gradients inside the G step; a manual reduction is exact under all three and costs one collective.
+The reduced buffer carries the loss too, so every rank takes the same skip decision on a non-finite loss.
+"""
+import contextlib
+import copy
+import csv
+import math
+import os
+import signal
+import time
+
+import torch
+import torch.distributed as dist
+
+from .. import backends, ops
+from . import checkpoint
+from .config import TrainConfig
+from .losses import discriminator_loss, generator_loss
+from .schedule import TrainingSchedule
+
+LOG_FIELDS = ("tick", "kimg", "lod", "alpha", "resolution", "minibatch", "G_loss", "D_loss", "D_real", "D_fake",
+              "D_gp", "D_drift", "grad_norm", "sec_per_tick", "sec_per_kimg", "img_per_s", "nonfinite_skips",
+              "fp16_overflows", "total_sec")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def _seed_for(seed, rank, stream):
+    """Independent, reproducible seeds per (run seed, rank, stream)."""
+    return (int(seed) * 1_000_003 + rank * 101 + stream) % (2 ** 63)
+
+
+def _resolve_device(device):
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was requested but no CUDA device is visible")
+    return device
+
+
+def images_to_uint8(x):
+    """[-1, 1] float NCHW -> uint8 NCHW (TF drange_net -> [0, 255], rounded)."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+class Trainer:
+    """Holds the networks, optimizers and all training state; `run()` trains until `config.total_kimg`.
+
+    run_dir may be None (no files are written; used by tests that only need the state). resume: a checkpoint dict
+    or path; the config then comes from the caller (which normally took it from the checkpoint).
+    """
+
+    def __init__(self, config, run_dir=None, *, device=None, resume=None, progress=True, log=print):
+        from ..models import Discriminator, Generator
+        from .data import MultiResDataset, default_dataset
+
+        self.config = config = config.validate()
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world_size = dist.get_world_size() if self.distributed else 1
+        self.is_main = self.rank == 0
+        self.run_dir = None if run_dir is None else os.path.abspath(run_dir)
+        self.progress = progress and self.is_main
+        self.log = log if self.is_main else (lambda *a, **k: None)
+        self.device = _resolve_device(device)
+        backends.set_backend(config.backend)
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+
+        data_path = config.data
+        if data_path is None:
+            # One rank builds the cached default dataset; the others wait, so they never race on its files.
+            if self.is_main:
+                data_path = default_dataset(resolution=config.resolution or 32, progress=progress)
+            self._barrier()
+            if not self.is_main:
+                data_path = default_dataset(resolution=config.resolution or 32, progress=False)
+        elif not os.path.isdir(data_path):
+            raise FileNotFoundError(f"dataset directory not found: {data_path}")
+        self.dataset = MultiResDataset(data_path)
+        self.dataset_path = os.path.abspath(data_path)
+        data_res_log2 = self.dataset.resolution_log2
+        self.resolution_log2 = data_res_log2 if config.resolution is None else int(math.log2(config.resolution))
+        if self.resolution_log2 > data_res_log2:
+            raise ValueError(f"resolution {2 ** self.resolution_log2} exceeds the dataset's resolution "
+                             f"{2 ** data_res_log2} ({data_path})")
+        if config.start_resolution > 2 ** self.resolution_log2:
+            raise ValueError(f"start_resolution ({config.start_resolution}) exceeds the resolution "
+                             f"({2 ** self.resolution_log2})")
+
+        torch.manual_seed(config.seed)  # same initial networks on every rank
+        self.G = Generator(resolution=2 ** self.resolution_log2, num_channels=self.dataset.num_channels,
+                           latent_size=config.latent_size, fmap_base=config.fmap_base, fmap_max=config.fmap_max,
+                           fmap_decay=config.fmap_decay, normalize_latents=config.normalize_latents).to(self.device)
+        self.D = Discriminator(resolution=2 ** self.resolution_log2, num_channels=self.dataset.num_channels,
+                               fmap_base=config.fmap_base, fmap_max=config.fmap_max, fmap_decay=config.fmap_decay,
+                               mbstd_group_size=config.mbstd_group_size).to(self.device)
+        self.Gs = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.latent_size = self.G.latent_size
+        adam = dict(betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps)
+        self.G_opt = torch.optim.Adam(self.G.parameters(), lr=config.G_lrate, **adam)
+        self.D_opt = torch.optim.Adam(self.D.parameters(), lr=config.D_lrate, **adam)
+        fp16 = config.amp == "fp16"
+        # TF's fp16 preset starts at 2^64 with slow growth; torch's defaults (2^16, x2 every 2000 good steps) are
+        # the usual choice for PyTorch models and adapt within a few steps either way.
+        self.G_scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.D_scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+
+        self.data_gen = torch.Generator().manual_seed(_seed_for(config.seed, self.rank, 1))
+        self.latent_gen = torch.Generator(self.device).manual_seed(_seed_for(config.seed, self.rank, 2))
+        grid_gen = torch.Generator().manual_seed(_seed_for(config.seed, 0, 3))
+        self.grid_latents = torch.randn(config.grid_size ** 2, self.latent_size, generator=grid_gen).to(self.device)
+
+        self.cur_nimg = 0
+        self.prev_lod = -1.0
+        self.tick = 0
+        self.tick_start_nimg = 0
+        self.nonfinite_skips = 0
+        self.fp16_overflows = 0
+        self.total_sec = 0.0
+        self._stop_requested = False
+        self._tick_stats = {}
+        if resume is not None:
+            self.load_state(resume if isinstance(resume, dict) else checkpoint.load(resume))
+        elif self.distributed:
+            for tensor in list(self.G.state_dict().values()) + list(self.D.state_dict().values()):
+                dist.broadcast(tensor, 0)
+            self.Gs.load_state_dict(self.G.state_dict())
+
+    # ---------------------------------------------------------------- state
+
+    def schedule(self, cur_nimg=None):
+        return TrainingSchedule(self.cur_nimg if cur_nimg is None else cur_nimg,
+                                **self.config.schedule_kwargs(self.resolution_log2, self.world_size))
+
+    def state_dict(self):
+        rng = checkpoint.capture_rng(self.data_gen, self.latent_gen)
+        rngs = [None] * self.world_size
+        if self.distributed:
+            dist.all_gather_object(rngs, rng)
+        else:
+            rngs = [rng]
+        return {
+            "format": "progan_fast", "version": checkpoint.FORMAT_VERSION,
+            "config": self.config.to_dict(), "resolution_log2": self.resolution_log2,
+            "num_channels": self.dataset.num_channels, "data": self.dataset_path,
+            "world_size": self.world_size,
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "Gs": self.Gs.state_dict(),
+            "G_opt": self.G_opt.state_dict(), "D_opt": self.D_opt.state_dict(),
+            "G_scaler": self.G_scaler.state_dict(), "D_scaler": self.D_scaler.state_dict(),
+            "rng": rngs,
+            "cur_nimg": self.cur_nimg, "prev_lod": self.prev_lod, "tick": self.tick,
+            "tick_start_nimg": self.tick_start_nimg, "nonfinite_skips": self.nonfinite_skips,
+            "fp16_overflows": self.fp16_overflows, "total_sec": self.total_sec,
+        }
+
+    def load_state(self, ckpt):
+        if ckpt["resolution_log2"] != self.resolution_log2:
+            raise ValueError(f"the checkpoint was trained to resolution {2 ** ckpt['resolution_log2']}, not "
+                             f"{2 ** self.resolution_log2}")
+        self.G.load_state_dict(ckpt["G"])
+        self.D.load_state_dict(ckpt["D"])
+        self.Gs.load_state_dict(ckpt["Gs"])
+        self.G_opt.load_state_dict(ckpt["G_opt"])
+        self.D_opt.load_state_dict(ckpt["D_opt"])
+        if ckpt["G_scaler"]:
+            self.G_scaler.load_state_dict(ckpt["G_scaler"])
+            self.D_scaler.load_state_dict(ckpt["D_scaler"])
+        rngs = ckpt["rng"]
+        if len(rngs) != self.world_size:
+            self.log(f"note: the checkpoint was written by {len(rngs)} process(es) and {self.world_size} resume it; "
+                     "data and latent streams are re-derived per rank, so the continuation is not bit-exact")
+            checkpoint.restore_rng(rngs[0], self.data_gen, self.latent_gen)
+            self.data_gen.manual_seed(_seed_for(self.config.seed + ckpt["cur_nimg"], self.rank, 1))
+            self.latent_gen.manual_seed(_seed_for(self.config.seed + ckpt["cur_nimg"], self.rank, 2))
+        else:
+            checkpoint.restore_rng(rngs[self.rank], self.data_gen, self.latent_gen)
+        for key in ("cur_nimg", "prev_lod", "tick", "tick_start_nimg", "nonfinite_skips", "fp16_overflows",
+                    "total_sec"):
+            setattr(self, key, ckpt[key])
+
+    def save_checkpoint(self, snapshot=False):
+        """Writes checkpoint-latest.pt (and a numbered snapshot) from rank 0; every rank must call it."""
+        state = self.state_dict()
+        if not self.is_main or self.run_dir is None:
+            return None
+        latest = os.path.join(self.run_dir, checkpoint.LATEST)
+        checkpoint.save(state, latest)
+        if snapshot:
+            checkpoint.save(state, os.path.join(self.run_dir, checkpoint.snapshot_name(self.cur_nimg)))
+        return latest
+
+    # ---------------------------------------------------------------- steps
+
+    def _autocast(self):
+        """torch.autocast for --amp bf16/fp16: float32 parameters, matmuls and convolutions in the half dtype (the
+        ops cast their operands to the autocast dtype and reduce in float32)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _latents(self, n):
+        return torch.randn(n, self.latent_size, generator=self.latent_gen, device=self.device)
+
+    def _reals(self, sched, n):
+        from .data import sample_batch
+        reals = sample_batch(self.dataset, sched.res_log2, n, self.data_gen, mirror=self.config.mirror,
+                             device=self.device)
+        if sched.alpha < 1.0:
+            reals = ops.fade_reals(reals, sched.alpha)
+        return reals
+
+    def _handle_nonfinite(self, what, value, sched):
+        message = (f"non-finite {what} ({value}) at kimg {self.cur_nimg / 1000:.3f}, resolution {sched.resolution}, "
+                   f"alpha {sched.alpha:.3f}")
+        if self.config.nonfinite == "stop":
+            raise NonFiniteLossError(message + "; stopping (nonfinite='stop'). Lower the learning rate, try "
+                                     "--amp none, or resume from an earlier checkpoint.")
+        self.nonfinite_skips += 1
+        if self.nonfinite_skips <= 10 or self.nonfinite_skips % 100 == 0:
+            self.log(f"warning: {message}; step skipped ({self.nonfinite_skips} skipped so far)")
+
+    def _finish_step(self, net, opt, scaler, loss, name, sched, gp_ok=True):
+        """Averages the gradients over ranks, then steps unless something is non-finite; returns the loss value
+        (None when the step was skipped). One host sync per step, for the skip decision."""
+        params = [p for p in net.parameters() if p.grad is not None]
+        grads = [p.grad for p in params]
+        scalars = torch.stack([loss.detach().float().reshape(()),
+                               torch.as_tensor(gp_ok, dtype=torch.float32, device=self.device).reshape(())])
+        if self.distributed:
+            flat = torch.cat([g.reshape(-1).float() for g in grads] + [scalars])
+            dist.all_reduce(flat)
+            flat /= self.world_size
+            torch._foreach_copy_(grads, [chunk.view_as(g) for chunk, g in zip(
+                flat[:-2].split([g.numel() for g in grads]), grads)])
+            scalars = flat[-2:]
+        if not scaler.is_enabled() and grads:
+            # With fp16 loss scaling an inf gradient is an overflow, which the scaler handles by itself.
+            finite = torch.isfinite(torch.stack(torch._foreach_norm(grads))).all().float().reshape(1)
+            scalars = torch.cat([scalars, finite])
+        loss_value, gp_ok, *grads_finite = scalars.tolist()
+        if gp_ok < 1.0:
+            # The scaled input gradient of the penalty overflowed in fp16: a loss-scale problem, not divergence.
+            self.fp16_overflows += 1
+            scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+            return None
+        if not math.isfinite(loss_value):
+            self._handle_nonfinite(f"{name} loss", loss_value, sched)
+            return None
+        if grads_finite and grads_finite[0] < 1.0:
+            self._handle_nonfinite(f"{name} gradients", "inf/nan", sched)
+            return None
+        if scaler.is_enabled():
+            before = scaler.get_scale()
+            scaler.step(opt)  # skips the step itself when the (identical on every rank) gradients overflowed
+            scaler.update()
+            if scaler.get_scale() < before:
+                self.fp16_overflows += 1
+        else:
+            opt.step()
+        return loss_value
+
+    def d_step(self, sched, n):
+        """One D step on n samples (this rank's share); returns the loss, or None when the step was skipped."""
+        cfg = self.config
+        reals = self._reals(sched, n)
+        latents = self._latents(n)
+        mix = torch.rand(n, 1, 1, 1, generator=self.latent_gen, device=self.device)
+        with torch.no_grad(), self._autocast():
+            fakes = self.G(latents, sched.res_log2, sched.alpha)
+        self.D_opt.zero_grad(set_to_none=True)
+        scaler = self.D_scaler
+        with self._autocast():
+            loss, parts = discriminator_loss(
+                self.D, reals, fakes, mix, sched.res_log2, sched.alpha, wgan_lambda=cfg.wgan_lambda,
+                wgan_target=cfg.wgan_target, wgan_epsilon=cfg.wgan_epsilon,
+                grad_scale=scaler.get_scale() if scaler.is_enabled() else None)
+        scaler.scale(loss).backward()
+        gp_ok = parts.pop("gp_grad_finite", True)
+        value = self._finish_step(self.D, self.D_opt, scaler, loss, "D", sched, gp_ok)
+        if value is not None:
+            self._record(D_loss=value, **parts)
+        return value
+
+    def g_step(self, sched, n):
+        latents = self._latents(n)
+        self.G_opt.zero_grad(set_to_none=True)
+        self.D.requires_grad_(False)
+        try:
+            with self._autocast():
+                fakes = self.G(latents, sched.res_log2, sched.alpha)
+                loss, _ = generator_loss(self.D, fakes, sched.res_log2, sched.alpha)
+            self.G_scaler.scale(loss).backward()
+        finally:
+            self.D.requires_grad_(True)
+        value = self._finish_step(self.G, self.G_opt, self.G_scaler, loss, "G", sched)
+        if value is not None:
+            self._record(G_loss=value)
+        return value
+
+    @torch.no_grad()
+    def ema_update(self):
+        g_params = list(self.G.parameters())
+        s_params = list(self.Gs.parameters())
+        torch._foreach_lerp_(s_params, g_params, 1.0 - self.config.ema_beta)
+        for b_s, b_g in zip(self.Gs.buffers(), self.G.buffers()):
+            b_s.copy_(b_g)
+
+    def _record(self, **values):
+        for key, value in values.items():
+            total, count = self._tick_stats.get(key, (0.0, 0))
+            self._tick_stats[key] = (total + value, count + 1)  # tensors stay on the device until the tick ends
+
+    def apply_schedule(self, sched):
+        for group in self.G_opt.param_groups:
+            group["lr"] = sched.G_lrate
+        for group in self.D_opt.param_groups:
+            group["lr"] = sched.D_lrate
+        if self.config.reset_opt_for_new_lod and (math.floor(sched.lod) != math.floor(self.prev_lod) or
+                                                  math.ceil(sched.lod) != math.ceil(self.prev_lod)):
+            self.G_opt.state.clear()
+            self.D_opt.state.clear()
+        self.prev_lod = sched.lod
+
+    def iteration(self):
+        """One schedule evaluation and `minibatch_repeats` minibatches; returns the schedule used."""
+        cfg = self.config
+        sched = self.schedule()
+        self.apply_schedule(sched)
+        per_rank = sched.minibatch // self.world_size
+        for _ in range(cfg.minibatch_repeats):
+            for _ in range(cfg.D_repeats):
+                self.d_step(sched, per_rank)
+                self.ema_update()
+                self.cur_nimg += sched.minibatch
+            self.g_step(sched, per_rank)
+        return sched
+
+    # ---------------------------------------------------------------- outputs
+
+    @torch.no_grad()
+    def generate(self, latents, sched=None, net=None):
+        sched = sched or self.schedule()
+        net = net or self.Gs
+        return net(latents, sched.res_log2, sched.alpha)
+
+    def _grid_path(self, name):
+        return os.path.join(self.run_dir, name)
+
+    def save_grid(self, images, path):
+        from .data import save_image_grid
+        # Small stages are shown at the final size (nearest), as TF does, unless the grid would get too large.
+        final = 2 ** self.resolution_log2
+        if images.shape[-1] < final and final * self.config.grid_size <= 4096:
+            images = torch.nn.functional.interpolate(images.float(), size=(final, final), mode="nearest")
+        save_image_grid(images_to_uint8(images).cpu(), path, nrow=self.config.grid_size)
+
+    def _write_log(self, row):
+        path = os.path.join(self.run_dir, "log.csv")
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self._tb is not None:
+            for key in LOG_FIELDS:
+                if key not in ("tick", "kimg") and row[key] != "":
+                    self._tb.add_scalar(f"train/{key}", float(row[key]), self.cur_nimg)
+            self._tb.flush()
+
+    def _plot_losses(self):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        with open(os.path.join(self.run_dir, "log.csv"), newline="") as f:
+            rows = list(csv.DictReader(f))
+        fig, axes = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+        kimg = [float(r["kimg"]) for r in rows]
+        for key, ax in (("G_loss", axes[0]), ("D_loss", axes[0]), ("D_real", axes[1]), ("D_fake", axes[1]),
+                        ("D_gp", axes[1])):
+            pts = [(k, float(r[key])) for k, r in zip(kimg, rows) if r[key] != ""]
+            if pts:
+                ax.plot(*zip(*pts), label=key)
+        for ax in axes:
+            ax.legend(loc="best")
+            ax.grid(alpha=0.3)
+        axes[1].set_xlabel("kimg")
+        fig.tight_layout()
+        fig.savefig(os.path.join(self.run_dir, "losses.png"), dpi=80)
+        plt.close(fig)
+
+    def end_tick(self, sched, tick_sec):
+        cfg = self.config
+        nimg = self.cur_nimg - self.tick_start_nimg
+        stats = {k: float(total) / count for k, (total, count) in self._tick_stats.items()}
+        self._tick_stats = {}
+        row = {"tick": self.tick, "kimg": f"{self.cur_nimg / 1000:.3f}", "lod": f"{sched.lod:.4f}",
+               "alpha": f"{sched.alpha:.4f}", "resolution": sched.resolution, "minibatch": sched.minibatch,
+               "sec_per_tick": f"{tick_sec:.2f}", "sec_per_kimg": f"{tick_sec / max(nimg, 1) * 1000:.3f}",
+               "img_per_s": f"{nimg / max(tick_sec, 1e-9):.1f}", "nonfinite_skips": self.nonfinite_skips,
+               "fp16_overflows": self.fp16_overflows, "total_sec": f"{self.total_sec:.1f}"}
+        for key in ("G_loss", "D_loss", "D_real", "D_fake", "D_gp", "D_drift", "grad_norm"):
+            row[key] = f"{stats[key]:.5g}" if key in stats else ""
+        self.tick += 1
+        self.tick_start_nimg = self.cur_nimg
+        done = self.cur_nimg >= self.total_nimg
+        if self.is_main and self.run_dir is not None:
+            self._write_log(row)
+            self._plot_losses()
+            if self.tick % cfg.image_snapshot_ticks == 0 or done:
+                self.save_grid(self.generate(self.grid_latents, sched), self._grid_path(
+                    f"fakes-{self.cur_nimg / 1000:08.3f}kimg.png"))
+        if self.tick % cfg.network_snapshot_ticks == 0 or done:
+            self.save_checkpoint(snapshot=True)
+        self.log(f"tick {row['tick']:<4} kimg {row['kimg']:<9} res {sched.resolution:<4} alpha {sched.alpha:.3f} "
+                 f"mb {sched.minibatch:<4} G {row['G_loss'] or '-':<9} D {row['D_loss'] or '-':<9} "
+                 f"sec/kimg {row['sec_per_kimg']:<8} img/s {row['img_per_s']}", flush=True)
+
+    # ---------------------------------------------------------------- driver
+
+    def _barrier(self):
+        if self.distributed:
+            dist.barrier()
+
+    def _agree_stop(self):
+        if not self.distributed:
+            return self._stop_requested
+        flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _on_signal(self, signum, frame):
+        self._stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
+        self.log(f"\n{signal.Signals(signum).name}: writing a checkpoint at the end of this iteration "
+                 "(Ctrl-C again to abort)", flush=True)
+
+    def _open_outputs(self):
+        self._tb = None
+        if not self.is_main or self.run_dir is None:
+            return
+        os.makedirs(self.run_dir, exist_ok=True)
+        with open(os.path.join(self.run_dir, "config.json"), "w") as f:
+            f.write(self.config.to_json() + "\n")
+        from torch.utils.tensorboard import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(self.run_dir, "tensorboard"), purge_step=self.cur_nimg or None)
+        if self.cur_nimg == 0:
+            from .data import sample_batch
+            grid_data = torch.Generator().manual_seed(_seed_for(self.config.seed, 0, 4))
+            reals = sample_batch(self.dataset, self.resolution_log2, self.config.grid_size ** 2, grid_data)
+            self.save_grid(reals, self._grid_path("reals.png"))
+            self.save_grid(self.generate(self.grid_latents), self._grid_path("fakes_init.png"))
+
+    def run(self):
+        """Trains to config.total_kimg. Returns a summary dict; summary["interrupted"] after SIGINT or SIGTERM
+        (checkpoint written first)."""
+        self.total_nimg = int(round(self.config.total_kimg * 1000))
+        self._open_outputs()
+        # SIGINT (Ctrl-C) and SIGTERM (torchrun's agent, schedulers' preemption) stop at the next iteration boundary
+        # with a checkpoint; under torchrun the ranks agree on the stop with one all_reduce per iteration.
+        previous_handlers = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous_handlers[signum] = signal.signal(signum, self._on_signal)
+            except ValueError:  # not the main thread: signals keep their usual behaviour
+                break
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=self.total_nimg, initial=min(self.cur_nimg, self.total_nimg), unit="img",
+                       unit_scale=True, dynamic_ncols=True, leave=True)
+        interrupted = False
+        try:
+            tick_start_time = time.perf_counter()
+            while self.cur_nimg < self.total_nimg:
+                t0 = time.perf_counter()
+                nimg0 = self.cur_nimg
+                sched = self.iteration()
+                now = time.perf_counter()
+                self.total_sec += now - t0
+                if bar is not None:
+                    bar.update(min(self.cur_nimg, self.total_nimg) - min(nimg0, self.total_nimg))
+                    bar.set_postfix(kimg=f"{self.cur_nimg / 1000:.1f}", res=sched.resolution,
+                                    alpha=f"{sched.alpha:.2f}", img_s=f"{(self.cur_nimg - nimg0) / (now - t0):.0f}",
+                                    refresh=False)
+                if (self.cur_nimg >= self.tick_start_nimg + sched.tick_kimg * 1000
+                        or self.cur_nimg >= self.total_nimg):
+                    self.end_tick(sched, time.perf_counter() - tick_start_time)
+                    tick_start_time = time.perf_counter()
+                if self._agree_stop():
+                    interrupted = True
+                    break
+            if interrupted:
+                path = self.save_checkpoint()
+                self.log(f"interrupted at kimg {self.cur_nimg / 1000:.3f}; checkpoint: {path}", flush=True)
+        finally:
+            if bar is not None:
+                bar.close()
+            if self._tb is not None:
+                self._tb.close()
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+        return {"cur_nimg": self.cur_nimg, "interrupted": interrupted, "nonfinite_skips": self.nonfinite_skips,
+                "fp16_overflows": self.fp16_overflows, "run_dir": self.run_dir, "total_sec": self.total_sec,
+                "checkpoint": os.path.join(self.run_dir, checkpoint.LATEST) if self.run_dir else None}
+
+
+def load_generator(path, network="Gs", device="auto"):
+    """(generator, res_log2, alpha, checkpoint) from a checkpoint file or run directory: Gs (or G), evaluated at
+    the resolution and fade the checkpoint had reached."""
+    from ..models import Generator
+    ckpt = checkpoint.load(checkpoint.resolve_path(path))
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    net = Generator(resolution=2 ** ckpt["resolution_log2"], num_channels=ckpt["num_channels"],
+                    latent_size=cfg.latent_size, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max,
+                    fmap_decay=cfg.fmap_decay, normalize_latents=cfg.normalize_latents)
+    net.load_state_dict(ckpt[network])
+    net = net.eval().requires_grad_(False).to(_resolve_device(device))
+    sched = TrainingSchedule(ckpt["cur_nimg"], **cfg.schedule_kwargs(ckpt["resolution_log2"], ckpt["world_size"]))
+    return net, sched.res_log2, sched.alpha, ckpt
+
+
+@torch.no_grad()
+def generate_uint8(net, num, res_log2, alpha, seed=0, batch=64):
+    """num images from latents drawn with torch.Generator().manual_seed(seed), as uint8 NCHW on the CPU."""
+    device = next(net.parameters()).device
+    latents = torch.randn(num, net.latent_size, generator=torch.Generator().manual_seed(seed))
+    return torch.cat([images_to_uint8(net(chunk.to(device), res_log2, alpha)).cpu() for chunk in latents.split(batch)])
+
+
+def evaluate_generator(net, dataset, res_log2, alpha, num=2048, seed=0, msssim=True):
+    """SWD (x1e3, per level and average) between num random reals and num generated images at res_log2, and the
+    MS-SSIM of the generated images. Below 16x16 the SWD pyramid has one level (with 3x3 patches at 4x4) and MS-SSIM,
+    which needs five scales, is None."""
+    from ..metrics import ms_ssim, sliced_wasserstein
+    images = dataset.images(res_log2)
+    index = torch.randint(len(images), (num,), generator=torch.Generator().manual_seed(seed + 1))
+    reals = torch.from_numpy(images[index.sort().values.numpy()])
+    fakes = generate_uint8(net, num, res_log2, alpha, seed)
+    size = 2 ** res_log2
+    swd_args = {} if size >= 16 else {"min_resolution": size, "patch_size": 7 if size > 7 else 3}
+    result = {"resolution": size, "alpha": alpha, "num": num,
+              "swd": {str(k): v for k, v in sliced_wasserstein(reals, fakes, seed=seed, **swd_args).items()}}
+    if msssim:
+        result["ms_ssim"] = ms_ssim(fakes[:num - num % 2]) if size >= 16 and num >= 2 else None
+    return result
+
+
+def evaluate_checkpoint(path, data=None, num=2048, seed=0, device="auto", network="Gs"):
+    from .data import MultiResDataset
+    net, res_log2, alpha, ckpt = load_generator(path, network, device)
+    data = data or ckpt["data"]
+    if not os.path.isdir(data):
+        raise FileNotFoundError(f"dataset directory not found: {data}")
+    result = {"checkpoint": checkpoint.resolve_path(path), "kimg": ckpt["cur_nimg"] / 1000, "network": network}
+    result.update(evaluate_generator(net, MultiResDataset(data), res_log2, alpha, num, seed))
+    return result
