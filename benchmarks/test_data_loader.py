@@ -10,6 +10,7 @@ session, or, when the train-step group did not run first (`pytest benchmarks` ru
 measured here (cpu backend where available, NCHW, best of 3 iterations). A 32x32 iteration costs less per image
 than a 128x128 one, so at 128x128 the ratio understates the loader's margin. Timings are never asserted.
 """
+import shutil
 import time
 
 import numpy as np
@@ -33,7 +34,10 @@ CASES = [(r, m) for r in RESOLUTIONS for m in (False, True)]
 def loader_dataset(tmp_path_factory, bench_session):
     root = tmp_path_factory.mktemp("loader")
     if not bench_session.smoke:
-        return data.MultiResDataset(data.default_dataset(path=root / "shapes128", resolution=128, progress=False))
+        # about 260 MB: removed at the end of the session rather than left to pytest's tmp retention
+        yield data.MultiResDataset(data.default_dataset(path=root / "shapes128", resolution=128, progress=False))
+        shutil.rmtree(root, ignore_errors=True)
+        return
     from PIL import Image
 
     from progan_fast.train.shapes import render_shapes
@@ -42,7 +46,7 @@ def loader_dataset(tmp_path_factory, bench_session):
     for i, img in enumerate(render_shapes(16, 128, np.random.default_rng(0))):
         Image.fromarray(img.transpose(1, 2, 0)).save(src / f"{i:03d}.png")
     data.create_dataset(src, root / "ds", resolution=128, progress=False)
-    return data.MultiResDataset(root / "ds")
+    yield data.MultiResDataset(root / "ds")
 
 
 def session_config(session):
