@@ -8,7 +8,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
-#include "common/reduction_layout.h"
+#include "common/pixel_norm_operands.h"
 #include "ops/pixel_norm.h"
 
 namespace progan_fast {
@@ -27,10 +27,11 @@ void run_pixel_norm_block(const pn::LaunchConfig& cfg, int64_t block, Accumulate
 }
 
 std::tuple<at::Tensor, at::Tensor> emulate_pixel_norm_forward(const at::Tensor& x_in, int64_t dim, double eps) {
-  const ReductionLayout layout = ReductionLayout::of(x_in, dim);
-  const at::Tensor x = layout.dense(x_in);
-  at::Tensor y = at::empty_like(x);
-  at::Tensor r = at::empty(layout.stat_sizes(x_in), x.options().dtype(at::toOpMathType(x.scalar_type())));
+  PixelNormForwardOperands operands(x_in, dim);
+  const ReductionLayout& layout = operands.layout;
+  const at::Tensor& x = operands.x;
+  at::Tensor& y = operands.y;
+  at::Tensor& r = operands.rsqrt;
   if (x.numel() == 0) return {y, r};
   const pn::LaunchConfig cfg = pn::launch_config(layout.outer, layout.channels, layout.inner);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "emulate_pixel_norm_forward", [&] {
@@ -47,11 +48,12 @@ std::tuple<at::Tensor, at::Tensor> emulate_pixel_norm_forward(const at::Tensor& 
 
 at::Tensor emulate_pixel_norm_backward(const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& r_in,
                                        int64_t dim) {
-  const ReductionLayout layout = ReductionLayout::of(x_in, dim);
-  const at::Tensor x = layout.dense(x_in);
-  const at::Tensor dy = layout.dense_like(dy_in);
-  const at::Tensor r = r_in.to(at::toOpMathType(x_in.scalar_type())).contiguous();
-  at::Tensor dx = at::empty_like(x);
+  PixelNormBackwardOperands operands(dy_in, x_in, r_in, dim);
+  const ReductionLayout& layout = operands.layout;
+  const at::Tensor& x = operands.x;
+  const at::Tensor& dy = operands.grad_y;
+  const at::Tensor& r = operands.rsqrt;
+  at::Tensor& dx = operands.grad_x;
   if (x.numel() == 0) return dx;
   const pn::LaunchConfig cfg = pn::launch_config(layout.outer, layout.channels, layout.inner);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "emulate_pixel_norm_backward", [&] {

@@ -15,7 +15,7 @@
 #include <cmath>
 #include <vector>
 
-#include "common/reduction_layout.h"
+#include "common/pixel_norm_operands.h"
 #include "cpu/isa.h"
 
 #if defined(__SSE2__)
@@ -419,10 +419,11 @@ void backward_f64(const ReductionLayout& l, const double* dy, const double* x, c
 }
 
 std::tuple<at::Tensor, at::Tensor> pixel_norm_forward_cpu(const at::Tensor& x_in, int64_t dim, double eps) {
-  const ReductionLayout layout = ReductionLayout::of(x_in, dim);
-  const at::Tensor x = layout.dense(x_in);
-  at::Tensor y = at::empty_like(x);
-  at::Tensor r = at::empty(layout.stat_sizes(x_in), x.options().dtype(at::toOpMathType(x.scalar_type())));
+  PixelNormForwardOperands operands(x_in, dim);
+  const ReductionLayout& layout = operands.layout;
+  const at::Tensor& x = operands.x;
+  at::Tensor& y = operands.y;
+  at::Tensor& r = operands.rsqrt;
   if (x.numel() == 0) return {y, r};
   switch (x.scalar_type()) {
     case at::kFloat:
@@ -448,11 +449,12 @@ std::tuple<at::Tensor, at::Tensor> pixel_norm_forward_cpu(const at::Tensor& x_in
 
 at::Tensor pixel_norm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& r_in,
                                    int64_t dim) {
-  const ReductionLayout layout = ReductionLayout::of(x_in, dim);
-  const at::Tensor x = layout.dense(x_in);
-  const at::Tensor dy = layout.dense_like(dy_in);
-  const at::Tensor r = r_in.to(at::toOpMathType(x_in.scalar_type())).contiguous();
-  at::Tensor dx = at::empty_like(x);
+  PixelNormBackwardOperands operands(dy_in, x_in, r_in, dim);
+  const ReductionLayout& layout = operands.layout;
+  const at::Tensor& x = operands.x;
+  const at::Tensor& dy = operands.grad_y;
+  const at::Tensor& r = operands.rsqrt;
+  at::Tensor& dx = operands.grad_x;
   if (x.numel() == 0) return dx;
   switch (x.scalar_type()) {
     case at::kFloat:

@@ -8,7 +8,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "common/reduction_layout.h"
+#include "common/pixel_norm_operands.h"
 #include "ops/pixel_norm.h"
 
 namespace progan_fast {
@@ -33,10 +33,11 @@ std::tuple<at::Tensor, at::Tensor> pixel_norm_forward_cuda(const at::Tensor& x_i
   check_cuda(x_in, "x", x_in);
   const hd::DType dtype = launcher_dtype(x_in.scalar_type(), "x");
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const ReductionLayout layout = ReductionLayout::of(x_in, dim);
-  const at::Tensor x = layout.dense(x_in);
-  at::Tensor y = at::empty_like(x);
-  at::Tensor r = at::empty(layout.stat_sizes(x_in), x.options().dtype(at::toOpMathType(x.scalar_type())));
+  PixelNormForwardOperands operands(x_in, dim);
+  const ReductionLayout& layout = operands.layout;
+  const at::Tensor& x = operands.x;
+  at::Tensor& y = operands.y;
+  at::Tensor& r = operands.rsqrt;
   if (x.numel() > 0) {
     const pixel_norm_cuda::ForwardParams p{x.const_data_ptr(), y.mutable_data_ptr(), r.mutable_data_ptr(),
                                            layout.outer, layout.channels, layout.inner, eps, dtype};
@@ -51,17 +52,13 @@ at::Tensor pixel_norm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& x
   check_cuda(dy_in, "grad_y", x_in);
   check_cuda(r_in, "rsqrt", x_in);
   const hd::DType dtype = launcher_dtype(x_in.scalar_type(), "x");
-  TORCH_CHECK_TYPE(dy_in.scalar_type() == x_in.scalar_type(), "grad_y must have x's dtype ", x_in.scalar_type(),
-                   "; got ", dy_in.scalar_type());
-  TORCH_CHECK(dy_in.sizes() == x_in.sizes(), "grad_y must have x's shape ", x_in.sizes(), "; got ", dy_in.sizes());
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const ReductionLayout layout = ReductionLayout::of(x_in, dim);
-  TORCH_CHECK(r_in.numel() == layout.outer * layout.inner, "rsqrt must have one value per reduced vector (",
-              layout.outer * layout.inner, "); got ", r_in.numel());
-  const at::Tensor x = layout.dense(x_in);
-  const at::Tensor dy = layout.dense_like(dy_in);
-  const at::Tensor r = r_in.to(at::toOpMathType(x_in.scalar_type())).contiguous();
-  at::Tensor dx = at::empty_like(x);
+  PixelNormBackwardOperands operands(dy_in, x_in, r_in, dim);
+  const ReductionLayout& layout = operands.layout;
+  const at::Tensor& x = operands.x;
+  const at::Tensor& dy = operands.grad_y;
+  const at::Tensor& r = operands.rsqrt;
+  at::Tensor& dx = operands.grad_x;
   if (x.numel() > 0) {
     const pixel_norm_cuda::BackwardParams p{dy.const_data_ptr(), x.const_data_ptr(), r.const_data_ptr(),
                                             dx.mutable_data_ptr(), layout.outer, layout.channels, layout.inner, dtype};

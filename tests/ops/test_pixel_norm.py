@@ -206,3 +206,17 @@ def test_property_invalid_arguments_raise_clear_errors(dim, eps):
         assert isinstance(dim, int) and -4 <= dim < 4
         assert isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0
         assert y.shape == x.shape
+
+
+@pytest.mark.parametrize("op", [torch.ops.progan_fast.pixel_norm_backward,
+                                torch.ops.progan_fast._emulate_cuda_pixel_norm_backward], ids=["cpu", "cuda-emulated"])
+def test_backward_op_rejects_mismatched_operands(op):
+    """The registered backward op is callable directly: operands it would read out of bounds are refused."""
+    x = torch.randn(2, 4, 3, 3)
+    r = torch.rand(2, 1, 3, 3) + 0.5
+    with pytest.raises(TypeError, match="grad_y must have x's dtype"):
+        op(torch.randn(2, 4, 3, 3, dtype=torch.float64), x, r, 1)
+    with pytest.raises(RuntimeError, match="grad_y must have x's shape"):
+        op(torch.randn(2, 4, 3, 2), x, r, 1)
+    with pytest.raises(RuntimeError, match=r"rsqrt must have one value per reduced vector \(18\)"):
+        op(torch.randn(2, 4, 3, 3), x, r[:1], 1)

@@ -1,0 +1,43 @@
+// The operands of every pixel norm kernel (CPU, CUDA, and the CPU emulation of the CUDA one), checked and laid
+// out once: dense in the memory order ReductionLayout chose, rsqrt in the op-math dtype (float, double for
+// float64) with one value per reduced vector, outputs allocated in the input's layout.
+#pragma once
+#include <ATen/ATen.h>
+
+#include "common/reduction_layout.h"
+
+namespace progan_fast {
+
+struct PixelNormForwardOperands {
+  ReductionLayout layout;
+  at::Tensor x, y, rsqrt;
+
+  PixelNormForwardOperands(const at::Tensor& x_in, int64_t dim)
+      : layout(ReductionLayout::of(x_in, dim)), x(layout.dense(x_in)) {
+    y = at::empty_like(x);
+    rsqrt = at::empty(layout.stat_sizes(x_in), x.options().dtype(at::toOpMathType(x.scalar_type())));
+  }
+};
+
+struct PixelNormBackwardOperands {
+  ReductionLayout layout;
+  at::Tensor grad_y, x, rsqrt, grad_x;
+
+  PixelNormBackwardOperands(const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& rsqrt_in,
+                            int64_t dim)
+      : layout(ReductionLayout::of(x_in, dim)) {
+    // The kernels read grad_y as x's type and index rsqrt per vector: anything else would be read out of bounds.
+    TORCH_CHECK_TYPE(grad_y_in.scalar_type() == x_in.scalar_type(), "grad_y must have x's dtype ",
+                     x_in.scalar_type(), "; got ", grad_y_in.scalar_type());
+    TORCH_CHECK(grad_y_in.sizes() == x_in.sizes(), "grad_y must have x's shape ", x_in.sizes(), "; got ",
+                grad_y_in.sizes());
+    TORCH_CHECK(rsqrt_in.numel() == layout.outer * layout.inner, "rsqrt must have one value per reduced vector (",
+                layout.outer * layout.inner, "); got ", rsqrt_in.numel());
+    x = layout.dense(x_in);
+    grad_y = layout.dense_like(grad_y_in);
+    rsqrt = rsqrt_in.to(at::toOpMathType(x_in.scalar_type())).contiguous();
+    grad_x = at::empty_like(x);
+  }
+};
+
+}  // namespace progan_fast
