@@ -48,7 +48,8 @@ def extension():
                "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
                "-DPROGAN_FAST_TORCH_VERSION=\"%s\"" % torch.__version__]
         link += ["-fsanitize=address,undefined"]
-    srcs = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp") + sources("csrc/autograd/*.cpp")
+    srcs = (sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp") + sources("csrc/autograd/*.cpp") +
+            sources("csrc/emulated/*.cpp"))
     include_dirs = [os.path.join(ROOT, "csrc")]
     if with_cuda:
         srcs += sources("csrc/cuda/*.cpp") + sources("csrc/cuda/*.cu")

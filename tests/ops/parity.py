@@ -1,8 +1,48 @@
 """Shared checks for every op test: a backend's op against progan_fast.reference, forward, gradients and the
 double backward of a WGAN-GP style gradient penalty, with per-dtype tolerances."""
-import torch
+import contextlib
 
-from progan_fast import use_backend
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from progan_fast import _library, backends, use_backend
+
+# The kernel families whose kernels run on this machine's CPU tensors: the CPU kernels, the CUDA kernels' device
+# code emulated thread by thread, and Triton through its interpreter. Every op test runs over all of them.
+FAMILIES = [f for f in ("cpu", "emulated", "triton") if backends.available(f)[0]]
+
+
+def families_of(op):
+    """The families above that have a kernel for public op `op` (the others would run the reference)."""
+    return [f for f in FAMILIES if _served_by(op, f)]
+
+
+def _served_by(op, family):
+    with use_backend(family):
+        return backends.resolve(op, torch.device("cpu"), warn=False) == family
+
+
+class _RawOpCalls(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def kernel_ran(backend, op):
+    """Asserts that under `backend` the public op `op` ran a raw op of that family's namespace (and not the
+    reference in its place); a no-op for the reference backend."""
+    calls = _RawOpCalls()
+    with use_backend(backend), calls:
+        yield
+    if backend != "reference":
+        namespace = _library.NAMESPACES[backend]
+        assert any(name.startswith(f"{namespace}::{op}") for name in calls.names), \
+            f"{op} under backend {backend!r} ran {sorted(calls.names)}, none of {namespace}::{op}*"
 
 # (rtol, atol) for the forward and for gradients. fp16/bf16 store results in half precision after fp32 math, so
 # they are compared with the float32 reference cast to the same dtype: one or two units in the last place.
@@ -37,13 +77,14 @@ def _penalty_grads(fn, inputs, weights):
     return torch.autograd.grad(penalty, inputs)
 
 
-def check_parity(backend, fn, reference_fn, inputs, dtype, check_double_backward=True):
-    """fn (under `backend`) and reference_fn agree on outputs, input gradients and the double backward.
+def check_parity(backend, fn, reference_fn, inputs, dtype, check_double_backward=True, op=None):
+    """fn (under `backend`) and reference_fn agree on outputs, input gradients and the double backward; with
+    `op` (the public op's name), the forward must have run that family's kernel.
 
     The reference runs in float64 on the same values, so the comparison measures the kernel's error only."""
     inputs = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
     ref_inputs = [t.detach().double().requires_grad_(t.is_floating_point()) for t in inputs]
-    with use_backend(backend):
+    with kernel_ran(backend, op) if op is not None else use_backend(backend):
         out = fn(*inputs)
     ref_out = reference_fn(*ref_inputs)
     assert out.shape == ref_out.shape
