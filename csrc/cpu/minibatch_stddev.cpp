@@ -104,20 +104,24 @@ MS_INLINE void stream_fence(bool stream) {
 #endif
 }
 
-// ---- runs of contiguous positions of every member of a group ----
-// Member k's run starts at x + x_off[k]; `n` positions. Blocks of kBlock: the members' blocks are read for the
-// mean and again (from L1) for the variance.
+// ---- one task: a sample group's members over `rows` rows of `segments` segments of contiguous positions ----
+// Member k's segment s of row r starts at x + x_off[k] + r * x_row + s * seg_len in x (dx), and at
+// y + y_off[k] + r * y_row + s * seg_len in y (grad_y). NCHW: one row, one segment (a run of a channel group's
+// positions); channels_last: a run of pixels, one segment per channel group. Segments are cut into blocks of
+// kBlock positions and everything happens block by block, while the members' blocks are in L1.
 
-// mean[i] and sigma^2[i] = var[i] + eps of one block.
+// mean[i] and sigma^2[i] = var[i] + eps of one block of `len` positions (member k's block at x + off[k] + at); the
+// forward copies each member's block to y while it reads it.
 template <typename T>
-MS_INLINE void block_moments(const T* __restrict x, const int64_t* x_off, int64_t i0, int64_t members, int64_t len,
-                             acc_t<T> inv_divisor, acc_t<T> eps, acc_t<T>* __restrict mean,
-                             acc_t<T>* __restrict sigma_sq) {
+MS_INLINE void block_moments(const T* __restrict x, const int64_t* x_off, T* __restrict y, const int64_t* y_off,
+                             int64_t x_at, int64_t y_at, int64_t members, int64_t len, acc_t<T> inv_divisor,
+                             acc_t<T> eps, bool stream, acc_t<T>* __restrict mean, acc_t<T>* __restrict sigma_sq) {
   using A = acc_t<T>;
   for (int64_t i = 0; i < len; ++i) mean[i] = 0;
   for (int64_t k = 0; k < members; ++k) {
-    const T* __restrict xk = x + x_off[k] + i0;
+    const T* __restrict xk = x + x_off[k] + x_at;
     for (int64_t i = 0; i < len; ++i) mean[i] += to_acc(xk[i]);
+    if (y) copy(y + y_off[k] + y_at, xk, len, stream);
   }
   const A inv_members = A(1) / A(members);
   for (int64_t i = 0; i < len; ++i) {
@@ -125,7 +129,7 @@ MS_INLINE void block_moments(const T* __restrict x, const int64_t* x_off, int64_
     sigma_sq[i] = 0;
   }
   for (int64_t k = 0; k < members; ++k) {
-    const T* __restrict xk = x + x_off[k] + i0;
+    const T* __restrict xk = x + x_off[k] + x_at;
     for (int64_t i = 0; i < len; ++i) {
       const A d = to_acc(xk[i]) - mean[i];
       sigma_sq[i] += d * d;
@@ -134,106 +138,167 @@ MS_INLINE void block_moments(const T* __restrict x, const int64_t* x_off, int64_
   for (int64_t i = 0; i < len; ++i) sigma_sq[i] = sigma_sq[i] * inv_divisor + eps;
 }
 
-// Sum over the run of sigma; with `sigma`, also every position's sigma (channels_last with several channel groups).
+// float: 16 positions at a time in registers, the member loop inside (the generic loop above keeps mean and the
+// sum of squares in memory and re-reads them for every member: ~1.5x slower forward in cache). GCC vector types
+// take the width of the clone's ISA (one zmm, two ymm or four xmm).
+typedef float vec16 __attribute__((vector_size(64)));
+
+MS_INLINE vec16 load16(const float* p) {
+  vec16 v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+MS_INLINE void store16(float* p, vec16 v, bool stream) {
+#if defined(__SSE2__)
+  if (stream && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+    for (int q = 0; q < 4; ++q) {
+      __m128 part;
+      __builtin_memcpy(&part, reinterpret_cast<const char*>(&v) + 16 * q, sizeof(part));
+      _mm_stream_ps(p + 4 * q, part);
+    }
+    return;
+  }
+#endif
+  (void)stream;
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+MS_INLINE void block_moments(const float* __restrict x, const int64_t* x_off, float* __restrict y,
+                             const int64_t* y_off, int64_t x_at, int64_t y_at, int64_t members, int64_t len,
+                             float inv_divisor, float eps, bool stream, float* __restrict mean,
+                             float* __restrict sigma_sq) {
+  const float inv_members = 1.f / static_cast<float>(members);
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    vec16 sum = {};
+    for (int64_t k = 0; k < members; ++k) {
+      const vec16 v = load16(x + x_off[k] + x_at + i);
+      sum += v;
+      if (y) store16(y + y_off[k] + y_at + i, v, stream);
+    }
+    const vec16 m = sum * inv_members;
+    vec16 ss = {};
+    for (int64_t k = 0; k < members; ++k) {
+      const vec16 d = load16(x + x_off[k] + x_at + i) - m;
+      ss += d * d;
+    }
+    __builtin_memcpy(mean + i, &m, sizeof(m));
+    const vec16 sq = ss * inv_divisor + eps;
+    __builtin_memcpy(sigma_sq + i, &sq, sizeof(sq));
+  }
+  for (; i < len; ++i) {
+    float sum = 0;
+    for (int64_t k = 0; k < members; ++k) {
+      const float v = x[x_off[k] + x_at + i];
+      sum += v;
+      if (y) y[y_off[k] + y_at + i] = v;
+    }
+    const float m = sum * inv_members;
+    float ss = 0;
+    for (int64_t k = 0; k < members; ++k) {
+      const float d = x[x_off[k] + x_at + i] - m;
+      ss += d * d;
+    }
+    mean[i] = m;
+    sigma_sq[i] = ss * inv_divisor + eps;
+  }
+}
+
+// Copies the members' positions to y and adds each segment's sum of sigma to sums[s] (sums may be null: copy
+// only, for a zero statistic).
 template <typename T>
-MS_INLINE double sigma_run(const T* x, const int64_t* x_off, int64_t members, int64_t n, acc_t<T> inv_divisor,
-                           acc_t<T> eps, acc_t<T>* sigma) {
+MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_t* y_off, int64_t members,
+                            int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
+                            acc_t<T> inv_divisor, acc_t<T> eps, bool stream, double* sums) {
   using A = acc_t<T>;
   A mean[kBlock], sq[kBlock];
-  double total = 0;
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    const int64_t len = std::min(kBlock, n - i0);
-    block_moments(x, x_off, i0, members, len, inv_divisor, eps, mean, sq);
-    A sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < len; ++i) {
-      sq[i] = std::sqrt(sq[i]);
-      sum += sq[i];
-    }
-    if (sigma)
-      for (int64_t i = 0; i < len; ++i) sigma[i0 + i] = sq[i];
-    total += sum;
-  }
-  return total;
-}
-
-// mean[i] and scale[i] = a / sigma[i] over the run.
-template <typename T>
-MS_INLINE void moments_run(const T* x, const int64_t* x_off, int64_t members, int64_t n, acc_t<T> inv_divisor,
-                           acc_t<T> eps, acc_t<T> a, acc_t<T>* __restrict mean, acc_t<T>* __restrict scale) {
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    const int64_t len = std::min(kBlock, n - i0);
-    block_moments(x, x_off, i0, members, len, inv_divisor, eps, mean + i0, scale + i0);
-    for (int64_t i = i0; i < i0 + len; ++i) scale[i] = a / std::sqrt(scale[i]);
-  }
-}
-
-// `rows` rows of `len` elements, x_stride and y_stride apart: y = x.
-template <typename T>
-MS_INLINE void copy_rows(T* y, const T* x, int64_t rows, int64_t len, int64_t x_stride, int64_t y_stride,
-                         bool stream) {
-  for (int64_t r = 0; r < rows; ++r) copy(y + r * y_stride, x + r * x_stride, len, stream);
-}
-
-// dx = dy + (x - mean) * scale over `rows` rows of `len` elements; x, dx rows are contiguous (mean and scale are
-// indexed like them), dy rows dy_stride apart.
-template <typename T>
-MS_INLINE void grad_rows(T* dx, const T* dy, const T* x, const acc_t<T>* mean, const acc_t<T>* scale, int64_t rows,
-                         int64_t len, int64_t dy_stride, bool stream) {
   for (int64_t r = 0; r < rows; ++r)
-    store_grad(dx + r * len, dy + r * dy_stride, x + r * len, mean + r * len, scale + r * len, len, stream);
+    for (int64_t s = 0; s < segments; ++s)
+      for (int64_t i0 = 0; i0 < seg_len; i0 += kBlock) {
+        const int64_t len = std::min(kBlock, seg_len - i0), at = s * seg_len + i0;
+        if (!sums) {
+          for (int64_t k = 0; k < members; ++k)
+            copy(y + y_off[k] + r * y_row + at, x + x_off[k] + r * x_row + at, len, stream);
+          continue;
+        }
+        block_moments(x, x_off, y, y_off, r * x_row + at, r * y_row + at, members, len, inv_divisor, eps, stream,
+                      mean, sq);
+        A sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < len; ++i) sum += std::sqrt(sq[i]);
+        sums[s] += sum;
+      }
+}
+
+// dx = dy + (x - mean) * coef[s] / sigma for every member (coef may be null: dx = dy, a zero statistic).
+template <typename T>
+MS_INLINE void backward_task(const T* dy, const T* x, T* dx, const int64_t* x_off, const int64_t* y_off,
+                             int64_t members, int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row,
+                             int64_t y_row, const acc_t<T>* coef, acc_t<T> inv_divisor, acc_t<T> eps, bool stream) {
+  using A = acc_t<T>;
+  A mean[kBlock], scale[kBlock];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t s = 0; s < segments; ++s)
+      for (int64_t i0 = 0; i0 < seg_len; i0 += kBlock) {
+        const int64_t len = std::min(kBlock, seg_len - i0), at = s * seg_len + i0;
+        const int64_t x_at = r * x_row + at, y_at = r * y_row + at;
+        if (!coef) {
+          for (int64_t k = 0; k < members; ++k) copy(dx + x_off[k] + x_at, dy + y_off[k] + y_at, len, stream);
+          continue;
+        }
+        block_moments(x, x_off, static_cast<T*>(nullptr), nullptr, x_at, 0, members, len, inv_divisor, eps, false,
+                      mean, scale);
+        const A a = coef[s];
+        for (int64_t i = 0; i < len; ++i) scale[i] = a / std::sqrt(scale[i]);
+        for (int64_t k = 0; k < members; ++k)
+          store_grad(dx + x_off[k] + x_at, dy + y_off[k] + y_at, x + x_off[k] + x_at, mean, scale, len, stream);
+      }
 }
 
 // float32: one clone per ISA (external linkage so the ifunc resolvers can be emitted).
 PROGAN_FAST_MULTIVERSION
-double sigma_run_f32(const float* x, const int64_t* x_off, int64_t members, int64_t n, float inv_divisor, float eps,
-                     float* sigma) {
-  return sigma_run<float>(x, x_off, members, n, inv_divisor, eps, sigma);
+void forward_task_f32(const float* x, float* y, const int64_t* x_off, const int64_t* y_off, int64_t members,
+                      int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row, float inv_divisor,
+                      float eps, bool stream, double* sums) {
+  forward_task<float>(x, y, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, inv_divisor, eps, stream,
+                      sums);
 }
 
 PROGAN_FAST_MULTIVERSION
-void moments_run_f32(const float* x, const int64_t* x_off, int64_t members, int64_t n, float inv_divisor, float eps,
-                     float a, float* mean, float* scale) {
-  moments_run<float>(x, x_off, members, n, inv_divisor, eps, a, mean, scale);
-}
-
-PROGAN_FAST_MULTIVERSION
-void copy_rows_f32(float* y, const float* x, int64_t rows, int64_t len, int64_t x_stride, int64_t y_stride,
-                   bool stream) {
-  copy_rows<float>(y, x, rows, len, x_stride, y_stride, stream);
-}
-
-PROGAN_FAST_MULTIVERSION
-void grad_rows_f32(float* dx, const float* dy, const float* x, const float* mean, const float* scale, int64_t rows,
-                   int64_t len, int64_t dy_stride, bool stream) {
-  grad_rows<float>(dx, dy, x, mean, scale, rows, len, dy_stride, stream);
+void backward_task_f32(const float* dy, const float* x, float* dx, const int64_t* x_off, const int64_t* y_off,
+                       int64_t members, int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
+                       const float* coef, float inv_divisor, float eps, bool stream) {
+  backward_task<float>(dy, x, dx, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, coef, inv_divisor,
+                       eps, stream);
 }
 
 namespace {
 
-// The loops for any element type: float32 through its ISA clones, the others compiled for the baseline.
+// The task loops for any element type: float32 through its ISA clones, the others compiled for the baseline.
 template <typename T>
-struct Loops {
-  using A = acc_t<T>;
-  static double sigma(const T* x, const int64_t* x_off, int64_t members, int64_t n, A inv_divisor, A eps, A* sigma) {
-    if constexpr (std::is_same_v<T, float>) return sigma_run_f32(x, x_off, members, n, inv_divisor, eps, sigma);
-    else return sigma_run<T>(x, x_off, members, n, inv_divisor, eps, sigma);
-  }
-  static void moments(const T* x, const int64_t* x_off, int64_t members, int64_t n, A inv_divisor, A eps, A a,
-                      A* mean, A* scale) {
-    if constexpr (std::is_same_v<T, float>) moments_run_f32(x, x_off, members, n, inv_divisor, eps, a, mean, scale);
-    else moments_run<T>(x, x_off, members, n, inv_divisor, eps, a, mean, scale);
-  }
-  static void copy(T* y, const T* x, int64_t rows, int64_t len, int64_t x_stride, int64_t y_stride, bool stream) {
-    if constexpr (std::is_same_v<T, float>) copy_rows_f32(y, x, rows, len, x_stride, y_stride, stream);
-    else copy_rows<T>(y, x, rows, len, x_stride, y_stride, stream);
-  }
-  static void grad(T* dx, const T* dy, const T* x, const A* mean, const A* scale, int64_t rows, int64_t len,
-                   int64_t dy_stride, bool stream) {
-    if constexpr (std::is_same_v<T, float>) grad_rows_f32(dx, dy, x, mean, scale, rows, len, dy_stride, stream);
-    else grad_rows<T>(dx, dy, x, mean, scale, rows, len, dy_stride, stream);
-  }
-};
+void run_forward_task(const T* x, T* y, const int64_t* x_off, const int64_t* y_off, int64_t members, int64_t rows,
+                      int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row, acc_t<T> inv_divisor,
+                      acc_t<T> eps, bool stream, double* sums) {
+  if constexpr (std::is_same_v<T, float>)
+    forward_task_f32(x, y, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, inv_divisor, eps, stream,
+                     sums);
+  else
+    forward_task<T>(x, y, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, inv_divisor, eps, stream,
+                    sums);
+}
+
+template <typename T>
+void run_backward_task(const T* dy, const T* x, T* dx, const int64_t* x_off, const int64_t* y_off, int64_t members,
+                       int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
+                       const acc_t<T>* coef, acc_t<T> inv_divisor, acc_t<T> eps, bool stream) {
+  if constexpr (std::is_same_v<T, float>)
+    backward_task_f32(dy, x, dx, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, coef, inv_divisor, eps,
+                      stream);
+  else
+    backward_task<T>(dy, x, dx, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, coef, inv_divisor, eps,
+                     stream);
+}
 
 // ---- work split ----
 // A task is one sample group and a run of positions. NCHW: a run of the K positions of one channel group (tasks
@@ -260,8 +325,10 @@ struct Tasks {
     }
   }
   int64_t count() const { return g.groups * (g.channels_last ? 1 : g.features) * runs; }
-  // Elements of x (per member) a task covers at most: the size of its per-position buffers.
-  int64_t max_elements() const { return g.channels_last ? run_length * g.channels : run_length; }
+  // Task index of run `run` of group m and channel group f (NCHW) or of group m (channels_last, f ignored).
+  int64_t index(int64_t m, int64_t f, int64_t run) const {
+    return (g.channels_last ? m : m * g.features + f) * runs + run;
+  }
   Task operator[](int64_t task) const {
     const int64_t run = task % runs, rest = task / runs;
     const int64_t total = g.channels_last ? g.pixels : g.positions();
@@ -271,7 +338,8 @@ struct Tasks {
   }
   // Tasks per parallel_for chunk: at least ATen's grain of elements, so small tensors stay on the calling thread.
   int64_t grain() const {
-    return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, g.group_size * max_elements()));
+    const int64_t per_task = g.group_size * (g.channels_last ? run_length * g.channels : run_length);
+    return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, per_task));
   }
   // Offsets of the task's first element in every member's sample: in x (and dx), and in y (and grad_y).
   void offsets(const Task& t, int64_t* x_off, int64_t* y_off) const {
@@ -286,7 +354,20 @@ struct Tasks {
       }
     }
   }
+  // The task's shape for forward_task/backward_task: rows, segments per row, segment length, row strides.
+  struct Shape {
+    int64_t rows, segments, seg_len, x_row, y_row;
+  };
+  Shape shape(const Task& t) const {
+    if (g.channels_last)
+      return {t.length, g.features, g.channels_per_feature(), g.channels, g.channels + g.features};
+    return {1, 1, t.length, 0, 0};
+  }
 };
+
+int64_t per_sample_grain(const Geometry& g) {
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, g.features * g.pixels));
+}
 
 // ---- forward ----
 
@@ -294,34 +375,19 @@ template <typename T>
 void forward(const Geometry& g, const T* x, T* y, double eps_in) {
   using A = acc_t<T>;
   const Tasks tasks(g);
-  const int64_t F = g.features, G = g.group_size, C = g.channels, Cf = g.channels_per_feature();
+  const int64_t F = g.features, G = g.group_size;
   const bool stream = g.samples * g.y_sample_stride() * int64_t(sizeof(T)) >= kStreamBytes;
   const A inv_divisor = static_cast<A>(g.inv_divisor), eps = static_cast<A>(eps_in);
-  // partial[task * F + f]: the task's sum of sigma over channel group f.
+  // partial[task * F + f]: the task's sum of sigma over channel group f (NCHW tasks have one channel group).
   std::vector<double> partial(tasks.count() * F, 0.0);
   at::parallel_for(0, tasks.count(), tasks.grain(), [&](int64_t begin, int64_t end) {
     std::vector<int64_t> x_off(G), y_off(G);
-    std::vector<A> sigma(g.channels_last && F > 1 ? tasks.max_elements() : 0);
     for (int64_t i = begin; i < end; ++i) {
       const Task t = tasks[i];
+      const Tasks::Shape sh = tasks.shape(t);
       tasks.offsets(t, x_off.data(), y_off.data());
-      const int64_t rows = g.channels_last ? t.length : 1, len = g.channels_last ? C : t.length;
-      if (!g.zero) {
-        const double total = Loops<T>::sigma(x, x_off.data(), G, rows * len, inv_divisor, eps,
-                                             sigma.empty() ? nullptr : sigma.data());
-        if (sigma.empty()) {
-          partial[i * F + t.feature] = total;
-        } else {  // channels_last, several channel groups: channel c of each pixel belongs to group c / Cf
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t f = 0; f < F; ++f) {
-              A sum = 0;
-              for (int64_t c = f * Cf; c < (f + 1) * Cf; ++c) sum += sigma[r * C + c];
-              partial[i * F + f] += sum;
-            }
-        }
-      }
-      for (int64_t k = 0; k < G; ++k)
-        Loops<T>::copy(y + y_off[k], x + x_off[k], rows, len, len, g.channels_last ? C + F : len, stream);
+      run_forward_task(x, y, x_off.data(), y_off.data(), G, sh.rows, sh.segments, sh.seg_len, sh.x_row, sh.y_row,
+                       inv_divisor, eps, stream, g.zero ? nullptr : partial.data() + i * F + t.feature);
     }
     stream_fence(stream);
   });
@@ -332,16 +398,12 @@ void forward(const Geometry& g, const T* x, T* y, double eps_in) {
   for (int64_t m = 0; m < g.groups; ++m)
     for (int64_t f = 0; f < F; ++f) {
       double sum = 0;
-      for (int64_t run = 0; run < tasks.runs; ++run) {
-        const int64_t task = (g.channels_last ? m : m * F + f) * tasks.runs + run;
-        sum += partial[task * F + f];
-      }
+      for (int64_t run = 0; run < tasks.runs; ++run) sum += partial[tasks.index(m, f, run) * F + f];
       stat[m * F + f] = g.zero ? T(0) : static_cast<T>(static_cast<A>(sum / K));
     }
 
   const int64_t P = g.pixels;
-  at::parallel_for(0, g.samples, std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, F * P)),
-                   [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.samples, per_sample_grain(g), [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       const T* s = stat.data() + g.group_of(n) * F;
       T* yn = y + n * g.y_sample_stride();
@@ -361,54 +423,41 @@ template <typename T>
 void backward(const Geometry& g, const T* dy, const T* x, T* dx, double eps_in) {
   using A = acc_t<T>;
   const Tasks tasks(g);
-  const int64_t F = g.features, G = g.group_size, C = g.channels, Cf = g.channels_per_feature(), P = g.pixels;
+  const int64_t F = g.features, G = g.group_size, P = g.pixels;
   const bool stream = g.samples * g.x_sample_stride() * int64_t(sizeof(T)) >= kStreamBytes;
   const A inv_divisor = static_cast<A>(g.inv_divisor), eps = static_cast<A>(eps_in);
 
-  // a[m, f] = (sum over group m's samples and H x W of dy's statistic channel f) / (K * D); zero when the
-  // statistic is the constant 0 (dx is then dy's first C channels).
-  std::vector<double> stat_grad(g.samples * F, 0.0);
-  if (!g.zero)
-    at::parallel_for(0, g.samples, std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, F * P)),
-                     [&](int64_t begin, int64_t end) {
+  // a[m, f] = (sum over group m's samples and H x W of dy's statistic channel f) / (K * D). None for a zero
+  // statistic: dx is then dy's first C channels.
+  std::vector<A> a(g.groups * F);
+  if (!g.zero) {
+    std::vector<double> per_sample(g.samples * F);
+    at::parallel_for(0, g.samples, per_sample_grain(g), [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n)
         for (int64_t f = 0; f < F; ++f) {
           const T* dyn = dy + n * g.y_sample_stride();
           double sum = 0;
           for (int64_t p = 0; p < P; ++p) sum += static_cast<double>(to_acc(dyn[g.stat_offset(f, p)]));
-          stat_grad[n * F + f] = sum;
+          per_sample[n * F + f] = sum;
         }
     });
-  std::vector<A> a(g.groups * F, A(0));
-  const double KD = static_cast<double>(g.positions()) / g.inv_divisor;
-  for (int64_t m = 0; m < g.groups && !g.zero; ++m)
-    for (int64_t f = 0; f < F; ++f) {
-      double sum = 0;
-      for (int64_t k = 0; k < G; ++k) sum += stat_grad[g.sample(m, k) * F + f];
-      a[m * F + f] = static_cast<A>(sum / KD);
-    }
+    const double KD = static_cast<double>(g.positions()) / g.inv_divisor;
+    for (int64_t m = 0; m < g.groups; ++m)
+      for (int64_t f = 0; f < F; ++f) {
+        double sum = 0;
+        for (int64_t k = 0; k < G; ++k) sum += per_sample[g.sample(m, k) * F + f];
+        a[m * F + f] = static_cast<A>(sum / KD);
+      }
+  }
 
   at::parallel_for(0, tasks.count(), tasks.grain(), [&](int64_t begin, int64_t end) {
     std::vector<int64_t> x_off(G), y_off(G);
-    std::vector<A> mean(tasks.max_elements()), scale(tasks.max_elements());
     for (int64_t i = begin; i < end; ++i) {
       const Task t = tasks[i];
+      const Tasks::Shape sh = tasks.shape(t);
       tasks.offsets(t, x_off.data(), y_off.data());
-      const int64_t rows = g.channels_last ? t.length : 1, len = g.channels_last ? C : t.length;
-      const int64_t dy_stride = g.channels_last ? C + F : len;
-      if (g.zero) {
-        for (int64_t k = 0; k < G; ++k) Loops<T>::copy(dx + x_off[k], dy + y_off[k], rows, len, dy_stride, len, stream);
-        continue;
-      }
-      const bool per_channel = g.channels_last && F > 1;
-      Loops<T>::moments(x, x_off.data(), G, rows * len, inv_divisor, eps,
-                        per_channel ? A(1) : a[t.group * F + t.feature], mean.data(), scale.data());
-      if (per_channel)
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t c = 0; c < C; ++c) scale[r * C + c] *= a[t.group * F + c / Cf];
-      for (int64_t k = 0; k < G; ++k)
-        Loops<T>::grad(dx + x_off[k], dy + y_off[k], x + x_off[k], mean.data(), scale.data(), rows, len, dy_stride,
-                       stream);
+      run_backward_task(dy, x, dx, x_off.data(), y_off.data(), G, sh.rows, sh.segments, sh.seg_len, sh.x_row,
+                        sh.y_row, g.zero ? nullptr : a.data() + t.group * F + t.feature, inv_divisor, eps, stream);
     }
     stream_fence(stream);
   });
