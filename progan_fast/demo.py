@@ -48,7 +48,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from .train.data import default_dataset
-    from .train.loop import Trainer, evaluate_generator
+    from .train.evaluate import evaluate_generator
+    from .train.loop import Trainer
 
     start = time.time()
     out = args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))

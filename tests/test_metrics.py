@@ -5,7 +5,8 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 
-from progan_fast.metrics import generate_uint8, ms_ssim, sliced_wasserstein
+from progan_fast.images import to_uint8
+from progan_fast.metrics import ms_ssim, sliced_wasserstein
 from progan_fast.metrics.swd import _swd, laplacian_pyramid, pyr_down, pyr_up
 from progan_fast.train.data import MultiResDataset, default_dataset
 
@@ -181,7 +182,7 @@ def test_ms_ssim_identical_pairs_one_noise_low(shapes32):
         ms_ssim(shapes32[:4, :, :8, :8])
 
 
-def test_generate_uint8_official_mapping():
+def test_to_uint8_official_mapping():
     x = torch.tensor([[-1.0, -0.5, 0.0, 0.5, 1.0, 1.2]])
     # round(x * 127.5 + 127.5), half to even, saturated: -0.5 -> 63.75 -> 64, 0.5 -> 191.25 -> 191.
-    assert generate_uint8(x).tolist() == [[0, 64, 128, 191, 255, 255]]
+    assert to_uint8(x).tolist() == [[0, 64, 128, 191, 255, 255]]

@@ -7,9 +7,9 @@ import PIL.Image
 import pytest
 import torch
 
+from progan_fast.images import save_image_grid, to_uint8
 from progan_fast.train import data
-from progan_fast.train.data import (MultiResDataset, create_dataset, default_dataset, sample_batch,
-                                    save_image_grid, to_uint8)
+from progan_fast.train.data import MultiResDataset, create_dataset, default_dataset, sample_batch
 
 
 def _noise(rng, h, w, c=3):
@@ -119,7 +119,7 @@ def test_create_dataset_is_atomic(image_folder, tmp_path, monkeypatch):
     src, *_ = image_folder
     out = tmp_path / "out" / "ds"
     calls = []
-    real = data._load_square
+    real = data.create._load_square
 
     def failing(path, resolution):
         calls.append(path)
@@ -127,7 +127,7 @@ def test_create_dataset_is_atomic(image_folder, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # an interruption is not a bad file: it must abort the whole creation
         return real(path, resolution)
 
-    monkeypatch.setattr(data, "_load_square", failing)
+    monkeypatch.setattr(data.create, "_load_square", failing)
     with pytest.raises(KeyboardInterrupt):
         create_dataset(src, out, progress=False)
     assert not out.exists()
@@ -258,7 +258,7 @@ def test_default_dataset_deterministic_and_cached(tmp_path, monkeypatch):
     def no_render(*args, **kwargs):
         raise AssertionError("a cached dataset must not be regenerated")
 
-    monkeypatch.setattr("progan_fast.train.shapes.render_shapes", no_render)
+    monkeypatch.setattr("progan_fast.train.data.shapes.render_shapes", no_render)
     assert default_dataset(tmp_path / "a", resolution=16, progress=False) == a
     with pytest.raises(ValueError, match="different dataset"):
         default_dataset(tmp_path / "a", resolution=32, progress=False)
