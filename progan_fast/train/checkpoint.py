@@ -28,11 +28,13 @@ def save(obj, path):
 
 
 def _short_reason(exc):
+    """One line out of torch.load's multi-paragraph errors: for a weights_only refusal the paragraph that names
+    what was refused, otherwise the first sentence."""
     text = str(exc).strip()
-    for line in text.splitlines():
-        if "WeightsUnpickler error" in line:  # names the object that weights_only refused
-            return line.strip()
-    first = text.splitlines()[0][:200] if text else ""
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    if text.startswith("Weights only load failed") and len(paragraphs) > 1:
+        return "weights_only refused it: " + " ".join(paragraphs[1].split())
+    first = text.splitlines()[0].split(". ")[0][:200] if text else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
@@ -42,7 +44,7 @@ def load(path, map_location="cpu"):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    hint = "resume from an earlier network-snapshot-*.pt of the same run, or start a new one"
+    hint = "use an earlier network-snapshot-*.pt of the same run instead"
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- torch.load raises anything from EOFError to KeyError on bad bytes

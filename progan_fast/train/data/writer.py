@@ -28,6 +28,15 @@ def partial_prefix(out_dir):
     return f".{os.path.basename(os.path.abspath(out_dir))}.partial-"
 
 
+def _ancestors(path):
+    while True:
+        yield path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+
+
 def check_destination(out_dir):
     """A dataset may be created at `out_dir` only where nothing is (or an empty directory)."""
     if os.path.islink(out_dir) or (os.path.exists(out_dir) and (not os.path.isdir(out_dir)
@@ -46,9 +55,16 @@ class LevelWriter:
         self.out_dir = os.path.abspath(out_dir)
         check_destination(self.out_dir)
         parent = os.path.dirname(self.out_dir)
+        blocked = next((p for p in _ancestors(parent) if os.path.lexists(p) and not os.path.isdir(p)), None)
+        if blocked is not None:
+            raise NotADirectoryError(f"out_dir {out_dir!r} cannot be created: {blocked} is a file")
         os.makedirs(parent, exist_ok=True)
         self.removed_stale = remove_stale_temp_dirs(parent, partial_prefix(self.out_dir))
-        self.tmp, self._lock_fd = make_locked_temp_dir(parent, partial_prefix(self.out_dir))
+        try:
+            self.tmp, self._lock_fd = make_locked_temp_dir(parent, partial_prefix(self.out_dir))
+        except PermissionError:
+            raise PermissionError(f"out_dir {out_dir!r} cannot be created: {parent} is not writable; choose a "
+                                  "writable place") from None
         self.levels = {}
         self.count = 0
         self.capacity = 0
