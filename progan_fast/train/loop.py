@@ -165,7 +165,7 @@ class Trainer:
         self._tb = self._figure_class = self._lock_fd = None
         self._log_rows = []
         if resume is not None:
-            self.load_state(resume if isinstance(resume, dict) else checkpoint.load(resume))
+            self.load_state(resume)
         elif self.distributed:
             for tensor in list(self.G.state_dict().values()) + list(self.D.state_dict().values()):
                 dist.broadcast(tensor, 0)
