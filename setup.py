@@ -87,9 +87,9 @@ setup(
     python_requires=">=3.9",
     install_requires=["torch", "numpy", "pillow", "tqdm"],
     extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis", "expecttest"],
-                    "train": ["tensorboard", "matplotlib", "pyyaml"]},
+                    "train": ["tensorboard", "matplotlib"]},
     ext_modules=[] if os.environ.get("PROGAN_FAST_NO_EXTENSION", "0") not in ("", "0") else [extension()],
     cmdclass={"build_ext": BuildExtension},
-    entry_points={"console_scripts": ["progan-fast=progan_fast.cli:main"]},
+    entry_points={"console_scripts": ["progan-fast=progan_fast.cli:entry"]},
     zip_safe=False,
 )
