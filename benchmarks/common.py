@@ -87,10 +87,13 @@ class Session:
         return self._bandwidth
 
 
-def measure(benchmark, session, fn, *, op, direction, impl, shape_name, layout, bytes_moved):
+def measure(benchmark, session, fn, *, op, direction, impl, shape_name, layout, bytes_moved, shape=None,
+            target_speedup_vs_compile=None):
     """Times fn() with pytest-benchmark (its --benchmark-* options apply) and records extra_info for the report.
 
-    fn is called once first, outside the timer: compilation, first touch of the outputs."""
+    fn is called once first, outside the timer: compilation, first touch of the outputs. `shape`: the input shape
+    of an op-specific shape name (default: SHAPES[shape_name]); `target_speedup_vs_compile`: an op's own
+    forward+backward target over torch.compile at this shape, judged by the report beside the contract's."""
     case = (op, direction, shape_name, layout)
     benchmark.group = f"{op}-{direction}"
     fn()
@@ -108,11 +111,13 @@ def measure(benchmark, session, fn, *, op, direction, impl, shape_name, layout, 
     roofline_s = bytes_moved / (bw * 1e9)
     info = {
         "op": op, "direction": direction, "impl": impl, "shape_name": shape_name,
-        "shape": list(SHAPES[shape_name]), "dtype": str(DTYPE).replace("torch.", ""), "layout": layout,
+        "shape": list(shape or SHAPES[shape_name]), "dtype": str(DTYPE).replace("torch.", ""), "layout": layout,
         "bytes_moved": int(bytes_moved), "copy_bandwidth_GBps": round(bw, 2), "roofline_ms": roofline_s * 1e3,
         "roofline_fraction": roofline_s / seconds, "threads": torch.get_num_threads(),
         "malloc_tuned": session.malloc_tuned, "smoke": session.smoke, "torch": torch.__version__,
     }
+    if target_speedup_vs_compile is not None:
+        info["target_speedup_vs_compile"] = target_speedup_vs_compile
     for other in ("eager", "compile"):
         other_s = session.medians.get(case + (other,))
         if other != impl and other_s is not None:

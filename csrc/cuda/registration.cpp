@@ -2,6 +2,7 @@
 // (progan_fast/_library.py), fakes and autograd beside them.
 #include <torch/library.h>
 
+#include "host/minibatch_stddev.h"
 #include "host/pixel_norm.h"
 
 namespace progan_fast {
@@ -9,6 +10,8 @@ namespace progan_fast {
 TORCH_LIBRARY_IMPL(progan_fast, CUDA, m) {
   m.impl("pixel_norm_forward", &pixel_norm_host::forward<CudaDevice>);
   m.impl("pixel_norm_backward", &pixel_norm_host::backward<CudaDevice>);
+  m.impl("minibatch_stddev_forward", &minibatch_stddev_host::forward<CudaDevice>);
+  m.impl("minibatch_stddev_backward", &minibatch_stddev_host::backward<CudaDevice>);
 }
 
 }  // namespace progan_fast
