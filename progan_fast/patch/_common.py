@@ -225,7 +225,8 @@ def _applicable(cls, library, options):
 
 
 def _subclass(cls, replacements, options):
-    key = (cls, tuple(replacements), options)
+    # a Library is rebuilt on every patch() call; what a replacement does is fixed by its (owner, name)
+    key = (cls, tuple((rep.owner, rep.name) for rep in replacements), options)
     sub = _subclasses.get(key)
     if sub is None:
         namespace = {rep.name: rep.build(options, _current_library_function(rep.owner, rep.name))

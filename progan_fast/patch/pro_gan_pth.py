@@ -19,10 +19,16 @@ What runs faster (scale x out instead of scale x weight: equal up to rounding):
             only get the fused epilogue.
   fade      Generator's output blend -> upsample_blend; Discriminator's input blend -> downsample_blend (the top
             block's pool folded into it); ProGAN.progressive_downsample_batch -> fade_reals.
+  trainer   ProGAN.train is the library's own loop, run so that it works on current torch: it creates its
+            optimizers with torch.optim.Adam(betas=(0, 0.99)), and torch's Adam now refuses an int beta ("betas
+            must be either both floats or both Tensors"); while it runs, the `torch` its module sees hands out an
+            Adam that takes the betas as floats (the same optimizer otherwise).
 """
+import contextlib
 import importlib
 import importlib.metadata
 import math
+import types
 
 import torch
 import torch.nn.functional as F
@@ -322,6 +328,47 @@ def _make_downsample_batch(options, original):
     return progressive_downsample_batch
 
 
+class _Adam(torch.optim.Adam):
+    """torch.optim.Adam taking real betas as floats (pro-gan-pth passes betas=(0, 0.99))."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), *args, **kwargs):
+        betas = tuple(float(b) if isinstance(b, int) and not isinstance(b, bool) else b for b in betas)
+        super().__init__(params, lr, betas, *args, **kwargs)
+
+
+_Adam.__name__ = _Adam.__qualname__ = "Adam"
+
+
+def _module_proxy(module, **overrides):
+    """A module object that is `module` except for `overrides` (PEP 562 __getattr__ forwards everything else)."""
+    proxy = types.ModuleType(module.__name__, module.__doc__)
+    proxy.__dict__.update(overrides)
+    proxy.__getattr__ = lambda name: getattr(module, name)
+    return proxy
+
+
+_TORCH_FOR_TRAINER = _module_proxy(torch, optim=_module_proxy(torch.optim, Adam=_Adam))
+
+
+@contextlib.contextmanager
+def _trainer_torch(gan):
+    saved = gan.__dict__["torch"]
+    gan.torch = _TORCH_FOR_TRAINER
+    try:
+        yield
+    finally:
+        gan.torch = saved
+
+
+def _make_train(gan):
+    def make(options, original):
+        def train(self, *args, **kwargs):
+            with _trainer_torch(gan):
+                return original(self, *args, **kwargs)
+        return train
+    return make
+
+
 def _replacements(custom_layers, modules, networks, gan):
     def block(factory):
         """A Replacement.make for a block-level forward: it sees the options and the library's classes."""
@@ -357,4 +404,6 @@ def _replacements(custom_layers, modules, networks, gan):
     if gan is not None:
         reps.append(Replacement(gan.ProGAN, "progressive_downsample_batch", ("fade",), _make_downsample_batch,
                                 "fade_reals"))
+        reps.append(Replacement(gan.ProGAN, "train", (), _make_train(gan),
+                                "the library's loop; its Adam(betas=(0, 0.99)) accepted on current torch"))
     return reps
