@@ -14,10 +14,10 @@ method with the original module's parameters, while a replica's class is the sub
 generator) keeps it too. Parameters, buffers and submodules are never touched, so state_dict keys are unchanged.
 """
 import dataclasses
-import inspect
 import numbers
 
 from torch import nn
+from torch.nn.modules import module as _torch_module
 
 # Set on every replacement function: (owner class, attribute name) it replaces.
 REPLACES = "__progan_fast_replaces__"
@@ -82,20 +82,17 @@ class Library:
 
 # ---- hooks, resolution, fallbacks -----------------------------------------------------------------------------
 
-def _global_hooks():
-    from torch.nn.modules import module as _module
-    names = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-             "_global_backward_pre_hooks")
-    return any(getattr(_module, name, None) for name in names)
-
-
 def has_hooks(*modules):
     """A fused forward computes several modules at once without calling them, so any hook on them (or a global
-    one) sends the call to the library's own forward instead."""
-    if _global_hooks():
+    one, torch.nn.modules.module.register_module_forward_hook & co.) sends the call to the library's own forward
+    instead."""
+    if _torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks or \
+            _torch_module._global_backward_hooks or _torch_module._global_backward_pre_hooks:
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-               for m in modules)
+    for m in modules:
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return True
+    return False
 
 
 def _unwrap(attr):
@@ -113,8 +110,16 @@ def runs_library_code(obj, owner, name="forward"):
     hooks: what the library's block would compute by calling it, a fused block can compute without calling it."""
     if not isinstance(obj, owner) or (isinstance(obj, nn.Module) and has_hooks(obj)):
         return False
-    fn = _unwrap(inspect.getattr_static(type(obj), name, None))
+    fn = _unwrap(_class_attribute(type(obj), name))
     return fn is library_function(owner, name) or getattr(fn, REPLACES, None) == (owner, name)
+
+
+def _class_attribute(cls, name):
+    """What `cls.name` resolves to, without invoking descriptors."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
 
 
 def plain_lrelu(module):

@@ -409,3 +409,37 @@ def test_target_without_a_supported_library():
         report = progan_fast.patch(model)
     assert not report and "no class of a supported library" in str(report)
     assert type(model[0]) is nn.Conv2d
+
+
+def test_unpatch_of_a_model_says_when_its_classes_stay_patched():
+    g, _ = build(2)
+    progan_fast.patch()
+    with pytest.warns(UserWarning, match=r"call progan_fast.unpatch\(\) to restore them"):
+        report = progan_fast.unpatch(g)
+    assert not report and _common.class_level_patched(custom_layers.EqualizedConv2d)
+
+
+def test_import_progan_fast_does_not_import_the_libraries():
+    import subprocess
+    import sys
+    code = ("import sys, progan_fast; progan_fast.patch; "
+            "assert not [m for m in sys.modules if m.startswith('pro_gan_pytorch')], 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+
+
+def test_global_forward_hook_sends_blocks_to_the_library_path():
+    depth = 3
+    g, _ = build(depth)
+    z = torch.randn(BATCH, LATENT, dtype=torch.float64)
+    with library_reference():
+        expected = g(z, depth, 0.5)
+    progan_fast.patch(g)
+    seen = []
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: seen.append(type(module).__name__))
+    try:
+        out = g(z, depth, 0.5)
+    finally:
+        handle.remove()
+    assert_close(out, expected, "forward under a global hook")
+    assert seen.count("EqualizedConv2d") == 5 and seen.count("PixelwiseNorm") == 4
