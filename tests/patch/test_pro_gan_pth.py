@@ -389,7 +389,8 @@ def test_unsupported_version():
             progan_fast.patch(g)
         with pytest.warns(UserWarning, match=r"pro-gan-pth 3\.3"):
             report = progan_fast.patch()
-    assert not report and not _common._class_level
+    assert not any(row.library == "pro-gan-pth" for row in report)
+    assert not any(owner.__module__.startswith("pro_gan_pytorch") for owner, _ in _common._class_level)
     assert all(not hasattr(type(m), _common.ORIGINAL_CLASS) for m in g.modules())
 
 
@@ -400,6 +401,9 @@ def test_bad_switches():
     with pytest.raises(ValueError, match="resample=True .* needs eq_conv=True"):
         progan_fast.patch(eq_conv=False)
     assert not _common._class_level
+    # every switch off: only the compatibility forward of the transposed conv remains
+    report = progan_fast.patch(g, resample=False, eq_conv=False, fade=False, mbstd=False, pixel_norm=False)
+    assert [row.target for row in report] == ["EqualizedConvTranspose2d"]
 
 
 def test_target_without_a_supported_library():
