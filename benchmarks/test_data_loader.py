@@ -40,7 +40,7 @@ def loader_dataset(tmp_path_factory, bench_session):
         return
     from PIL import Image
 
-    from progan_fast.train.shapes import render_shapes
+    from progan_fast.train.data.shapes import render_shapes
     src = root / "png"
     src.mkdir()
     for i, img in enumerate(render_shapes(16, 128, np.random.default_rng(0))):
