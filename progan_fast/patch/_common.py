@@ -136,6 +136,14 @@ def plain_alpha(alpha):
     return alpha if 0.0 <= alpha <= 1.0 else None
 
 
+def plain_eps(eps):
+    """An epsilon the ops take (a finite python real >= 0) as a float, else None (the library's forward runs)."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        return None
+    eps = float(eps)
+    return eps if 0.0 <= eps < float("inf") else None
+
+
 def same_padding_conv(conv, check_padding_mode=True):
     """An nn.Conv2d whose geometry eq_conv2d computes: square odd kernel, 'same' zero padding, stride 1,
     dilation 1, one group."""

@@ -127,8 +127,7 @@ def _make_constrained_forward(options, original):
 
 def _make_normalization_forward(options, original):
     def forward(self, x, epsilon=1e-8):
-        if x.dim() < 2 or isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or \
-                not 0 <= epsilon < math.inf:
+        if x.dim() < 2 or _common.plain_eps(epsilon) is None:
             return original(self, x, epsilon)
         return ops.pixel_norm(x, 1, epsilon)
     return forward

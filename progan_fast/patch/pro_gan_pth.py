@@ -10,9 +10,9 @@ average pool AFTER the lrelu.
 What runs faster (scale x out instead of scale x weight: equal up to rounding):
   layers    EqualizedConv2d / EqualizedLinear -> eq_conv2d / eq_linear; EqualizedConvTranspose2d -> conv_transpose2d
             + scaled_bias_act (and a forward that runs on current torch: 3.4's calls torch's private
-            `_output_padding` without the `num_spatial_dims` argument torch has required since 1.12, so G's first
-            layer raises a TypeError; with eq_conv=False it gets the library's own math written against today's
-            torch); PixelwiseNorm -> pixel_norm; MinibatchStdDev -> minibatch_stddev.
+            `_output_padding` without the `num_spatial_dims` argument that torch releases after its pinned 1.10
+            require, so G's first layer raises a TypeError; with eq_conv=False it gets the library's own math
+            written against today's torch); PixelwiseNorm -> pixel_norm; MinibatchStdDev -> minibatch_stddev.
   blocks    conv + bias + lrelu (+ PN) in one eq_conv2d epilogue; GenGeneralConvBlock's nearest-up + 3x3 conv ->
             the fused stride-2 transposed conv (`resample`); GenInitialBlock's 4x4 transposed conv of the 1x1 latent
             -> one matmul. D's conv + lrelu + pool has no exact fused form (the pool follows the lrelu), so D's convs
@@ -27,7 +27,6 @@ What runs faster (scale x out instead of scale x weight: equal up to rounding):
 import contextlib
 import importlib
 import importlib.metadata
-import math
 import types
 
 import torch
@@ -72,7 +71,7 @@ def load(report=None):
     except ImportError as error:
         gan = None
         if report is not None:
-            report.note(NAME, "ProGAN.progressive_downsample_batch", f"pro_gan_pytorch.gan not importable ({error})")
+            report.note(NAME, "ProGAN (the trainer)", f"pro_gan_pytorch.gan not importable ({error})")
     return Library(NAME, version or "unknown", tuple(found), tuple(_replacements(custom_layers, modules, networks,
                                                                                 gan)))
 
@@ -129,15 +128,10 @@ def _make_linear_forward(options, original):
 
 def _make_pixel_norm_forward(options, original):
     def forward(x, alpha=1e-8):
-        if not isinstance(x, torch.Tensor) or x.dim() < 2 or plain_eps(alpha) is None:
+        if not isinstance(x, torch.Tensor) or x.dim() < 2 or _common.plain_eps(alpha) is None:
             return original(x, alpha)
         return ops.pixel_norm(x, 1, alpha)
     return forward
-
-
-def plain_eps(eps):
-    return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 <= eps < math.inf \
-        else None
 
 
 def _mbstd_fast(layer, x, alpha):
@@ -145,7 +139,7 @@ def _mbstd_fast(layer, x, alpha):
     that are not a multiple of the group)."""
     n, group = x.shape[0], layer.group_size
     if x.dim() != 4 or not isinstance(group, int) or group < 1 or (n > group and n % group) \
-            or plain_eps(alpha) is None:
+            or _common.plain_eps(alpha) is None:
         return None
     return ops.minibatch_stddev(x, group_size=group, grouping="strided", unbiased=False, eps=alpha)
 
@@ -190,11 +184,6 @@ class _Kit:
         y = _conv(layer, x, "linear" if lrelu is None else "lrelu",
                   0.2 if lrelu is None else lrelu.negative_slope, fuse_pn, fuse_up)
         return pixnorm(y) if pixnorm is not None and not fuse_pn else y
-
-    def pixel_norm(self, module, x):
-        if self.options.pixel_norm and runs_library_code(module, self.pixel_norm_cls):
-            return ops.pixel_norm(x, 1)
-        return module(x)
 
     def mbstd(self, module, x):
         if self.options.mbstd and runs_library_code(module, self.mbstd_cls):

@@ -2,7 +2,6 @@
 (set with setNewAlpha), no D fade at the first transition (the repository's issue #98)."""
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
