@@ -447,3 +447,22 @@ def test_global_forward_hook_sends_blocks_to_the_library_path():
         handle.remove()
     assert_close(out, expected, "forward under a global hook")
     assert seen.count("EqualizedConv2d") == 5 and seen.count("PixelwiseNorm") == 4
+
+
+def test_data_parallel_replica_runs_the_patch_on_its_own_parameters():
+    """nn.DataParallel builds each replica with Module._replicate_for_data_parallel (an object of the module's
+    class sharing its __dict__ entries) and then gives it its own parameters: a replica of an instance-patched
+    layer is patched too and computes with the replica's parameters (a forward bound in the instance's __dict__
+    would keep using the original's)."""
+    conv = custom_layers.EqualizedConv2d(3, 4, (3, 3), padding=1).double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    reference = custom_layers.EqualizedConv2d(3, 4, (3, 3), padding=1).double()
+    with torch.no_grad():
+        reference.weight.copy_(2 * conv.weight)
+        reference.bias.copy_(conv.bias + 1)
+    progan_fast.patch(nn.Sequential(conv))
+    replica = conv._replicate_for_data_parallel()
+    replica._parameters["weight"] = 2 * conv.weight.detach()
+    replica._parameters["bias"] = conv.bias.detach() + 1
+    assert type(replica) is type(conv) and type(conv) is not custom_layers.EqualizedConv2d
+    assert_close(replica(x), reference(x), "replica")
