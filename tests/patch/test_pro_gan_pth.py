@@ -23,6 +23,7 @@ from pro_gan_pytorch import custom_layers, losses, modules, networks  # noqa: E4
 SMALL_NF = {1: 12, 2: 10, 3: 8, 4: 6}
 LATENT = 12
 BATCH = 4
+ORIGINAL_PIXEL_NORM_FORWARD = custom_layers.PixelwiseNorm.__dict__["forward"]
 LIBRARY_CLASSES = [custom_layers.EqualizedConv2d, custom_layers.EqualizedConvTranspose2d,
                    custom_layers.EqualizedLinear, custom_layers.PixelwiseNorm, custom_layers.MinibatchStdDev,
                    modules.GenInitialBlock, modules.GenGeneralConvBlock, modules.DisGeneralConvBlock,
@@ -296,6 +297,11 @@ def test_idempotent():
     second = progan_fast.patch()
     assert first and not second and second.skipped
     assert _class_attributes() == attributes
+    # other switches at class level: pixel norm back to the library's, the blocks rebuilt for the new switches
+    third = progan_fast.patch(pixel_norm=False)
+    assert custom_layers.PixelwiseNorm.__dict__["forward"] is ORIGINAL_PIXEL_NORM_FORWARD
+    assert modules.GenGeneralConvBlock.__dict__["forward"] is not attributes[modules.GenGeneralConvBlock]["forward"]
+    assert third.count("GenGeneralConvBlock") == 1 and third.count("PixelwiseNorm") == 0
     progan_fast.unpatch()
 
     progan_fast.patch(g)
