@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/progan_fast
-REQS_KEY := $(shell cat requirements-dev.txt | sha1sum | cut -c1-12)-$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_info[:2])')
+REQS_KEY := $(shell cat requirements-dev.txt requirements-nodeps.txt | sha1sum | cut -c1-12)-$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_info[:2])')
 VENV ?= $(CACHE_DIR)/venv-$(REQS_KEY)
 PY := $(VENV)/bin/python
 CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
@@ -15,14 +15,15 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.ready
 
-$(VENV)/.ready: requirements-dev.txt
+$(VENV)/.ready: requirements-dev.txt requirements-nodeps.txt
 	@mkdir -p $(CACHE_DIR)
 	@# flock: two clones setting up the same environment at once wait for each other instead of racing.
 	flock $(CACHE_DIR)/.venv.lock bash -c '\
 	  set -e; if [ ! -f $(VENV)/.ready ]; then \
 	    rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
 	    $(VENV)/bin/pip install --upgrade pip && \
-	    $(VENV)/bin/pip install -r requirements-dev.txt && touch $(VENV)/.ready; fi'
+	    $(VENV)/bin/pip install -r requirements-dev.txt && \
+	    $(VENV)/bin/pip install --no-deps -r requirements-nodeps.txt && touch $(VENV)/.ready; fi'
 
 # The package is installed editable once per clone (a stamp in the venv records which clone it points at); the
 # extension is built in place, where ninja recompiles only what changed: a second `make test` starts in seconds.

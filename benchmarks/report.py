@@ -7,7 +7,8 @@ run with the lowest median per implementation; min and median are both shown for
   S2/S3: >= 80 % of the copy-bandwidth roofline, and >= 1.5x compile where compile is below 55 % of the roofline;
   an op's own speedup over compile where its benchmark records one (extra_info target_speedup_vs_compile).
 Whole-pipeline groups (train-step, data-loader: records from common.measure_throughput) have no roofline target;
-they are listed in a second table, images/s and speedups only.
+they are listed in a second table, images/s and speedups only. The patch group (other trainers' steps with and
+without progan_fast.patch, timed interleaved) is listed in a third.
 """
 import argparse
 import json
@@ -76,6 +77,31 @@ def render_throughput(cases, stat="median"):
                              f"{info['train_step_source']})")
             lines.append(f"| {group} | {case} | {impl} | {rec['median'] * 1e3:.3f} | {info['images']} | "
                          f"{per_s:.1f} | {speedup} | {'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
+def load_patch(paths):
+    """The patch group's records (kind "patch"), one per run and library: every run is listed, since each one's
+    speedup is already a same-process, interleaved ratio."""
+    records = []
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        for b in data.get("benchmarks", []):
+            info = b.get("extra_info", {})
+            if info.get("kind") == "patch":
+                records.append(info)
+    return records
+
+
+def render_patch(records):
+    lines = ["| library | case | images / step | threads | library images/s | patched images/s | speedup (median) | "
+             "speedup (min) | rounds | cpu |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for info in sorted(records, key=lambda i: (i["library"], i["threads"])):
+        lines.append(f"| {info['library']} | {info['case']} | {info['images']} | {info['threads']} | "
+                     f"{info['images_per_s_library']:.2f} | {info['images_per_s_patched']:.2f} | "
+                     f"{info['speedup']:.2f}x | {info['speedup_min']:.2f}x | {info['rounds']} | {info['cpu']} |")
     return "\n".join(lines)
 
 
@@ -166,7 +192,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cases, meta = load(args.results, args.stat)
     throughput = load_throughput(args.results, args.stat)
-    if not cases and not throughput:
+    patch_records = load_patch(args.results)
+    if not cases and not throughput and not patch_records:
         print("no progan_fast benchmark records in " + ", ".join(args.results), file=sys.stderr)
         return 1
     if cases:
@@ -178,6 +205,13 @@ def main(argv=None):
               f"{len(meta)} run(s)):")
         print()
         print(render_throughput(throughput, args.stat))
+    if patch_records:
+        if cases or throughput:
+            print()
+        print("Other trainers with and without progan_fast.patch (interleaved in one process; speedup = images/s "
+              "ratio):")
+        print()
+        print(render_patch(patch_records))
     return 0
 
 
