@@ -3,12 +3,15 @@
 #include <torch/library.h>
 
 #include "host/pixel_norm.h"
+#include "host/scaled_bias_act.h"
 
 namespace progan_fast {
 
 TORCH_LIBRARY_IMPL(progan_fast, CUDA, m) {
   m.impl("pixel_norm_forward", &pixel_norm_host::forward<CudaDevice>);
   m.impl("pixel_norm_backward", &pixel_norm_host::backward<CudaDevice>);
+  m.impl("scaled_bias_act_forward", &scaled_bias_act_host::forward<CudaDevice>);
+  m.impl("scaled_bias_act_backward", &scaled_bias_act_host::backward<CudaDevice>);
 }
 
 }  // namespace progan_fast

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "host/pixel_norm.h"
+#include "host/scaled_bias_act.h"
 
 namespace progan_fast {
 namespace {
@@ -21,6 +22,8 @@ std::vector<int64_t> pixel_norm_launch_config(const at::Tensor& x, int64_t dim) 
 TORCH_LIBRARY_IMPL(progan_fast_emulated, CPU, m) {
   m.impl("pixel_norm_forward", &pixel_norm_host::forward<EmulatedDevice>);
   m.impl("pixel_norm_backward", &pixel_norm_host::backward<EmulatedDevice>);
+  m.impl("scaled_bias_act_forward", &scaled_bias_act_host::forward<EmulatedDevice>);
+  m.impl("scaled_bias_act_backward", &scaled_bias_act_host::backward<EmulatedDevice>);
 }
 
 // Test-only introspection, outside the shared raw ops.
