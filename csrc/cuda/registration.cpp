@@ -4,6 +4,7 @@
 
 #include "host/minibatch_stddev.h"
 #include "host/pixel_norm.h"
+#include "host/scaled_bias_act.h"
 
 namespace progan_fast {
 
@@ -12,6 +13,8 @@ TORCH_LIBRARY_IMPL(progan_fast, CUDA, m) {
   m.impl("pixel_norm_backward", &pixel_norm_host::backward<CudaDevice>);
   m.impl("minibatch_stddev_forward", &minibatch_stddev_host::forward<CudaDevice>);
   m.impl("minibatch_stddev_backward", &minibatch_stddev_host::backward<CudaDevice>);
+  m.impl("scaled_bias_act_forward", &scaled_bias_act_host::forward<CudaDevice>);
+  m.impl("scaled_bias_act_backward", &scaled_bias_act_host::backward<CudaDevice>);
 }
 
 }  // namespace progan_fast

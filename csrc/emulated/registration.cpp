@@ -5,6 +5,7 @@
 
 #include "host/minibatch_stddev.h"
 #include "host/pixel_norm.h"
+#include "host/scaled_bias_act.h"
 
 namespace progan_fast {
 namespace {
@@ -33,6 +34,8 @@ TORCH_LIBRARY_IMPL(progan_fast_emulated, CPU, m) {
   m.impl("pixel_norm_backward", &pixel_norm_host::backward<EmulatedDevice>);
   m.impl("minibatch_stddev_forward", &minibatch_stddev_host::forward<EmulatedDevice>);
   m.impl("minibatch_stddev_backward", &minibatch_stddev_host::backward<EmulatedDevice>);
+  m.impl("scaled_bias_act_forward", &scaled_bias_act_host::forward<EmulatedDevice>);
+  m.impl("scaled_bias_act_backward", &scaled_bias_act_host::backward<EmulatedDevice>);
 }
 
 // Test-only introspection, outside the shared raw ops.

@@ -100,11 +100,14 @@ def triton_interpreter_truncates_bf16(backend):
 
 
 def _penalty_grads(fn, inputs, weights):
-    """Gradient of sum((d<fn(inputs), weights>/d inputs[0])^2) w.r.t. every input: WGAN-GP's double backward."""
+    """Gradient of sum((d<fn(inputs), weights>/d inputs[0])^2) w.r.t. every input: WGAN-GP's double backward.
+
+    An input the penalty does not depend on gets zeros: a kernel may leave such a gradient undefined (a piecewise
+    linear op's second derivative), which saves the graph behind it a pass of zeros."""
     out = fn(*inputs)
     (grad,) = torch.autograd.grad((out.to(weights.dtype) * weights).sum(), inputs[0], create_graph=True)
     penalty = grad.to(weights.dtype).square().sum()
-    return torch.autograd.grad(penalty, inputs)
+    return torch.autograd.grad(penalty, inputs, allow_unused=True, materialize_grads=True)
 
 
 def check_parity(backend, fn, reference_fn, inputs, dtype, check_double_backward=True, op=None):
