@@ -47,13 +47,18 @@ def finite_float(name, value, *, minimum=None):
 
 
 def alpha(name, value):
-    """A fade-in weight: a python real or a 0-dim floating tensor, finite and in [0, 1]. Returns it unchanged
-    (a tensor stays a tensor so that a traced or scheduled alpha does not force a host sync beyond this check)."""
+    """A fade-in weight: a python real or a 0-dim floating tensor, finite and in [0, 1]. Returns it unchanged (a
+    tensor stays a tensor, so a scheduled alpha is a graph input that never recompiles). A CPU tensor is checked
+    on the host; a device tensor, and any tensor while torch.compile traces, by an asynchronous assert with the
+    same message (no host sync: CUDA graphs and compiled graphs keep alpha as an input)."""
     if isinstance(value, torch.Tensor):
         if value.dim() != 0:
             raise ValueError(f"{name} must be a float or a 0-dim tensor; got a tensor of shape {tuple(value.shape)}")
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating tensor; got {value.dtype}")
+        if value.device.type != "cpu" or torch.compiler.is_compiling():
+            torch._assert_async((value >= 0) & (value <= 1), f"{name} must be finite and in [0, 1]")
+            return value
         v = float(value.detach())
     elif isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float or a 0-dim tensor; got {type(value).__name__}")
