@@ -70,16 +70,18 @@ def assert_close(actual, expected, dtype, grad=False):
 
 
 def _penalty_grads(fn, inputs, weights):
-    """Gradient of sum((d<fn(inputs), weights>/d inputs[0])^2) w.r.t. every input: WGAN-GP's double backward."""
+    """Gradient of sum((d<fn(inputs), weights>/d inputs[0])^2) w.r.t. every input: WGAN-GP's double backward
+    (zero for an input the penalty does not depend on, such as a term that is linear in it)."""
     out = fn(*inputs)
     (grad,) = torch.autograd.grad((out.to(weights.dtype) * weights).sum(), inputs[0], create_graph=True)
     penalty = grad.to(weights.dtype).square().sum()
-    return torch.autograd.grad(penalty, inputs)
+    return torch.autograd.grad(penalty, inputs, allow_unused=True, materialize_grads=True)
 
 
-def check_parity(backend, fn, reference_fn, inputs, dtype, check_double_backward=True, op=None):
+def check_parity(backend, fn, reference_fn, inputs, dtype, check_double_backward=True, op=None, layout_input=0):
     """fn (under `backend`) and reference_fn agree on outputs, input gradients and the double backward; with
-    `op` (the public op's name), the forward must have run that family's kernel.
+    `op` (the public op's name), the forward must have run that family's kernel. The output must keep the memory
+    format of inputs[layout_input].
 
     The reference runs in float64 on the same values, so the comparison measures the kernel's error only."""
     inputs = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
@@ -90,8 +92,9 @@ def check_parity(backend, fn, reference_fn, inputs, dtype, check_double_backward
     assert out.shape == ref_out.shape
     assert out.dtype == dtype
     assert_close(out, ref_out, dtype)
-    if inputs[0].dim() == 4:
-        expected_cl = inputs[0].is_contiguous(memory_format=torch.channels_last) and not inputs[0].is_contiguous()
+    like = inputs[layout_input]
+    if like.dim() == 4:
+        expected_cl = like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()
         assert out.is_contiguous(memory_format=torch.channels_last if expected_cl else torch.contiguous_format)
 
     weights = torch.randn(out.shape, dtype=torch.float64)
