@@ -2,6 +2,7 @@
 // (progan_fast/_library.py), fakes and autograd beside them.
 #include <torch/library.h>
 
+#include "host/fade.h"
 #include "host/pixel_norm.h"
 
 namespace progan_fast {
@@ -9,6 +10,11 @@ namespace progan_fast {
 TORCH_LIBRARY_IMPL(progan_fast, CUDA, m) {
   m.impl("pixel_norm_forward", &pixel_norm_host::forward<CudaDevice>);
   m.impl("pixel_norm_backward", &pixel_norm_host::backward<CudaDevice>);
+  m.impl("upsample_blend_forward", &fade_host::upsample_blend_forward<CudaDevice>);
+  m.impl("upsample_blend_backward", &fade_host::upsample_blend_backward<CudaDevice>);
+  m.impl("fade_reals_forward", &fade_host::fade_reals_forward<CudaDevice>);
+  m.impl("fade_from_rgb_forward", &fade_host::fade_from_rgb_forward<CudaDevice>);
+  m.impl("fade_from_rgb_backward", &fade_host::fade_from_rgb_backward<CudaDevice>);
 }
 
 }  // namespace progan_fast
