@@ -24,8 +24,13 @@ $(VENV)/.ready: requirements-dev.txt
 	    $(VENV)/bin/pip install --upgrade pip && \
 	    $(VENV)/bin/pip install -r requirements-dev.txt && touch $(VENV)/.ready; fi'
 
+# The package is installed editable once per clone (a stamp in the venv records which clone it points at); the
+# extension is built in place, where ninja recompiles only what changed: a second `make test` starts in seconds.
 install: venv
-	$(VENV)/bin/pip install --no-build-isolation --no-deps -e .
+	@if [ "$$(cat $(VENV)/.editable-source 2>/dev/null)" != "$(CURDIR)" ]; then \
+	  PROGAN_FAST_NO_EXTENSION=1 $(VENV)/bin/pip install -q --no-build-isolation --no-deps -e . && \
+	  echo "$(CURDIR)" > $(VENV)/.editable-source; fi
+	$(PY) setup.py -q build_ext --inplace
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
