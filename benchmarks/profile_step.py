@@ -90,7 +90,10 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from progan_fast import tune_allocator
     print(f"allocator: {tune_allocator()}")
     print(f"CPU: {common.describe_cpu(common.cpu_info())}; {torch.get_num_threads()} threads")

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from .. import backends, ops
+from ..allocator import tune_allocator
 from . import checkpoint
 from .config import TrainConfig
 from .losses import discriminator_loss, generator_loss
@@ -77,6 +78,10 @@ class Trainer:
         self.progress = progress and self.is_main
         self.log = log if self.is_main else (lambda *a, **k: None)
         self.device = _resolve_device(device)
+        # From 64x64 up, glibc's default thresholds map and page-fault every activation on every step.
+        self.allocator = tune_allocator() if self.device.type == "cpu" else None
+        if self.allocator is not None:
+            self.log(f"allocator: {self.allocator}")
         backends.set_backend(config.backend)
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
 
