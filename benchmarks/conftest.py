@@ -16,6 +16,8 @@ def pytest_addoption(parser):
                      help="keep glibc's default malloc thresholds (large outputs are page-faulted in on every call)")
     parser.addoption("--benchmark-threads", type=int, default=None,
                      help="torch.set_num_threads for the whole session (default: torch's default, all cores)")
+    parser.addoption("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune"),
+                     help="torch.compile mode of the train-step's compiled G (reduce-overhead: CUDA graphs on a GPU)")
     parser.addoption("--train-step-rounds", type=int, default=None,
                      help="interleaved rounds per resolution of the train-step groups (default: by resolution)")
 

@@ -77,7 +77,9 @@ def _fastest_float32_case(session, resolution):
 def _run_cases(benchmark, session, request, group, resolution, cases, memory=True):
     config = _config(session)
     res_log2 = resolution.bit_length() - 1
-    steps = {case.name: TrainStep(case, res_log2, ALPHA, config=config, device=session.device) for case in cases}
+    mode = request.config.getoption("--compile-mode")
+    steps = {case.name: TrainStep(case, res_log2, ALPHA, config=config, device=session.device, compile_mode=mode)
+             for case in cases}
     stats = common.measure_interleaved(benchmark, session, steps, group=group, rounds=_rounds(request, resolution))
     images = config["minibatch"]
     with common.smoke_threads(session):
@@ -109,7 +111,7 @@ def _memory_and_check(session, step, rec, images, memory):
             rec["cuda_before_bytes"] = torch.cuda.memory_allocated(session.device)
             step()
             rec["peak_cuda_bytes"] = torch.cuda.max_memory_allocated(session.device)
-    d_loss, g_loss = step()
+    d_loss, g_loss = step.last_losses
     assert torch.isfinite(d_loss) and torch.isfinite(g_loss), (step.case.name, d_loss, g_loss)
     return rec
 

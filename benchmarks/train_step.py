@@ -73,7 +73,7 @@ class Case:
 class TrainStep:
     """Callable: one training iteration of `case` at 2^res_log2 while fading (alpha), returning (d_loss, g_loss)."""
 
-    def __init__(self, case, res_log2, alpha=0.5, config=CONFIG, device="cpu", seed=0):
+    def __init__(self, case, res_log2, alpha=0.5, config=CONFIG, device="cpu", seed=0, compile_mode="default"):
         self.case, self.res_log2, self.alpha, self.config = case, res_log2, alpha, config
         self.device = device = torch.device(device)
         resolution = 2 ** res_log2
@@ -95,10 +95,11 @@ class TrainStep:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
         self.Gs = copy.deepcopy(self.G).requires_grad_(False)
-        self.G_run = torch.compile(self.G, dynamic=False) if case.compile_g else self.G
+        self.G_run = torch.compile(self.G, dynamic=False, mode=compile_mode) if case.compile_g else self.G
         self.g_opt = torch.optim.Adam(self.G.parameters(), lr=LR, betas=BETAS, eps=EPS)
         self.d_opt = torch.optim.Adam(self.D.parameters(), lr=LR, betas=BETAS, eps=EPS)
         self.gen = torch.Generator(device).manual_seed(seed)
+        self.last_losses = None
         n = config["minibatch"]
         cpu_gen = torch.Generator().manual_seed(seed)
         self.reals = (torch.rand(n, 3, resolution, resolution, generator=cpu_gen) * 2 - 1).to(device).contiguous(
@@ -149,7 +150,8 @@ class TrainStep:
                 self.g_opt.step()
             finally:
                 D.requires_grad_(True)
-        return d_loss.detach(), g_loss.detach()
+        self.last_losses = (d_loss.detach(), g_loss.detach())
+        return self.last_losses
 
     def saved_bytes(self):
         """Bytes saved for backward during one iteration (activations; parameters excluded)."""
