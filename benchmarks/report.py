@@ -6,7 +6,9 @@ run with the lowest median per implementation; min and median are both shown for
   every shape: progan_fast no slower than torch.compile of the reference;
   S2/S3: >= 80 % of the copy-bandwidth roofline, and >= 1.5x compile where compile is below 55 % of the roofline.
 Whole-pipeline groups (train-step, data-loader: records from common.measure_throughput) have no roofline target;
-they are listed in a second table, images/s and speedups only.
+they are listed in a second table, images/s and speedups only. Whole-layer records (extra_info kind "layer": a conv
+layer with its epilogue, against the same layer written unfused) get a third table with the bytes each saves for
+backward.
 """
 import argparse
 import json
@@ -28,7 +30,7 @@ def load(paths, stat="median"):
         meta.append({"machine": data.get("machine_info", {}), "datetime": data.get("datetime", "?")})
         for b in data.get("benchmarks", []):
             info = b.get("extra_info", {})
-            if "op" not in info or not b.get("stats"):
+            if "op" not in info or not b.get("stats") or info.get("kind") == "layer":
                 continue
             key = (info["op"], info["direction"], info["shape_name"], info["layout"])
             rec = {"median": b["stats"][stat], "min": b["stats"]["min"], "info": info}
@@ -54,6 +56,42 @@ def load_throughput(paths, stat="median"):
             if info["impl"] not in impls or rec["median"] < impls[info["impl"]]["median"]:
                 impls[info["impl"]] = rec
     return cases
+
+
+def load_layers(paths, stat="median"):
+    """{(op, shape, layout): {impl: record}} of the whole-layer records, keeping the lowest `stat` per impl."""
+    cases = {}
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        for b in data.get("benchmarks", []):
+            info = b.get("extra_info", {})
+            if info.get("kind") != "layer" or not b.get("stats"):
+                continue
+            rec = {"median": b["stats"][stat], "min": b["stats"]["min"], "info": info}
+            impls = cases.setdefault((info["op"], info["shape_name"], info["layout"]), {})
+            if info["impl"] not in impls or rec["median"] < impls[info["impl"]]["median"]:
+                impls[info["impl"]] = rec
+    return cases
+
+
+def render_layers(cases, stat="median"):
+    """forward+backward of a whole layer: the unfused layer (eager) against each backend, time and saved bytes."""
+    lines = [f"| layer | shape | layout | unfused ms | progan_fast ms | backend | speedup | saved for backward, "
+             f"unfused -> progan_fast |", "|---|---|---|---|---|---|---|---|"]
+    shape_order = {s: i for i, s in enumerate(common.SHAPES)}
+    for key in sorted(cases, key=lambda k: (k[0], shape_order.get(k[1], 9), k[2])):
+        impls = cases[key]
+        eager = impls.get("eager")
+        for backend in [b for b in KERNEL_ORDER if b in impls]:
+            rec = impls[backend]
+            mib = lambda r: f"{r['info']['saved_for_backward_bytes'] / 2**20:.1f} MiB"  # noqa: E731
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {eager['median'] * 1e3:.2f} | "
+                         f"{rec['median'] * 1e3:.2f} | {backend} | {eager['median'] / rec['median']:.2f}x | "
+                         f"{mib(eager)} -> {mib(rec)} |" if eager else
+                         f"| {key[0]} | {key[1]} | {key[2]} | n/a | {rec['median'] * 1e3:.2f} | {backend} | n/a | "
+                         f"{mib(rec)} |")
+    return "\n".join(lines)
 
 
 def render_throughput(cases, stat="median"):
@@ -162,7 +200,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cases, meta = load(args.results, args.stat)
     throughput = load_throughput(args.results, args.stat)
-    if not cases and not throughput:
+    layers = load_layers(args.results, args.stat)
+    if not cases and not throughput and not layers:
         print("no progan_fast benchmark records in " + ", ".join(args.results), file=sys.stderr)
         return 1
     if cases:
@@ -174,6 +213,11 @@ def main(argv=None):
               f"{len(meta)} run(s)):")
         print()
         print(render_throughput(throughput, args.stat))
+    if layers:
+        print()
+        print(f"Whole layers, forward+backward (no roofline target; each case keeps its best {args.stat}):")
+        print()
+        print(render_layers(layers, args.stat))
     return 0
 
 
