@@ -13,6 +13,9 @@ import torch
 
 # Standard shapes (N, C, H, W), float32, each in both layouts.
 SHAPES = {"S1": (16, 512, 8, 8), "S2": (16, 256, 32, 32), "S3": (16, 128, 64, 64)}
+# The RGB images the fade-in blends work on (G's output and the reals at the resolution fading in): cache-resident,
+# so judged against torch.compile only.
+RGB_SHAPES = {"RGB32": (16, 3, 32, 32), "RGB64": (16, 3, 64, 64), "RGB128": (16, 3, 128, 128)}
 # Shapes whose tensors are far larger than the caches: judged against the DRAM roofline; the others only against
 # torch.compile.
 ROOFLINE_SHAPES = ("S2", "S3")
@@ -108,8 +111,8 @@ def measure(benchmark, session, fn, *, op, direction, impl, shape_name, layout, 
     roofline_s = bytes_moved / (bw * 1e9)
     info = {
         "op": op, "direction": direction, "impl": impl, "shape_name": shape_name,
-        "shape": list(SHAPES[shape_name]), "dtype": str(DTYPE).replace("torch.", ""), "layout": layout,
-        "bytes_moved": int(bytes_moved), "copy_bandwidth_GBps": round(bw, 2), "roofline_ms": roofline_s * 1e3,
+        "shape": list({**SHAPES, **RGB_SHAPES}[shape_name]), "dtype": str(DTYPE).replace("torch.", ""),
+        "layout": layout, "bytes_moved": int(bytes_moved), "copy_bandwidth_GBps": round(bw, 2), "roofline_ms": roofline_s * 1e3,
         "roofline_fraction": roofline_s / seconds, "threads": torch.get_num_threads(),
         "malloc_tuned": session.malloc_tuned, "smoke": session.smoke, "torch": torch.__version__,
     }

@@ -121,7 +121,7 @@ def render(cases, meta, stat="median"):
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     shortfalls = []
     order = {d: i for i, d in enumerate(common.DIRECTIONS)}
-    shape_order = {s: i for i, s in enumerate(common.SHAPES)}
+    shape_order = {s: i for i, s in enumerate([*common.SHAPES, *common.RGB_SHAPES])}
     for key in sorted(cases, key=lambda k: (k[0], order.get(k[1], 9), shape_order.get(k[2], 9), k[3])):
         op, direction, shape_name, layout = key
         impls = cases[key]
