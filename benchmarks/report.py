@@ -156,7 +156,7 @@ def render_ops(cases, stat="median"):
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     shortfalls = []
     order = {d: i for i, d in enumerate(common.DIRECTIONS)}
-    shape_order = {s: i for i, s in enumerate(common.SHAPES)}
+    shape_order = {s: i for i, s in enumerate([*common.SHAPES, *common.RGB_SHAPES])}
     for key in sorted(cases, key=lambda k: (k[0], order.get(k[1], 9), shape_order.get(k[2], 9), k[3])):
         op, direction, shape_name, layout = key
         impls = cases[key]
@@ -206,7 +206,7 @@ def render_layers(cases):
     """forward+backward of a whole layer: the unfused layer (eager) against each backend, time and saved bytes."""
     lines = ["| layer | shape | layout | unfused ms | progan_fast ms | backend | speedup | saved for backward, "
              "unfused -> progan_fast |", "|---|---|---|---|---|---|---|---|"]
-    shape_order = {s: i for i, s in enumerate(common.SHAPES)}
+    shape_order = {s: i for i, s in enumerate([*common.SHAPES, *common.RGB_SHAPES])}
     mib = lambda r: f"{r['info']['saved_for_backward_bytes'] / 2**20:.1f} MiB"  # noqa: E731
     for key in sorted(cases, key=lambda k: (k[0], shape_order.get(k[1], 9), k[2])):
         impls = cases[key]
