@@ -41,9 +41,11 @@ test: install
 demo: install
 	$(PY) -m progan_fast.demo
 
+# Writes benchmarks/results.json and benchmarks/report/ (report.md + PNG charts); fails naming each missed target.
+# PYTEST_ARGS="--device cuda" runs every group on a GPU; "--benchmark-threads 1" for a busy machine.
 bench: install
 	$(PY) -m pytest benchmarks --benchmark-json=benchmarks/results.json $(PYTEST_ARGS)
-	$(PY) -m benchmarks.report benchmarks/results.json
+	$(PY) -m benchmarks.report benchmarks/results.json --out benchmarks/report
 
 env: install
 	$(PY) -m progan_fast.env

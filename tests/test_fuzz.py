@@ -138,6 +138,16 @@ def case_upsample_blend(rng):
             ("low", "high", "alpha"))
 
 
+def case_downsample_blend(rng):
+    dtype = rng.choice(DTYPES)
+    devs = _devices(rng, 3)
+    n, c, h, w = _size(rng), _size(rng), _size(rng), _size(rng)
+    high = _tensor(rng, [n, c, _scalar(rng, 2 * h, 2 * h + 2), 2 * w], dtype, devs[0])
+    low = _tensor(rng, [n, c, h, w], dtype, devs[1])
+    return (progan_fast.downsample_blend, reference.downsample_blend, (high, low, _alpha(rng, devs[2])), {},
+            ("high", "low", "alpha"))
+
+
 def case_fade_reals(rng):
     dtype = rng.choice(DTYPES)
     devs = _devices(rng, 2)
@@ -146,7 +156,7 @@ def case_fade_reals(rng):
 
 
 CASES = [case_pixel_norm, case_scaled_bias_act, case_eq_linear, case_eq_conv2d, case_minibatch_stddev,
-         case_upsample_blend, case_fade_reals]
+         case_upsample_blend, case_downsample_blend, case_fade_reals]
 
 
 def _to_reference(value):

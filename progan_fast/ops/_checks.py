@@ -54,9 +54,11 @@ def finite_float(name, value, *, minimum=None):
 
 
 def alpha(name, value, device=None):
-    """A fade-in weight: a python real or a 0-dim floating tensor, finite and in [0, 1]. Returns it unchanged
-    (a tensor stays a tensor so that a traced or scheduled alpha does not force a host sync beyond this check).
-    `device`: where the blended tensors are; a meta alpha (no value to check) is accepted only with meta tensors."""
+    """A fade-in weight: a python real or a 0-dim floating tensor, finite and in [0, 1]. Returns it unchanged (a
+    tensor stays a tensor, so a scheduled alpha is a graph input that never recompiles). A CPU tensor is checked
+    on the host; a device tensor, and any tensor while torch.compile traces, by an asynchronous assert with the
+    same message (no host sync: CUDA graphs and compiled graphs keep alpha as an input). `device`: where the
+    blended tensors are; a meta alpha (no value to check) is accepted only with meta tensors."""
     if isinstance(value, torch.Tensor):
         if value.dim() != 0:
             raise ValueError(f"{name} must be a float or a 0-dim tensor; got a tensor of shape {tuple(value.shape)}")
@@ -65,6 +67,9 @@ def alpha(name, value, device=None):
         if value.device.type == "meta":
             if device is not None and torch.device(device).type != "meta":
                 raise ValueError(f"{name} is a meta tensor but the blended tensors are on {device}")
+            return value
+        if value.device.type != "cpu" or torch.compiler.is_compiling():
+            torch._assert_async((value >= 0) & (value <= 1), f"{name} must be finite and in [0, 1]")
             return value
         v = float(value.detach())
     elif isinstance(value, bool) or not isinstance(value, numbers.Real):

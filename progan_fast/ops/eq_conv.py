@@ -2,8 +2,9 @@
 
 The conv or matmul runs with the UNSCALED stored weight (torch's own convolution kernels; the fused up/down
 variants are one stride-2 conv with the summed 4x4 kernel, see progan_fast.reference.conv2d_resample), then the
-runtime scale gain * lr_mul / sqrt(fan_in), the bias and the activation are applied to the output by the
-scaled_bias_act op. No scaled weight copy is ever made.
+runtime scale gain * lr_mul / sqrt(fan_in), the bias and the activation (and pixel norm) are applied to the
+output by the scaled_bias_act op: one pass each way on the kernel backends, saving only its output (and one
+float per pixel with pixel norm) for backward. No scaled weight copy is ever made.
 """
 import math
 
@@ -15,6 +16,13 @@ from . import scaled_bias_act as _sba
 
 backends.register_op("eq_conv2d", ())
 backends.register_op("eq_linear", ())
+
+
+def _scaled_bias(bias, lr_mul):
+    """bias * lr_mul; lr_mul is 1 in ProGAN, where the product would only add an op (and an autograd node)."""
+    if bias is None or lr_mul == 1.0:
+        return bias
+    return bias * lr_mul
 
 
 def _layer_args(gain, lr_mul, activation, negative_slope, pixel_norm):
@@ -66,9 +74,8 @@ def eq_conv2d(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation
         raise ValueError(f"x must be at least 2x2 spatially for down=True; got shape {tuple(x.shape)}")
     backends.resolve("eq_conv2d", x.device)
     y = reference.conv2d_resample(x, weight, up, down)
-    return _sba.dispatch(y, None if bias is None else bias * lr_mul,
-                         reference.equalized_scale(cin * kh * kw, gain, lr_mul), activation, negative_slope,
-                         pixel_norm)
+    return _sba.dispatch(y, _scaled_bias(bias, lr_mul), reference.equalized_scale(cin * kh * kw, gain, lr_mul),
+                         activation, negative_slope, pixel_norm)
 
 
 def eq_linear(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation="lrelu", negative_slope=0.2,
@@ -90,6 +97,5 @@ def eq_linear(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation
                                                                        pixel_norm)
     backends.resolve("eq_linear", x.device)
     y = torch.nn.functional.linear(x, weight)
-    return _sba.dispatch(y, None if bias is None else bias * lr_mul,
-                         reference.equalized_scale(weight.shape[1], gain, lr_mul), activation, negative_slope,
-                         pixel_norm)
+    return _sba.dispatch(y, _scaled_bias(bias, lr_mul), reference.equalized_scale(weight.shape[1], gain, lr_mul),
+                         activation, negative_slope, pixel_norm)

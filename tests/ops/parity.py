@@ -100,16 +100,20 @@ def triton_interpreter_truncates_bf16(backend):
 
 
 def _penalty_grads(fn, inputs, weights):
-    """Gradient of sum((d<fn(inputs), weights>/d inputs[0])^2) w.r.t. every input: WGAN-GP's double backward."""
+    """Gradient of sum((d<fn(inputs), weights>/d inputs[0])^2) w.r.t. every input: WGAN-GP's double backward.
+
+    An input the penalty does not depend on gets zeros: a kernel may leave such a gradient undefined (a piecewise
+    linear op's second derivative), which saves the graph behind it a pass of zeros."""
     out = fn(*inputs)
     (grad,) = torch.autograd.grad((out.to(weights.dtype) * weights).sum(), inputs[0], create_graph=True)
     penalty = grad.to(weights.dtype).square().sum()
-    return torch.autograd.grad(penalty, inputs)
+    return torch.autograd.grad(penalty, inputs, allow_unused=True, materialize_grads=True)
 
 
-def check_parity(backend, fn, reference_fn, inputs, dtype, check_double_backward=True, op=None):
+def check_parity(backend, fn, reference_fn, inputs, dtype, check_double_backward=True, op=None, layout_input=0):
     """fn (under `backend`) and reference_fn agree on outputs, input gradients and the double backward; with
-    `op` (the public op's name), the forward must have run that family's kernel.
+    `op` (the public op's name), the forward must have run that family's kernel. The output must keep the memory
+    format of inputs[layout_input].
 
     The reference runs in float64 on the same values, so the comparison measures the kernel's error only."""
     inputs = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
@@ -123,8 +127,9 @@ def check_parity(backend, fn, reference_fn, inputs, dtype, check_double_backward
     if dtype == torch.float16 or (dtype == torch.bfloat16 and not triton_interpreter_truncates_bf16(backend)):
         with torch.no_grad():
             assert_rounded_once(out, reference_fn(*[t.detach() for t in inputs]))
-    if inputs[0].dim() == 4:
-        expected_cl = inputs[0].is_contiguous(memory_format=torch.channels_last) and not inputs[0].is_contiguous()
+    like = inputs[layout_input]
+    if like.dim() == 4:
+        expected_cl = like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()
         assert out.is_contiguous(memory_format=torch.channels_last if expected_cl else torch.contiguous_format)
 
     weights = torch.randn(out.shape, dtype=torch.float64)
