@@ -1,6 +1,7 @@
-// Every schema of the progan_fast namespace, in one place. Kernels register their implementations per
-// dispatch key beside them (csrc/cpu/<op>.cpp, csrc/cuda/<op>.cpp), autograd in csrc/autograd/<op>.cpp (the
-// backward is itself built from differentiable ops); fake tensors are registered in Python (progan_fast/ops/<op>.py).
+// The extension module and its build record. The raw ops' schemas are defined in Python, once for every kernel
+// family (progan_fast/_library.py); C++ only registers kernels: csrc/cpu/<op>.cpp (CPU key),
+// csrc/cuda/registration.cpp (CUDA key), csrc/emulated/registration.cpp (the emulated family), and
+// csrc/autograd/<op>.cpp where an op's autograd is in C++.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -28,16 +29,6 @@ std::string build_info() {
 
 TORCH_LIBRARY(progan_fast, m) {
   m.def("_build_info() -> str", &build_info);
-
-  // pixel_norm: y = x * rsqrt(mean over `dim` of x^2 + eps); also returns the per-pixel rsqrt for backward.
-  m.def("pixel_norm_forward(Tensor x, int dim, float eps) -> (Tensor, Tensor)");
-  m.def("pixel_norm_backward(Tensor grad_y, Tensor x, Tensor rsqrt, int dim) -> Tensor");
-
-  // Test-only: the CUDA kernels' per-thread code run on the CPU for every thread of the real launch
-  // (csrc/cpu/cuda_emulation.cpp, tests/gpu/).
-  m.def("_emulate_cuda_pixel_norm_forward(Tensor x, int dim, float eps) -> (Tensor, Tensor)");
-  m.def("_emulate_cuda_pixel_norm_backward(Tensor grad_y, Tensor x, Tensor rsqrt, int dim) -> Tensor");
-  m.def("_emulate_cuda_pixel_norm_launch_config(Tensor x, int dim) -> int[]");
 }
 
 }  // namespace progan_fast

@@ -6,7 +6,8 @@ Automatic choice, per call, from the tensor's device:
 An automatic choice that cannot be served falls back once, with one warning; availability is decided once per
 process and never retried per call.
 
-`PROGAN_FAST_BACKEND=<name>`, `set_backend(name)` or `with use_backend(name):` force a backend. A forced backend
+`PROGAN_FAST_BACKEND=<name>`, `set_backend(name)` or `with use_backend(name):` force a backend. Tests can also
+force `emulated`: the CUDA kernels' device code run on the CPU thread by thread (slow; small tensors only). A forced backend
 that is unavailable, or that cannot run on the tensor's device, raises BackendUnavailable naming what is
 missing. An op that has no kernel in the forced backend yet runs its reference (`python -m progan_fast.env`
 lists which).
@@ -22,6 +23,8 @@ from . import _extension
 
 BACKENDS = ("cpu", "cuda", "triton", "reference")
 KERNEL_BACKENDS = ("cpu", "cuda", "triton")
+# What set_backend accepts: the backends plus the test-only emulated family (it has a kernel wherever cuda has).
+FORCEABLE = BACKENDS + ("emulated",)
 ENV_VAR = "PROGAN_FAST_BACKEND"
 
 
@@ -61,6 +64,7 @@ def _probe():
     gpu = torch.cuda.is_available()
     reasons = {"reference": None}
     reasons["cpu"] = None if ext_loaded else ext_reason
+    reasons["emulated"] = reasons["cpu"]
     if not ext_loaded:
         reasons["cuda"] = ext_reason
     elif not ext_cuda:
@@ -92,7 +96,7 @@ def available(backend):
 
 
 def _check_name(backend):
-    if backend not in BACKENDS:
+    if backend not in FORCEABLE:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
 
 
@@ -149,9 +153,9 @@ def _fall_back_once(op, device_type, wanted):
 
 
 def _device_can_run(backend, device_type):
-    if backend == "reference":
-        return True
-    if backend == "cpu":
+    if backend == "reference" or device_type == "meta":
+        return True  # meta tensors run every family's fake functions (shape propagation)
+    if backend in ("cpu", "emulated"):
         return device_type == "cpu"
     if backend == "cuda":
         return device_type == "cuda"
@@ -167,7 +171,8 @@ def resolve(op, device, warn=True):
             raise BackendUnavailable(f"backend {_forced!r} is unavailable: {_unavailable_reason[_forced]}")
         if not _device_can_run(_forced, device_type):
             raise BackendUnavailable(f"backend {_forced!r} cannot run {op} on {device_type} tensors")
-        return _forced if _forced in kernels else "reference"
+        family_kernel = "cuda" if _forced == "emulated" else _forced
+        return _forced if family_kernel in kernels else "reference"
     if device_type == "cpu":
         if "cpu" not in kernels:
             return "reference"

@@ -50,6 +50,8 @@ def build_parser():
     parser.add_argument("--out", help="run directory (default: runs/demo-<date>-<time>)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--kimg", type=float, default=DEMO["total_kimg"], help="total kimg (default %(default)s)")
+    parser.add_argument("--amp", choices=("none", "bf16"), default="none",
+                        help="bf16: torch.autocast with float32 master weights (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -64,11 +66,12 @@ def main(argv=None):
 
     start = time.time()
     out = args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
-    config = TrainConfig(data=default_dataset(resolution=32), **dict(DEMO, total_kimg=args.kimg))
+    config = TrainConfig(data=default_dataset(resolution=32), **dict(DEMO, total_kimg=args.kimg, amp=args.amp))
     trainer = Trainer(config, out, device=args.device, progress=not args.no_progress)
     R = trainer.resolution_log2
+    precision = "float32" if config.amp == "none" else f"{config.amp} autocast"
     print(f"progan_fast demo: {config.total_kimg:g} kimg on {trainer.dataset_path} ({trainer.device}, "
-          f"{torch.get_num_threads()} threads), run directory {os.path.abspath(out)}", flush=True)
+          f"{torch.get_num_threads()} threads, {precision}, NCHW), run directory {os.path.abspath(out)}", flush=True)
     swd_start = evaluate_generator(trainer.Gs, trainer.dataset, R, 1.0, num=SWD_IMAGES, msssim=False)
     summary = trainer.run()
     if summary["interrupted"]:
@@ -82,7 +85,11 @@ def main(argv=None):
     grid = os.path.join(trainer.run_dir, "fakes-final.png")
     trainer.save_grid(trainer.generate(trainer.grid_latents), grid)
     report = {"swd_start": swd_start, "swd_end": swd_end, "gate": details, "passed": ok,
-              "seconds": round(elapsed, 1), "kimg": summary["cur_nimg"] / 1000, "config": config.to_dict()}
+              "seconds": round(elapsed, 1), "training_seconds": round(summary["total_sec"], 1),
+              "training_images_per_s": round(summary["cur_nimg"] / max(summary["total_sec"], 1e-9), 2),
+              "kimg": summary["cur_nimg"] / 1000, "precision": precision, "layout": "nchw",
+              "allocator": None if trainer.allocator is None else str(trainer.allocator),
+              "threads": torch.get_num_threads(), "config": config.to_dict()}
     atomic_write(os.path.join(trainer.run_dir, "swd.json"), json.dumps(report, indent=2))
     print(f"\nSWD x1e3 (avg over 32/16, {SWD_IMAGES} images): start {swd_start['swd']['avg']:.1f} -> "
           f"end {swd_end['swd']['avg']:.1f} ({'below' if details['swd_ok'] else 'NOT below'} "
@@ -90,7 +97,8 @@ def main(argv=None):
     print(f"diversity: median distance to the nearest other image {details['nn_distance_fakes']:.1f} for Gs, "
           f"{details['nn_distance_reals']:.1f} for distinct reals ({'at least' if details['diversity_ok'] else 'NOT'}"
           f" {DIVERSITY_FRACTION:g} x the reals'); {'PASSED' if ok else 'FAILED'}")
-    print(f"time {elapsed / 60:.1f} min ({summary['total_sec'] / 60:.1f} min training)")
+    print(f"time {elapsed / 60:.1f} min ({summary['total_sec'] / 60:.1f} min training, "
+          f"{report['training_images_per_s']:.1f} images/s, {precision})")
     print(f"final grid   {grid}")
     print(f"reals        {os.path.join(trainer.run_dir, 'reals.png')}")
     print(f"loss plot    {os.path.join(trainer.run_dir, 'losses.png')}")

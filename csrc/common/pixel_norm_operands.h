@@ -3,6 +3,9 @@
 // float64) with one value per reduced vector, outputs allocated in the input's layout.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+
+#include <limits>
 
 #include "common/reduction_layout.h"
 
@@ -16,6 +19,7 @@ struct PixelNormForwardOperands {
       : layout(ReductionLayout::of(x_in, dim)), x(layout.dense(x_in)) {
     y = at::empty_like(x);
     rsqrt = at::empty(layout.stat_sizes(x_in), x.options().dtype(at::toOpMathType(x.scalar_type())));
+    if (layout.channels == 0) rsqrt.fill_(std::numeric_limits<double>::quiet_NaN());  // mean of nothing, as the reference
   }
 };
 

@@ -60,6 +60,30 @@ PF_HD double rsqrt_acc(double v) {
 #endif
 }
 
+// Storage types of the launchers' element types on this side of the compiler (device: CUDA's half types).
+#if defined(__CUDACC__)
+using half_t = __half;
+using bfloat16_t = __nv_bfloat16;
+#else
+using half_t = c10::Half;
+using bfloat16_t = c10::BFloat16;
+#endif
+
+template <typename T> struct Type { using type = T; };
+
+// Calls f(Type<scalar_t>{}) with the storage type for `dtype`: the one dtype switch of every launcher, on the
+// device side and in the CPU emulation alike. Every branch must return the same type.
+template <typename F>
+auto dispatch(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::Float64: return f(Type<double>{});
+    case DType::Float16: return f(Type<half_t>{});
+    case DType::BFloat16: return f(Type<bfloat16_t>{});
+    case DType::Float32: break;
+  }
+  return f(Type<float>{});
+}
+
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr int next_pow2(int64_t v) {
   int p = 1;

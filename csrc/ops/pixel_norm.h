@@ -1,5 +1,5 @@
-// Pixel norm's CUDA kernels as per-thread phase functions, compiled by nvcc (csrc/cuda/pixel_norm.cu) and by
-// g++ for the CPU emulation that runs every thread of the real launch (csrc/cpu/cuda_emulation.cpp).
+// Pixel norm's CUDA kernels as per-thread phase functions (the kernel shape of csrc/ops/phases.h), compiled by
+// nvcc (csrc/cuda/pixel_norm.cu) and by g++ for the emulated family that runs every thread of the real launch.
 //
 // Work is split into "items" (one reduction each: a pixel of an NCHW tensor, a row of a channels_last one)
 // and each item is shared by `lanes` cooperating threads of a 256-thread block:
@@ -14,7 +14,7 @@
 // is kept small (kMaxBlockElems) so the slices of all resident blocks, about 8 per SM, stay in L2 (40-50 MB
 // on A100/H100) and the second read does not go back to DRAM.
 #pragma once
-#include "ops/hd.h"
+#include "ops/phases.h"
 
 #if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
 #include <cuda_runtime_api.h>
@@ -103,18 +103,26 @@ PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
 
 template <typename scalar_t>
 struct ForwardArgs {
+  using acc_t = opmath_t<scalar_t>;
   const scalar_t* x;
   scalar_t* y;
-  opmath_t<scalar_t>* rsqrt;  // one per item
-  opmath_t<scalar_t> eps;
+  acc_t* rsqrt;  // one per item
+  acc_t eps;
+
+  PF_HD void accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block, int tid) const;
+  PF_HD void write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block, int tid) const;
 };
 
 template <typename scalar_t>
 struct BackwardArgs {
+  using acc_t = opmath_t<scalar_t>;
   const scalar_t* grad_y;
   const scalar_t* x;
-  const opmath_t<scalar_t>* rsqrt;
+  const acc_t* rsqrt;
   scalar_t* grad_x;
+
+  PF_HD void accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block, int tid) const;
+  PF_HD void write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block, int tid) const;
 };
 
 // Phase 2, shared by both directions: one step of the tree reduction over an item's lanes (called for
@@ -188,7 +196,52 @@ PF_HD void backward_write(const BackwardArgs<scalar_t>& a, const LaunchConfig& c
   }
 }
 
-// Type-erased launch parameters: what the host code (csrc/cuda/pixel_norm_host.cpp) hands to the .cu launchers.
+template <typename scalar_t>
+PF_HD void ForwardArgs<scalar_t>::accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block, int tid) const {
+  forward_accumulate(*this, cfg, sh, block, tid);
+}
+template <typename scalar_t>
+PF_HD void ForwardArgs<scalar_t>::write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block,
+                                        int tid) const {
+  forward_write(*this, cfg, sh, block, tid);
+}
+template <typename scalar_t>
+PF_HD void BackwardArgs<scalar_t>::accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block,
+                                              int tid) const {
+  backward_accumulate(*this, cfg, sh, block, tid);
+}
+template <typename scalar_t>
+PF_HD void BackwardArgs<scalar_t>::write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block,
+                                         int tid) const {
+  backward_write(*this, cfg, sh, block, tid);
+}
+
+// Both kernels: accumulate, log2(lanes) tree-reduction steps, write. `Args` (ForwardArgs or BackwardArgs) brings
+// its direction's accumulate and write phases.
+template <typename Args>
+struct LaneReductionKernel {
+  static constexpr int kThreads = pixel_norm_cuda::kThreads;
+  using Shared = pixel_norm_cuda::Shared<typename Args::acc_t>;
+  Args args;
+  LaunchConfig cfg;
+  int reduce_steps;
+
+  PF_HD int64_t blocks() const { return cfg.blocks; }
+  PF_HD int phases() const { return reduce_steps + 2; }
+  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
+    if (p == 0) args.accumulate(cfg, sh, block, tid);
+    else if (p <= reduce_steps) reduce_step(cfg, sh, tid, cfg.lanes >> p);
+    else args.write(cfg, sh, block, tid);
+  }
+};
+
+inline int log2_of(int pow2) {
+  int steps = 0;
+  while ((1 << steps) < pow2) ++steps;
+  return steps;
+}
+
+// Type-erased launch parameters: what the host side (csrc/host/pixel_norm.h) hands to a family's executor.
 struct ForwardParams {
   const void* x;
   void* y;
@@ -207,10 +260,35 @@ struct BackwardParams {
   hd::DType dtype;
 };
 
+// Builds the kernel for p's dtype and hands it to `exec` (hd::CudaLaunch on the GPU, hd::Emulate in tests).
+template <typename Exec>
+auto run(const ForwardParams& p, const Exec& exec) {
+  return hd::dispatch(p.dtype, [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
+    using acc_t = opmath_t<scalar_t>;
+    const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
+    const ForwardArgs<scalar_t> args{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y),
+                                     static_cast<acc_t*>(p.rsqrt), static_cast<acc_t>(p.eps)};
+    return exec(LaneReductionKernel<ForwardArgs<scalar_t>>{args, cfg, log2_of(cfg.lanes)});
+  });
+}
+
+template <typename Exec>
+auto run(const BackwardParams& p, const Exec& exec) {
+  return hd::dispatch(p.dtype, [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
+    using acc_t = opmath_t<scalar_t>;
+    const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
+    const BackwardArgs<scalar_t> args{static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.x),
+                                      static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x)};
+    return exec(LaneReductionKernel<BackwardArgs<scalar_t>>{args, cfg, log2_of(cfg.lanes)});
+  });
+}
+
 #if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
-// Enqueue on `stream`; returns the launch error (cudaSuccess when nothing was launched: empty input).
-cudaError_t launch_forward(const ForwardParams& p, cudaStream_t stream);
-cudaError_t launch_backward(const BackwardParams& p, cudaStream_t stream);
+// Defined in csrc/cuda/pixel_norm.cu: enqueue on `stream`, return the launch error.
+cudaError_t cuda_launch(const ForwardParams& p, cudaStream_t stream);
+cudaError_t cuda_launch(const BackwardParams& p, cudaStream_t stream);
 #endif
 
 }  // namespace progan_fast::pixel_norm_cuda

@@ -1,17 +1,18 @@
-"""pixel_norm: public function, fake (meta) functions and autograd for the registered kernels.
+"""pixel_norm: y = x * rsqrt(mean over `dim` of x^2 + eps) — public function, raw ops, fakes and autograd.
 
-Kernel families, one pair of ops each (forward -> (y, rsqrt); backward -> dx):
-  progan_fast::pixel_norm_{forward,backward}         C++: csrc/cpu/pixel_norm.cpp, csrc/cuda/pixel_norm.cu
-  progan_fast_triton::pixel_norm_{forward,backward}  Triton: progan_fast/triton/pixel_norm.py
-Saved for backward: x and one rsqrt per pixel. The backward op's own autograd (the double backward needed by
-WGAN-GP) is written in differentiable torch ops, so first and second order are supported.
-Fake (meta) functions are registered here for both families. Autograd: the C++ family registers its own in C++
-(csrc/autograd/pixel_norm.cpp, no Python on the call path); the Triton family uses the Python one below, which
-implements the same formulas.
+Raw ops (defined in every kernel family's namespace, see _library.py):
+  pixel_norm_forward(x, dim, eps) -> (y, rsqrt)      rsqrt: one value per reduced vector, in the math dtype
+  pixel_norm_backward(grad_y, x, rsqrt, dim) -> dx    itself differentiable (WGAN-GP's double backward)
+  pixel_norm_double_backward(...)                     the backward's gradients, in torch ops (every order)
+Kernels: csrc/cpu/pixel_norm.cpp, csrc/ops/pixel_norm.h (CUDA device code, also run by the emulated family),
+progan_fast/triton/pixel_norm.py. Saved for backward: x and one rsqrt per pixel.
+The cpu/cuda family registers the same autograd in C++ (csrc/autograd/pixel_norm.cpp: it halves the per-call
+overhead at in-cache shapes); its double backward calls the composite op below, so the formula exists once.
 """
 import torch
 
-from .. import backends, reference
+from .. import _layout, backends, reference
+from .. import _library
 from . import _checks
 
 OP = "pixel_norm"
@@ -29,90 +30,106 @@ def pixel_norm(x, dim=1, eps=1e-8):
     backend = backends.resolve(OP, x.device)
     if backend == "reference":
         return reference.pixel_norm(x, dim, eps)
-    return forward_op(backend)(x, dim, eps)[0]
+    return _library.family_ops(backend).pixel_norm_forward(x, dim, eps)[0]
 
 
-def forward_op(backend):
-    if backend == "triton":
-        from ..triton import pixel_norm as _  # noqa: F401  (registers progan_fast_triton::pixel_norm_*)
-        return torch.ops.progan_fast_triton.pixel_norm_forward
-    return torch.ops.progan_fast.pixel_norm_forward
+# ---- checks (the C++ kernels make the same: csrc/common/pixel_norm_operands.h) and fakes ----
+
+def _check_dim(x, dim):
+    if x.dim() < 1 or not -x.dim() <= dim < x.dim():
+        raise IndexError(f"dim must be in [{-x.dim()}, {x.dim() - 1}] for x of shape {tuple(x.shape)}; got {dim}")
+    return dim % x.dim()
 
 
-# ---- layout rule shared by every kernel family (mirrors csrc/common/reduction_layout.h) ----
-
-def output_memory_format(x, dim):
-    """channels_last activations normalised over channels stay channels_last; everything else is contiguous."""
-    if x.dim() == 4 and dim == 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+def _stat_shape(x, dim):
+    shape = list(x.shape)
+    shape[dim] = 1
+    return shape
 
 
-def stat_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def _check_forward(x, dim, eps):
+    _check_dim(x, dim)
 
 
-def fake_forward(x, dim, eps):
+def _fake_forward(x, dim, eps):
     dim = dim % x.dim()
-    y = torch.empty_like(x, memory_format=output_memory_format(x, dim))
-    stat_shape = list(x.shape)
-    stat_shape[dim] = 1
-    return y, x.new_empty(stat_shape, dtype=stat_dtype(x.dtype))
+    y = torch.empty_like(x, memory_format=_layout.reduction_output_format(x, dim))
+    return y, x.new_empty(_stat_shape(x, dim), dtype=_layout.stat_dtype(x.dtype))
 
 
-def fake_backward(grad_y, x, rsqrt, dim):
-    return torch.empty_like(x, memory_format=output_memory_format(x, dim % x.dim()))
+def _check_backward(grad_y, x, rsqrt, dim):
+    dim = _check_dim(x, dim)
+    for name, t in (("grad_y", grad_y), ("rsqrt", rsqrt)):
+        if t.device != x.device:
+            raise RuntimeError(f"{name} must be on {x.device} like x; got {t.device}")
+    if grad_y.dtype != x.dtype:
+        raise TypeError(f"grad_y must have x's dtype {x.dtype}; got {grad_y.dtype}")
+    if grad_y.shape != x.shape:
+        raise RuntimeError(f"grad_y must have x's shape {tuple(x.shape)}; got {tuple(grad_y.shape)}")
+    vectors = torch.Size(_stat_shape(x, dim)).numel()
+    if rsqrt.numel() != vectors:
+        raise RuntimeError(f"rsqrt must have one value per reduced vector ({vectors}); got {rsqrt.numel()}")
 
 
-def _forward_setup_context(ctx, inputs, output):
+def _fake_backward(grad_y, x, rsqrt, dim):
+    return torch.empty_like(x, memory_format=_layout.reduction_output_format(x, dim % x.dim()))
+
+
+# ---- autograd (Python; the cpu/cuda family has the same in C++) ----
+
+def _save_forward(ctx, inputs, output):
     x, dim, _ = inputs
-    _, rsqrt = output
-    ctx.mark_non_differentiable(rsqrt)
-    ctx.save_for_backward(x, rsqrt)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(x, output[1])
     ctx.dim = dim
 
 
-def _double_backward_setup_context(ctx, inputs, output):
+def _backward(ops, ctx, grad_y, _grad_rsqrt):
+    x, rsqrt = ctx.saved_tensors
+    return ops.pixel_norm_backward(grad_y, x, rsqrt, ctx.dim), None, None
+
+
+def _save_backward(ctx, inputs, output):
     grad_y, x, rsqrt, dim = inputs
     ctx.save_for_backward(grad_y, x, rsqrt)
     ctx.dim = dim
 
 
-def _double_backward(ctx, g):
-    """Gradients of <g, dx> with dx = r*dy - x*r^3*mean(dy*x), r = rsqrt(mean(x^2)+eps), r depending on x."""
-    dy, x, r = ctx.saved_tensors
-    dim = ctx.dim
+def _double_backward(ops, ctx, g):
+    grad_y, x, rsqrt = ctx.saved_tensors
+    grad_grad_y, grad_x = ops.pixel_norm_double_backward(g, grad_y, x, rsqrt, ctx.dim)
+    return grad_grad_y, grad_x, None, None
+
+
+def _double_backward_formula(g, grad_y, x, rsqrt, dim):
+    """Gradients of <g, dx> w.r.t. grad_y and x, with dx = r*dy - x*r^3*mean(dy*x) and r = rsqrt(mean(x^2) + eps).
+
+    r is saved, but it depends on x: dr/dx = -r^3 x / C for any eps, so r is re-attached to x with exactly that
+    derivative (its value stays the saved one). The result is then correct to every order, not only the second.
+    """
     out_dtype = x.dtype
-    dy, x, g = (t.to(r.dtype) for t in (dy, x, g))
+    r = rsqrt.to(_layout.stat_dtype(x.dtype))
+    dy, x, g = (t.to(r.dtype) for t in (grad_y, x, g))
+    mean_sq = (x * x).mean(dim, keepdim=True)
+    tracker = torch.rsqrt(mean_sq + (r.detach().pow(-2) - mean_sq).detach())  # value ~r, derivatives exactly r's
+    r = r.detach() + (tracker - tracker.detach())
     a = (g * x).mean(dim, keepdim=True)
     b = (g * dy).mean(dim, keepdim=True)
     m = (dy * x).mean(dim, keepdim=True)
     r3 = r * r * r
     grad_dy = r * g - r3 * a * x
     grad_x = (3 * r3 * r * r * m * a - r3 * b) * x - r3 * a * dy - r3 * m * g
-    return grad_dy.to(out_dtype), grad_x.to(out_dtype), None, None
+    return grad_dy.to(out_dtype), grad_x.to(out_dtype)
 
 
-def register_fake_family(namespace):
-    """Fake registrations for `<namespace>::pixel_norm_{forward,backward}`."""
-    torch.library.register_fake(f"{namespace}::pixel_norm_forward")(fake_forward)
-    torch.library.register_fake(f"{namespace}::pixel_norm_backward")(fake_backward)
-
-
-def register_kernel_family(namespace):
-    """Fake and Python autograd registrations for `<namespace>::pixel_norm_{forward,backward}`."""
-    forward_name = f"{namespace}::pixel_norm_forward"
-    backward_name = f"{namespace}::pixel_norm_backward"
-    backward_op = getattr(getattr(torch.ops, namespace), "pixel_norm_backward")
-
-    def backward(ctx, grad_y, _grad_rsqrt):
-        x, rsqrt = ctx.saved_tensors
-        return backward_op(grad_y, x, rsqrt, ctx.dim), None, None
-
-    register_fake_family(namespace)
-    torch.library.register_autograd(forward_name, backward, setup_context=_forward_setup_context)
-    torch.library.register_autograd(backward_name, _double_backward, setup_context=_double_backward_setup_context)
-
-
-if backends.available("cpu")[0]:
-    register_fake_family("progan_fast")  # autograd: csrc/autograd/pixel_norm.cpp
+_library.define(
+    _library.RawOp("pixel_norm_forward", "(Tensor x, int dim, float eps) -> (Tensor, Tensor)",
+                   check=_check_forward, fake=_fake_forward,
+                   backward=_backward, setup_context=_save_forward, cpp_autograd=("progan_fast",)),
+    _library.RawOp("pixel_norm_backward", "(Tensor grad_y, Tensor x, Tensor rsqrt, int dim) -> Tensor",
+                   check=_check_backward, fake=_fake_backward, backward=_double_backward, setup_context=_save_backward,
+                   cpp_autograd=("progan_fast",)),
+    _library.RawOp("pixel_norm_double_backward",
+                   "(Tensor g, Tensor grad_y, Tensor x, Tensor rsqrt, int dim) -> (Tensor, Tensor)",
+                   composite=_double_backward_formula),
+)

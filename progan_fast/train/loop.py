@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from .. import backends, ops
+from ..allocator import tune_allocator
 from ..fileio import atomic_write, lock_directory, refuse_symlinks, remove_stale_temp_files
 from ..images import save_image_grid
 from . import checkpoint
@@ -96,6 +97,10 @@ class Trainer:
         self.progress = progress and self.is_main
         self.log = log if self.is_main else (lambda *a, **k: None)
         self.device = resolve_device(device)
+        # From 64x64 up, glibc's default thresholds map and page-fault every activation on every step.
+        self.allocator = tune_allocator() if self.device.type == "cpu" else None
+        if self.allocator is not None:
+            self.log(f"allocator: {self.allocator}")
         if config.backend != "auto":
             ok, reason = backends.available(config.backend)
             if not ok:

@@ -15,12 +15,21 @@ import tempfile
 
 import torch
 
-_POINTER_TYPES = {torch.float32: "*fp32", torch.float64: "*fp64", torch.float16: "*fp16", torch.bfloat16: "*bf16"}
+POINTER_TYPES = {torch.float32: "*fp32", torch.float64: "*fp64", torch.float16: "*fp16", torch.bfloat16: "*bf16"}
 
 
-def _specialize(kernel, pointers, scalars, meta):
-    """(signature, constexprs, attrs) as the runtime builds them: int arguments equal to 1 become constants,
-    pointers are assumed 16-byte aligned (torch allocations are)."""
+def cases():
+    """Every kernel's AOT cases: each module of progan_fast/triton/kernels.py declares its own (`aot_cases()`),
+    tuples (label, kernel, signature, constexprs, attrs, num_warps)."""
+    from . import kernels
+
+    return [case for module in kernels.MODULES for case in module.aot_cases()]
+
+
+def specialize(kernel, pointers, scalars, meta):
+    """(signature, constexprs, attrs) as the JIT builds them for a launch: int arguments equal to 1 become
+    constants, ints divisible by 16 and pointers (torch allocations are 16-byte aligned) get the divisibility
+    hint, so the compiled kernel is the one that runs."""
     import triton.language as tl  # noqa: F401  (the names below are Triton type strings)
 
     signature, constexprs, attrs = {}, {}, {}
@@ -35,39 +44,12 @@ def _specialize(kernel, pointers, scalars, meta):
             constexprs[name] = 1
         else:
             signature[name] = "i32"
+            if value % 16 == 0:
+                attrs[(kernel.arg_names.index(name),)] = [["tt.divisibility", 16]]
     for name, value in meta.items():
         signature[name] = "constexpr"
         constexprs[name] = value
     return signature, constexprs, attrs
-
-
-def pixel_norm_cases():
-    """(label, kernel, signature, constexprs, attrs) for pixel norm: both kernels, every dtype, rows and planes,
-    single- and two-pass."""
-    from . import pixel_norm as pn
-
-    shapes = [((16, 256, 32, 32), torch.contiguous_format),  # planes, one pass
-              ((16, 512, 8, 8), torch.contiguous_format),    # planes, two passes over the channels
-              ((16, 256, 32, 32), torch.channels_last),      # rows, one pass
-              ((4, 8192), None)]                              # rows wider than a tile: two passes
-    cases = []
-    for shape, memory_format in shapes:
-        x = torch.empty(shape, device="meta")
-        if memory_format is not None:
-            x = x.contiguous(memory_format=memory_format)
-        _, args, meta, _ = pn.geometry(x, 1)
-        for dtype, ptr in _POINTER_TYPES.items():
-            r_ptr = _POINTER_TYPES[pn.stat_dtype(dtype)]
-            layout = "rows" if args["stride_c"] == 1 else "planes"
-            passes = "one-pass" if meta["SINGLE_PASS"] else "two-pass"
-            label = f"{'x'.join(map(str, shape))}-{layout}-{passes}-{ptr[1:]}"
-            cases.append((f"pixel_norm_forward[{label}]", pn.pixel_norm_forward_kernel,
-                          *_specialize(pn.pixel_norm_forward_kernel, {"x_ptr": ptr, "y_ptr": ptr, "r_ptr": r_ptr},
-                                       dict(args, eps_hi=1e-8, eps_lo=0.0), meta)))
-            cases.append((f"pixel_norm_backward[{label}]", pn.pixel_norm_backward_kernel,
-                          *_specialize(pn.pixel_norm_backward_kernel,
-                                       {"dy_ptr": ptr, "x_ptr": ptr, "r_ptr": r_ptr, "dx_ptr": ptr}, args, meta)))
-    return cases
 
 
 def compile_case(case, capability):
@@ -75,11 +57,9 @@ def compile_case(case, capability):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from . import pixel_norm as pn
-
-    label, kernel, signature, constexprs, attrs = case
+    label, kernel, signature, constexprs, attrs, num_warps = case
     src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32), options={"num_warps": pn.NUM_WARPS})
+    compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
     cubin = compiled.asm.get("cubin", b"")
     if not cubin:
         raise RuntimeError(f"{label}: no cubin for sm_{capability}")
@@ -111,7 +91,7 @@ def main(argv=None):
     from triton.runtime.jit import JITFunction
 
     failures = 0
-    for case in pixel_norm_cases():
+    for case in cases():
         if not isinstance(case[1], JITFunction):
             print("aot: the kernels are interpreted (TRITON_INTERPRET is set); unset it to compile", file=sys.stderr)
             return 2

@@ -1,5 +1,5 @@
-"""Pixel norm in Triton: progan_fast_triton::pixel_norm_{forward,backward}, same schemas and layout rules as the
-C++ ops (progan_fast/ops/pixel_norm.py registers their fake and autograd, double backward included).
+"""Pixel norm in Triton: the kernels of progan_fast_triton::pixel_norm_{forward,backward} (schemas, fakes and
+autograd: progan_fast/ops/pixel_norm.py, like every family's).
 
 Each program owns a [BLOCK_C, BLOCK_P] tile: BLOCK_P reductions ("pixels") and a chunk of their channels.
 Addresses are base(o) + p * stride_p + c * stride_c, so one kernel serves both layouts:
@@ -8,16 +8,16 @@ Addresses are base(o) + p * stride_p + c * stride_c, so one kernel serves both l
 When all channels fit in one chunk the tile is loaded once; otherwise a first pass accumulates and a second
 re-reads (from L2: a program's slice is kept small) to write. Math is in float32 (float64 for float64 inputs): the rsqrt tensor's dtype.
 """
-import contextlib
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from ..ops.pixel_norm import output_memory_format, register_kernel_family, stat_dtype
+from .. import _library
+from . import _common, aot
+from .._layout import reduction_output_format, stat_dtype
 
-NAMESPACE = "progan_fast_triton"
+NAMESPACE = _library.NAMESPACES["triton"]
 # Elements per tile: 8 per thread at 8 warps, so a one-pass tile stays in registers (about 60 per thread on
 # sm_90, backward included) with room for 4 programs per SM.
 TILE = 2048
@@ -42,13 +42,13 @@ def pixel_norm_forward_kernel(x_ptr, y_ptr, r_ptr, P, C, num_p_blocks, stride_o,
     acc_ty = r_ptr.dtype.element_ty
     base, r_offs, p_mask = _tile_offsets(tl.program_id(0), num_p_blocks, P, stride_o, stride_p, BLOCK_P)
     c = tl.arange(0, BLOCK_C)[:, None]
-    # eps arrives as two float32 halves (see _split_eps); float32 math keeps only the first
+    # eps arrives as two float32 halves (see _common.split_eps); float32 math keeps only the first
     eps_acc = tl.cast(eps_hi, acc_ty) + tl.cast(eps_lo, acc_ty)
     if SINGLE_PASS:
         mask = p_mask[None, :] & (c < C)
         offs = base + c.to(tl.int64) * stride_c
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
-        rs = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / C + eps_acc)
+        rs = tl.rsqrt(tl.sum(x * x, axis=0) / C + eps_acc)
         tl.store(y_ptr + offs, (x * rs[None, :]).to(y_ptr.dtype.element_ty), mask=mask)
     else:
         acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_ty)
@@ -56,7 +56,7 @@ def pixel_norm_forward_kernel(x_ptr, y_ptr, r_ptr, P, C, num_p_blocks, stride_o,
             mask = p_mask[None, :] & (c0 + c < C)
             x = tl.load(x_ptr + base + (c0 + c).to(tl.int64) * stride_c, mask=mask, other=0.0).to(acc_ty)
             acc += x * x
-        rs = 1.0 / tl.sqrt(tl.sum(acc, axis=0) / C + eps_acc)
+        rs = tl.rsqrt(tl.sum(acc, axis=0) / C + eps_acc)
         for c0 in range(0, C, BLOCK_C):
             mask = p_mask[None, :] & (c0 + c < C)
             offs = base + (c0 + c).to(tl.int64) * stride_c
@@ -101,7 +101,7 @@ def geometry(x, dim):
     """(dense x, launch arguments) for a reduction of x over `dim`, with the C++ ops' layout rule: channels_last
     over dim 1 is used as it is (rows), anything else is made contiguous (rows when dim is the last one)."""
     dim = dim % x.dim()
-    if output_memory_format(x, dim) == torch.channels_last:
+    if reduction_output_format(x, dim) == torch.channels_last:
         dense = x
         outer, channels, inner = 1, x.shape[1], x.shape[0] * x.shape[2] * x.shape[3]
         rows = True
@@ -119,15 +119,15 @@ def geometry(x, dim):
             outer, inner = 1, outer
     if rows:  # P reductions of C contiguous channels each
         P, stride_o, stride_p, stride_c = inner, 0, channels, 1
-        block_c = min(triton.next_power_of_2(channels), TILE)
-        block_p = max(1, min(triton.next_power_of_2(P), TILE // block_c))
+        block_c = min(triton.next_power_of_2(max(channels, 1)), TILE)
+        block_p = max(1, min(triton.next_power_of_2(max(P, 1)), TILE // block_c))
     else:  # outer planes of C channels, each channel P contiguous pixels
         P, stride_o, stride_p, stride_c = inner, channels * inner, 1, inner
-        if triton.next_power_of_2(channels) * MIN_PLANE_PIXELS <= TILE:
-            block_c = triton.next_power_of_2(channels)
-            block_p = min(triton.next_power_of_2(P), TILE // block_c)
+        if triton.next_power_of_2(max(channels, 1)) * MIN_PLANE_PIXELS <= TILE:
+            block_c = triton.next_power_of_2(max(channels, 1))
+            block_p = min(triton.next_power_of_2(max(P, 1)), TILE // block_c)
         else:
-            block_p = min(triton.next_power_of_2(P), 32)
+            block_p = min(triton.next_power_of_2(max(P, 1)), 32)
             block_c = TILE // block_p
     num_p_blocks = triton.cdiv(P, block_p)
     args = dict(P=P, C=channels, num_p_blocks=num_p_blocks, stride_o=stride_o, stride_p=stride_p, stride_c=stride_c)
@@ -135,56 +135,59 @@ def geometry(x, dim):
     return dense, args, meta, (outer * num_p_blocks,)
 
 
-def _split_eps(eps):
-    """eps as float32 hi + lo: Triton passes a Python float as float32 (the interpreter even when annotated
-    float64), and float64 inputs need eps to full precision, where it dominates tiny-norm gradients."""
-    hi = float(torch.tensor(eps, dtype=torch.float32))
-    return hi, float(eps) - hi
-
-
-def _interpreted():
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def _check_device(x):
-    if x.device.type != "cuda" and not _interpreted():
-        raise RuntimeError(f"{NAMESPACE} pixel norm runs on CUDA tensors (CPU tensors only under TRITON_INTERPRET=1); "
-                           f"got a tensor on {x.device}")
-
-
-def _device_scope(x):
-    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
-
-
-@torch.library.custom_op(f"{NAMESPACE}::pixel_norm_forward", mutates_args=(), device_types=("cuda", "cpu"),
-                         schema="(Tensor x, int dim, float eps) -> (Tensor, Tensor)")
+@_library.register_kernel("triton", "pixel_norm_forward", ("cuda", "cpu"))
 def pixel_norm_forward(x, dim, eps):
-    _check_device(x)
+    _common.check_device(x, "pixel norm")
     dense, args, meta, grid = geometry(x, dim)
     y = torch.empty_like(dense)
     stat_shape = list(x.shape)
     stat_shape[dim % x.dim()] = 1
     r = torch.empty(stat_shape, dtype=stat_dtype(x.dtype), device=x.device)
+    if x.shape[dim % x.dim()] == 0:
+        r.fill_(float("nan"))  # the mean over zero channels, as in the reference
     if x.numel() > 0:
-        with _device_scope(x):
-            eps_hi, eps_lo = _split_eps(eps)
+        with _common.device_scope(x):
+            eps_hi, eps_lo = _common.split_eps(eps)
             pixel_norm_forward_kernel[grid](dense, y, r, eps_hi=eps_hi, eps_lo=eps_lo, **args, **meta,
                                             num_warps=NUM_WARPS)
     return y, r
 
 
-@torch.library.custom_op(f"{NAMESPACE}::pixel_norm_backward", mutates_args=(), device_types=("cuda", "cpu"),
-                         schema="(Tensor grad_y, Tensor x, Tensor rsqrt, int dim) -> Tensor")
+@_library.register_kernel("triton", "pixel_norm_backward", ("cuda", "cpu"))
 def pixel_norm_backward(grad_y, x, rsqrt, dim):
-    _check_device(x)
+    _common.check_device(x, "pixel norm")
     dense, args, meta, grid = geometry(x, dim)
-    dy = grad_y.contiguous(memory_format=output_memory_format(x, dim % x.dim()))
+    dy = grad_y.contiguous(memory_format=reduction_output_format(x, dim))
     r = rsqrt.to(stat_dtype(x.dtype)).contiguous()
     dx = torch.empty_like(dense)
     if x.numel() > 0:
-        with _device_scope(x):
+        with _common.device_scope(x):
             pixel_norm_backward_kernel[grid](dy, dense, r, dx, **args, **meta, num_warps=NUM_WARPS)
     return dx
 
 
-register_kernel_family(NAMESPACE)
+def aot_cases():
+    """AOT cases (see aot.cases) for pixel norm: both kernels, every dtype, rows and planes, single- and two-pass."""
+    shapes = [((16, 256, 32, 32), torch.contiguous_format),  # planes, one pass
+              ((16, 512, 8, 8), torch.contiguous_format),    # planes, two passes over the channels
+              ((16, 256, 32, 32), torch.channels_last),      # rows, one pass
+              ((4, 8192), None)]                              # rows wider than a tile: two passes
+    cases = []
+    for shape, memory_format in shapes:
+        x = torch.empty(shape, device="meta")
+        if memory_format is not None:
+            x = x.contiguous(memory_format=memory_format)
+        _, args, meta, _ = geometry(x, 1)
+        for dtype, ptr in aot.POINTER_TYPES.items():
+            r_ptr = aot.POINTER_TYPES[stat_dtype(dtype)]
+            layout = "rows" if args["stride_c"] == 1 else "planes"
+            passes = "one-pass" if meta["SINGLE_PASS"] else "two-pass"
+            label = f"{'x'.join(map(str, shape))}-{layout}-{passes}-{ptr[1:]}"
+            cases.append((f"pixel_norm_forward[{label}]", pixel_norm_forward_kernel,
+                          *aot.specialize(pixel_norm_forward_kernel, {"x_ptr": ptr, "y_ptr": ptr, "r_ptr": r_ptr},
+                                          dict(args, eps_hi=1e-8, eps_lo=0.0), meta), NUM_WARPS))
+            cases.append((f"pixel_norm_backward[{label}]", pixel_norm_backward_kernel,
+                          *aot.specialize(pixel_norm_backward_kernel,
+                                          {"dy_ptr": ptr, "x_ptr": ptr, "r_ptr": r_ptr, "dx_ptr": ptr}, args, meta),
+                          NUM_WARPS))
+    return cases

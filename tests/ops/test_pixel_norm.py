@@ -5,13 +5,13 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import progan_fast
-from progan_fast import backends, reference
+from progan_fast import _library, backends, reference
 from progan_fast.ops import pixel_norm
 
-from .parity import assert_close, check_parity, layout
+from .parity import assert_close, check_parity, families_of, layout
 
-# Backends whose kernels can run on this machine's CPU tensors (triton through its interpreter, small shapes).
-KERNEL_BACKENDS = [b for b in ("cpu", "triton") if backends.available(b)[0]]
+# Every kernel family that runs on this machine's CPU tensors: cpu, emulated CUDA, triton (interpreted).
+KERNEL_BACKENDS = families_of("pixel_norm")
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 SHAPES = [(2, 3, 5, 7), (3, 1, 4, 4), (2, 16, 1, 1), (4, 32, 8, 8), (1, 5, 3, 2)]
@@ -28,7 +28,11 @@ def test_cpu_kernel_is_built():
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_parity_4d(backend, dtype, memory_format, shape):
     x = layout(torch.randn(shape, dtype=dtype), memory_format)
-    check_parity(backend, pixel_norm, reference.pixel_norm, [x], dtype)
+    check_parity(backend, pixel_norm, reference.pixel_norm, [x], dtype, op="pixel_norm")
+
+
+def test_every_family_is_tested():
+    assert {"cpu", "emulated"} <= set(KERNEL_BACKENDS)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
@@ -36,7 +40,8 @@ def test_parity_4d(backend, dtype, memory_format, shape):
 @pytest.mark.parametrize("shape,dim", [((6, 9), 1), ((5, 512), -1), ((3, 4, 7), 1), ((3, 4, 7), 2), ((2, 3, 4, 5), 3)])
 def test_parity_dim(backend, dtype, shape, dim):
     x = torch.randn(shape, dtype=dtype)
-    check_parity(backend, lambda t: pixel_norm(t, dim=dim), lambda t: reference.pixel_norm(t, dim=dim), [x], dtype)
+    check_parity(backend, lambda t: pixel_norm(t, dim=dim), lambda t: reference.pixel_norm(t, dim=dim), [x], dtype,
+                 op="pixel_norm")
 
 
 @pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
@@ -55,10 +60,11 @@ def test_eps_and_scale(backend):
     assert_close(y, reference.pixel_norm(torch.full((1, 4, 2, 2), 1e-3, dtype=torch.float64), eps=1e-4), torch.float32)
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
-def test_gradcheck_and_gradgradcheck(memory_format):
+def test_gradcheck_and_gradgradcheck(backend, memory_format):
     x = layout(torch.randn(2, 5, 3, 4, dtype=torch.float64), memory_format).requires_grad_()
-    with progan_fast.use_backend("cpu"):
+    with progan_fast.use_backend(backend):
         assert torch.autograd.gradcheck(pixel_norm, (x,))
         assert torch.autograd.gradgradcheck(pixel_norm, (x,))
         latents = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
@@ -85,18 +91,57 @@ def test_backward_op_gradcheck():
     assert dx(dy, x).shape == x.shape
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_opcheck(memory_format, dtype):
+def test_opcheck(backend, memory_format, dtype):
+    ops = _library.family_ops(backend)
     for shape in [(2, 8, 4, 4), (3, 1, 5, 2), (2, 3, 1, 1)]:
         for requires_grad in (False, True):
             x = layout(torch.randn(shape, dtype=dtype), memory_format).requires_grad_(requires_grad)
-            torch.library.opcheck(torch.ops.progan_fast.pixel_norm_forward.default, (x, 1, 1e-8))
+            torch.library.opcheck(ops.pixel_norm_forward.default, (x, 1, 1e-8))
             r = torch.rand(shape[0], 1, *shape[2:], dtype=torch.float32) + 0.5
             dy = layout(torch.randn(shape, dtype=dtype), memory_format)
-            torch.library.opcheck(torch.ops.progan_fast.pixel_norm_backward.default, (dy, x.detach(), r, 1))
+            torch.library.opcheck(ops.pixel_norm_backward.default, (dy, x.detach(), r, 1))
     latents = torch.randn(4, 16, dtype=dtype, requires_grad=True)
-    torch.library.opcheck(torch.ops.progan_fast.pixel_norm_forward.default, (latents, 1, 1e-8))
+    torch.library.opcheck(ops.pixel_norm_forward.default, (latents, 1, 1e-8))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_third_derivative(backend):
+    """Every order is right, not only the second: the double backward re-attaches the saved rsqrt to x."""
+    x = torch.randn(2, 4, 2, 3, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 4, 2, 3, dtype=torch.float64)
+
+    def input_gradient(t):
+        return torch.autograd.grad((pixel_norm(t) * v).sum(), t, create_graph=True)[0]
+
+    with progan_fast.use_backend(backend):
+        assert torch.autograd.gradgradcheck(input_gradient, (x,))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_zero_channels_give_nan_statistic_like_the_reference(backend):
+    x = torch.empty(3, 0, 4, 4)
+    y, r = _library.family_ops(backend).pixel_norm_forward(x, 1, 1e-8)
+    assert y.shape == x.shape and r.shape == (3, 1, 4, 4) and torch.isnan(r).all()
+    assert torch.isnan(torch.rsqrt(x.square().mean(1, keepdim=True) + 1e-8)).all()
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_meta_or_mismatched_arguments_are_refused(backend):
+    """A meta argument routes a call to the fake function: it must refuse what the kernels refuse."""
+    ops = _library.family_ops(backend)
+    x, g = torch.randn(4, 3), torch.randn(4, 3)
+    with pytest.raises(RuntimeError, match="rsqrt must be on cpu"):
+        ops.pixel_norm_backward(g, x, torch.empty(4, 1, device="meta"), 1)
+    with pytest.raises(RuntimeError, match="grad_y must be on cpu"):
+        ops.pixel_norm_backward(torch.empty(4, 3, device="meta"), x, torch.ones(4, 1), 1)
+    with pytest.raises(IndexError, match="dim must be in"):
+        ops.pixel_norm_forward(torch.empty(2, 5, 1, device="meta"), 100, 1e-8)
+    with pytest.raises(RuntimeError, match="grad_y must have x's shape"):
+        ops.pixel_norm_backward(torch.empty(4, 2, device="meta"), torch.empty(4, 3, device="meta"),
+                                torch.empty(4, 1, device="meta"), 1)
 
 
 @pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
@@ -208,10 +253,10 @@ def test_property_invalid_arguments_raise_clear_errors(dim, eps):
         assert y.shape == x.shape
 
 
-@pytest.mark.parametrize("op", [torch.ops.progan_fast.pixel_norm_backward,
-                                torch.ops.progan_fast._emulate_cuda_pixel_norm_backward], ids=["cpu", "cuda-emulated"])
-def test_backward_op_rejects_mismatched_operands(op):
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_backward_op_rejects_mismatched_operands(backend):
     """The registered backward op is callable directly: operands it would read out of bounds are refused."""
+    op = _library.family_ops(backend).pixel_norm_backward
     x = torch.randn(2, 4, 3, 3)
     r = torch.rand(2, 1, 3, 3) + 0.5
     with pytest.raises(TypeError, match="grad_y must have x's dtype"):
