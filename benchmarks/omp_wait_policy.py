@@ -2,10 +2,10 @@
 (what `progan-fast train` and the demo re-execute themselves with on the CPU; progan_fast/omp.py), on an otherwise
 idle machine and with busy processes competing for the same cores.
 
-    python -m benchmarks.omp_wait_policy [--cores 0,1] [--rounds 3] [--iterations 12] [--hogs 2]
+    python -m benchmarks.omp_wait_policy [--cores 0,1] [--rounds 3] [--iterations 12] [--hogs 2] [--resolution 16]
 
 Each measurement is a fresh process (libgomp reads the policy once, at load) that trains the demo's networks at
-16x16 (minibatch 16, on the embedded dataset) for a few warm-up iterations, then times --iterations more. The
+--resolution (minibatch 16, on the embedded dataset) for two warm-up iterations, then times --iterations more. The
 policies alternate within every round, so both see the same background load; the report gives the median images/s
 of each case and the PASSIVE / default ratio. --cores pins the trainers and the competing processes to those cores
 (taskset), which makes a many-core machine behave like the 2-core one the demo targets.
@@ -23,11 +23,11 @@ import torch
 from progan_fast.demo import DEMO
 from progan_fast.train.config import TrainConfig
 from progan_fast.train.loop import Trainer
-threads, iterations = int(sys.argv[1]), int(sys.argv[2])
+threads, iterations, resolution = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
-config = TrainConfig(**dict(DEMO, resolution=16, start_resolution=16, total_kimg=1e6))
+config = TrainConfig(**dict(DEMO, resolution=resolution, start_resolution=resolution, total_kimg=1e6))
 trainer = Trainer(config, None, device="cpu", progress=False, log=lambda *a, **k: None)
-for _ in range(3):
+for _ in range(2):
     trainer.iteration()
 start, nimg = time.perf_counter(), trainer.cur_nimg
 for _ in range(iterations):
@@ -42,13 +42,13 @@ def _pinned(command, cores):
     return (["taskset", "-c", cores] if cores else []) + command
 
 
-def measure(policy, cores, threads, iterations):
+def measure(policy, cores, threads, iterations, resolution):
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
     if policy != "default":
         env["OMP_WAIT_POLICY"] = policy
-    out = subprocess.run(_pinned([sys.executable, "-c", WORKER, str(threads), str(iterations)], cores), env=env,
-                         capture_output=True, text=True, check=True, timeout=1800)
+    command = [sys.executable, "-c", WORKER, str(threads), str(iterations), str(resolution)]
+    out = subprocess.run(_pinned(command, cores), env=env, capture_output=True, text=True, check=True, timeout=3600)
     return json.loads(out.stdout.strip().splitlines()[-1])["img_per_s"]
 
 
@@ -59,6 +59,7 @@ def main(argv=None):
     parser.add_argument("--hogs", type=int, default=2, help="busy processes in the contended case (2)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=12)
+    parser.add_argument("--resolution", type=int, default=16, help="4, 8, 16 or 32 (16)")
     args = parser.parse_args(argv)
 
     results = {}
@@ -69,13 +70,16 @@ def main(argv=None):
             for _ in range(args.rounds):
                 for policy in ("default", "PASSIVE"):
                     key = ("contended" if contended else "idle", policy)
-                    results.setdefault(key, []).append(measure(policy, args.cores, args.threads, args.iterations))
+                    value = measure(policy, args.cores, args.threads, args.iterations, args.resolution)
+                    results.setdefault(key, []).append(value)
+                    print(f"  {key[0]:<10} {policy:<8} {value:7.1f} img/s", flush=True)
         finally:
             for hog in hogs:
                 hog.kill()
                 hog.wait()
-    print(f"cores {args.cores or 'all'}, {args.threads} torch threads, {args.hogs} competing busy processes, "
-          f"{args.rounds} rounds of {args.iterations} iterations (img/s, median [all])")
+    print(f"{args.resolution}x{args.resolution}, cores {args.cores or 'all'}, {args.threads} torch threads, "
+          f"{args.hogs} competing busy processes, {args.rounds} rounds of {args.iterations} iterations "
+          "(img/s, median [all])")
     for load in ("idle", "contended"):
         default = statistics.median(results[(load, "default")])
         passive = statistics.median(results[(load, "PASSIVE")])

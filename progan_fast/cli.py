@@ -23,7 +23,7 @@ import os
 import sys
 
 from .backends import BACKENDS, BackendUnavailable
-from .fileio import DirectoryInUse
+from .fileio import DirectoryInUse, file_in_the_way
 
 # OSError subclasses that mean "this path is not what the command needs"; other OSErrors (a full disk, an I/O
 # error) keep their traceback.
@@ -231,12 +231,13 @@ def cmd_train(args):
 
 
 def _check_output_file(path, flag, suffix=None):
-    """`path` can be written as a file: not a directory, its directory exists, the suffix matches."""
+    """`path` can be written as a file (its missing directories created): it is not a directory, no file stands
+    where one of its directories should be, and the suffix matches."""
     if os.path.isdir(path):
         raise IsADirectoryError(f"{flag} {path} is a directory; give a file name")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"{flag} {path}: the directory {parent} does not exist")
+    blocked = file_in_the_way(os.path.dirname(os.path.abspath(path)))
+    if blocked is not None:
+        raise NotADirectoryError(f"{flag} {path} cannot be created: {blocked} is a file, not a directory")
     if suffix and not path.lower().endswith(suffix):
         raise ValueError(f"{flag} must name a {suffix} file; got {path}")
 
@@ -247,9 +248,10 @@ def cmd_generate(args):
     from .train.evaluate import generate_uint8, load_generator
 
     if args.individual:
-        if os.path.lexists(args.out) and not os.path.isdir(args.out):
-            raise FileExistsError(f"--out {args.out} is a file; with --individual it names the directory to write "
-                                  "one PNG per image into (created if missing)")
+        blocked = file_in_the_way(args.out)
+        if blocked is not None:
+            raise NotADirectoryError(f"--out {args.out}: {blocked} is a file; with --individual, --out names the "
+                                     "directory to write one PNG per image into (created if missing)")
     elif os.path.isdir(args.out):
         raise IsADirectoryError(f"--out {args.out} is a directory; give the grid's file name (e.g. "
                                 f"{os.path.join(args.out, 'grid.png')}), or pass --individual to write one PNG per "
@@ -294,6 +296,7 @@ def cmd_metrics(args):
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         atomic_write(args.json, text + "\n")
     return 0
 
@@ -329,7 +332,8 @@ def build_parser():
     c.add_argument("out", help="output dataset directory")
     c.add_argument("--resolution", type=_pow2, help="crop/resize to this resolution (default: from the images)")
     c.add_argument("--follow-links", action="store_true",
-                   help="also read symbolic links that point outside SRC (links inside it are always read)")
+                   help="also read file links that point outside SRC (those inside it are always read; links to "
+                   "directories never are)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_dataset_create)
 

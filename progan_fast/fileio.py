@@ -138,6 +138,19 @@ def remove_stale_temp_dirs(parent, prefix):
     return sorted(removed)
 
 
+def file_in_the_way(directory):
+    """The first of `directory` and its ancestors that exists and is not a directory (so that `directory` cannot be
+    created), or None."""
+    path = os.path.abspath(directory)
+    while True:
+        if os.path.lexists(path) and not os.path.isdir(path):
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
 def refuse_symlinks(directory, names):
     """Raises ValueError naming the first of `directory`/`names` that is a symbolic link."""
     for name in names:

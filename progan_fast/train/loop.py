@@ -26,9 +26,9 @@ import torch
 import torch.distributed as dist
 
 from .. import backends, ops
+from ..allocator import tune_allocator
 from ..fileio import atomic_write, lock_directory, refuse_symlinks, remove_stale_temp_files
 from ..images import save_image_grid
-from ..allocator import tune_allocator
 from . import checkpoint
 from .config import TrainConfig
 from .device import resolve_device

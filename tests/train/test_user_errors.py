@@ -149,18 +149,19 @@ def test_generate_out_errors(run_dir, workdir, capsys):
     assert "--individual" in line
     _fails_cleanly(["generate", "--ckpt", str(run_dir), "--out", "grid.jpg"], "generate", "must name a .png file",
                    capsys, workdir, ["folder"])
-    _fails_cleanly(["generate", "--ckpt", str(run_dir), "--out", "missing/grid.png"], "generate",
-                   "does not exist", capsys, workdir, ["folder"])
     (workdir / "file.png").write_text("x")
+    _fails_cleanly(["generate", "--ckpt", str(run_dir), "--out", "file.png/grid.png"], "generate",
+                   "file.png is a file, not a directory", capsys, workdir, ["file.png", "folder"])
     _fails_cleanly(["generate", "--ckpt", str(run_dir), "--out", "file.png", "--individual"], "generate",
-                   "is a file", capsys, workdir, ["file.png", "folder"])
+                   "file.png is a file", capsys, workdir, ["file.png", "folder"])
 
 
 def test_metrics_json_path_checked_before_evaluating(run_dir, workdir, capsys, monkeypatch):
     monkeypatch.setattr("progan_fast.train.evaluate.evaluate_checkpoint",
                         lambda *a, **k: pytest.fail("evaluated before the --json path was checked"))
-    _fails_cleanly(["metrics", "--ckpt", str(run_dir), "--json", "missing/m.json"], "metrics", "does not exist",
-                   capsys, workdir)
+    (workdir / "taken").write_text("x")
+    _fails_cleanly(["metrics", "--ckpt", str(run_dir), "--json", "taken/m.json"], "metrics", "taken is a file",
+                   capsys, workdir, ["taken"])
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 
-from ...fileio import atomic_write, make_locked_temp_dir, remove_stale_temp_dirs
+from ...fileio import atomic_write, file_in_the_way, make_locked_temp_dir, remove_stale_temp_dirs
 from .layout import MANIFEST, level_file
 
 
@@ -26,15 +26,6 @@ def quantize(img):
 
 def partial_prefix(out_dir):
     return f".{os.path.basename(os.path.abspath(out_dir))}.partial-"
-
-
-def _ancestors(path):
-    while True:
-        yield path
-        parent = os.path.dirname(path)
-        if parent == path:
-            return
-        path = parent
 
 
 def check_destination(out_dir):
@@ -55,7 +46,7 @@ class LevelWriter:
         self.out_dir = os.path.abspath(out_dir)
         check_destination(self.out_dir)
         parent = os.path.dirname(self.out_dir)
-        blocked = next((p for p in _ancestors(parent) if os.path.lexists(p) and not os.path.isdir(p)), None)
+        blocked = file_in_the_way(parent)
         if blocked is not None:
             raise NotADirectoryError(f"out_dir {out_dir!r} cannot be created: {blocked} is a file")
         os.makedirs(parent, exist_ok=True)
