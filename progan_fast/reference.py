@@ -123,9 +123,9 @@ def _lerp(a, b, alpha):
     return torch.lerp(a, b, alpha)
 
 
-def nearest_up2(x):
-    """TF official `upscale2d(x, 2)`: every pixel replicated 2x2."""
-    return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+def nearest_up(x, factor=2):
+    """TF official `upscale2d(x, factor)`: every pixel replicated factor x factor."""
+    return torch.nn.functional.interpolate(x, size=(x.shape[2] * factor, x.shape[3] * factor), mode="nearest")
 
 
 def avg_pool2(x):
@@ -133,34 +133,56 @@ def avg_pool2(x):
     return torch.nn.functional.avg_pool2d(x, 2)
 
 
-def upsample_blend(low, high, alpha):
-    """G's fade-in output: lerp(nearest_up2(low), high, alpha), alpha = weight of the NEW (high-res) path.
+def upsample_blend(low, high, alpha, factor=2):
+    """G's fade-in output: lerp(nearest_up(low, factor), high, alpha), alpha = weight of the NEW (high-res) path.
 
-    TF official `G_paper` computes lerp_clip(toRGB_r(x_r), up2(out_{r-1}), t) with t = lod - floor(lod) the OLD
-    path's weight, i.e. alpha = 1 - t; pro-gan-pth and mmgeneration use alpha = new-path weight as here
-    (pytorch_GAN_zoo's alpha is the old-path weight). Half inputs are blended in float32 and cast back.
+    low: N x C x H x W (the old path's RGB), high: N x C x factor*H x factor*W (the new path's), factor a power of
+    two (2 blends at the current resolution; larger factors emit the blend at a higher resolution, as TF official
+    does at low lod). TF official `G_paper` computes lerp_clip(toRGB_r(x_r), up2(out_{r-1}), t) with
+    t = lod - floor(lod) the OLD path's weight, i.e. alpha = 1 - t; pro-gan-pth and mmgeneration use alpha =
+    new-path weight as here (pytorch_GAN_zoo's alpha is the old-path weight). Half inputs are blended in float32
+    and cast back.
     """
-    return _lerp(nearest_up2(_opmath(low)), _opmath(high), alpha).to(high.dtype)
+    return _lerp(nearest_up(_opmath(low), factor), _opmath(high), alpha).to(high.dtype)
+
+
+def fade_from_rgb(images, new, weight, bias, alpha, gain=math.sqrt(2), lr_mul=1.0, negative_slope=0.2):
+    """D's fade-in at its input: lerp(fromRGB_old(avg_pool2(images)), new, alpha), alpha = new-path weight.
+
+    images: N x C_img x 2H x 2W, the images D sees at the new resolution; new: N x C x H x W, the new path's
+    features after its first block (block_r(fromRGB_r(images)); that block's fused conv ends in the 2x2 pool);
+    fromRGB_old is the previous resolution's equalized-lr 1x1 conv with a leaky ReLU, weight [C, C_img, 1, 1]
+    stored unscaled and bias [C]:
+      old[n, c] = lrelu(gain * lr_mul / sqrt(C_img) * sum_k weight[c, k] * avg_pool2(images)[n, k] + lr_mul * bias[c])
+    with lrelu(v) = v if v > 0 else negative_slope * v (eq_conv2d with a 1x1 kernel and activation "lrelu").
+    This is TF official `D_paper`'s lerp_clip(x_r, fromRGB_{r-1}(downscale2d(img)), t) with t = 1 - alpha the old
+    path's weight, blended in feature space after the new block's downsample; pro-gan-pth's D uses alpha as here.
+    Half inputs are computed in float32 throughout and cast back once.
+    """
+    old = eq_conv2d(avg_pool2(_opmath(images)), _opmath(weight), _opmath(bias), gain=gain, lr_mul=lr_mul,
+                    activation="lrelu", negative_slope=negative_slope)
+    return _lerp(old, _opmath(new), alpha).to(new.dtype)
 
 
 def downsample_blend(high, low, alpha):
     """A fade-in where the new path ends in a 2x2 pool: lerp(low, avg_pool2(high), alpha), alpha = new-path weight.
 
-    `high` is the new path before its 2x2 avg-pool (TF official `downscale2d`), `low` the old path at the lower
-    resolution. Same alpha convention as upsample_blend.
+    `high` is the new path before its 2x2 avg-pool (TF official `downscale2d`; pro-gan-pth's and pytorch_GAN_zoo's
+    discriminators pool their top block's output before blending), `low` the old path at the lower resolution.
+    Same alpha convention as upsample_blend. Half inputs are blended in float32 and cast back.
     """
     return _lerp(_opmath(low), avg_pool2(_opmath(high)), alpha).to(low.dtype)
 
 
 def fade_reals(x, alpha):
-    """Reals seen by D during a fade: lerp(nearest_up2(avg_pool2(x)), x, alpha) at the current resolution.
+    """Reals seen by D during a fade: lerp(nearest_up(avg_pool2(x)), x, alpha) at the current resolution.
 
     TF official `process_reals` FadeLOD: x <- lerp(x, up2(down2(x)), lod - floor(lod)), i.e. alpha = 1 - frac(lod)
     here (new-path weight), computed at the current resolution instead of after upscaling to full resolution
     (the same values: box-down of a nearest-up by the same factor is the identity).
     """
     xf = _opmath(x)
-    return _lerp(nearest_up2(avg_pool2(xf)), xf, alpha).to(x.dtype)
+    return _lerp(nearest_up(avg_pool2(xf)), xf, alpha).to(x.dtype)
 
 
 # ---- minibatch standard deviation ------------------------------------------------------------------------------

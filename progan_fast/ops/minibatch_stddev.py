@@ -42,15 +42,6 @@ def minibatch_stddev(x, group_size=4, grouping="strided", unbiased=False, eps=1e
                                                                  num_new_features)
 
 
-def groups(n, group_size, grouping):
-    """(G, M, zero): samples per group, number of groups, and whether the statistic is identically zero
-    (contiguous groups of one sample). Sample n is in group n mod M (strided) or n // G (contiguous)."""
-    g = min(group_size, n)
-    if grouping == "contiguous" and n % g:
-        g = n
-    return g, n // g, grouping == "contiguous" and g == 1
-
-
 def _check_shape(x, group_size, grouping, unbiased, num_new_features):
     """What the arguments must satisfy for x's shape (the C++ kernels check the same:
     csrc/common/minibatch_stddev_operands.h)."""
@@ -62,7 +53,7 @@ def _check_shape(x, group_size, grouping, unbiased, num_new_features):
     if grouping == "strided" and n > group_size and n % group_size:
         raise ValueError(f"group_size={group_size} does not divide the batch of {n} samples; with grouping='strided' "
                          f"(TF official) the batch must be a multiple of group_size or at most group_size")
-    g, _, zero = groups(n, group_size, grouping)
+    g, _, zero = _layout.minibatch_groups(n, group_size, grouping)
     if unbiased and g == 1 and not zero:
         raise ValueError(f"unbiased=True needs groups of at least 2 samples; group_size={group_size} and a batch of "
                          f"{n} give groups of 1")
@@ -160,7 +151,7 @@ def _double_backward_formula(g, grad_y, x, group_size, grouping, unbiased, eps, 
     n, c, h, w = x.shape
     nf = num_new_features
     fmt = _layout.memory_format(x)
-    gs, m, zero = groups(n, group_size, grouping)
+    gs, m, zero = _layout.minibatch_groups(n, group_size, grouping)
     if zero:  # the statistic is the constant 0: dx = grad_y[:, :C]
         grad_stat = grad_y.new_zeros(n, nf, h, w)
         return torch.cat([g, grad_stat], 1).contiguous(memory_format=fmt), torch.zeros_like(x, memory_format=fmt)

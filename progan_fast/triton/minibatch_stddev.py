@@ -13,17 +13,14 @@ Positions j of channel group f are numbered in memory order: NCHW x[n, f*K + j];
 x[n, pixel*C + f*Cf + j % Cf] with pixel = j // Cf (consecutive j, consecutive addresses within a pixel).
 Math in float32 (float64 for float64 inputs).
 """
-import contextlib
 import dataclasses
-import os
 
 import torch
 import triton
 import triton.language as tl
 
 from .. import _layout, _library
-from ..ops.minibatch_stddev import groups as sample_groups
-from . import aot
+from . import _common, aot
 
 NAMESPACE = _library.NAMESPACES["triton"]
 MAX_BLOCK = 1024    # positions per program of the position kernels (fewer when a channel group has fewer)
@@ -218,7 +215,7 @@ class Geometry:
 
 def geometry(x, group_size, grouping, unbiased, num_new_features):
     n, c, h, w = x.shape
-    g, m, zero = sample_groups(n, group_size, grouping)
+    g, m, zero = _layout.minibatch_groups(n, group_size, grouping)
     cf, p = c // num_new_features, h * w
     k = cf * p
     if k >= 2 ** 31:
@@ -234,29 +231,9 @@ def geometry(x, group_size, grouping, unbiased, num_new_features):
                     zero=zero)
 
 
-def _split_eps(eps):
-    """eps as float32 hi + lo: Triton passes a Python float as float32, and float64 inputs need eps in full."""
-    hi = float(torch.tensor(eps, dtype=torch.float32))
-    return hi, float(eps) - hi
-
-
-def _interpreted():
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def _check_device(x):
-    if x.device.type != "cuda" and not _interpreted():
-        raise RuntimeError(f"{NAMESPACE} minibatch stddev runs on CUDA tensors (CPU tensors only under "
-                           f"TRITON_INTERPRET=1); got a tensor on {x.device}")
-
-
-def _device_scope(x):
-    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
-
-
 @_library.register_kernel("triton", "minibatch_stddev_forward", ("cuda", "cpu"))
 def minibatch_stddev_forward(x, group_size, grouping, unbiased, eps, num_new_features):
-    _check_device(x)
+    _common.check_device(x, "minibatch stddev")
     geo = geometry(x, group_size, grouping, unbiased, num_new_features)
     fmt = _layout.memory_format(x)
     dense = x.contiguous(memory_format=fmt)
@@ -265,9 +242,9 @@ def minibatch_stddev_forward(x, group_size, grouping, unbiased, eps, num_new_fea
     if y.numel() == 0:
         return y
     partial = torch.empty(geo.M * geo.F * geo.chunks, dtype=_layout.stat_dtype(x.dtype), device=x.device)
-    with _device_scope(x):
+    with _common.device_scope(x):
         if partial.numel():
-            grid, args, meta = geo.forward_stat(*_split_eps(eps))
+            grid, args, meta = geo.forward_stat(*_common.split_float(eps))
             minibatch_stddev_forward_stat_kernel[grid](dense, y, partial, **args, **meta, num_warps=NUM_WARPS)
         grid, args, meta = geo.forward_write(n)
         minibatch_stddev_forward_write_kernel[grid](partial, y, **args, **meta, num_warps=NUM_WARPS)
@@ -276,7 +253,7 @@ def minibatch_stddev_forward(x, group_size, grouping, unbiased, eps, num_new_fea
 
 @_library.register_kernel("triton", "minibatch_stddev_backward", ("cuda", "cpu"))
 def minibatch_stddev_backward(grad_y, x, group_size, grouping, unbiased, eps, num_new_features):
-    _check_device(x)
+    _common.check_device(x, "minibatch stddev")
     geo = geometry(x, group_size, grouping, unbiased, num_new_features)
     fmt = _layout.memory_format(x)
     dense = x.contiguous(memory_format=fmt)
@@ -285,11 +262,11 @@ def minibatch_stddev_backward(grad_y, x, group_size, grouping, unbiased, eps, nu
     if dx.numel() == 0:
         return dx
     a = torch.zeros(geo.M * geo.F, dtype=_layout.stat_dtype(x.dtype), device=x.device)
-    with _device_scope(x):
+    with _common.device_scope(x):
         if not geo.zero:
             grid, args, meta = geo.backward_stat()
             minibatch_stddev_backward_stat_kernel[grid](dy, a, **args, **meta, num_warps=NUM_WARPS)
-        grid, args, meta = geo.backward(*_split_eps(eps))
+        grid, args, meta = geo.backward(*_common.split_float(eps))
         minibatch_stddev_backward_kernel[grid](dy, dense, a, dx, **args, **meta, num_warps=NUM_WARPS)
     return dx
 
