@@ -26,6 +26,7 @@
 
 #include "common/minibatch_stddev_operands.h"
 #include "cpu/isa.h"
+#include "cpu/stream.h"
 
 #if defined(__SSE2__)
 #include <immintrin.h>
@@ -34,6 +35,9 @@
 namespace progan_fast {
 namespace minibatch_stddev_cpu {
 
+using cpu::should_stream;
+using cpu::stream_fence;
+using cpu::until_aligned;
 using minibatch_stddev::Geometry;
 
 #define MS_INLINE static inline __attribute__((always_inline))
@@ -44,8 +48,6 @@ using minibatch_stddev::Geometry;
 constexpr int64_t kBlock = 128;
 // Positions per task (per member): long contiguous runs for the prefetchers, many tasks for the threads.
 constexpr int64_t kTaskPositions = 4096;
-// Outputs at least this large are written with non-temporal stores (far beyond the caches; see pixel_norm.cpp).
-constexpr int64_t kStreamBytes = 8 << 20;
 
 template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
@@ -58,10 +60,6 @@ MS_INLINE float to_acc(c10::BFloat16 v) { return static_cast<float>(v); }
 template <typename T> MS_INLINE T from_acc(acc_t<T> v) { return static_cast<T>(v); }
 
 // ---- stores, plain or streaming (always inlined: they take the ISA of the clone that calls them) ----
-
-MS_INLINE int64_t until_aligned(const float* p, int64_t n) {
-  return std::min<int64_t>(n, ((16 - (reinterpret_cast<uintptr_t>(p) & 15)) & 15) / sizeof(float));
-}
 
 template <typename T>
 MS_INLINE void copy(T* __restrict dst, const T* __restrict src, int64_t n, bool /*stream*/) {
@@ -84,14 +82,6 @@ template <typename T>
 MS_INLINE void store_grad(T* __restrict dx, const T* __restrict dy, const T* __restrict x, const acc_t<T>* mean,
                           const acc_t<T>* scale, int64_t n, bool /*stream*/) {
   for (int64_t i = 0; i < n; ++i) dx[i] = from_acc<T>(to_acc(dy[i]) + (to_acc(x[i]) - mean[i]) * scale[i]);
-}
-
-MS_INLINE void stream_fence(bool stream) {
-#if defined(__SSE2__)
-  if (stream) _mm_sfence();
-#else
-  (void)stream;
-#endif
 }
 
 // ---- one task: a sample group's members over `rows` rows of `segments` segments of contiguous positions ----
@@ -141,7 +131,7 @@ MS_INLINE vec16 load16(const float* p) {
   return v;
 }
 
-MS_INLINE void store16(float* p, vec16 v, bool stream) {
+MS_INLINE void store16(float* p, const vec16& v, bool stream) {
 #if defined(__SSE2__)
   if (stream && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
     for (int q = 0; q < 4; ++q) {
@@ -519,7 +509,7 @@ void forward_channels_last(const Geometry& g, const T* x, T* y, double eps, bool
 
 template <typename T>
 void forward(const Geometry& g, const T* x, T* y, double eps) {
-  const bool stream = g.samples * g.y_sample_stride() * int64_t(sizeof(T)) >= kStreamBytes;
+  const bool stream = should_stream(g.samples * g.y_sample_stride() * int64_t(sizeof(T)));
   if (g.channels_last)
     forward_channels_last(g, x, y, eps, stream);
   else
@@ -533,7 +523,7 @@ void backward(const Geometry& g, const T* dy, const T* x, T* dx, double eps_in) 
   using A = acc_t<T>;
   const Tasks tasks(g);
   const int64_t F = g.features, G = g.group_size, P = g.pixels;
-  const bool stream = g.samples * g.x_sample_stride() * int64_t(sizeof(T)) >= kStreamBytes;
+  const bool stream = should_stream(g.samples * g.x_sample_stride() * int64_t(sizeof(T)));
   const A inv_divisor = static_cast<A>(g.inv_divisor), eps = static_cast<A>(eps_in);
 
   // a[m, f] = (sum over group m's samples and H x W of dy's statistic channel f) / (K * D). None for a zero
