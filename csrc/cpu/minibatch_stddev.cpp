@@ -5,9 +5,10 @@
 // own partial sum; partial sums are added in a fixed order, so the result does not depend on the thread count.
 //   NCHW: the same pass copies each member's block into y as it is read, then a small loop fills the F statistic
 //         planes: x read once, y written once.
-//   channels_last: each pixel's F statistic values sit right after its C channels, so y is written row after
-//         row once the statistic is known (patching them in afterwards would read back a line per pixel); groups
-//         go in waves of a few MB of x whose write pass re-reads them from the cache.
+//   channels_last: each pixel's F statistic values sit right after its C channels. When y fits in the caches,
+//         the same pass copies the rows and the values are filled in afterwards; a streamed y is written row after
+//         row once the statistic is known (patching it would read back a line per pixel from DRAM), groups going
+//         in waves of a few MB of x whose write pass re-reads them from the cache.
 // No torch.cat, no centred copy.
 //
 // Backward: dx = grad_y[:, :C] + a[m, f] * (x - mean) / sigma with a = sum of grad_y's statistic channels over the
@@ -201,7 +202,8 @@ MS_INLINE void store_grad(float* __restrict dx, const float* __restrict dy, cons
 }
 
 // Adds each segment's sum of sigma to sums[s] and, with y, copies the members' positions to y while it reads them
-// (NCHW; channels_last writes whole rows afterwards, write_pixels). sums may be null: copy only (zero statistic).
+// (streamed channels_last writes whole rows afterwards instead: write_pixels). sums may be null: copy only (zero
+// statistic).
 template <typename T>
 MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_t* y_off, int64_t members,
                             int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
@@ -437,7 +439,7 @@ void statistics(const Geometry& g, const Tasks& tasks, const std::vector<double>
 }
 
 // Statistic partial sums of tasks [begin, end): partial[task * F + f] (NCHW tasks have one channel group). With
-// y (NCHW), the members are copied into y as they are read.
+// y, the members are copied into y as they are read.
 template <typename T>
 void statistic_tasks(const Geometry& g, const Tasks& tasks, const T* x, T* y, int64_t begin, int64_t end,
                      double eps_in, bool stream, std::vector<double>& partial) {
@@ -475,13 +477,34 @@ void forward_nchw(const Geometry& g, const T* x, T* y, double eps, bool stream) 
   });
 }
 
-// channels_last: the statistic slots sit between the pixels' channels, so y is written once the statistic is
-// known, row after row (filling them in afterwards would read back one line per pixel). Groups go in waves of
-// about kWaveBytes of x: a wave's statistic pass reads them, its write pass re-reads them from the cache.
+// channels_last, y in cache: one pass copying x into y's rows as it is read (the statistic slots between them
+// left for later), then the slots are filled, in lines that are still cached.
+template <typename T>
+void forward_channels_last_cached(const Geometry& g, const T* x, T* y, double eps) {
+  const Tasks tasks(g);
+  const int64_t F = g.features, P = g.pixels;
+  std::vector<double> partial(tasks.count() * F, 0.0);
+  statistic_tasks(g, tasks, x, y, 0, tasks.count(), eps, false, partial);
+  std::vector<T> stat(g.groups * F);
+  statistics(g, tasks, partial, 0, g.groups, stat);
+  at::parallel_for(0, g.samples, per_sample_grain(g), [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      const T* s = stat.data() + g.group_of(n) * F;
+      T* yn = y + n * g.y_sample_stride();
+      for (int64_t p = 0; p < P; ++p) std::copy(s, s + F, yn + g.stat_offset(0, p));
+    }
+  });
+}
+
+// channels_last, streamed y: streaming rows with gaps would leave partial lines in the write-combining buffers,
+// and filling the statistic slots afterwards would read back a line per pixel from DRAM. So y is written once the
+// statistic is known, row after row, whole lines at a time. Groups go in waves of about kWaveBytes of x: a wave's
+// statistic pass reads them, its write pass re-reads them from the cache.
 constexpr int64_t kWaveBytes = 4 << 20;
 
 template <typename T>
 void forward_channels_last(const Geometry& g, const T* x, T* y, double eps, bool stream) {
+  if (!stream) return forward_channels_last_cached(g, x, y, eps);
   const Tasks tasks(g);
   const int64_t F = g.features, G = g.group_size, C = g.channels;
   const int64_t group_bytes = G * g.x_sample_stride() * int64_t(sizeof(T));
