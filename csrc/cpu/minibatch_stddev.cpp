@@ -1,15 +1,10 @@
 // Minibatch stddev on the CPU (the spec: progan_fast/reference.py; the index math: ops/minibatch_stddev_geometry.h).
 //
-// Forward. Every task takes one sample group and a run of positions and reads the group's G members block by
-// block (a block of every member stays in L1 between the mean and the variance), summing sqrt(var + eps) into its
-// own partial sum; partial sums are added in a fixed order, so the result does not depend on the thread count.
-//   NCHW: the same pass copies each member's block into y as it is read, then a small loop fills the F statistic
-//         planes: x read once, y written once.
-//   channels_last: each pixel's F statistic values sit right after its C channels. When y fits in the caches,
-//         the same pass copies the rows and the values are filled in afterwards; a streamed y is written row after
-//         row once the statistic is known (patching it would read back a line per pixel from DRAM), groups going
-//         in waves of a few MB of x whose write pass re-reads them from the cache.
-// No torch.cat, no centred copy.
+// Forward, one pass over x: every task takes one sample group and a run of positions and reads the group's G
+// members block by block (a block of every member stays in L1 between the mean and the variance), copies them into
+// y and sums sqrt(var + eps) into its own partial sum; partial sums are added in a fixed order, so the result does
+// not depend on the thread count. A small loop then fills the F statistic channels (NCHW: planes; channels_last:
+// the F values after each pixel's C channels). No torch.cat, no centred copy: x read once, y written once.
 //
 // Backward: dx = grad_y[:, :C] + a[m, f] * (x - mean) / sigma with a = sum of grad_y's statistic channels over the
 // group and H x W, divided by K * D (K positions, D = G or G - 1); sigma is recomputed from x block by block (the
@@ -201,9 +196,8 @@ MS_INLINE void store_grad(float* __restrict dx, const float* __restrict dy, cons
   for (; i < n; ++i) dx[i] = dy[i] + (x[i] - mean[i]) * scale[i];
 }
 
-// Adds each segment's sum of sigma to sums[s] and, with y, copies the members' positions to y while it reads them
-// (streamed channels_last writes whole rows afterwards instead: write_pixels). sums may be null: copy only (zero
-// statistic).
+// Adds each segment's sum of sigma to sums[s] and copies the members' positions to y while it reads them. sums may
+// be null: copy only (zero statistic).
 template <typename T>
 MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_t* y_off, int64_t members,
                             int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
@@ -215,7 +209,7 @@ MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_
       for (int64_t i0 = 0; i0 < seg_len; i0 += kBlock) {
         const int64_t len = std::min(kBlock, seg_len - i0), at = s * seg_len + i0;
         if (!sums) {
-          for (int64_t k = 0; k < members && y; ++k)
+          for (int64_t k = 0; k < members; ++k)
             copy(y + y_off[k] + r * y_row + at, x + x_off[k] + r * x_row + at, len, stream);
           continue;
         }
@@ -226,48 +220,6 @@ MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_
         for (int64_t i = 0; i < len; ++i) sum += std::sqrt(sq[i]);
         sums[s] += sum;
       }
-}
-
-// Streams n elements from an L1-resident src to dst in whole, aligned lines (regular stores for the partial lines
-// at both ends).
-template <typename T>
-MS_INLINE void copy_lines(T* __restrict dst, const T* __restrict src, int64_t n) {
-  std::copy(src, src + n, dst);
-}
-
-MS_INLINE void copy_lines(float* __restrict dst, const float* __restrict src, int64_t n) {
-  int64_t i = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(dst) & 63)) & 63) / sizeof(float));
-  std::copy(src, src + i, dst);
-  for (; i + 16 <= n; i += 16) store16(dst + i, load16(src + i), true);
-  std::copy(src + i, src + n, dst + i);
-}
-
-// channels_last: `rows` pixels of x (C channels each) into y rows of C + F, the statistic values `stat` after each
-// pixel's channels. y's rows are not aligned, and streamed row by row they left partial lines in the
-// write-combining buffers (S3 forward ~3x slower than NCHW): streaming assembles rows in an L1 stage and writes
-// them as one run of whole lines.
-constexpr int64_t kStage = 4096;
-
-template <typename T>
-MS_INLINE void write_pixels(T* y, const T* x, int64_t rows, int64_t C, int64_t F, const T* stat, bool stream) {
-  const int64_t row = C + F;
-  if (!stream || row > kStage) {
-    for (int64_t r = 0; r < rows; ++r) {
-      copy(y + r * row, x + r * C, C, stream);
-      std::copy(stat, stat + F, y + r * row + C);
-    }
-    return;
-  }
-  T stage[kStage];
-  const int64_t per_piece = kStage / row;
-  for (int64_t r0 = 0; r0 < rows; r0 += per_piece) {
-    const int64_t nr = std::min(per_piece, rows - r0);
-    for (int64_t r = 0; r < nr; ++r) {
-      std::copy(x + (r0 + r) * C, x + (r0 + r + 1) * C, stage + r * row);
-      std::copy(stat, stat + F, stage + r * row + C);
-    }
-    copy_lines(y + r0 * row, stage, nr * row);
-  }
 }
 
 // dx = dy + (x - mean) * coef[s] / sigma for every member (coef may be null: dx = dy, a zero statistic).
@@ -305,11 +257,6 @@ void forward_task_f32(const float* x, float* y, const int64_t* x_off, const int6
 }
 
 PROGAN_FAST_MULTIVERSION
-void write_pixels_f32(float* y, const float* x, int64_t rows, int64_t C, int64_t F, const float* stat, bool stream) {
-  write_pixels<float>(y, x, rows, C, F, stat, stream);
-}
-
-PROGAN_FAST_MULTIVERSION
 void backward_task_f32(const float* dy, const float* x, float* dx, const int64_t* x_off, const int64_t* y_off,
                        int64_t members, int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
                        const float* coef, float inv_divisor, float eps, bool stream) {
@@ -330,14 +277,6 @@ void run_forward_task(const T* x, T* y, const int64_t* x_off, const int64_t* y_o
   else
     forward_task<T>(x, y, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, inv_divisor, eps, stream,
                     sums);
-}
-
-template <typename T>
-void run_write_pixels(T* y, const T* x, int64_t rows, int64_t C, int64_t F, const T* stat, bool stream) {
-  if constexpr (std::is_same_v<T, float>)
-    write_pixels_f32(y, x, rows, C, F, stat, stream);
-  else
-    write_pixels<T>(y, x, rows, C, F, stat, stream);
 }
 
 template <typename T>
@@ -423,32 +362,26 @@ int64_t per_sample_grain(const Geometry& g) {
 
 // ---- forward ----
 
-// s[m, f] = (sum of group m's partial sums, in task order) / K for groups [m0, m1); zero for contiguous groups
-// of one.
+// One pass over x copies it into y as it is read and accumulates partial sums of sigma (partial[task * F + f]; NCHW
+// tasks have one channel group), added in task order; then the F statistic channels are filled: planes in NCHW,
+// the F slots after each pixel's channels in channels_last.
+//
+// A channels_last y is written with plain stores even when it is large: its rows (C + F floats) are not aligned,
+// and streamed they left partial lines in the write-combining buffers, whereas with plain stores the slots, one
+// line per pixel, are still cached when they are filled. (Writing y only once the statistic is known, in waves of
+// groups re-read from the cache with whole-line streaming stores, was 1.2-1.4x slower at S2/S3 on one thread and
+// took four times the parallel regions.)
 template <typename T>
-void statistics(const Geometry& g, const Tasks& tasks, const std::vector<double>& partial, int64_t m0, int64_t m1,
-                std::vector<T>& stat) {
-  const int64_t F = g.features;
-  const double K = static_cast<double>(g.positions());
-  for (int64_t m = m0; m < m1; ++m)
-    for (int64_t f = 0; f < F; ++f) {
-      double sum = 0;
-      for (int64_t run = 0; run < tasks.runs; ++run) sum += partial[tasks.index(m, f, run) * F + f];
-      stat[m * F + f] = g.zero ? T(0) : static_cast<T>(static_cast<acc_t<T>>(sum / K));
-    }
-}
-
-// Statistic partial sums of tasks [begin, end): partial[task * F + f] (NCHW tasks have one channel group). With
-// y, the members are copied into y as they are read.
-template <typename T>
-void statistic_tasks(const Geometry& g, const Tasks& tasks, const T* x, T* y, int64_t begin, int64_t end,
-                     double eps_in, bool stream, std::vector<double>& partial) {
+void forward(const Geometry& g, const T* x, T* y, double eps_in) {
   using A = acc_t<T>;
-  const int64_t F = g.features, G = g.group_size;
+  const Tasks tasks(g);
+  const int64_t F = g.features, G = g.group_size, P = g.pixels;
+  const bool stream = !g.channels_last && should_stream(g.samples * g.y_sample_stride() * int64_t(sizeof(T)));
   const A inv_divisor = static_cast<A>(g.inv_divisor), eps = static_cast<A>(eps_in);
-  at::parallel_for(begin, end, tasks.grain(), [&](int64_t first, int64_t last) {
+  std::vector<double> partial(tasks.count() * F, 0.0);
+  at::parallel_for(0, tasks.count(), tasks.grain(), [&](int64_t begin, int64_t end) {
     std::vector<int64_t> x_off(G), y_off(G);
-    for (int64_t i = first; i < last; ++i) {
+    for (int64_t i = begin; i < end; ++i) {
       const Task t = tasks[i];
       const Tasks::Shape sh = tasks.shape(t);
       tasks.offsets(t, x_off.data(), y_off.data());
@@ -457,86 +390,28 @@ void statistic_tasks(const Geometry& g, const Tasks& tasks, const T* x, T* y, in
     }
     stream_fence(stream);
   });
-}
 
-// NCHW: one pass over x, copying it into y while the statistic is accumulated; then the F statistic planes.
-template <typename T>
-void forward_nchw(const Geometry& g, const T* x, T* y, double eps, bool stream) {
-  const Tasks tasks(g);
-  const int64_t F = g.features, P = g.pixels;
-  std::vector<double> partial(tasks.count() * F, 0.0);
-  statistic_tasks(g, tasks, x, y, 0, tasks.count(), eps, stream, partial);
+  // s[m, f] = (sum of group m's partial sums, in task order) / K; zero for contiguous groups of one.
   std::vector<T> stat(g.groups * F);
-  statistics(g, tasks, partial, 0, g.groups, stat);
-  at::parallel_for(0, g.samples, per_sample_grain(g), [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n)
-      for (int64_t f = 0; f < F; ++f) {
-        T* plane = y + n * g.y_sample_stride() + g.stat_offset(f, 0);
-        std::fill(plane, plane + P, stat[g.group_of(n) * F + f]);
-      }
-  });
-}
+  const double K = static_cast<double>(g.positions());
+  for (int64_t m = 0; m < g.groups; ++m)
+    for (int64_t f = 0; f < F; ++f) {
+      double sum = 0;
+      for (int64_t run = 0; run < tasks.runs; ++run) sum += partial[tasks.index(m, f, run) * F + f];
+      stat[m * F + f] = g.zero ? T(0) : static_cast<T>(static_cast<A>(sum / K));
+    }
 
-// channels_last, y in cache: one pass copying x into y's rows as it is read (the statistic slots between them
-// left for later), then the slots are filled, in lines that are still cached.
-template <typename T>
-void forward_channels_last_cached(const Geometry& g, const T* x, T* y, double eps) {
-  const Tasks tasks(g);
-  const int64_t F = g.features, P = g.pixels;
-  std::vector<double> partial(tasks.count() * F, 0.0);
-  statistic_tasks(g, tasks, x, y, 0, tasks.count(), eps, false, partial);
-  std::vector<T> stat(g.groups * F);
-  statistics(g, tasks, partial, 0, g.groups, stat);
   at::parallel_for(0, g.samples, per_sample_grain(g), [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       const T* s = stat.data() + g.group_of(n) * F;
       T* yn = y + n * g.y_sample_stride();
-      for (int64_t p = 0; p < P; ++p) std::copy(s, s + F, yn + g.stat_offset(0, p));
+      if (g.channels_last) {
+        for (int64_t p = 0; p < P; ++p) std::copy(s, s + F, yn + g.stat_offset(0, p));
+      } else {
+        for (int64_t f = 0; f < F; ++f) std::fill(yn + g.stat_offset(f, 0), yn + g.stat_offset(f, 0) + P, s[f]);
+      }
     }
   });
-}
-
-// channels_last, streamed y: streaming rows with gaps would leave partial lines in the write-combining buffers,
-// and filling the statistic slots afterwards would read back a line per pixel from DRAM. So y is written once the
-// statistic is known, row after row, whole lines at a time. Groups go in waves of about kWaveBytes of x: a wave's
-// statistic pass reads them, its write pass re-reads them from the cache.
-constexpr int64_t kWaveBytes = 4 << 20;
-
-template <typename T>
-void forward_channels_last(const Geometry& g, const T* x, T* y, double eps, bool stream) {
-  if (!stream) return forward_channels_last_cached(g, x, y, eps);
-  const Tasks tasks(g);
-  const int64_t F = g.features, G = g.group_size, C = g.channels;
-  const int64_t group_bytes = G * g.x_sample_stride() * int64_t(sizeof(T));
-  const int64_t wave = std::max<int64_t>(1, kWaveBytes / std::max<int64_t>(1, group_bytes));
-  std::vector<double> partial(tasks.count() * F, 0.0);
-  std::vector<T> stat(g.groups * F);
-  for (int64_t m0 = 0; m0 < g.groups; m0 += wave) {
-    const int64_t m1 = std::min(g.groups, m0 + wave);
-    if (!g.zero) statistic_tasks<T>(g, tasks, x, nullptr, tasks.index(m0, 0, 0), tasks.index(m1, 0, 0), eps,
-                                    false, partial);
-    statistics(g, tasks, partial, m0, m1, stat);
-    // write tasks: (group, member, run of pixels)
-    at::parallel_for(0, (m1 - m0) * G * tasks.runs, tasks.grain() * G, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t run = i % tasks.runs, k = i / tasks.runs % G, m = m0 + i / tasks.runs / G;
-        const int64_t n = g.sample(m, k), p0 = run * tasks.run_length;
-        const int64_t rows = std::min(tasks.run_length, g.pixels - p0);
-        run_write_pixels(y + n * g.y_sample_stride() + p0 * (C + F), x + n * g.x_sample_stride() + p0 * C, rows, C,
-                         F, stat.data() + m * F, stream);
-      }
-      stream_fence(stream);
-    });
-  }
-}
-
-template <typename T>
-void forward(const Geometry& g, const T* x, T* y, double eps) {
-  const bool stream = should_stream(g.samples * g.y_sample_stride() * int64_t(sizeof(T)));
-  if (g.channels_last)
-    forward_channels_last(g, x, y, eps, stream);
-  else
-    forward_nchw(g, x, y, eps, stream);
 }
 
 // ---- backward ----
