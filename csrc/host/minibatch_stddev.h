@@ -12,6 +12,12 @@
 
 namespace progan_fast::minibatch_stddev_host {
 
+// The device kernels index positions within a channel group, and blocks, with 32 bits.
+inline void check_32bit_positions(const minibatch_stddev::Geometry& g) {
+  TORCH_CHECK(g.positions() < (int64_t(1) << 31), "x has ", g.positions(), " positions per channel group ",
+              "(C / num_new_features * H * W); the CUDA kernels take fewer than 2^31");
+}
+
 template <typename Device>
 at::Tensor forward(const at::Tensor& x_in, int64_t group_size, c10::string_view grouping, bool unbiased, double eps,
                    int64_t features) {
@@ -21,6 +27,7 @@ at::Tensor forward(const at::Tensor& x_in, int64_t group_size, c10::string_view 
   MinibatchStddevForwardOperands o(x_in, group_size, std::string_view(grouping.data(), grouping.size()), unbiased,
                                    features);
   if (o.y.numel() == 0) return o.y;
+  check_32bit_positions(o.geo);
   const auto cfg = minibatch_stddev_cuda::launch_config(o.geo);
   at::Tensor partial = at::empty({o.geo.groups * o.geo.features * cfg.chunks},
                                  o.x.options().dtype(at::toOpMathType(o.x.scalar_type())));
@@ -41,6 +48,7 @@ at::Tensor backward(const at::Tensor& grad_y_in, const at::Tensor& x_in, int64_t
   MinibatchStddevBackwardOperands o(grad_y_in, x_in, group_size, std::string_view(grouping.data(), grouping.size()),
                                     unbiased, features);
   if (o.grad_x.numel() == 0) return o.grad_x;
+  check_32bit_positions(o.geo);
   at::Tensor a = at::empty({o.geo.groups * o.geo.features}, o.x.options().dtype(at::toOpMathType(o.x.scalar_type())));
   device.launch(minibatch_stddev_cuda::BackwardStatParams{o.geo, o.grad_y.const_data_ptr(), a.mutable_data_ptr(),
                                                           dtype});

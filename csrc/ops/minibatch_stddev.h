@@ -83,7 +83,7 @@ PF_HD Moments<scalar_t> moments_at(const Geometry& g, const scalar_t* x, int64_t
     sum += hd::to_acc(v);
     if (y) y[n * g.y_sample_stride() + y_off] = v;
   }
-  const acc_t mean = sum / acc_t(g.group_size);
+  const acc_t mean = sum * acc_t(g.inv_group_size);
   acc_t ss = 0;
   for (int64_t k = 0; k < g.group_size; ++k) {
     const acc_t d = hd::to_acc(x[g.sample(m, k) * g.x_sample_stride() + x_off]) - mean;
@@ -92,19 +92,22 @@ PF_HD Moments<scalar_t> moments_at(const Geometry& g, const scalar_t* x, int64_t
   return {mean, ss * acc_t(g.inv_divisor) + eps};
 }
 
-// Block b of the position kernels: (group, channel group, chunk).
+// Block b of the position kernels: (group, channel group, chunk). Block indices and positions are 32-bit (grids
+// are, and the hosts refuse K >= 2^31).
 struct Chunk {
-  int64_t group, feature, start, end;
+  uint32_t group, feature, start, end;
 };
 
 PF_HD Chunk chunk_of(const Geometry& g, const LaunchConfig& cfg, int64_t block) {
   Chunk c;
-  const int64_t chunk = block % cfg.chunks, rest = block / cfg.chunks;
-  c.feature = rest % g.features;
-  c.group = rest / g.features;
-  c.start = chunk * cfg.chunk;
-  const int64_t end = c.start + cfg.chunk;
-  c.end = end < g.positions() ? end : g.positions();
+  const uint32_t b = static_cast<uint32_t>(block), chunks = static_cast<uint32_t>(cfg.chunks);
+  const uint32_t features = static_cast<uint32_t>(g.features);
+  const uint32_t chunk = b % chunks, rest = b / chunks;
+  c.feature = rest % features;
+  c.group = rest / features;
+  c.start = chunk * static_cast<uint32_t>(cfg.chunk);
+  const int64_t end = int64_t(c.start) + cfg.chunk;
+  c.end = static_cast<uint32_t>(end < g.positions() ? end : g.positions());
   return c;
 }
 
@@ -126,7 +129,7 @@ struct ForwardStatKernel {
     if (p == 0) {
       const Chunk c = chunk_of(g, cfg, block);
       acc_t acc = 0;
-      for (int64_t j = c.start + tid; j < c.end; j += kThreads) {
+      for (uint32_t j = c.start + tid; j < c.end; j += kThreads) {
         const Moments<scalar_t> mo = moments_at(g, x, c.group, g.x_offset(c.feature, j), y, g.y_offset(c.feature, j),
                                                 eps);
         acc += std::sqrt(mo.sigma_sq);
@@ -153,10 +156,12 @@ struct ForwardStatWrite {
   PF_HD int64_t blocks() const { return g.samples * g.features * cfg.pixel_runs; }
   PF_HD int phases() const { return kReduceSteps + 2; }
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    const int64_t run = block % cfg.pixel_runs, f = (block / cfg.pixel_runs) % g.features;
-    const int64_t n = block / cfg.pixel_runs / g.features;
+    const uint32_t b = static_cast<uint32_t>(block), runs = static_cast<uint32_t>(cfg.pixel_runs);
+    const uint32_t features = static_cast<uint32_t>(g.features);
+    const uint32_t run = b % runs, f = b / runs % features, n = b / runs / features;
     if (p == 0) {
-      const acc_t* chunks = partial + (g.group_of(n) * g.features + f) * cfg.chunks;
+      const uint32_t m = g.strided ? n % static_cast<uint32_t>(g.groups) : n / static_cast<uint32_t>(g.group_size);
+      const acc_t* chunks = partial + (int64_t(m) * g.features + f) * cfg.chunks;
       acc_t acc = 0;
       for (int64_t i = tid; i < cfg.chunks; i += kThreads) acc += chunks[i];
       sh.partial[tid] = acc;
@@ -165,7 +170,7 @@ struct ForwardStatWrite {
     } else {
       const scalar_t s = hd::from_acc<scalar_t>(g.zero ? acc_t(0) : sh.partial[0] / acc_t(g.positions()));
       const int64_t end = (run + 1) * kWritePixels < g.pixels ? (run + 1) * kWritePixels : g.pixels;
-      scalar_t* yn = y + n * g.y_sample_stride();
+      scalar_t* yn = y + int64_t(n) * g.y_sample_stride();
       for (int64_t pixel = run * kWritePixels + tid; pixel < end; pixel += kThreads) yn[g.stat_offset(f, pixel)] = s;
     }
   }
@@ -183,12 +188,13 @@ struct BackwardStatKernel {
   PF_HD int64_t blocks() const { return g.groups * g.features; }
   PF_HD int phases() const { return kReduceSteps + 2; }
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    const int64_t m = block / g.features, f = block % g.features;
+    const uint32_t features = static_cast<uint32_t>(g.features);
+    const uint32_t m = static_cast<uint32_t>(block) / features, f = static_cast<uint32_t>(block) % features;
     if (p == 0) {
       acc_t acc = 0;
-      for (int64_t i = tid; i < g.group_size * g.pixels; i += kThreads) {
-        const int64_t k = i / g.pixels, pixel = i - k * g.pixels;
-        acc += hd::to_acc(grad_y[g.sample(m, k) * g.y_sample_stride() + g.stat_offset(f, pixel)]);
+      for (int64_t k = 0; k < g.group_size; ++k) {
+        const scalar_t* dyn = grad_y + g.sample(m, k) * g.y_sample_stride();
+        for (int64_t pixel = tid; pixel < g.pixels; pixel += kThreads) acc += hd::to_acc(dyn[g.stat_offset(f, pixel)]);
       }
       sh.partial[tid] = acc;
     } else if (p <= kReduceSteps) {
@@ -217,7 +223,7 @@ struct BackwardKernel {
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
     const Chunk c = chunk_of(g, cfg, block);
     const acc_t coef = a[c.group * g.features + c.feature];
-    for (int64_t j = c.start + tid; j < c.end; j += kThreads) {
+    for (uint32_t j = c.start + tid; j < c.end; j += kThreads) {
       const int64_t x_off = g.x_offset(c.feature, j), y_off = g.y_offset(c.feature, j);
       acc_t mean = 0, scale = 0;
       if (!g.zero) {  // the constant statistic has no gradient: dx = grad_y[:, :C]

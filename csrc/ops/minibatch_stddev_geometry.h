@@ -21,25 +21,31 @@ struct Geometry {
   bool strided = true;    // TF official grouping (sample n in group n mod M); else contiguous (n / G)
   bool zero = false;      // contiguous groups of one sample: the statistic is the constant 0
   bool channels_last = false;
-  double inv_divisor = 1;  // 1/G (biased) or 1/(G-1) (unbiased)
+  double inv_divisor = 1;     // 1/G (biased) or 1/(G-1) (unbiased)
+  double inv_group_size = 1;  // 1/G (the GPU kernels multiply: a double division spills registers)
 
-  PF_HD int64_t channels_per_feature() const { return channels / features; }
-  PF_HD int64_t positions() const { return channels / features * pixels; }  // K
+  int64_t cf = 0;         // C / F, and K = C / F * H * W positions per channel group: stored, not divided on the
+  int64_t k = 0;          // GPU (a 64-bit division is a subroutine call there, and its registers spill)
+
+  PF_HD int64_t channels_per_feature() const { return cf; }
+  PF_HD int64_t positions() const { return k; }
   PF_HD int64_t x_sample_stride() const { return channels * pixels; }
   PF_HD int64_t y_sample_stride() const { return (channels + features) * pixels; }
   // Sample index of member k of group m, and the group of sample n.
   PF_HD int64_t sample(int64_t m, int64_t k) const { return strided ? m + k * groups : m * group_size + k; }
   PF_HD int64_t group_of(int64_t n) const { return strided ? n % groups : n / group_size; }
-  // Offsets within one sample of position j of channel group f: in x (and dx), and in y (and grad_y).
-  PF_HD int64_t x_offset(int64_t f, int64_t j) const {
+  // Offsets within one sample of position j of channel group f: in x (and dx), and in y (and grad_y). Positions
+  // are 32-bit (the hosts refuse K >= 2^31): a 64-bit division per element costs registers the GPU kernels
+  // would spill.
+  PF_HD int64_t x_offset(int64_t f, uint32_t j) const {
     if (!channels_last) return f * positions() + j;
-    const int64_t cf = channels_per_feature(), pixel = j / cf;
-    return pixel * channels + f * cf + (j - pixel * cf);
+    const uint32_t cf = static_cast<uint32_t>(channels_per_feature()), pixel = j / cf;
+    return int64_t(pixel) * channels + f * cf + (j - pixel * cf);
   }
-  PF_HD int64_t y_offset(int64_t f, int64_t j) const {
+  PF_HD int64_t y_offset(int64_t f, uint32_t j) const {
     if (!channels_last) return f * positions() + j;
-    const int64_t cf = channels_per_feature(), pixel = j / cf;
-    return pixel * (channels + features) + f * cf + (j - pixel * cf);
+    const uint32_t cf = static_cast<uint32_t>(channels_per_feature()), pixel = j / cf;
+    return int64_t(pixel) * (channels + features) + f * cf + (j - pixel * cf);
   }
   // Offset within one sample of y's statistic channel C + f at `pixel`.
   PF_HD int64_t stat_offset(int64_t f, int64_t pixel) const {
@@ -56,6 +62,8 @@ inline Geometry make_geometry(int64_t samples, int64_t channels, int64_t pixels,
   g.channels = channels;
   g.pixels = pixels;
   g.features = features;
+  g.cf = features > 0 ? channels / features : 0;
+  g.k = g.cf * pixels;
   g.group_size = group_size < samples ? group_size : samples;
   if (!strided && g.group_size > 0 && samples % g.group_size != 0) g.group_size = samples;
   g.groups = g.group_size > 0 ? samples / g.group_size : 0;
@@ -64,6 +72,7 @@ inline Geometry make_geometry(int64_t samples, int64_t channels, int64_t pixels,
   g.channels_last = channels_last;
   const int64_t divisor = unbiased ? g.group_size - 1 : g.group_size;
   g.inv_divisor = divisor > 0 ? 1.0 / double(divisor) : 0.0;
+  g.inv_group_size = g.group_size > 0 ? 1.0 / double(g.group_size) : 0.0;
   return g;
 }
 

@@ -34,22 +34,24 @@ NUM_WARPS = 4
 
 
 @triton.jit
-def forward_stat_kernel(x_ptr, y_ptr, partial_ptr, C, F, Cf, P, K, G, group_stride, member_stride, DIVISOR, chunks,
-                        eps_hi, eps_lo, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+def minibatch_stddev_forward_stat_kernel(x_ptr, y_ptr, partial_ptr, C, F, Cf, P, K, G, group_stride, member_stride,
+                                         DIVISOR, chunks, eps_hi, eps_lo, CHANNELS_LAST: tl.constexpr,
+                                         BLOCK: tl.constexpr):
     acc_ty = partial_ptr.dtype.element_ty
     pid = tl.program_id(0)
     chunk = pid % chunks
     f = (pid // chunks) % F
     m = pid // chunks // F
-    j = chunk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    j = chunk * BLOCK + tl.arange(0, BLOCK)  # 32-bit: the wrappers refuse K >= 2^31
     mask = j < K
     if CHANNELS_LAST:
         pixel = j // Cf
-        x_off = pixel * C + f * Cf + (j - pixel * Cf)
-        y_off = pixel * (C + F) + f * Cf + (j - pixel * Cf)
+        within = f * Cf + (j - pixel * Cf)
+        x_off = pixel.to(tl.int64) * C + within
+        y_off = pixel.to(tl.int64) * (C + F) + within
     else:
-        x_off = f * K + j
-        y_off = f * K + j
+        x_off = f.to(tl.int64) * K + j
+        y_off = x_off
     first = m.to(tl.int64) * group_stride
     total = tl.zeros([BLOCK], dtype=acc_ty)
     for k in range(G):
@@ -69,9 +71,9 @@ def forward_stat_kernel(x_ptr, y_ptr, partial_ptr, C, F, Cf, P, K, G, group_stri
 
 
 @triton.jit
-def forward_write_kernel(partial_ptr, y_ptr, C, F, P, K, G, M, chunks, pixel_runs, STRIDED: tl.constexpr,
-                         CHANNELS_LAST: tl.constexpr, ZERO: tl.constexpr, BLOCK_P: tl.constexpr,
-                         BLOCK_R: tl.constexpr):
+def minibatch_stddev_forward_write_kernel(partial_ptr, y_ptr, C, F, P, K, G, M, chunks, pixel_runs,
+                                          STRIDED: tl.constexpr, CHANNELS_LAST: tl.constexpr, ZERO: tl.constexpr,
+                                          BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr):
     acc_ty = partial_ptr.dtype.element_ty
     pid = tl.program_id(0)
     run = pid % pixel_runs
@@ -101,8 +103,8 @@ def forward_write_kernel(partial_ptr, y_ptr, C, F, P, K, G, M, chunks, pixel_run
 
 
 @triton.jit
-def backward_stat_kernel(dy_ptr, a_ptr, C, F, P, K, G, group_stride, member_stride, DIVISOR,
-                         CHANNELS_LAST: tl.constexpr, BLOCK_R: tl.constexpr):
+def minibatch_stddev_backward_stat_kernel(dy_ptr, a_ptr, C, F, P, K, G, group_stride, member_stride, DIVISOR,
+                                          CHANNELS_LAST: tl.constexpr, BLOCK_R: tl.constexpr):
     acc_ty = a_ptr.dtype.element_ty
     pid = tl.program_id(0)
     f = pid % F
@@ -122,22 +124,24 @@ def backward_stat_kernel(dy_ptr, a_ptr, C, F, P, K, G, group_stride, member_stri
 
 
 @triton.jit
-def backward_kernel(dy_ptr, x_ptr, a_ptr, dx_ptr, C, F, Cf, P, K, G, group_stride, member_stride, DIVISOR, chunks,
-                    eps_hi, eps_lo, CHANNELS_LAST: tl.constexpr, ZERO: tl.constexpr, BLOCK: tl.constexpr):
+def minibatch_stddev_backward_kernel(dy_ptr, x_ptr, a_ptr, dx_ptr, C, F, Cf, P, K, G, group_stride, member_stride,
+                                     DIVISOR, chunks, eps_hi, eps_lo, CHANNELS_LAST: tl.constexpr,
+                                     ZERO: tl.constexpr, BLOCK: tl.constexpr):
     acc_ty = a_ptr.dtype.element_ty
     pid = tl.program_id(0)
     chunk = pid % chunks
     f = (pid // chunks) % F
     m = pid // chunks // F
-    j = chunk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    j = chunk * BLOCK + tl.arange(0, BLOCK)  # 32-bit: the wrappers refuse K >= 2^31
     mask = j < K
     if CHANNELS_LAST:
         pixel = j // Cf
-        x_off = pixel * C + f * Cf + (j - pixel * Cf)
-        y_off = pixel * (C + F) + f * Cf + (j - pixel * Cf)
+        within = f * Cf + (j - pixel * Cf)
+        x_off = pixel.to(tl.int64) * C + within
+        y_off = pixel.to(tl.int64) * (C + F) + within
     else:
-        x_off = f * K + j
-        y_off = f * K + j
+        x_off = f.to(tl.int64) * K + j
+        y_off = x_off
     first = m.to(tl.int64) * group_stride
     if ZERO:  # the constant statistic has no gradient: dx = grad_y[:, :C]
         for k in range(G):
@@ -214,6 +218,9 @@ def geometry(x, group_size, grouping, unbiased, num_new_features):
     g, m, zero = _layout.minibatch_groups(n, group_size, grouping)
     cf, p = c // num_new_features, h * w
     k = cf * p
+    if k >= 2 ** 31:
+        raise RuntimeError(f"x has {k} positions per channel group (C / num_new_features * H * W); the Triton "
+                           f"kernels take fewer than 2^31")
     block = min(MAX_BLOCK, triton.next_power_of_2(max(k, 16)))
     block_p = min(MAX_BLOCK_P, triton.next_power_of_2(max(p, 16)))
     # Unbiased groups of one only occur with a zero statistic, which never divides by it.
@@ -238,9 +245,9 @@ def minibatch_stddev_forward(x, group_size, grouping, unbiased, eps, num_new_fea
     with _common.device_scope(x):
         if partial.numel():
             grid, args, meta = geo.forward_stat(*_common.split_float(eps))
-            forward_stat_kernel[grid](dense, y, partial, **args, **meta, num_warps=NUM_WARPS)
+            minibatch_stddev_forward_stat_kernel[grid](dense, y, partial, **args, **meta, num_warps=NUM_WARPS)
         grid, args, meta = geo.forward_write(n)
-        forward_write_kernel[grid](partial, y, **args, **meta, num_warps=NUM_WARPS)
+        minibatch_stddev_forward_write_kernel[grid](partial, y, **args, **meta, num_warps=NUM_WARPS)
     return y
 
 
@@ -258,9 +265,9 @@ def minibatch_stddev_backward(grad_y, x, group_size, grouping, unbiased, eps, nu
     with _common.device_scope(x):
         if not geo.zero:
             grid, args, meta = geo.backward_stat()
-            backward_stat_kernel[grid](dy, a, **args, **meta, num_warps=NUM_WARPS)
+            minibatch_stddev_backward_stat_kernel[grid](dy, a, **args, **meta, num_warps=NUM_WARPS)
         grid, args, meta = geo.backward(*_common.split_float(eps))
-        backward_kernel[grid](dy, dense, a, dx, **args, **meta, num_warps=NUM_WARPS)
+        minibatch_stddev_backward_kernel[grid](dy, dense, a, dx, **args, **meta, num_warps=NUM_WARPS)
     return dx
 
 
@@ -278,12 +285,14 @@ def aot_cases():
             acc = aot.POINTER_TYPES[_layout.stat_dtype(dtype)]
             label = f"{'x'.join(map(str, shape))}-{layout}-{grouping}-F{features}-{ptr[1:]}"
             launches = [
-                ("forward_stat", forward_stat_kernel, {"x_ptr": ptr, "y_ptr": ptr, "partial_ptr": acc},
-                 geo.forward_stat(1e-8, 0.0)),
-                ("forward_write", forward_write_kernel, {"partial_ptr": acc, "y_ptr": ptr}, geo.forward_write(shape[0])),
-                ("backward_stat", backward_stat_kernel, {"dy_ptr": ptr, "a_ptr": acc}, geo.backward_stat()),
-                ("backward", backward_kernel, {"dy_ptr": ptr, "x_ptr": ptr, "a_ptr": acc, "dx_ptr": ptr},
-                 geo.backward(1e-8, 0.0)),
+                ("forward_stat", minibatch_stddev_forward_stat_kernel,
+                 {"x_ptr": ptr, "y_ptr": ptr, "partial_ptr": acc}, geo.forward_stat(1e-8, 0.0)),
+                ("forward_write", minibatch_stddev_forward_write_kernel, {"partial_ptr": acc, "y_ptr": ptr},
+                 geo.forward_write(shape[0])),
+                ("backward_stat", minibatch_stddev_backward_stat_kernel, {"dy_ptr": ptr, "a_ptr": acc},
+                 geo.backward_stat()),
+                ("backward", minibatch_stddev_backward_kernel,
+                 {"dy_ptr": ptr, "x_ptr": ptr, "a_ptr": acc, "dx_ptr": ptr}, geo.backward(1e-8, 0.0)),
             ]
             for name, kernel, pointers, (_, args, meta) in launches:
                 cases.append((f"minibatch_stddev_{name}[{label}]", kernel,

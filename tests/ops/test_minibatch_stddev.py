@@ -327,7 +327,8 @@ def test_forward_is_one_op(memory_format):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_opcheck(backend, memory_format, dtype):
     ops = _library.family_ops(backend)
-    for shape, params in [((4, 8, 4, 4), (4, "strided", False, 1e-8, 1)), ((3, 6, 3, 5), (2, "contiguous", True, 1e-8, 2)),
+    for shape, params in [((4, 8, 4, 4), (4, "strided", False, 1e-8, 1)),
+                          ((3, 6, 3, 5), (2, "contiguous", True, 1e-8, 2)),
                           ((2, 2, 1, 1), (4, "strided", False, 1e-8, 2))]:
         for requires_grad in (False, True):
             x = layout(torch.randn(shape, dtype=dtype), memory_format).requires_grad_(requires_grad)
