@@ -29,6 +29,9 @@ from progan_fast import backends
 
 # Standard shapes (N, C, H, W), float32, each in both layouts.
 SHAPES = {"S1": (16, 512, 8, 8), "S2": (16, 256, 32, 32), "S3": (16, 128, 64, 64)}
+# The RGB images the fade-in blends work on (G's output and the reals at the resolution fading in): cache-resident,
+# so judged against torch.compile only.
+RGB_SHAPES = {"RGB32": (16, 3, 32, 32), "RGB64": (16, 3, 64, 64), "RGB128": (16, 3, 128, 128)}
 # Shapes whose tensors are far larger than the caches of a typical CPU: judged against the DRAM roofline; the
 # others only against torch.compile (every shape also gets the roofline of a copy of its own size).
 ROOFLINE_SHAPES = ("S2", "S3")
@@ -441,7 +444,7 @@ def measure(benchmark, session, fn, *, op, direction, impl, shape_name, layout, 
     seconds = _timed(benchmark, fn)
     session.medians[case + (impl,)] = seconds
 
-    shape = shape or SHAPES[shape_name]
+    shape = shape or {**SHAPES, **RGB_SHAPES}[shape_name]
     numel = tensor_numel or math.prod(shape)
     bw = session.copy_bandwidth()
     bw_same = session.copy_bandwidth(numel)

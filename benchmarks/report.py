@@ -49,7 +49,7 @@ def load(runs, stat="median"):
     for data in runs:
         for b in data.get("benchmarks", []):
             info = b.get("extra_info", {})
-            if "op" not in info or not _timed(b):
+            if info.get("kind") == "layer" or "op" not in info or not _timed(b):
                 continue
             key = (info["op"], info["direction"], info["shape_name"], info["layout"])
             rec = {"median": b["stats"][stat], "min": b["stats"]["min"], "info": info}
@@ -156,7 +156,7 @@ def render_ops(cases, stat="median"):
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     shortfalls = []
     order = {d: i for i, d in enumerate(common.DIRECTIONS)}
-    shape_order = {s: i for i, s in enumerate(common.SHAPES)}
+    shape_order = {s: i for i, s in enumerate([*common.SHAPES, *common.RGB_SHAPES])}
     for key in sorted(cases, key=lambda k: (k[0], order.get(k[1], 9), shape_order.get(k[2], 9), k[3])):
         op, direction, shape_name, layout = key
         impls = cases[key]
@@ -186,6 +186,43 @@ def render_ops(cases, stat="median"):
     return lines, shortfalls
 
 
+def load_layers(runs, stat="median"):
+    """{(op, shape, layout): {impl: record}} of the whole-layer records (kind "layer": a conv layer with its
+    epilogue against the same layer written unfused), keeping the lowest `stat` per implementation."""
+    cases = {}
+    for run in runs:
+        for b in run.get("benchmarks", []):
+            info = b.get("extra_info", {})
+            if info.get("kind") != "layer" or not _timed(b):
+                continue
+            rec = {"median": b["stats"][stat], "min": b["stats"]["min"], "info": info}
+            impls = cases.setdefault((info["op"], info["shape_name"], info["layout"]), {})
+            if info["impl"] not in impls or rec["median"] < impls[info["impl"]]["median"]:
+                impls[info["impl"]] = rec
+    return cases
+
+
+def render_layers(cases):
+    """forward+backward of a whole layer: the unfused layer (eager) against each backend, time and saved bytes."""
+    lines = ["| layer | shape | layout | unfused ms | progan_fast ms | backend | speedup | saved for backward, "
+             "unfused -> progan_fast |", "|---|---|---|---|---|---|---|---|"]
+    shape_order = {s: i for i, s in enumerate([*common.SHAPES, *common.RGB_SHAPES])}
+    mib = lambda r: f"{r['info']['saved_for_backward_bytes'] / 2**20:.1f} MiB"  # noqa: E731
+    for key in sorted(cases, key=lambda k: (k[0], shape_order.get(k[1], 9), k[2])):
+        impls = cases[key]
+        eager = impls.get("eager")
+        for backend in [b for b in KERNEL_ORDER if b in impls]:
+            rec = impls[backend]
+            if eager:
+                lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {eager['median'] * 1e3:.2f} | "
+                             f"{rec['median'] * 1e3:.2f} | {backend} | {eager['median'] / rec['median']:.2f}x | "
+                             f"{mib(eager)} -> {mib(rec)} |")
+            else:
+                lines.append(f"| {key[0]} | {key[1]} | {key[2]} | n/a | {rec['median'] * 1e3:.2f} | {backend} | n/a | "
+                             f"{mib(rec)} |")
+    return lines
+
+
 def load_patch(runs):
     """The patch group's records (kind "patch"), one per run and library: every run is listed, since each one's
     speedup is already a same-process, interleaved ratio."""
@@ -195,12 +232,13 @@ def load_patch(runs):
 
 def render_patch(records):
     lines = ["| library | case | images / step | threads | library images/s | patched images/s | speedup (median) | "
-             "speedup (min) | rounds | cpu |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "speedup (min) | speedup (CPU time) | rounds | cpu |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for info in sorted(records, key=lambda i: (i["library"], i["threads"])):
         lines.append(f"| {info['library']} | {info['case']} | {info['images']} | {info['threads']} | "
                      f"{info['images_per_s_library']:.2f} | {info['images_per_s_patched']:.2f} | "
-                     f"{info['speedup']:.2f}x | {info['speedup_min']:.2f}x | {info['rounds']} | {info['cpu']} |")
+                     f"{info['speedup']:.2f}x | {info['speedup_min']:.2f}x | "
+                     f"{info.get('speedup_cpu_time', float('nan')):.2f}x | {info['rounds']} | {info['cpu']} |")
     return lines
 
 
@@ -486,7 +524,8 @@ def main(argv=None):
     throughput = load_throughput(runs, args.stat)
     steps = load_train_steps(runs, args.stat)
     patch_records = load_patch(runs)
-    if not cases and not throughput and not steps and not patch_records:
+    layers = load_layers(runs, args.stat)
+    if not cases and not throughput and not steps and not patch_records and not layers:
         print("no timed progan_fast benchmark records in " + ", ".join(args.results) +
               " (a --benchmark-disable run records none)", file=sys.stderr)
         return 1
@@ -509,6 +548,8 @@ def main(argv=None):
             charts += chart_ops(cases, args.out, args.stat)
     if throughput:
         lines += ["## Whole-pipeline groups without a target", ""] + render_throughput(throughput, args.stat) + [""]
+    if layers:
+        lines += ["## Whole layers, forward+backward (no roofline target)", ""] + render_layers(layers) + [""]
     if patch_records:
         lines += ["## Other trainers with and without progan_fast.patch", "",
                   "Interleaved in one process; speedup = images/s ratio.", ""] + render_patch(patch_records) + [""]

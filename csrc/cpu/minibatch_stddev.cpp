@@ -1,11 +1,14 @@
 // Minibatch stddev on the CPU (the spec: progan_fast/reference.py; the index math: ops/minibatch_stddev_geometry.h).
 //
-// Forward, in one pass over x: every task takes one sample group and a run of positions, reads the group's G
-// members block by block (a block of every member stays in L1 between the mean and the variance), copies each
-// member's block into y, and sums sqrt(var + eps) over the run into its own partial sum. Partial sums are added in
-// a fixed order (the result does not depend on the thread count), and a second, small loop writes the F statistic
-// channels: planes in NCHW, the F values after each pixel's C channels in channels_last. No torch.cat, no centred
-// copy: x is read once and y written once.
+// Forward. Every task takes one sample group and a run of positions and reads the group's G members block by
+// block (a block of every member stays in L1 between the mean and the variance), summing sqrt(var + eps) into its
+// own partial sum; partial sums are added in a fixed order, so the result does not depend on the thread count.
+//   NCHW: the same pass copies each member's block into y as it is read, then a small loop fills the F statistic
+//         planes: x read once, y written once.
+//   channels_last: each pixel's F statistic values sit right after its C channels, so y is written row after
+//         row once the statistic is known (patching them in afterwards would read back a line per pixel); groups
+//         go in waves of a few MB of x whose write pass re-reads them from the cache.
+// No torch.cat, no centred copy.
 //
 // Backward: dx = grad_y[:, :C] + a[m, f] * (x - mean) / sigma with a = sum of grad_y's statistic channels over the
 // group and H x W, divided by K * D (K positions, D = G or G - 1); sigma is recomputed from x block by block (the
@@ -35,8 +38,10 @@ using minibatch_stddev::Geometry;
 
 #define MS_INLINE static inline __attribute__((always_inline))
 
-// Positions per block: G member blocks of it are read twice (mean, then variance), the second time from L1.
-constexpr int64_t kBlock = 256;
+// Positions per block: G member blocks of it are read twice (mean, then variance; the backward a third time), the
+// second time from L1. Measured on a 2-core Zen 4: 128 positions made the backward 1.3-1.5x faster than 256 or
+// 1024 at S2/S3 (the forward is the same); software prefetching of the next block did not help.
+constexpr int64_t kBlock = 128;
 // Positions per task (per member): long contiguous runs for the prefetchers, many tasks for the threads.
 constexpr int64_t kTaskPositions = 4096;
 // Outputs at least this large are written with non-temporal stores (far beyond the caches; see pixel_norm.cpp).
@@ -79,21 +84,6 @@ template <typename T>
 MS_INLINE void store_grad(T* __restrict dx, const T* __restrict dy, const T* __restrict x, const acc_t<T>* mean,
                           const acc_t<T>* scale, int64_t n, bool /*stream*/) {
   for (int64_t i = 0; i < n; ++i) dx[i] = from_acc<T>(to_acc(dy[i]) + (to_acc(x[i]) - mean[i]) * scale[i]);
-}
-
-MS_INLINE void store_grad(float* __restrict dx, const float* __restrict dy, const float* __restrict x,
-                                 const float* mean, const float* scale, int64_t n, bool stream) {
-  int64_t i = 0;
-#if defined(__SSE2__)
-  if (stream) {
-    for (const int64_t head = until_aligned(dx, n); i < head; ++i) dx[i] = dy[i] + (x[i] - mean[i]) * scale[i];
-    for (; i + 4 <= n; i += 4)
-      _mm_stream_ps(dx + i, _mm_add_ps(_mm_loadu_ps(dy + i), _mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + i),
-                                                                                   _mm_loadu_ps(mean + i)),
-                                                                        _mm_loadu_ps(scale + i))));
-  }
-#endif
-  for (; i < n; ++i) dx[i] = dy[i] + (x[i] - mean[i]) * scale[i];
 }
 
 MS_INLINE void stream_fence(bool stream) {
@@ -142,6 +132,8 @@ MS_INLINE void block_moments(const T* __restrict x, const int64_t* x_off, T* __r
 // sum of squares in memory and re-reads them for every member: ~1.5x slower forward in cache). GCC vector types
 // take the width of the clone's ISA (one zmm, two ymm or four xmm).
 typedef float vec16 __attribute__((vector_size(64)));
+// The helpers taking vec16 are always inlined: no call passes one, so the ABI note about 64-byte vectors is moot.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 MS_INLINE vec16 load16(const float* p) {
   vec16 v;
@@ -205,8 +197,21 @@ MS_INLINE void block_moments(const float* __restrict x, const int64_t* x_off, fl
   }
 }
 
-// Copies the members' positions to y and adds each segment's sum of sigma to sums[s] (sums may be null: copy
-// only, for a zero statistic).
+MS_INLINE void store_grad(float* __restrict dx, const float* __restrict dy, const float* __restrict x,
+                          const float* mean, const float* scale, int64_t n, bool stream) {
+  int64_t i = 0;
+  if (stream) {
+    for (const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(dx) & 63)) & 63) / 4);
+         i < head; ++i)
+      dx[i] = dy[i] + (x[i] - mean[i]) * scale[i];
+    for (; i + 16 <= n; i += 16)
+      store16(dx + i, load16(dy + i) + (load16(x + i) - load16(mean + i)) * load16(scale + i), true);
+  }
+  for (; i < n; ++i) dx[i] = dy[i] + (x[i] - mean[i]) * scale[i];
+}
+
+// Adds each segment's sum of sigma to sums[s] and, with y, copies the members' positions to y while it reads them
+// (NCHW; channels_last writes whole rows afterwards, write_pixels). sums may be null: copy only (zero statistic).
 template <typename T>
 MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_t* y_off, int64_t members,
                             int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
@@ -218,7 +223,7 @@ MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_
       for (int64_t i0 = 0; i0 < seg_len; i0 += kBlock) {
         const int64_t len = std::min(kBlock, seg_len - i0), at = s * seg_len + i0;
         if (!sums) {
-          for (int64_t k = 0; k < members; ++k)
+          for (int64_t k = 0; k < members && y; ++k)
             copy(y + y_off[k] + r * y_row + at, x + x_off[k] + r * x_row + at, len, stream);
           continue;
         }
@@ -229,6 +234,48 @@ MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_
         for (int64_t i = 0; i < len; ++i) sum += std::sqrt(sq[i]);
         sums[s] += sum;
       }
+}
+
+// Streams n elements from an L1-resident src to dst in whole, aligned lines (regular stores for the partial lines
+// at both ends).
+template <typename T>
+MS_INLINE void copy_lines(T* __restrict dst, const T* __restrict src, int64_t n) {
+  std::copy(src, src + n, dst);
+}
+
+MS_INLINE void copy_lines(float* __restrict dst, const float* __restrict src, int64_t n) {
+  int64_t i = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(dst) & 63)) & 63) / sizeof(float));
+  std::copy(src, src + i, dst);
+  for (; i + 16 <= n; i += 16) store16(dst + i, load16(src + i), true);
+  std::copy(src + i, src + n, dst + i);
+}
+
+// channels_last: `rows` pixels of x (C channels each) into y rows of C + F, the statistic values `stat` after each
+// pixel's channels. y's rows are not aligned, and streamed row by row they left partial lines in the
+// write-combining buffers (S3 forward ~3x slower than NCHW): streaming assembles rows in an L1 stage and writes
+// them as one run of whole lines.
+constexpr int64_t kStage = 4096;
+
+template <typename T>
+MS_INLINE void write_pixels(T* y, const T* x, int64_t rows, int64_t C, int64_t F, const T* stat, bool stream) {
+  const int64_t row = C + F;
+  if (!stream || row > kStage) {
+    for (int64_t r = 0; r < rows; ++r) {
+      copy(y + r * row, x + r * C, C, stream);
+      std::copy(stat, stat + F, y + r * row + C);
+    }
+    return;
+  }
+  T stage[kStage];
+  const int64_t per_piece = kStage / row;
+  for (int64_t r0 = 0; r0 < rows; r0 += per_piece) {
+    const int64_t nr = std::min(per_piece, rows - r0);
+    for (int64_t r = 0; r < nr; ++r) {
+      std::copy(x + (r0 + r) * C, x + (r0 + r + 1) * C, stage + r * row);
+      std::copy(stat, stat + F, stage + r * row + C);
+    }
+    copy_lines(y + r0 * row, stage, nr * row);
+  }
 }
 
 // dx = dy + (x - mean) * coef[s] / sigma for every member (coef may be null: dx = dy, a zero statistic).
@@ -266,6 +313,11 @@ void forward_task_f32(const float* x, float* y, const int64_t* x_off, const int6
 }
 
 PROGAN_FAST_MULTIVERSION
+void write_pixels_f32(float* y, const float* x, int64_t rows, int64_t C, int64_t F, const float* stat, bool stream) {
+  write_pixels<float>(y, x, rows, C, F, stat, stream);
+}
+
+PROGAN_FAST_MULTIVERSION
 void backward_task_f32(const float* dy, const float* x, float* dx, const int64_t* x_off, const int64_t* y_off,
                        int64_t members, int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
                        const float* coef, float inv_divisor, float eps, bool stream) {
@@ -286,6 +338,14 @@ void run_forward_task(const T* x, T* y, const int64_t* x_off, const int64_t* y_o
   else
     forward_task<T>(x, y, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, inv_divisor, eps, stream,
                     sums);
+}
+
+template <typename T>
+void run_write_pixels(T* y, const T* x, int64_t rows, int64_t C, int64_t F, const T* stat, bool stream) {
+  if constexpr (std::is_same_v<T, float>)
+    write_pixels_f32(y, x, rows, C, F, stat, stream);
+  else
+    write_pixels<T>(y, x, rows, C, F, stat, stream);
 }
 
 template <typename T>
@@ -371,18 +431,32 @@ int64_t per_sample_grain(const Geometry& g) {
 
 // ---- forward ----
 
+// s[m, f] = (sum of group m's partial sums, in task order) / K for groups [m0, m1); zero for contiguous groups
+// of one.
 template <typename T>
-void forward(const Geometry& g, const T* x, T* y, double eps_in) {
+void statistics(const Geometry& g, const Tasks& tasks, const std::vector<double>& partial, int64_t m0, int64_t m1,
+                std::vector<T>& stat) {
+  const int64_t F = g.features;
+  const double K = static_cast<double>(g.positions());
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t f = 0; f < F; ++f) {
+      double sum = 0;
+      for (int64_t run = 0; run < tasks.runs; ++run) sum += partial[tasks.index(m, f, run) * F + f];
+      stat[m * F + f] = g.zero ? T(0) : static_cast<T>(static_cast<acc_t<T>>(sum / K));
+    }
+}
+
+// Statistic partial sums of tasks [begin, end): partial[task * F + f] (NCHW tasks have one channel group). With
+// y (NCHW), the members are copied into y as they are read.
+template <typename T>
+void statistic_tasks(const Geometry& g, const Tasks& tasks, const T* x, T* y, int64_t begin, int64_t end,
+                     double eps_in, bool stream, std::vector<double>& partial) {
   using A = acc_t<T>;
-  const Tasks tasks(g);
   const int64_t F = g.features, G = g.group_size;
-  const bool stream = g.samples * g.y_sample_stride() * int64_t(sizeof(T)) >= kStreamBytes;
   const A inv_divisor = static_cast<A>(g.inv_divisor), eps = static_cast<A>(eps_in);
-  // partial[task * F + f]: the task's sum of sigma over channel group f (NCHW tasks have one channel group).
-  std::vector<double> partial(tasks.count() * F, 0.0);
-  at::parallel_for(0, tasks.count(), tasks.grain(), [&](int64_t begin, int64_t end) {
+  at::parallel_for(begin, end, tasks.grain(), [&](int64_t first, int64_t last) {
     std::vector<int64_t> x_off(G), y_off(G);
-    for (int64_t i = begin; i < end; ++i) {
+    for (int64_t i = first; i < last; ++i) {
       const Task t = tasks[i];
       const Tasks::Shape sh = tasks.shape(t);
       tasks.offsets(t, x_off.data(), y_off.data());
@@ -391,30 +465,65 @@ void forward(const Geometry& g, const T* x, T* y, double eps_in) {
     }
     stream_fence(stream);
   });
+}
 
-  // s[m, f] = (sum of the partials in task order) / K; zero for contiguous groups of one.
+// NCHW: one pass over x, copying it into y while the statistic is accumulated; then the F statistic planes.
+template <typename T>
+void forward_nchw(const Geometry& g, const T* x, T* y, double eps, bool stream) {
+  const Tasks tasks(g);
+  const int64_t F = g.features, P = g.pixels;
+  std::vector<double> partial(tasks.count() * F, 0.0);
+  statistic_tasks(g, tasks, x, y, 0, tasks.count(), eps, stream, partial);
   std::vector<T> stat(g.groups * F);
-  const double K = static_cast<double>(g.positions());
-  for (int64_t m = 0; m < g.groups; ++m)
-    for (int64_t f = 0; f < F; ++f) {
-      double sum = 0;
-      for (int64_t run = 0; run < tasks.runs; ++run) sum += partial[tasks.index(m, f, run) * F + f];
-      stat[m * F + f] = g.zero ? T(0) : static_cast<T>(static_cast<A>(sum / K));
-    }
-
-  const int64_t P = g.pixels;
+  statistics(g, tasks, partial, 0, g.groups, stat);
   at::parallel_for(0, g.samples, per_sample_grain(g), [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      const T* s = stat.data() + g.group_of(n) * F;
-      T* yn = y + n * g.y_sample_stride();
-      if (g.channels_last) {
-        for (int64_t p = 0; p < P; ++p)
-          for (int64_t f = 0; f < F; ++f) yn[g.stat_offset(f, p)] = s[f];
-      } else {
-        for (int64_t f = 0; f < F; ++f) std::fill(yn + g.stat_offset(f, 0), yn + g.stat_offset(f, 0) + P, s[f]);
+    for (int64_t n = begin; n < end; ++n)
+      for (int64_t f = 0; f < F; ++f) {
+        T* plane = y + n * g.y_sample_stride() + g.stat_offset(f, 0);
+        std::fill(plane, plane + P, stat[g.group_of(n) * F + f]);
       }
-    }
   });
+}
+
+// channels_last: the statistic slots sit between the pixels' channels, so y is written once the statistic is
+// known, row after row (filling them in afterwards would read back one line per pixel). Groups go in waves of
+// about kWaveBytes of x: a wave's statistic pass reads them, its write pass re-reads them from the cache.
+constexpr int64_t kWaveBytes = 4 << 20;
+
+template <typename T>
+void forward_channels_last(const Geometry& g, const T* x, T* y, double eps, bool stream) {
+  const Tasks tasks(g);
+  const int64_t F = g.features, G = g.group_size, C = g.channels;
+  const int64_t group_bytes = G * g.x_sample_stride() * int64_t(sizeof(T));
+  const int64_t wave = std::max<int64_t>(1, kWaveBytes / std::max<int64_t>(1, group_bytes));
+  std::vector<double> partial(tasks.count() * F, 0.0);
+  std::vector<T> stat(g.groups * F);
+  for (int64_t m0 = 0; m0 < g.groups; m0 += wave) {
+    const int64_t m1 = std::min(g.groups, m0 + wave);
+    if (!g.zero) statistic_tasks<T>(g, tasks, x, nullptr, tasks.index(m0, 0, 0), tasks.index(m1, 0, 0), eps,
+                                    false, partial);
+    statistics(g, tasks, partial, m0, m1, stat);
+    // write tasks: (group, member, run of pixels)
+    at::parallel_for(0, (m1 - m0) * G * tasks.runs, tasks.grain() * G, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t run = i % tasks.runs, k = i / tasks.runs % G, m = m0 + i / tasks.runs / G;
+        const int64_t n = g.sample(m, k), p0 = run * tasks.run_length;
+        const int64_t rows = std::min(tasks.run_length, g.pixels - p0);
+        run_write_pixels(y + n * g.y_sample_stride() + p0 * (C + F), x + n * g.x_sample_stride() + p0 * C, rows, C,
+                         F, stat.data() + m * F, stream);
+      }
+      stream_fence(stream);
+    });
+  }
+}
+
+template <typename T>
+void forward(const Geometry& g, const T* x, T* y, double eps) {
+  const bool stream = g.samples * g.y_sample_stride() * int64_t(sizeof(T)) >= kStreamBytes;
+  if (g.channels_last)
+    forward_channels_last(g, x, y, eps, stream);
+  else
+    forward_nchw(g, x, y, eps, stream);
 }
 
 // ---- backward ----

@@ -36,23 +36,107 @@ namespace progan_fast {
 namespace scaled_bias_act_cpu {
 
 using cpu::kMaxBlock;
+using cpu::load;
 using cpu::prefetch_row;
-using cpu::stream_copy;
 using cpu::stream_fence;
+using cpu::v4f;
+using cpu::write_elements;
+using cpu::write_scaled_accumulate;
+using cpu::write_scaled_sum;
 
-// Scratch row for streaming stores: results are computed full-width into it (L1) and streamed out.
-constexpr int64_t kRowBuffer = 1024;
 // Rows-form periods: a sample's [C, H*W] is one period while it spans at most this many elements (its expanded
 // bias stays in L1/L2); short periods are widened to about kTargetPeriod.
 constexpr int64_t kMaxPeriod = 8192;
 constexpr int64_t kTargetPeriod = 1024;
+// Planes-form bias sums are accumulated in float over at most this many elements, then in double.
+constexpr int64_t kFloatSum = 4096;
 // Pixel-norm rows are handled in groups (their sums' latencies overlap) whose inputs stay within this many bytes.
 constexpr int64_t kRowGroup = 16;
 constexpr int64_t kRowGroupBytes = 16 * 1024;
 
-PF_CPU_INLINE float act(float v, float slope) { return v > 0.f ? v : v * slope; }
+#define SBA_INLINE inline __attribute__((always_inline))
+
+template <typename V>
+SBA_INLINE V act(V v, float slope) {
+  return v > 0.f ? v : v * slope;
+}
 // g * act'(v), with the sign of v read from `sign` (y itself for slope >= 0, the pre-activation otherwise).
-PF_CPU_INLINE float gate(float sign, float g, float slope) { return sign > 0.f ? g : g * slope; }
+template <typename V>
+SBA_INLINE V gate(V sign, V g, float slope) {
+  return sign > 0.f ? g : g * slope;
+}
+
+// Element functors for the output loops of csrc/cpu/stream.h (V = float or v4f).
+
+// act(scale * x[i] + bias[i]): a rows-form period with its bias pattern.
+struct ActPattern {
+  const float* x;
+  const float* bias;
+  float scale, slope;
+  template <typename V>
+  SBA_INLINE V at(int64_t i) const {
+    return act(load<V>(x + i) * scale + load<V>(bias + i), slope);
+  }
+};
+
+// act(scale * x[i] + b) (* r[i] with pixel norm): a plane of one channel.
+struct ActPlane {
+  const float* x;
+  const float* r;  // null without pixel norm
+  float b, scale, slope;
+  template <typename V>
+  SBA_INLINE V at(int64_t i) const {
+    const V a = act(load<V>(x + i) * scale + b, slope);
+    return r ? a * load<V>(r + i) : a;
+  }
+};
+
+// a[i] * r: a pixel-norm row.
+struct ScaledRow {
+  const float* a;
+  float r;
+  template <typename V>
+  SBA_INLINE V at(int64_t i) const {
+    return load<V>(a + i) * r;
+  }
+};
+
+// gv = act'(v) * grad_y.
+struct Gate {
+  const float* gy;
+  const float* sign;
+  float slope;
+  template <typename V>
+  SBA_INLINE V at(int64_t i) const {
+    return gate(load<V>(sign + i), load<V>(gy + i), slope);
+  }
+};
+
+// gv = act'(v) * r[i] * (grad_y - y * m[i]): a plane of one channel under pixel norm (m = mean_c(grad_y * y)).
+struct GateNormPlane {
+  const float* gy;
+  const float* y;
+  const float* sign;
+  const float* r;
+  const float* m;
+  float slope;
+  template <typename V>
+  SBA_INLINE V at(int64_t i) const {
+    return gate(load<V>(sign + i), (load<V>(gy + i) - load<V>(y + i) * load<V>(m + i)) * load<V>(r + i), slope);
+  }
+};
+
+// The same for a row (one pixel): r and m are scalars.
+struct GateNormRow {
+  const float* gy;
+  const float* y;
+  const float* sign;
+  float r, m, slope;
+  template <typename V>
+  SBA_INLINE V at(int64_t i) const {
+    return gate(load<V>(sign + i), (load<V>(gy + i) - load<V>(y + i) * m) * r, slope);
+  }
+};
 
 PF_CPU_INLINE int64_t row_group(int64_t C, int64_t streams) {
   return std::clamp<int64_t>(kRowGroupBytes / (streams * std::max<int64_t>(C, 1) * int64_t(sizeof(float))), 1,
@@ -65,51 +149,19 @@ PF_CPU_INLINE int64_t row_group(int64_t C, int64_t streams) {
 PROGAN_FAST_MULTIVERSION
 void forward_rows_f32(const float* __restrict x, float* __restrict y, const float* __restrict bias, float scale,
                       float slope, int64_t rows, int64_t L, bool stream) {
-  float buf[kRowBuffer];
-  for (int64_t row = 0; row < rows; ++row) {
-    const float* __restrict xr = x + row * L;
-    float* __restrict yr = y + row * L;
-    if (!stream) {
-      for (int64_t j = 0; j < L; ++j) yr[j] = act(xr[j] * scale + bias[j], slope);
-      continue;
-    }
-    for (int64_t j0 = 0; j0 < L; j0 += kRowBuffer) {
-      const int64_t n = std::min(kRowBuffer, L - j0);
-      for (int64_t j = 0; j < n; ++j) buf[j] = act(xr[j0 + j] * scale + bias[j0 + j], slope);
-      stream_copy(yr + j0, buf, n);
-    }
-  }
+  for (int64_t row = 0; row < rows; ++row)
+    write_elements(y + row * L, L, stream, ActPattern{x + row * L, bias, scale, slope});
   stream_fence(stream);
 }
 
 // Rows form, backward: gv = act'(v) * grad_y, grad_x = scale * gv, acc[j] += gv (the bias pattern's partial sums).
+// Called once per flush of acc; the caller fences its streaming stores once at the end (a fence per call cost
+// ~2x at S3 channels_last).
 PROGAN_FAST_MULTIVERSION
 void backward_rows_f32(const float* __restrict gy, const float* __restrict sign, float* __restrict gx,
                        float* __restrict acc, float scale, float slope, int64_t rows, int64_t L, bool stream) {
-  float buf[kRowBuffer];
-  for (int64_t row = 0; row < rows; ++row) {
-    const float* __restrict gyr = gy + row * L;
-    const float* __restrict sr = sign + row * L;
-    float* __restrict gxr = gx + row * L;
-    if (!stream) {
-      for (int64_t j = 0; j < L; ++j) {
-        const float gv = gate(sr[j], gyr[j], slope);
-        gxr[j] = gv * scale;
-        acc[j] += gv;
-      }
-      continue;
-    }
-    for (int64_t j0 = 0; j0 < L; j0 += kRowBuffer) {
-      const int64_t n = std::min(kRowBuffer, L - j0);
-      for (int64_t j = 0; j < n; ++j) {
-        const float gv = gate(sr[j0 + j], gyr[j0 + j], slope);
-        buf[j] = gv * scale;
-        acc[j0 + j] += gv;
-      }
-      stream_copy(gxr + j0, buf, n);
-    }
-  }
-  stream_fence(stream);
+  for (int64_t row = 0; row < rows; ++row)
+    write_scaled_accumulate(gx + row * L, acc, L, scale, stream, Gate{gy + row * L, sign + row * L, slope});
 }
 
 // Planes form, forward: planes [p0, p1) of `inner` elements from x, y (pointing at plane p0); plane p is
@@ -117,50 +169,26 @@ void backward_rows_f32(const float* __restrict gy, const float* __restrict sign,
 PROGAN_FAST_MULTIVERSION
 void forward_planes_f32(const float* __restrict x, float* __restrict y, const float* __restrict bias, float scale,
                         float slope, int64_t p0, int64_t p1, int64_t C, int64_t inner, bool stream) {
-  float buf[kRowBuffer];
   int64_t c = p0 % C;
   for (int64_t p = p0; p < p1; ++p, c = c + 1 == C ? 0 : c + 1) {
-    const float b = bias[c];
-    const float* __restrict xp = x + (p - p0) * inner;
-    float* __restrict yp = y + (p - p0) * inner;
-    for (int64_t i0 = 0; i0 < inner; i0 += kRowBuffer) {
-      const int64_t n = std::min(kRowBuffer, inner - i0);
-      if (!stream) {
-        for (int64_t i = 0; i < n; ++i) yp[i0 + i] = act(xp[i0 + i] * scale + b, slope);
-        continue;
-      }
-      for (int64_t i = 0; i < n; ++i) buf[i] = act(xp[i0 + i] * scale + b, slope);
-      stream_copy(yp + i0, buf, n);
-    }
+    const int64_t off = (p - p0) * inner;
+    write_elements(y + off, inner, stream, ActPlane{x + off, nullptr, bias[c], scale, slope});
   }
   stream_fence(stream);
 }
 
-// Planes form, backward; bias_sum[c] += sum over the plane of gv, summed in float over at most kRowBuffer
-// elements at a time.
+// Planes form, backward; bias_sum[c] += sum over the plane of gv, in float over kFloatSum elements at a time.
 PROGAN_FAST_MULTIVERSION
 void backward_planes_f32(const float* __restrict gy, const float* __restrict sign, float* __restrict gx,
                          double* __restrict bias_sum, float scale, float slope, int64_t p0, int64_t p1, int64_t C,
                          int64_t inner, bool stream) {
-  float buf[kRowBuffer];
   int64_t c = p0 % C;
   for (int64_t p = p0; p < p1; ++p, c = c + 1 == C ? 0 : c + 1) {
-    const float* __restrict gyp = gy + (p - p0) * inner;
-    const float* __restrict sp = sign + (p - p0) * inner;
-    float* __restrict gxp = gx + (p - p0) * inner;
     double total = 0;
-    for (int64_t i0 = 0; i0 < inner; i0 += kRowBuffer) {
-      const int64_t n = std::min(kRowBuffer, inner - i0);
-      float* __restrict out = stream ? buf : gxp + i0;
-      float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t i = 0; i < n; ++i) {
-        const float gv = gate(sp[i0 + i], gyp[i0 + i], slope);
-        out[i] = gv * scale;
-        sum += gv;
-      }
-      if (stream) stream_copy(gxp + i0, buf, n);
-      total += sum;
+    for (int64_t i0 = 0; i0 < inner; i0 += kFloatSum) {
+      const int64_t off = (p - p0) * inner + i0;
+      total += write_scaled_sum(gx + off, std::min(kFloatSum, inner - i0), scale, stream,
+                                Gate{gy + off, sign + off, slope});
     }
     bias_sum[c] += total;
   }
@@ -174,7 +202,6 @@ void forward_planes_pn_f32(const float* __restrict x, float* __restrict y, float
                            const float* __restrict bias, float scale, float slope, int64_t C, int64_t stride,
                            int64_t n, float eps, bool stream, const float* next, int64_t next_n) {
   float acc[kMaxBlock];
-  float buf[kMaxBlock];
   for (int64_t i = 0; i < n; ++i) acc[i] = 0.f;
   for (int64_t c = 0; c < C; ++c) {
     const float* __restrict xc = x + c * stride;
@@ -188,11 +215,7 @@ void forward_planes_pn_f32(const float* __restrict x, float* __restrict y, float
   for (int64_t i = 0; i < n; ++i) acc[i] = 1.f / std::sqrt(acc[i] / fc + eps);
   for (int64_t c = 0; c < C; ++c) {
     if (next) prefetch_row(next + c * stride, next_n);
-    const float* __restrict xc = x + c * stride;
-    const float b = bias[c];
-    float* __restrict out = stream ? buf : y + c * stride;
-    for (int64_t i = 0; i < n; ++i) out[i] = act(xc[i] * scale + b, slope) * acc[i];
-    if (stream) stream_copy(y + c * stride, buf, n);
+    write_elements(y + c * stride, n, stream, ActPlane{x + c * stride, acc, bias[c], scale, slope});
   }
   for (int64_t i = 0; i < n; ++i) r[i] = acc[i];
   stream_fence(stream);
@@ -205,8 +228,6 @@ void backward_planes_pn_f32(const float* __restrict gy, const float* __restrict 
                             float scale, float slope, int64_t C, int64_t stride, int64_t n, bool stream,
                             const float* next_gy, const float* next_y, int64_t next_n) {
   float m[kMaxBlock];
-  float rs[kMaxBlock];
-  float buf[kMaxBlock];
   for (int64_t i = 0; i < n; ++i) m[i] = 0.f;
   for (int64_t c = 0; c < C; ++c) {
     const float* __restrict gyc = gy + c * stride;
@@ -214,28 +235,15 @@ void backward_planes_pn_f32(const float* __restrict gy, const float* __restrict 
     for (int64_t i = 0; i < n; ++i) m[i] += gyc[i] * yc[i];
   }
   const float fc = static_cast<float>(C);
-  for (int64_t i = 0; i < n; ++i) {
-    rs[i] = r[i];
-    m[i] = m[i] / fc;
-  }
+  for (int64_t i = 0; i < n; ++i) m[i] = m[i] / fc;
   for (int64_t c = 0; c < C; ++c) {
     if (next_gy) {
       prefetch_row(next_gy + c * stride, next_n);
       prefetch_row(next_y + c * stride, next_n);
     }
-    const float* __restrict gyc = gy + c * stride;
-    const float* __restrict yc = y + c * stride;
-    const float* __restrict sc = sign + c * stride;
-    float* __restrict out = stream ? buf : gx + c * stride;
-    float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < n; ++i) {
-      const float gv = gate(sc[i], rs[i] * (gyc[i] - yc[i] * m[i]), slope);
-      out[i] = gv * scale;
-      sum += gv;
-    }
-    if (stream) stream_copy(gx + c * stride, buf, n);
-    bias_sum[c] += sum;
+    const int64_t off = c * stride;
+    bias_sum[c] += write_scaled_sum(gx + off, n, scale, stream,
+                                    GateNormPlane{gy + off, y + off, sign + off, r, m, slope});
   }
   stream_fence(stream);
 }
@@ -265,26 +273,18 @@ void forward_rows_pn_f32(const float* __restrict x, float* __restrict y, float* 
     }
     for (int64_t j = 0; j < nr; ++j) rs[j] = 1.f / std::sqrt(rs[j] / fc + eps);
     for (int64_t j = 0; j < nr; ++j) {
-      float* __restrict ar = scratch + j * C;
-      const float rj = rs[j];
-      if (stream) {
-        for (int64_t c = 0; c < C; ++c) ar[c] *= rj;
-        stream_copy(y + (row0 + j) * C, ar, C);
-      } else {
-        float* __restrict yr = y + (row0 + j) * C;
-        for (int64_t c = 0; c < C; ++c) yr[c] = ar[c] * rj;
-      }
-      r[row0 + j] = rj;
+      write_elements(y + (row0 + j) * C, C, stream, ScaledRow{scratch + j * C, rs[j]});
+      r[row0 + j] = rs[j];
     }
   }
   stream_fence(stream);
 }
 
-// acc[c] += gv over the rows; scratch holds one row of C floats for streaming.
+// acc[c] += gv over the rows. The caller fences, as for backward_rows_f32.
 PROGAN_FAST_MULTIVERSION
 void backward_rows_pn_f32(const float* __restrict gy, const float* __restrict y, const float* __restrict sign,
                           const float* __restrict r, float* __restrict gx, float* __restrict acc, float scale,
-                          float slope, int64_t rows, int64_t C, bool stream, float* __restrict scratch) {
+                          float slope, int64_t rows, int64_t C, bool stream) {
   const float fc = static_cast<float>(C);
   const int64_t group = row_group(C, 2);
   for (int64_t row0 = 0; row0 < rows; row0 += group) {
@@ -300,20 +300,10 @@ void backward_rows_pn_f32(const float* __restrict gy, const float* __restrict y,
     }
     for (int64_t j = 0; j < nr; ++j) {
       const int64_t off = (row0 + j) * C;
-      const float* __restrict gyr = gy + off;
-      const float* __restrict yr = y + off;
-      const float* __restrict sr = sign + off;
-      const float rj = r[row0 + j], mj = m[j];
-      float* __restrict out = stream ? scratch : gx + off;
-      for (int64_t c = 0; c < C; ++c) {
-        const float gv = gate(sr[c], rj * (gyr[c] - yr[c] * mj), slope);
-        out[c] = gv * scale;
-        acc[c] += gv;
-      }
-      if (stream) stream_copy(gx + off, scratch, C);
+      write_scaled_accumulate(gx + off, acc, C, scale, stream,
+                              GateNormRow{gy + off, y + off, sign + off, r[row0 + j], m[j], slope});
     }
   }
-  stream_fence(stream);
 }
 
 namespace {
@@ -446,6 +436,7 @@ void backward_f32(const ReductionLayout& l, const float* gy, const float* y, con
                           e.len, stream);
         for (int64_t j = 0; j < e.len; ++j) sums[e.channel[j]] += acc[j];
       }
+      stream_fence(stream);
     });
     return;
   }
@@ -456,14 +447,15 @@ void backward_f32(const ReductionLayout& l, const float* gy, const float* y, con
     partial.assign(ch.count * C, 0.0);
     parallel_chunks(ch, rows, [&](int64_t chunk, int64_t begin, int64_t end) {
       double* sums = partial.data() + chunk * C;
-      std::vector<float> acc(C), scratch(C);
+      std::vector<float> acc(C);
       for (int64_t r0 = begin; r0 < end; r0 += flush) {
         const int64_t nr = std::min(flush, end - r0);
         std::fill(acc.begin(), acc.end(), 0.f);
         backward_rows_pn_f32(gy + r0 * C, y + r0 * C, sign + r0 * C, r + r0, gx + r0 * C, acc.data(), a.scale,
-                             a.slope, nr, C, stream, scratch.data());
+                             a.slope, nr, C, stream);
         for (int64_t c = 0; c < C; ++c) sums[c] += acc[c];
       }
+      stream_fence(stream);
     });
     return;
   }
@@ -614,8 +606,7 @@ void backward_staged(const ReductionLayout& l, const T* gy, const T* saved, bool
     partial.assign(ch.count * C, 0.0);
     parallel_chunks(ch, rows, [&](int64_t k, int64_t begin, int64_t end) {
       double* sums = partial.data() + k * C;
-      std::vector<float> gys(chunk * C), ys(chunk * C), vs(saved_is_input ? chunk * C : 0), gxs(chunk * C), acc(C),
-          scratch(C);
+      std::vector<float> gys(chunk * C), ys(chunk * C), vs(saved_is_input ? chunk * C : 0), gxs(chunk * C), acc(C);
       for (int64_t r0 = begin; r0 < end; r0 += chunk) {
         const int64_t nr = std::min(chunk, end - r0);
         isa::to_float(gy + r0 * C, gys.data(), nr * C);
@@ -630,7 +621,7 @@ void backward_staged(const ReductionLayout& l, const T* gy, const T* saved, bool
         }
         std::fill(acc.begin(), acc.end(), 0.f);
         backward_rows_pn_f32(gys.data(), ys.data(), sign, r + r0, gxs.data(), acc.data(), a.scale, a.slope, nr, C,
-                             false, scratch.data());
+                             false);
         for (int64_t c = 0; c < C; ++c) sums[c] += acc[c];
         isa::from_float(gxs.data(), gx + r0 * C, nr * C);
       }

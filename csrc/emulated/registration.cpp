@@ -26,6 +26,8 @@ std::vector<int64_t> minibatch_stddev_launch_config(const at::Tensor& x, int64_t
                                              unbiased, features);
   const auto cfg = minibatch_stddev_cuda::launch_config(geo);
   return {geo.groups * geo.features * cfg.chunks, cfg.chunk, geo.samples * geo.features * cfg.pixel_runs};
+}
+
 // fade_from_rgb's geometries for `new`'s shape and layout with `image_channels` image channels:
 // (pixel lanes, pixel blocks, channel-kernel lanes, chunks, channel-kernel blocks, image-channel groups).
 std::vector<int64_t> fade_from_rgb_launch_config(const at::Tensor& new_, int64_t image_channels) {

@@ -87,6 +87,8 @@ at::Tensor fade_reals_forward(const at::Tensor& x, const at::Tensor& alpha) {
 }
 
 inline fade_from_rgb_cuda::Shape from_rgb_shape(const FadeFromRgbOperands& o) {
+  TORCH_CHECK(o.height * o.width < (int64_t(1) << 31), "fade_from_rgb's device kernels index a sample's feature "
+              "plane with 32 bits: H * W must be below 2^31; got ", o.height, " x ", o.width);
   fade_from_rgb_cuda::Shape s;
   s.n = o.n;
   s.channels = o.channels;
@@ -144,12 +146,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fade_from_rgb_backwar
   const fade_from_rgb_cuda::CommonParams common{o.images.const_data_ptr(), o.weight.const_data_ptr(),
                                                 o.bias.const_data_ptr(), shape, {scale, bias_gain, negative_slope},
                                                 a.alpha, dtype};
-  device.launch(fade_from_rgb_cuda::PixelBackwardParams{common, o.main.const_data_ptr(), grad_new.mutable_data_ptr(),
-                                                        grad_images.mutable_data_ptr()});
   const auto cfg = fade_from_rgb_cuda::channel_config(shape);
   at::Tensor partials = at::empty({cfg.chunks, o.channels, o.image_channels + 1},
                                   o.main.options().dtype(at::toOpMathType(o.main.scalar_type())));
-  device.launch(fade_from_rgb_cuda::ChannelBackwardParams{common, o.main.const_data_ptr(), partials.mutable_data_ptr()});
+  for (int64_t group = 0; group < shape.groups(); ++group) {  // one launch each for up to 4 image channels
+    device.launch(fade_from_rgb_cuda::PixelBackwardParams{common, o.main.const_data_ptr(), grad_new.mutable_data_ptr(),
+                                                          grad_images.mutable_data_ptr(), group});
+    device.launch(fade_from_rgb_cuda::ChannelBackwardParams{common, o.main.const_data_ptr(),
+                                                            partials.mutable_data_ptr(), group});
+  }
   // grad_weight = scale / 4 * sum of dz * pooled sums, grad_bias = bias_gain * sum of dz, over the chunks
   const at::Tensor sums = partials.sum(0);
   at::Tensor grad_weight = (sums.narrow(1, 0, o.image_channels) * (scale * 0.25)).to(o.weight.scalar_type());

@@ -19,8 +19,8 @@
 //                     gives one partial sum per (chunk, channel, k) and the host adds the chunks' partials. This
 //                     kernel reads grad_y a second time (from L2 when it fits): the price of reducing over pixels
 //                     and over channels in separate kernels, without atomics and deterministic.
-// Image channels beyond kGroup are handled kGroup at a time: the phases repeat per group (only the first writes
-// grad_new and the bias partials).
+// Image channels beyond kGroup are handled kGroup at a time: the host launches the backward kernels once per group
+// (only the first writes grad_new and the bias partials).
 #pragma once
 #include "ops/fade_common.h"
 #include "ops/phases.h"
@@ -42,6 +42,11 @@ constexpr int64_t kMinBlocks = 512;
 constexpr int kPixelsPerLane = 16;
 constexpr int kChannelItems = 32;
 
+// A feature pixel: its sample and its index in the sample's H x W plane.
+struct Pixel {
+  int64_t s, p;
+};
+
 struct Shape {
   int64_t n = 0, channels = 0, height = 0, width = 0, image_channels = 0;
   bool channels_last = false;
@@ -49,18 +54,29 @@ struct Shape {
   PF_HD int64_t plane() const { return height * width; }
   PF_HD int64_t pixels() const { return n * plane(); }
   PF_HD int64_t groups() const { return hd::ceil_div(image_channels, kGroup); }
-  // Feature value (pixel, c); pixel = sample * H * W + y * W + x.
-  PF_HD int64_t feature(int64_t pixel, int64_t c) const {
-    if (channels_last) return pixel * channels + c;
-    const int64_t s = pixel / plane();
-    return (s * channels + c) * plane() + (pixel - s * plane());
+  PF_HD Pixel pixel(int64_t index) const {
+    const int64_t s = index / plane();
+    return {s, index - s * plane()};
   }
-  // Image value (2y + dy, 2x + dx) of channel k under feature pixel `pixel`.
-  PF_HD int64_t image(int64_t pixel, int64_t k, int dy, int dx) const {
-    const int64_t s = pixel / plane(), p = pixel - s * plane(), y = p / width, x = p - y * width;
-    const int64_t iy = 2 * y + dy, ix = 2 * x + dx;
-    if (channels_last) return ((s * 2 * height + iy) * 2 * width + ix) * image_channels + k;
-    return ((s * image_channels + k) * 2 * height + iy) * 2 * width + ix;
+  // Feature value (pixel, c), and the distances between channels and between pixels of a plane.
+  PF_HD int64_t feature(Pixel px, int64_t c) const {
+    return channels_last ? (px.s * plane() + px.p) * channels + c : (px.s * channels + c) * plane() + px.p;
+  }
+  PF_HD int64_t channel_stride() const { return channels_last ? 1 : plane(); }
+  PF_HD int64_t pixel_stride() const { return channels_last ? channels : 1; }
+  // The image offset of channel 0 at (2y, 2x) under a feature pixel, and the strides from there. A plane index
+  // fits 32 bits (the host checks H * W < 2^31), so y = p / W is a 32-bit division.
+  PF_HD int64_t image_base(Pixel px) const {
+    const int64_t y = static_cast<uint32_t>(px.p) / static_cast<uint32_t>(width), x = px.p - y * width;
+    if (channels_last) return ((px.s * 2 * height + 2 * y) * 2 * width + 2 * x) * image_channels;
+    return (px.s * image_channels * 2 * height + 2 * y) * 2 * width + 2 * x;
+  }
+  PF_HD int64_t image_channel_stride() const { return channels_last ? 1 : 4 * plane(); }
+  PF_HD int64_t image_column_stride() const { return channels_last ? image_channels : 1; }
+  PF_HD int64_t image_row_stride() const { return 2 * width * image_column_stride(); }
+  // Image value (2y + dy, 2x + dx) of channel k, from image_base.
+  PF_HD int64_t image(int64_t base, int64_t k, int dy, int dx) const {
+    return base + k * image_channel_stride() + dy * image_row_stride() + dx * image_column_stride();
   }
 };
 
@@ -78,22 +94,22 @@ struct Operands {
   acc_t weight_scale, bias_gain, slope;  // scale / 4 (the mean's 1/4 folded in), bias_gain, negative_slope
   fade_cuda::Alpha alpha;
 
-  PF_HD acc_t pool(int64_t pixel, int64_t k) const {
-    acc_t sum = 0;
-    for (int dy = 0; dy < 2; ++dy)
-      for (int dx = 0; dx < 2; ++dx) sum += hd::to_acc(images[shape.image(pixel, k, dy, dx)]);
-    return sum;
+  // The 2x2 sum of channel k at a pixel's image_base.
+  PF_HD acc_t pool(int64_t base, int64_t k) const {
+    const scalar_t* p = images + base + k * shape.image_channel_stride();
+    const int64_t row = shape.image_row_stride(), col = shape.image_column_stride();
+    return (hd::to_acc(p[0]) + hd::to_acc(p[col])) + (hd::to_acc(p[row]) + hd::to_acc(p[row + col]));
   }
-  // The first kGroup sums of a pixel (zero beyond C_img).
-  PF_HD void first_pools(int64_t pixel, acc_t (&pools)[kGroup]) const {
-    for (int e = 0; e < kGroup; ++e) pools[e] = e < shape.image_channels ? pool(pixel, e) : acc_t(0);
+  // The first kGroup sums (zero beyond C_img).
+  PF_HD void first_pools(int64_t base, acc_t (&pools)[kGroup]) const {
+    for (int e = 0; e < kGroup; ++e) pools[e] = e < shape.image_channels ? pool(base, e) : acc_t(0);
   }
-  PF_HD acc_t z(int64_t pixel, int64_t c, const acc_t (&pools)[kGroup]) const {
+  PF_HD acc_t z(int64_t base, int64_t c, const acc_t (&pools)[kGroup]) const {
     acc_t dot = 0;
     const scalar_t* w = weight + c * shape.image_channels;
     for (int e = 0; e < kGroup; ++e)  // constant trip count: unrolled, `pools` stays in registers
       if (e < shape.image_channels) dot += hd::to_acc(w[e]) * pools[e];
-    for (int64_t k = kGroup; k < shape.image_channels; ++k) dot += hd::to_acc(w[k]) * pool(pixel, k);
+    for (int64_t k = kGroup; k < shape.image_channels; ++k) dot += hd::to_acc(w[k]) * pool(base, k);
     return weight_scale * dot + bias_gain * hd::to_acc(bias[c]);
   }
   // dz / g: (1 - alpha) * lrelu'(z).
@@ -165,49 +181,60 @@ struct ForwardKernel {
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
     if (s.item >= o.shape.pixels()) return;
+    const Pixel px = o.shape.pixel(s.item);
+    const int64_t base = o.shape.image_base(px);
     acc_t pools[kGroup];
-    o.first_pools(s.item, pools);
+    o.first_pools(base, pools);
     const acc_t a = o.alpha.template load<acc_t>();
-    for (int64_t c = s.lane; c < o.shape.channels; c += cfg.lanes) {
-      const acc_t z = o.z(s.item, c, pools);
+    const int64_t step = cfg.lanes * o.shape.channel_stride();
+    int64_t i = o.shape.feature(px, s.lane);
+    for (int64_t c = s.lane; c < o.shape.channels; c += cfg.lanes, i += step) {
+      const acc_t z = o.z(base, c, pools);
       const acc_t old = z > acc_t(0) ? z : z * o.slope;
-      const int64_t i = o.shape.feature(s.item, c);
       y[i] = hd::from_acc<scalar_t>(fade_cuda::lerp(old, hd::to_acc(new_[i]), a));
     }
   }
 };
 
-// Backward over pixels: grad_new and grad_images. Phases per image-channel group: accumulate, reduce, write.
+// Backward over pixels: grad_new (group 0) and grad_images of image channels group * kGroup + [0, kGroup).
+// Phases: accumulate, reduce over the lanes, write.
 template <typename scalar_t>
 struct PixelBackwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
   using acc_t = opmath_t<scalar_t>;
   struct Shared {
     acc_t partial[kGroup][kThreads];
+    // Each thread's image_base, handed from the first phase to the last through shared memory: kept in registers
+    // across the reduction phases it made ptxas spill on sm_80.
+    int64_t image_base[kThreads];
   };
   Operands<scalar_t> o;
   const scalar_t* grad_y;
   scalar_t* grad_new;
   scalar_t* grad_images;
   PixelConfig cfg;
+  int64_t group;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases_per_group() const { return cfg.reduce_steps + 2; }
-  PF_HD int phases() const { return static_cast<int>(o.shape.groups()) * phases_per_group(); }
+  PF_HD int phases() const { return cfg.reduce_steps + 2; }
 
-  PF_HD void accumulate(int64_t group, Shared& sh, int64_t block, int tid) const {
+  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
     acc_t sums[kGroup] = {};
     if (s.item < o.shape.pixels()) {
+      const Pixel px = o.shape.pixel(s.item);
+      const int64_t base = o.shape.image_base(px);
+      sh.image_base[tid] = base;
       acc_t pools[kGroup];
-      o.first_pools(s.item, pools);
+      o.first_pools(base, pools);
       const acc_t a = o.alpha.template load<acc_t>();
       const int64_t k0 = group * kGroup, ci = o.shape.image_channels;
-      for (int64_t c = s.lane; c < o.shape.channels; c += cfg.lanes) {
-        const int64_t i = o.shape.feature(s.item, c);
+      const int64_t step = cfg.lanes * o.shape.channel_stride();
+      int64_t i = o.shape.feature(px, s.lane);
+      for (int64_t c = s.lane; c < o.shape.channels; c += cfg.lanes, i += step) {
         const acc_t g = hd::to_acc(grad_y[i]);
         if (group == 0) grad_new[i] = hd::from_acc<scalar_t>(a * g);
-        const acc_t dz = o.dz_per_g(o.z(s.item, c, pools), a) * g;
+        const acc_t dz = o.dz_per_g(o.z(base, c, pools), a) * g;
         for (int e = 0; e < kGroup; ++e)
           if (k0 + e < ci) sums[e] += hd::to_acc(o.weight[c * ci + k0 + e]) * dz;
       }
@@ -215,25 +242,24 @@ struct PixelBackwardKernel {
     for (int e = 0; e < kGroup; ++e) sh.partial[e][tid] = sums[e];
   }
 
-  PF_HD void write(int64_t group, const Shared& sh, int64_t block, int tid) const {
+  PF_HD void write(const Shared& sh, int64_t block, int tid) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
     if (s.lane != 0 || s.item >= o.shape.pixels()) return;
     for (int e = 0; e < kGroup; ++e) {
       const int64_t k = group * kGroup + e;
       if (k >= o.shape.image_channels) break;
       const scalar_t v = hd::from_acc<scalar_t>(o.weight_scale * sh.partial[e][tid]);
+      const int64_t base = sh.image_base[tid];
       for (int dy = 0; dy < 2; ++dy)
-        for (int dx = 0; dx < 2; ++dx) grad_images[o.shape.image(s.item, k, dy, dx)] = v;
+        for (int dx = 0; dx < 2; ++dx) grad_images[o.shape.image(base, k, dy, dx)] = v;
     }
   }
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    const int64_t group = p / phases_per_group();
-    const int step = p % phases_per_group();
-    if (step == 0) accumulate(group, sh, block, tid);
-    else if (step <= cfg.reduce_steps)
-      reduce_step(sh.partial, cfg.rows, cfg.lanes, cfg.items_per_block, tid, cfg.lanes >> step);
-    else write(group, sh, block, tid);
+    if (p == 0) accumulate(sh, block, tid);
+    else if (p <= cfg.reduce_steps)
+      reduce_step(sh.partial, cfg.rows, cfg.lanes, cfg.items_per_block, tid, cfg.lanes >> p);
+    else write(sh, block, tid);
   }
 };
 
@@ -243,7 +269,7 @@ struct ChannelConfig {
   int lanes = kThreads;
   int items_per_block = 1;
   int reduce_steps = 0;
-  int64_t chunk_pixels = 0, chunks = 0, blocks = 0;
+  int64_t chunk_pixels = 0, sample_chunks = 0, chunks = 0, blocks = 0;  // a chunk lies within one sample's plane
 };
 
 inline ChannelConfig channel_config(const Shape& s) {
@@ -252,13 +278,14 @@ inline ChannelConfig channel_config(const Shape& s) {
   cfg.lanes = kThreads / cfg.items_per_block;
   while ((1 << cfg.reduce_steps) < cfg.lanes) ++cfg.reduce_steps;
   cfg.chunk_pixels = static_cast<int64_t>(cfg.lanes) * kPixelsPerLane;
-  cfg.chunks = hd::ceil_div(s.pixels(), cfg.chunk_pixels);
+  cfg.sample_chunks = hd::ceil_div(s.plane(), cfg.chunk_pixels);
+  cfg.chunks = s.n * cfg.sample_chunks;
   cfg.blocks = hd::ceil_div(cfg.chunks * s.channels, cfg.items_per_block);
   return cfg;
 }
 
-// Backward over pixels per channel: partial[chunk][c][k] = sum over the chunk of dz * pool_k (k < C_img) and
-// partial[chunk][c][C_img] = sum of dz, in the op-math dtype.
+// Backward over pixels per channel: partial[chunk][c][k] = sum over the chunk of dz * pool_k for the image channels
+// k of `group`, and (group 0) partial[chunk][c][C_img] = sum of dz, in the op-math dtype.
 template <typename scalar_t>
 struct ChannelBackwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
@@ -270,39 +297,61 @@ struct ChannelBackwardKernel {
   const scalar_t* grad_y;
   acc_t* partials;
   ChannelConfig cfg;
+  int64_t group;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases_per_group() const { return cfg.reduce_steps + 2; }
-  PF_HD int phases() const { return static_cast<int>(o.shape.groups()) * phases_per_group(); }
+  PF_HD int phases() const { return cfg.reduce_steps + 2; }
 
   // item = chunk * C + c: with channels last a block's items are consecutive channels of one chunk.
   PF_HD Slot slot(int64_t block, int tid) const {
     return slot_of(false, cfg.lanes, cfg.items_per_block, block, tid);
   }
 
-  PF_HD void accumulate(int64_t group, Shared& sh, int64_t block, int tid) const {
+  // The chunk's pixels of this lane. The channel's weights are loop invariants; kFew (C_img <= kGroup, the common
+  // case) compiles the loop without the code for further image channels, which kept ptxas from spilling.
+  template <bool kFew>
+  PF_HD void accumulate_pixels(acc_t (&sums)[kGroup + 1], int64_t sample, int64_t c, int64_t first, int64_t end,
+                               int64_t i) const {
+    const int64_t ci = o.shape.image_channels, k0 = group * kGroup;
+    const int64_t step = cfg.lanes * o.shape.pixel_stride();
+    acc_t w[kGroup];
+    for (int e = 0; e < kGroup; ++e) w[e] = e < ci ? o.weight_scale * hd::to_acc(o.weight[c * ci + e]) : acc_t(0);
+    const acc_t zb = o.bias_gain * hd::to_acc(o.bias[c]);
+    const acc_t a = o.alpha.template load<acc_t>();
+    for (int64_t p = first; p < end; p += cfg.lanes, i += step) {
+      const int64_t base = o.shape.image_base({sample, p});
+      acc_t pools[kGroup];
+      o.first_pools(base, pools);
+      acc_t z = zb;
+      for (int e = 0; e < kGroup; ++e) z += w[e] * pools[e];
+      if constexpr (!kFew) {
+        for (int64_t k = kGroup; k < ci; ++k)
+          z += o.weight_scale * hd::to_acc(o.weight[c * ci + k]) * o.pool(base, k);
+        if (group > 0)
+          for (int e = 0; e < kGroup; ++e) pools[e] = k0 + e < ci ? o.pool(base, k0 + e) : acc_t(0);
+      }
+      const acc_t dz = o.dz_per_g(z, a) * hd::to_acc(grad_y[i]);
+      for (int e = 0; e < kGroup; ++e) sums[e] += dz * pools[e];
+      sums[kGroup] += dz;
+    }
+  }
+
+  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
     const Slot s = slot(block, tid);
     acc_t sums[kGroup + 1] = {};
     const int64_t C = o.shape.channels;
     if (s.item < cfg.chunks * C) {
       const int64_t chunk = s.item / C, c = s.item - chunk * C;
-      const int64_t end = (chunk + 1) * cfg.chunk_pixels < o.shape.pixels() ? (chunk + 1) * cfg.chunk_pixels
-                                                                            : o.shape.pixels();
-      const acc_t a = o.alpha.template load<acc_t>();
-      const int64_t k0 = group * kGroup, ci = o.shape.image_channels;
-      for (int64_t pixel = chunk * cfg.chunk_pixels + s.lane; pixel < end; pixel += cfg.lanes) {
-        acc_t pools[kGroup];
-        o.first_pools(pixel, pools);
-        const acc_t dz = o.dz_per_g(o.z(pixel, c, pools), a) * hd::to_acc(grad_y[o.shape.feature(pixel, c)]);
-        for (int e = 0; e < kGroup; ++e)
-          if (k0 + e < ci) sums[e] += dz * (group == 0 ? pools[e] : o.pool(pixel, k0 + e));
-        sums[kGroup] += dz;
-      }
+      const int64_t sample = chunk / cfg.sample_chunks, p0 = (chunk - sample * cfg.sample_chunks) * cfg.chunk_pixels;
+      const int64_t end = p0 + cfg.chunk_pixels < o.shape.plane() ? p0 + cfg.chunk_pixels : o.shape.plane();
+      const int64_t i = o.shape.feature({sample, p0 + s.lane}, c);
+      if (o.shape.image_channels <= kGroup) accumulate_pixels<true>(sums, sample, c, p0 + s.lane, end, i);
+      else accumulate_pixels<false>(sums, sample, c, p0 + s.lane, end, i);
     }
     for (int e = 0; e <= kGroup; ++e) sh.partial[e][tid] = sums[e];
   }
 
-  PF_HD void write(int64_t group, const Shared& sh, int64_t block, int tid) const {
+  PF_HD void write(const Shared& sh, int64_t block, int tid) const {
     const Slot s = slot(block, tid);
     const int64_t C = o.shape.channels, ci = o.shape.image_channels;
     if (s.lane != 0 || s.item >= cfg.chunks * C) return;
@@ -313,12 +362,9 @@ struct ChannelBackwardKernel {
   }
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    const int64_t group = p / phases_per_group();
-    const int step = p % phases_per_group();
-    if (step == 0) accumulate(group, sh, block, tid);
-    else if (step <= cfg.reduce_steps)
-      reduce_step(sh.partial, false, cfg.lanes, cfg.items_per_block, tid, cfg.lanes >> step);
-    else write(group, sh, block, tid);
+    if (p == 0) accumulate(sh, block, tid);
+    else if (p <= cfg.reduce_steps) reduce_step(sh.partial, false, cfg.lanes, cfg.items_per_block, tid, cfg.lanes >> p);
+    else write(sh, block, tid);
   }
 };
 
@@ -345,12 +391,14 @@ struct PixelBackwardParams {
   const void* grad_y;
   void* grad_new;
   void* grad_images;
+  int64_t group;  // image channels group * kGroup + [0, kGroup)
 };
 
 struct ChannelBackwardParams {
   CommonParams common;
   const void* grad_y;
   void* partials;  // [chunks][C][C_img + 1] in the op-math dtype
+  int64_t group;
 };
 
 template <typename scalar_t>
@@ -377,7 +425,8 @@ auto run(const PixelBackwardParams& p, const Exec& exec) {
     using scalar_t = typename decltype(type)::type;
     return exec(PixelBackwardKernel<scalar_t>{operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y),
                                               static_cast<scalar_t*>(p.grad_new),
-                                              static_cast<scalar_t*>(p.grad_images), pixel_config(p.common.shape)});
+                                              static_cast<scalar_t*>(p.grad_images), pixel_config(p.common.shape),
+                                              p.group});
   });
 }
 
@@ -387,7 +436,7 @@ auto run(const ChannelBackwardParams& p, const Exec& exec) {
     using scalar_t = typename decltype(type)::type;
     return exec(ChannelBackwardKernel<scalar_t>{operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y),
                                                 static_cast<opmath_t<scalar_t>*>(p.partials),
-                                                channel_config(p.common.shape)});
+                                                channel_config(p.common.shape), p.group});
   });
 }
 

@@ -11,8 +11,12 @@ Instance level (a model): each matching object's `__class__` is swapped for a su
 replacements (and swapped back on unpatch). A subclass rather than a bound method in the instance's __dict__
 (Liger-Kernel's way): `nn.DataParallel` replicas copy __dict__ and would keep calling the original module's bound
 method with the original module's parameters, while a replica's class is the subclass; `copy.deepcopy` (an EMA
-generator) keeps it too. Parameters, buffers and submodules are never touched, so state_dict keys are unchanged.
+generator) keeps it too. A pickle (torch.save of a whole model) records the library's class instead, so it loads
+without progan_fast, unpatched. Parameters, buffers and submodules are never touched, so state_dict keys are
+unchanged.
 """
+import copy
+import copyreg
 import dataclasses
 import numbers
 
@@ -237,6 +241,38 @@ def _applicable(cls, library, options):
     return found, overridden
 
 
+def _default_copying(cls):
+    """cls copies and pickles the default way (the library classes do), which the subclass's own ways mirror."""
+    return getattr(cls, "__deepcopy__", None) is None and getattr(cls, "__copy__", None) is None and \
+        cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__
+
+
+def _set_state(obj, state):
+    if hasattr(obj, "__setstate__"):
+        obj.__setstate__(state)
+    else:
+        obj.__dict__.update(state)
+
+
+def _copy_keeping_the_patch(self):
+    clone = type(self).__new__(type(self))
+    _set_state(clone, dict(self.__getstate__()))
+    return clone
+
+
+def _deepcopy_keeping_the_patch(self, memo):
+    clone = type(self).__new__(type(self))
+    memo[id(self)] = clone
+    _set_state(clone, copy.deepcopy(dict(self.__getstate__()), memo))
+    return clone
+
+
+def _reduce_as_library_class(self, protocol):
+    # copyreg's reconstructor (object.__new__ of the class, then the state) rather than __newobj__, which pickle
+    # insists be given the object's own class
+    return copyreg._reconstructor, (getattr(type(self), ORIGINAL_CLASS), object, None), self.__getstate__()
+
+
 def _subclass(cls, replacements, options):
     # a Library is rebuilt on every patch() call; what a replacement does is fixed by its (owner, name)
     key = (cls, tuple((rep.owner, rep.name) for rep in replacements), options)
@@ -245,6 +281,9 @@ def _subclass(cls, replacements, options):
         namespace = {rep.name: rep.build(options, _current_library_function(rep.owner, rep.name))
                      for rep in replacements}
         namespace[ORIGINAL_CLASS] = cls
+        if _default_copying(cls):
+            namespace.update(__copy__=_copy_keeping_the_patch, __deepcopy__=_deepcopy_keeping_the_patch,
+                             __reduce_ex__=_reduce_as_library_class)
         namespace["__module__"] = cls.__module__
         namespace["__doc__"] = cls.__doc__
         sub = type(cls.__name__, (cls,), namespace)

@@ -237,7 +237,7 @@ def minibatch_stddev_forward(x, group_size, grouping, unbiased, eps, num_new_fea
     partial = torch.empty(geo.M * geo.F * geo.chunks, dtype=_layout.stat_dtype(x.dtype), device=x.device)
     with _common.device_scope(x):
         if partial.numel():
-            grid, args, meta = geo.forward_stat(*_common.split_eps(eps))
+            grid, args, meta = geo.forward_stat(*_common.split_float(eps))
             forward_stat_kernel[grid](dense, y, partial, **args, **meta, num_warps=NUM_WARPS)
         grid, args, meta = geo.forward_write(n)
         forward_write_kernel[grid](partial, y, **args, **meta, num_warps=NUM_WARPS)
@@ -259,7 +259,7 @@ def minibatch_stddev_backward(grad_y, x, group_size, grouping, unbiased, eps, nu
         if not geo.zero:
             grid, args, meta = geo.backward_stat()
             backward_stat_kernel[grid](dy, a, **args, **meta, num_warps=NUM_WARPS)
-        grid, args, meta = geo.backward(*_common.split_eps(eps))
+        grid, args, meta = geo.backward(*_common.split_float(eps))
         backward_kernel[grid](dy, dense, a, dx, **args, **meta, num_warps=NUM_WARPS)
     return dx
 

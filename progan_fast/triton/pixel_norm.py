@@ -8,16 +8,15 @@ Addresses are base(o) + p * stride_p + c * stride_c, so one kernel serves both l
 When all channels fit in one chunk the tile is loaded once; otherwise a first pass accumulates and a second
 re-reads (from L2: a program's slice is kept small) to write. Math is in float32 (float64 for float64 inputs): the rsqrt tensor's dtype.
 """
-
 import torch
 import triton
 import triton.language as tl
 
 from .. import _library
-from . import _common, aot
+from . import aot
+from ._common import check_device, device_scope, split_float
 from .._layout import reduction_output_format, stat_dtype
 
-NAMESPACE = _library.NAMESPACES["triton"]
 # Elements per tile: 8 per thread at 8 warps, so a one-pass tile stays in registers (about 60 per thread on
 # sm_90, backward included) with room for 4 programs per SM.
 TILE = 2048
@@ -42,7 +41,7 @@ def pixel_norm_forward_kernel(x_ptr, y_ptr, r_ptr, P, C, num_p_blocks, stride_o,
     acc_ty = r_ptr.dtype.element_ty
     base, r_offs, p_mask = _tile_offsets(tl.program_id(0), num_p_blocks, P, stride_o, stride_p, BLOCK_P)
     c = tl.arange(0, BLOCK_C)[:, None]
-    # eps arrives as two float32 halves (see _common.split_eps); float32 math keeps only the first
+    # eps arrives as two float32 halves (see _common.split_float); float32 math keeps only the first
     eps_acc = tl.cast(eps_hi, acc_ty) + tl.cast(eps_lo, acc_ty)
     if SINGLE_PASS:
         mask = p_mask[None, :] & (c < C)
@@ -137,7 +136,7 @@ def geometry(x, dim):
 
 @_library.register_kernel("triton", "pixel_norm_forward", ("cuda", "cpu"))
 def pixel_norm_forward(x, dim, eps):
-    _common.check_device(x, "pixel norm")
+    check_device(x, "pixel norm")
     dense, args, meta, grid = geometry(x, dim)
     y = torch.empty_like(dense)
     stat_shape = list(x.shape)
@@ -146,8 +145,8 @@ def pixel_norm_forward(x, dim, eps):
     if x.shape[dim % x.dim()] == 0:
         r.fill_(float("nan"))  # the mean over zero channels, as in the reference
     if x.numel() > 0:
-        with _common.device_scope(x):
-            eps_hi, eps_lo = _common.split_eps(eps)
+        with device_scope(x):
+            eps_hi, eps_lo = split_float(eps)
             pixel_norm_forward_kernel[grid](dense, y, r, eps_hi=eps_hi, eps_lo=eps_lo, **args, **meta,
                                             num_warps=NUM_WARPS)
     return y, r
@@ -155,13 +154,13 @@ def pixel_norm_forward(x, dim, eps):
 
 @_library.register_kernel("triton", "pixel_norm_backward", ("cuda", "cpu"))
 def pixel_norm_backward(grad_y, x, rsqrt, dim):
-    _common.check_device(x, "pixel norm")
+    check_device(x, "pixel norm")
     dense, args, meta, grid = geometry(x, dim)
     dy = grad_y.contiguous(memory_format=reduction_output_format(x, dim))
     r = rsqrt.to(stat_dtype(x.dtype)).contiguous()
     dx = torch.empty_like(dense)
     if x.numel() > 0:
-        with _common.device_scope(x):
+        with device_scope(x):
             pixel_norm_backward_kernel[grid](dy, dense, r, dx, **args, **meta, num_warps=NUM_WARPS)
     return dx
 

@@ -267,3 +267,10 @@ def test_normalization_layer_and_other_wrapped_modules():
     progan_fast.patch(model)
     assert_close(norm(x, 1e-4), expected[0], "NormalizationLayer with its epsilon")
     assert_close(wrapped(x), expected[1], "ConstrainedLayer(Conv1d)")
+
+
+def test_without_minibatch_stddev():
+    g, d = build(2, mbstd=False)
+    expected = wgan_gp_step(g, d, 0.45)
+    patch_models("class", g, d)
+    assert_same_step(wgan_gp_step(g, d, 0.45), expected)

@@ -472,3 +472,22 @@ def test_data_parallel_replica_runs_the_patch_on_its_own_parameters():
     replica._parameters["bias"] = conv.bias.detach() + 1
     assert type(replica) is type(conv) and type(conv) is not custom_layers.EqualizedConv2d
     assert_close(replica(x), reference(x), "replica")
+
+
+def test_pickle_of_a_patched_model_loads_as_the_library_model(tmp_path):
+    """torch.save of a whole instance-patched model records the library's classes (it loads without the patch);
+    copy.copy and copy.deepcopy keep the patch."""
+    depth = 3
+    g, _ = build(depth)
+    z = torch.randn(BATCH, LATENT, dtype=torch.float64)
+    with library_reference():
+        expected = g(z, depth, 0.5)
+    progan_fast.patch(g)
+    torch.save(g, tmp_path / "g.pt")
+    loaded = torch.load(tmp_path / "g.pt", weights_only=False)
+    assert [type(m) for m in loaded.modules()] == [_common.original_class(m) for m in g.modules()]
+    with library_reference():
+        assert_close(loaded(z, depth, 0.5), expected, "unpickled model")
+    assert type(copy.copy(g.layers[1])) is type(g.layers[1]) is type(copy.deepcopy(g).layers[1])
+    assert copy.copy(g.layers[1]).conv_1 is g.layers[1].conv_1
+    assert_close(g(z, depth, 0.5), expected, "patched model after pickling")
