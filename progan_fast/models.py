@@ -8,9 +8,10 @@ layer is equalized-lr (progan_fast.nn). Checkpoint keys are stable: `blocks.<r>.
 Fade-in (alpha = weight of the newest resolution's path, 1.0 when not fading, ignored at res_log2 == 2):
   G: out = upsample_blend(toRGB_{r-1}(x_{r-1}), toRGB_r(x_r), alpha) (TF official's lerp_clip in RGB space).
   D: x = lerp(fromRGB_{r-1}(avg_pool2(img)), block_r(fromRGB_r(img)), alpha) in feature space after block r's
-     fused down conv (TF official). Neither blend op fits there exactly (the new path's pool sits inside the
-     fused conv, before its bias and lrelu; the old path's pool precedes the nonlinear fromRGB), so it is a
-     plain torch.lerp (exact at alpha = 0 and 1).
+     fused down conv (TF official), as one op: ops.fade_from_rgb pools, applies fromRGB_{r-1} and blends in one
+     pass, never materialising the pooled image nor the old path's features.
+  Either path is skipped where its weight is known to be 0 without a device sync (alpha a python float 1.0 or
+  0.0): the result is then exactly the network of that resolution alone.
 Where TF official upscales G's output (and D's input) to full resolution at low lod, both run here at 2^r:
 the values are the same because box-down of a nearest-up by the same factor is the identity.
 
@@ -50,6 +51,11 @@ def _check_res_log2(res_log2, max_log2):
 def _fading(alpha):
     """False only when alpha is known to be 1 without a device sync (a python float)."""
     return not (isinstance(alpha, float) and alpha == 1.0)
+
+
+def _only_old_path(alpha):
+    """True only when alpha is known to be 0 without a device sync (a python float): the new path has no weight."""
+    return isinstance(alpha, float) and alpha == 0.0
 
 
 class LatentToFeatures(nn.Module):
@@ -148,13 +154,15 @@ class DiscriminatorBlock(nn.Module):
 
 
 class DiscriminatorOutputBlock(nn.Module):
-    """4x4: minibatch stddev (TF official: strided groups, biased variance; skipped when group_size <= 1),
+    """4x4: minibatch stddev (TF official: strided groups, biased variance, `mbstd_num_features` maps as NVlabs'
+    networks_progan.py; skipped when group_size <= 1; the fused kernel of progan_fast.ops.minibatch_stddev),
     conv3x3 + bias + lrelu, dense 16*C -> nf(0) + lrelu, dense nf(0) -> 1 (gain 1, linear)."""
 
-    def __init__(self, channels, hidden, mbstd_group_size=4):
+    def __init__(self, channels, hidden, mbstd_group_size=4, mbstd_num_features=1):
         super().__init__()
-        self.mbstd = MinibatchStddev(mbstd_group_size) if mbstd_group_size > 1 else None
-        self.conv = EqualizedConv2d(channels + (self.mbstd is not None), channels, 3)
+        self.mbstd = (MinibatchStddev(mbstd_group_size, num_new_features=mbstd_num_features)
+                      if mbstd_group_size > 1 else None)
+        self.conv = EqualizedConv2d(channels + (mbstd_num_features if self.mbstd is not None else 0), channels, 3)
         self.dense0 = EqualizedLinear(channels * 16, hidden)
         self.dense1 = EqualizedLinear(hidden, 1, gain=1.0, activation="linear")
 
@@ -166,7 +174,7 @@ class DiscriminatorOutputBlock(nn.Module):
 
 class Discriminator(nn.Module):
     def __init__(self, resolution=1024, num_channels=3, fmap_base=8192, fmap_max=512, fmap_decay=1.0,
-                 mbstd_group_size=4, channels_last=False):
+                 mbstd_group_size=4, channels_last=False, mbstd_num_features=1):
         super().__init__()
         self.resolution_log2 = _resolution_log2(resolution)
         self.resolution, self.num_channels, self.channels_last = resolution, num_channels, channels_last
@@ -176,7 +184,8 @@ class Discriminator(nn.Module):
 
         self.from_rgb = nn.ModuleDict({
             str(r): EqualizedConv2d(num_channels, nf(r - 1), 1) for r in range(2, self.resolution_log2 + 1)})
-        self.blocks = nn.ModuleDict({"2": DiscriminatorOutputBlock(nf(1), nf(0), mbstd_group_size)})
+        self.blocks = nn.ModuleDict({"2": DiscriminatorOutputBlock(nf(1), nf(0), mbstd_group_size,
+                                                                   mbstd_num_features)})
         for r in range(3, self.resolution_log2 + 1):
             self.blocks[str(r)] = DiscriminatorBlock(nf(r - 1), nf(r - 2))
 
@@ -192,12 +201,15 @@ class Discriminator(nn.Module):
                              f"got shape {tuple(images.shape)}")
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        x = self.from_rgb[str(res_log2)](images)
-        if res_log2 > 2:
-            x = self.blocks[str(res_log2)](x)
-            if _fading(alpha):
-                old = self.from_rgb[str(res_log2 - 1)](F.avg_pool2d(images, 2))
-                x = torch.lerp(old, x, alpha.to(x.dtype) if isinstance(alpha, torch.Tensor) else alpha)
+        if res_log2 > 2 and _only_old_path(alpha):
+            x = self.from_rgb[str(res_log2 - 1)](F.avg_pool2d(images, 2))
+        else:
+            x = self.from_rgb[str(res_log2)](images)
+            if res_log2 > 2:
+                x = self.blocks[str(res_log2)](x)
+                if _fading(alpha):
+                    old = self.from_rgb[str(res_log2 - 1)]
+                    x = ops.fade_from_rgb(images, x, old.weight, old.bias, alpha, gain=old.gain, lr_mul=old.lr_mul)
         for r in range(res_log2 - 1, 2, -1):
             x = self.blocks[str(r)](x)
         return self.blocks["2"](x)

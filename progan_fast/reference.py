@@ -123,9 +123,9 @@ def _lerp(a, b, alpha):
     return torch.lerp(a, b, alpha)
 
 
-def nearest_up2(x):
-    """TF official `upscale2d(x, 2)`: every pixel replicated 2x2."""
-    return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+def nearest_up(x, factor=2):
+    """TF official `upscale2d(x, factor)`: every pixel replicated factor x factor."""
+    return torch.nn.functional.interpolate(x, size=(x.shape[2] * factor, x.shape[3] * factor), mode="nearest")
 
 
 def avg_pool2(x):
@@ -133,72 +133,104 @@ def avg_pool2(x):
     return torch.nn.functional.avg_pool2d(x, 2)
 
 
-def upsample_blend(low, high, alpha):
-    """G's fade-in output: lerp(nearest_up2(low), high, alpha), alpha = weight of the NEW (high-res) path.
+def upsample_blend(low, high, alpha, factor=2):
+    """G's fade-in output: lerp(nearest_up(low, factor), high, alpha), alpha = weight of the NEW (high-res) path.
 
-    TF official `G_paper` computes lerp_clip(toRGB_r(x_r), up2(out_{r-1}), t) with t = lod - floor(lod) the OLD
-    path's weight, i.e. alpha = 1 - t; pro-gan-pth and mmgeneration use alpha = new-path weight as here
-    (pytorch_GAN_zoo's alpha is the old-path weight). Half inputs are blended in float32 and cast back.
+    low: N x C x H x W (the old path's RGB), high: N x C x factor*H x factor*W (the new path's), factor a power of
+    two (2 blends at the current resolution; larger factors emit the blend at a higher resolution, as TF official
+    does at low lod). TF official `G_paper` computes lerp_clip(toRGB_r(x_r), up2(out_{r-1}), t) with
+    t = lod - floor(lod) the OLD path's weight, i.e. alpha = 1 - t; pro-gan-pth and mmgeneration use alpha =
+    new-path weight as here (pytorch_GAN_zoo's alpha is the old-path weight). Half inputs are blended in float32
+    and cast back.
     """
-    return _lerp(nearest_up2(_opmath(low)), _opmath(high), alpha).to(high.dtype)
+    return _lerp(nearest_up(_opmath(low), factor), _opmath(high), alpha).to(high.dtype)
+
+
+def fade_from_rgb(images, new, weight, bias, alpha, gain=math.sqrt(2), lr_mul=1.0, negative_slope=0.2):
+    """D's fade-in at its input: lerp(fromRGB_old(avg_pool2(images)), new, alpha), alpha = new-path weight.
+
+    images: N x C_img x 2H x 2W, the images D sees at the new resolution; new: N x C x H x W, the new path's
+    features after its first block (block_r(fromRGB_r(images)); that block's fused conv ends in the 2x2 pool);
+    fromRGB_old is the previous resolution's equalized-lr 1x1 conv with a leaky ReLU, weight [C, C_img, 1, 1]
+    stored unscaled and bias [C]:
+      old[n, c] = lrelu(gain * lr_mul / sqrt(C_img) * sum_k weight[c, k] * avg_pool2(images)[n, k] + lr_mul * bias[c])
+    with lrelu(v) = v if v > 0 else negative_slope * v (eq_conv2d with a 1x1 kernel and activation "lrelu").
+    This is TF official `D_paper`'s lerp_clip(x_r, fromRGB_{r-1}(downscale2d(img)), t) with t = 1 - alpha the old
+    path's weight, blended in feature space after the new block's downsample; pro-gan-pth's D uses alpha as here.
+    Half inputs are computed in float32 throughout and cast back once.
+    """
+    old = eq_conv2d(avg_pool2(_opmath(images)), _opmath(weight), _opmath(bias), gain=gain, lr_mul=lr_mul,
+                    activation="lrelu", negative_slope=negative_slope)
+    return _lerp(old, _opmath(new), alpha).to(new.dtype)
 
 
 def downsample_blend(high, low, alpha):
     """A fade-in where the new path ends in a 2x2 pool: lerp(low, avg_pool2(high), alpha), alpha = new-path weight.
 
-    `high` is the new path before its 2x2 avg-pool (TF official `downscale2d`), `low` the old path at the lower
-    resolution. Same alpha convention as upsample_blend.
+    `high` is the new path before its 2x2 avg-pool (TF official `downscale2d`; pro-gan-pth's and pytorch_GAN_zoo's
+    discriminators pool their top block's output before blending), `low` the old path at the lower resolution.
+    Same alpha convention as upsample_blend. Half inputs are blended in float32 and cast back.
     """
     return _lerp(_opmath(low), avg_pool2(_opmath(high)), alpha).to(low.dtype)
 
 
 def fade_reals(x, alpha):
-    """Reals seen by D during a fade: lerp(nearest_up2(avg_pool2(x)), x, alpha) at the current resolution.
+    """Reals seen by D during a fade: lerp(nearest_up(avg_pool2(x)), x, alpha) at the current resolution.
 
     TF official `process_reals` FadeLOD: x <- lerp(x, up2(down2(x)), lod - floor(lod)), i.e. alpha = 1 - frac(lod)
     here (new-path weight), computed at the current resolution instead of after upscaling to full resolution
     (the same values: box-down of a nearest-up by the same factor is the identity).
     """
     xf = _opmath(x)
-    return _lerp(nearest_up2(avg_pool2(xf)), xf, alpha).to(x.dtype)
+    return _lerp(nearest_up(avg_pool2(xf)), xf, alpha).to(x.dtype)
 
 
 # ---- minibatch standard deviation ------------------------------------------------------------------------------
 
-def minibatch_stddev(x, group_size=4, grouping="strided", unbiased=False, eps=1e-8):
-    """Append one feature map: the mean over C, H, W of the per-position stddev over the sample's group.
+def minibatch_stddev(x, group_size=4, grouping="strided", unbiased=False, eps=1e-8, num_new_features=1):
+    """Append F = `num_new_features` maps: for each group of samples and each group of channels, the mean over those
+    channels, H and W of the per-position stddev across the group's samples (Karras et al. 2017, sec. 3).
 
-    For a group g of samples: s_g = mean_{c,h,w} sqrt(var_{n in g}(x[n,c,h,w]) + eps), output concat(x, s_{g(n)})
-    of shape N x (C+1) x H x W. Statistics in float32 for half inputs (TF official casts to float32), cast back.
-    grouping="strided" (TF official `minibatch_stddev_layer`, pro-gan-pth, mmgeneration): G = min(group_size, N),
-      M = N / G, group m = {m, m+M, m+2M, ...} (sample n is in group n mod M); N > group_size with
-      N mod group_size != 0 has no defined grouping (the public op raises). Use unbiased=False to match them.
-    grouping="contiguous" (pytorch_GAN_zoo `miniBatchStdDev`): G = min(group_size, N), G = N when N mod G != 0,
-      group j = {jG, ..., jG+G-1}; G == 1 gives a zero feature map. Use unbiased=True to match it.
-    var is biased (divide by G) unless `unbiased` (divide by G - 1).
+    The C channels split into F contiguous channel groups of C/F (channel c is in group c // (C/F)); F must divide C.
+    For a sample group m and a channel group f:
+        s[m, f] = mean_{c in f, h, w} sqrt(var_{n in m}(x[n, c, h, w]) + eps)
+    and the output is concat(x, t) of shape N x (C+F) x H x W, where t[n, f, h, w] = s[m(n), f] (the statistic of
+    sample n's group, repeated over H x W). Statistics in float32 for half inputs (TF official casts to float32),
+    cast back to x's dtype. var divides by G (biased) unless `unbiased` (divides by G - 1).
+
+    Sample groups, from G = min(group_size, N):
+    grouping="strided" (TF official `minibatch_stddev_layer`, pro-gan-pth, mmgeneration, NVlabs): M = N / G groups,
+      group m = {m, m+M, m+2M, ...} (sample n is in group n mod M); N > group_size with N mod group_size != 0 has
+      no defined grouping (the public op raises). G = 1 gives s = sqrt(eps). Use unbiased=False to match them.
+    grouping="contiguous" (pytorch_GAN_zoo `miniBatchStdDev`): G = N when N mod G != 0 (one group of the whole
+      batch), group m = {mG, ..., mG+G-1}; G == 1 gives zero maps (biased or not). Use unbiased=True to match it.
+    group_size >= N makes the whole batch one group (the paper's original Theano code).
+    num_new_features: NVlabs' `networks_progan.py` (stylegan repository) form; F = 1 is every other
+      implementation's single map.
     """
     n, c, h, w = x.shape
-    # torch.cat keeps channels_last only when every input has it, so the small extra map is laid out like x
-    # (materialised from an expand: a fresh N x 1 x H x W tensor already counts as channels_last and keeps
-    # NCHW strides, which cat then reads as contiguous).
+    nf = num_new_features
+    # torch.cat keeps channels_last only when every input has it, so the small extra maps are laid out like x
+    # (materialised from an expand: a fresh N x F x H x W tensor with F == 1 already counts as channels_last and
+    # keeps NCHW strides, which cat then reads as contiguous).
     fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
     g = min(group_size, n)
     if grouping == "contiguous":
         if n % g != 0:
             g = n
         if g == 1:
-            return torch.cat([x, x.new_zeros(n, 1, 1, 1).expand(n, 1, h, w).contiguous(memory_format=fmt)], 1)
+            return torch.cat([x, x.new_zeros(n, nf, 1, 1).expand(n, nf, h, w).contiguous(memory_format=fmt)], 1)
     m = n // g
     xf = _opmath(x)
     if grouping == "strided":
-        groups = xf.reshape(g, m, c, h, w)
+        groups = xf.reshape(g, m, nf, c // nf, h, w)
         var = groups.var(0, correction=1 if unbiased else 0)
     else:
-        groups = xf.reshape(m, g, c, h, w)
+        groups = xf.reshape(m, g, nf, c // nf, h, w)
         var = groups.var(1, correction=1 if unbiased else 0)
-    s = torch.sqrt(var + eps).mean((1, 2, 3))  # [M]
-    per_sample = s.repeat(g) if grouping == "strided" else s.repeat_interleave(g)
-    feature = per_sample.to(x.dtype).reshape(n, 1, 1, 1).expand(n, 1, h, w).contiguous(memory_format=fmt)
+    s = torch.sqrt(var + eps).mean((2, 3, 4))  # [M, F]
+    per_sample = s.repeat(g, 1) if grouping == "strided" else s.repeat_interleave(g, 0)  # [N, F]
+    feature = per_sample.to(x.dtype).reshape(n, nf, 1, 1).expand(n, nf, h, w).contiguous(memory_format=fmt)
     return torch.cat([x, feature], 1)
 
 

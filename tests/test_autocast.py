@@ -21,7 +21,7 @@ def test_ops_follow_the_autocast_dtype(dtype):
             ops.eq_conv2d(x, w, b, down=True),
             ops.eq_linear(x.flatten(1), torch.randn(5, 128), torch.randn(5)),
             ops.upsample_blend(x, torch.randn(4, 8, 8, 8).to(dtype), 0.3),
-            ops.downsample_blend(torch.randn(4, 8, 8, 8), x.to(dtype), 0.3),
+            ops.fade_from_rgb(torch.randn(4, 3, 8, 8), x.to(dtype), torch.randn(8, 3, 1, 1), torch.randn(8), 0.3),
             ops.fade_reals(x, 0.3),
             ops.minibatch_stddev(x),
         ]

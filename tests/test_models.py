@@ -8,6 +8,8 @@ from progan_fast.models import Discriminator, Generator, num_features
 from progan_fast.nn import EqualizedConv2d, EqualizedLinear, PixelNorm
 from progan_fast.ops import eq_conv2d, eq_linear, pixel_norm
 
+from ops.parity import kernel_ran
+
 SMALL = dict(resolution=32, fmap_base=64, fmap_max=16)  # nf: 16, 16, 16, 8, 4 at 4 .. 32
 
 
@@ -78,6 +80,18 @@ def test_discriminator_fade_continuity():
         img = torch.randn(4, 3, 2 ** r, 2 ** r)
         assert torch.equal(D(img, r, 0.0), D(F.avg_pool2d(img, 2), r - 1, 1.0))
         assert not torch.allclose(D(img, r, 1.0), D(img, r, 0.0))
+
+
+def test_fades_run_the_fused_ops():
+    G, D = Generator(**SMALL), Discriminator(**SMALL)
+    img = torch.randn(4, 3, 16, 16)
+    with kernel_ran("cpu", "upsample_blend"):
+        G(torch.randn(4, G.latent_size), 4, 0.3)
+    with kernel_ran("cpu", "fade_from_rgb"):
+        D(img, 4, 0.3)
+    # a tensor alpha takes the fused op even at the ends: the same scores as either path alone, up to rounding
+    torch.testing.assert_close(D(img, 4, torch.tensor(0.0)), D(F.avg_pool2d(img, 2), 3, 1.0))
+    torch.testing.assert_close(D(img, 4, torch.tensor(1.0)), D(img, 4, 1.0))
 
 
 def test_discriminator_blends_in_feature_space_after_the_block():
@@ -171,6 +185,31 @@ def test_modules_initialise_and_call_the_ops():
     v = torch.randn(4, 7)
     torch.testing.assert_close(lin(v), eq_linear(v, lin.weight, lin.bias, gain=1.0, activation="linear"))
     torch.testing.assert_close(PixelNorm()(x), pixel_norm(x))
+
+
+def test_discriminator_runs_the_fused_minibatch_stddev_kernel():
+    """D's 4x4 block calls the cpu kernel (one raw op writes the 513 channels), forward and in the penalty."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Calls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func._schema.name)
+            return func(*args, **(kwargs or {}))
+
+    D = Discriminator(**SMALL, mbstd_num_features=2).double()
+    assert D.blocks["2"].conv.weight.shape[1] == 16 + 2
+    img = torch.randn(4, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    with Calls() as forward:
+        scores = D(img, 3)
+    assert "progan_fast::minibatch_stddev_forward" in forward.names and "aten::cat" not in forward.names
+    with Calls() as backward:
+        (grad,) = torch.autograd.grad(scores.sum(), img, create_graph=True)
+        grad.square().sum().backward()
+    assert "progan_fast::minibatch_stddev_backward" in backward.names
 
 
 def test_bad_arguments():

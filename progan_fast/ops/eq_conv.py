@@ -36,6 +36,12 @@ def _layer_args(gain, lr_mul, activation, negative_slope, pixel_norm):
     return gain, lr_mul, activation, negative_slope, pixel_norm
 
 
+def _check_fan_in(fan_in, weight):
+    if fan_in == 0:
+        raise ValueError(f"weight has no inputs (shape {tuple(weight.shape)}): the equalized-lr scale "
+                         f"1/sqrt(fan_in) needs at least one input channel in x and weight")
+
+
 def eq_conv2d(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation="lrelu", negative_slope=0.2,
               pixel_norm=False, up=False, down=False):
     """Equalized-lr 'same' conv + bias + activation (+ pixel norm), optionally fused with a 2x up/down sample.
@@ -45,6 +51,7 @@ def eq_conv2d(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation
     See progan_fast.reference.eq_conv2d for the spec.
     """
     _checks.tensor("x", x, ndims=(4,))
+    _checks.nonempty_maps("x", x)
     _checks.tensor("weight", weight, ndims=(4,), nonempty_batch=False)
     x, weight, bias = _checks.autocast(x.device.type, x, weight, bias)
     _checks.same_device_dtype("weight", weight, "x", x)
@@ -55,6 +62,7 @@ def eq_conv2d(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation
     if cin != x.shape[1]:
         raise ValueError(f"weight has {cin} input channels (shape {tuple(weight.shape)}) but x has {x.shape[1]} "
                          f"(shape {tuple(x.shape)})")
+    _check_fan_in(cin * kh * kw, weight)
     _sba.check_bias("bias", bias, x, cout, "weight.shape[0]")
     gain, lr_mul, activation, negative_slope, pixel_norm = _layer_args(gain, lr_mul, activation, negative_slope,
                                                                        pixel_norm)
@@ -83,6 +91,7 @@ def eq_linear(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"weight has {weight.shape[1]} input features (shape {tuple(weight.shape)}) but x has "
                          f"{x.shape[1]} (shape {tuple(x.shape)})")
+    _check_fan_in(weight.shape[1], weight)
     _sba.check_bias("bias", bias, x, weight.shape[0], "weight.shape[0]")
     gain, lr_mul, activation, negative_slope, pixel_norm = _layer_args(gain, lr_mul, activation, negative_slope,
                                                                        pixel_norm)

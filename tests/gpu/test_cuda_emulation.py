@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from progan_fast import backends, reference
-from progan_fast.ops import pixel_norm
+from progan_fast.ops import minibatch_stddev, pixel_norm
 
 from ops.parity import check_parity, layout
 
@@ -64,3 +64,78 @@ def test_uninitialised_shared_memory_would_show():
     start could hide a phase that reads a slot no thread wrote. Zero vectors stay finite thanks to eps only."""
     y, r = torch.ops.progan_fast_emulated.pixel_norm_forward(torch.zeros(2, 4, 3, 3), 1, 1e-8)
     assert torch.equal(y, torch.zeros(2, 4, 3, 3)) and torch.isfinite(r).all()
+
+
+def fade_from_rgb_launch(new, image_channels):
+    lanes, blocks, channel_lanes, chunks, channel_blocks, groups = \
+        torch.ops.progan_fast_emulated.fade_from_rgb_launch_config(new, image_channels)
+    return dict(lanes=lanes, blocks=blocks, channel_lanes=channel_lanes, chunks=chunks, channel_blocks=channel_blocks,
+                groups=groups)
+
+
+def test_fade_from_rgb_launch_geometry():
+    """The shared op tests (tests/ops/test_fade_from_rgb.py) reach lanes splitting the channels in both layouts, and
+    two image-channel groups; S2 shapes get the schedules below."""
+    small = fade_from_rgb_launch(torch.empty(2, 8, 4, 4), 5)
+    assert small["lanes"] == 8 and small["groups"] == 2
+    cl = fade_from_rgb_launch(torch.empty(2, 16, 2, 2).contiguous(memory_format=torch.channels_last), 3)
+    assert cl["lanes"] == 16 and cl["channel_lanes"] == 8 and cl["groups"] == 1
+    # S2 NCHW: 16384 pixels fill 512 blocks with 8 lanes; the channel kernel reads a plane in chunks of 4096
+    s2 = fade_from_rgb_launch(torch.empty(16, 256, 32, 32), 3)
+    assert s2 == dict(lanes=8, blocks=512, channel_lanes=256, chunks=16, channel_blocks=16 * 256, groups=1)
+    s2_cl = fade_from_rgb_launch(torch.empty(16, 256, 32, 32).contiguous(memory_format=torch.channels_last), 3)
+    assert s2_cl == dict(lanes=32, blocks=2048, channel_lanes=8, chunks=128, channel_blocks=128 * 256 // 32, groups=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_fade_from_rgb_one_lane_per_pixel(dtype):
+    """Enough NCHW pixels to fill the GPU: one lane per pixel (no reduction steps), chunks of a plane that end
+    inside it, a partial last block."""
+    from progan_fast.ops import fade_from_rgb
+
+    new = torch.randn(1, 2, 362, 362, dtype=dtype)
+    assert fade_from_rgb_launch(new, 3)["lanes"] == 1
+    inputs = [torch.randn(1, 3, 724, 724, dtype=dtype), new, torch.randn(2, 3, 1, 1, dtype=dtype),
+              torch.randn(2, dtype=dtype)]
+    check_parity("emulated", lambda i, n, w, b: fade_from_rgb(i, n, w, b, 0.3),
+                 lambda i, n, w, b: reference.fade_from_rgb(i, n, w, b, 0.3), inputs, dtype,
+                 check_double_backward=False, op="fade_from_rgb", layout_input=1)
+
+
+# ---- minibatch stddev ----
+
+def mbstd_launch(x, group_size=4, grouping="strided", unbiased=False, features=1):
+    blocks, chunk, write_blocks = torch.ops.progan_fast_emulated.minibatch_stddev_launch_config(
+        x, group_size, grouping, unbiased, features)
+    return dict(blocks=blocks, chunk=chunk, write_blocks=write_blocks)
+
+
+def test_minibatch_stddev_launch_geometry():
+    """Position blocks shrink from 16 to 1 position per thread until the grid has 512 blocks; the statistic
+    channels are written 1024 pixels a block."""
+    assert mbstd_launch(torch.empty(16, 512, 4, 4, device="meta")) == dict(blocks=128, chunk=256, write_blocks=16)
+    assert mbstd_launch(torch.empty(16, 256, 32, 32, device="meta")) == dict(blocks=512, chunk=2048,
+                                                                             write_blocks=16)
+    assert mbstd_launch(torch.empty(4, 8, 33, 33, device="meta"), features=2) == dict(blocks=2 * 18, chunk=256,
+                                                                                      write_blocks=4 * 2 * 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+@pytest.mark.parametrize("shape,group_size,grouping,features", [
+    ((4, 8, 33, 33), 4, "strided", 2),      # partial last position block, two blocks of statistic pixels
+    ((2, 64, 33, 33), 2, "contiguous", 1),  # 273 partial sums per group: more than a block's threads
+])
+def test_minibatch_stddev_schedules_beyond_the_shared_shapes(dtype, memory_format, shape, group_size, grouping,
+                                                              features):
+    unbiased = grouping == "contiguous"
+    x = layout(torch.randn(shape, dtype=dtype), memory_format)
+    assert mbstd_launch(x, group_size, grouping, unbiased, features)["blocks"] > 1
+
+    def fn(t):
+        return minibatch_stddev(t, group_size, grouping, unbiased, 1e-8, features)
+
+    def ref(t):
+        return reference.minibatch_stddev(t, group_size, grouping, unbiased, 1e-8, features)
+
+    check_parity("emulated", fn, ref, [x], dtype, check_double_backward=False, op="minibatch_stddev")

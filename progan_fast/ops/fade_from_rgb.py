@@ -1,0 +1,207 @@
+"""fade_from_rgb: D's fade-in at its input as one op — public function, raw ops, fakes and autograd.
+
+  y = lerp(lrelu(scale * W . avg_pool2(images) + bias_gain * b), new, alpha)
+with W the old fromRGB's 1x1 weight [C, C_img, 1, 1] (stored unscaled; scale = gain * lr_mul / sqrt(C_img)),
+b its bias [C] (bias_gain = lr_mul), `new` the new path's features N x C x H x W and images N x C_img x 2H x 2W.
+The pooled image and the old path's feature map are never materialised: each pixel's pool is recomputed from the
+images (C_img values) wherever it is needed.
+
+Raw ops (defined in every kernel family's namespace, see _library.py):
+  fade_from_rgb_forward(images, new, weight, bias, alpha, scale, bias_gain, negative_slope) -> y
+  fade_from_rgb_backward(grad_y, images, weight, bias, alpha, ...) -> (grad_images, grad_new, grad_weight,
+      grad_bias) in one pass over grad_y; with dz = (1 - alpha) * grad_y * lrelu'(z):
+        grad_new = alpha * grad_y, grad_bias = bias_gain * sum dz, grad_weight = scale * sum dz (x) pool,
+        grad_images = nearest_up(scale * W^T dz) / 4.
+  fade_from_rgb_double_backward(...)  the backward's gradients, in torch ops (every order; WGAN-GP's penalty)
+Saved for backward: images, weight, bias and alpha (never `new` nor anything of feature-map size). The outputs
+(y, grad_new, grad_images) are channels_last when `new` (forward) or grad_y (backward) is; images in the other
+layout are copied to it (they are C_img / (4 C) of the feature map's size).
+Kernels: csrc/cpu/fade_from_rgb.cpp, csrc/ops/fade_from_rgb.h (CUDA device code, also run by the emulated
+family), progan_fast/triton/fade.py; the cpu/cuda family's autograd is in C++ (csrc/autograd/fade.cpp).
+"""
+import math
+
+import torch
+
+from .. import _layout, backends, reference
+from .. import _library
+from . import _checks
+from .blend import alpha_operand, check_4d, check_alpha, check_same, differentiable, empty_in_format, \
+    no_alpha_gradient
+
+OP = "fade_from_rgb"
+backends.register_op(OP, ("cpu", "cuda", "triton"))
+
+
+def fade_from_rgb(images, new, weight, bias, alpha, *, gain=math.sqrt(2), lr_mul=1.0, negative_slope=0.2):
+    """lerp(lrelu(eq_conv1x1(avg_pool2(images), weight, bias)), new, alpha): D's fade between the old path
+    (fromRGB of the previous resolution on the pooled images) and the new path's features `new`.
+
+    images: N x C_img x 2H x 2W; new: N x C x H x W; weight: [C, C_img, 1, 1] (unscaled, equalized lr with `gain`
+    and `lr_mul`); bias: [C]. See progan_fast.reference.fade_from_rgb for the spec.
+    """
+    _checks.tensor("images", images, ndims=(4,))
+    _checks.tensor("new", new, ndims=(4,))
+    _checks.tensor("weight", weight, ndims=(4,), nonempty_batch=False)
+    _checks.tensor("bias", bias, ndims=(1,), nonempty_batch=False)
+    images, new, weight, bias = _checks.autocast(new.device.type, images, new, weight, bias)
+    for name, t in (("images", images), ("weight", weight), ("bias", bias)):
+        _checks.same_device_dtype(name, t, "new", new)
+    n, c, h, w = new.shape
+    c_img = images.shape[1]
+    if tuple(images.shape) != (n, c_img, 2 * h, 2 * w):
+        raise ValueError(f"images must be N x C_img x 2H x 2W for new of shape {tuple(new.shape)}, i.e. "
+                         f"{(n, c_img, 2 * h, 2 * w)}; got {tuple(images.shape)}")
+    if tuple(weight.shape) != (c, c_img, 1, 1):
+        raise ValueError(f"weight must be a 1x1 conv from the images' {c_img} channels to new's {c}, shape "
+                         f"{(c, c_img, 1, 1)}; got {tuple(weight.shape)}")
+    if tuple(bias.shape) != (c,):
+        raise ValueError(f"bias must have {c} elements (new's channels); got shape {tuple(bias.shape)}")
+    gain = _checks.finite_float("gain", gain)
+    lr_mul = _checks.finite_float("lr_mul", lr_mul)
+    if lr_mul <= 0:
+        raise ValueError(f"lr_mul must be > 0; got {lr_mul}")
+    negative_slope = _checks.finite_float("negative_slope", negative_slope)
+    alpha = _checks.alpha("alpha", alpha, images.device)
+    backend = backends.resolve(OP, new.device)
+    if backend == "reference" or differentiable(alpha):
+        return reference.fade_from_rgb(images, new, weight, bias, alpha, gain, lr_mul, negative_slope)
+    return _library.family_ops(backend).fade_from_rgb_forward(
+        images, new, weight, bias, alpha_operand(alpha, new), reference.equalized_scale(c_img, gain, lr_mul), lr_mul,
+        negative_slope)
+
+
+# ---- checks (the C++ kernels make the same: csrc/common/fade_operands.h) and fakes ----
+
+def _check_operands(main_name, main, images, weight, bias, alpha):
+    check_4d(main_name, main)
+    check_4d("images", images)
+    check_4d("weight", weight)
+    if bias.dim() != 1:
+        raise RuntimeError(f"bias must be 1-D; got shape {tuple(bias.shape)}")
+    for name, t in (("images", images), ("weight", weight), ("bias", bias)):
+        check_same(name, t, main_name, main)
+    check_alpha(alpha, main)
+    n, c, h, w = main.shape
+    c_img = images.shape[1]
+    if tuple(images.shape) != (n, c_img, 2 * h, 2 * w):
+        raise RuntimeError(f"images must have shape {(n, c_img, 2 * h, 2 * w)} for {main_name} of shape "
+                           f"{tuple(main.shape)}; got {tuple(images.shape)}")
+    if tuple(weight.shape) != (c, c_img, 1, 1):
+        raise RuntimeError(f"weight must have shape {(c, c_img, 1, 1)}; got {tuple(weight.shape)}")
+    if tuple(bias.shape) != (c,):
+        raise RuntimeError(f"bias must have shape {(c,)}; got {tuple(bias.shape)}")
+
+
+def _check_forward(images, new, weight, bias, alpha, scale, bias_gain, negative_slope):
+    _check_operands("new", new, images, weight, bias, alpha)
+
+
+def _fake_forward(images, new, weight, bias, alpha, scale, bias_gain, negative_slope):
+    return empty_in_format(new.shape, new)
+
+
+def _check_backward(grad_y, images, weight, bias, alpha, scale, bias_gain, negative_slope):
+    _check_operands("grad_y", grad_y, images, weight, bias, alpha)
+
+
+def _fake_backward(grad_y, images, weight, bias, alpha, scale, bias_gain, negative_slope):
+    grad_images = torch.empty(images.shape, dtype=images.dtype, device=images.device,
+                              memory_format=_layout.memory_format(grad_y))
+    return (grad_images, empty_in_format(grad_y.shape, grad_y), torch.empty_like(weight, memory_format=torch.contiguous_format),
+            torch.empty_like(bias))
+
+
+# ---- autograd (Python; the cpu/cuda family has the same in C++) ----
+
+def _save_forward(ctx, inputs, output):
+    images, _, weight, bias, alpha, *params = inputs
+    ctx.save_for_backward(images, weight, bias, alpha)
+    ctx.params = params
+
+
+def _backward(ops, ctx, grad_y):
+    no_alpha_gradient(ctx, 4)
+    images, weight, bias, alpha = ctx.saved_tensors
+    grads = ops.fade_from_rgb_backward(grad_y, images, weight, bias, alpha, *ctx.params)
+    return (*grads, None, None, None, None)
+
+
+def _save_backward(ctx, inputs, output):
+    grad_y, images, weight, bias, alpha, *params = inputs
+    ctx.save_for_backward(grad_y, images, weight, bias, alpha)
+    ctx.params = params
+
+
+def _double_backward(ops, ctx, gg_images, gg_new, gg_weight, gg_bias):
+    no_alpha_gradient(ctx, 4)
+    grad_y, images, weight, bias, alpha = ctx.saved_tensors
+    grads = ops.fade_from_rgb_double_backward(gg_images, gg_new, gg_weight, gg_bias, grad_y, images, weight, bias,
+                                              alpha, *ctx.params)
+    return (*grads, None, None, None, None)
+
+
+def _double_backward_formula(gg_images, gg_new, gg_weight, gg_bias, grad_y, images, weight, bias, alpha, scale,
+                             bias_gain, negative_slope):
+    """Gradients of <gg_images, grad_images> + <gg_new, grad_new> + <gg_weight, grad_weight> + <gg_bias, grad_bias>
+    with respect to grad_y, images, weight and bias, for the backward's outputs above.
+
+    With pool = avg_pool2(images), z = scale * W . pool + bias_gain * b, m = lrelu'(z) (1 or negative_slope,
+    piecewise constant, so it contributes no derivative), dz = (1 - alpha) * grad_y * m and
+    h = bias_gain * gg_bias + scale * gg_weight . pool + scale * W . avg_pool2(gg_images):
+      d/d grad_y  = alpha * gg_new + (1 - alpha) * m * h
+      d/d images  = nearest_up(scale * gg_weight^T dz) / 4
+      d/d weight  = scale * sum over pixels of dz (x) avg_pool2(gg_images)
+      d/d bias    = 0
+    Written in differentiable torch ops of every input, so the derivatives of this are right too."""
+    acc = _layout.stat_dtype(grad_y.dtype)
+    a = alpha.to(device=grad_y.device, dtype=acc)
+    w = weight.to(acc).flatten(1)
+    pooled = reference.avg_pool2(images.to(acc))
+    z = scale * torch.einsum("ck,nkhw->nchw", w, pooled) + bias_gain * bias.to(acc).view(1, -1, 1, 1)
+    m = torch.full_like(z, negative_slope).masked_fill(z > 0, 1.0)
+    dz = (1 - a) * grad_y.to(acc) * m
+    h = None
+    if gg_bias is not None:
+        h = bias_gain * gg_bias.to(acc).view(1, -1, 1, 1)
+    if gg_weight is not None:
+        term = scale * torch.einsum("ck,nkhw->nchw", gg_weight.to(acc).flatten(1), pooled)
+        h = term if h is None else h + term
+    gg_pooled = None
+    if gg_images is not None:
+        gg_pooled = reference.avg_pool2(gg_images.to(acc))
+        term = scale * torch.einsum("ck,nkhw->nchw", w, gg_pooled)
+        h = term if h is None else h + term
+    grad_grad_y = torch.zeros_like(dz) if h is None else (1 - a) * m * h
+    if gg_new is not None:
+        grad_grad_y = grad_grad_y + a * gg_new.to(acc)
+    if gg_weight is not None:
+        grad_pooled = scale * torch.einsum("ck,nchw->nkhw", gg_weight.to(acc).flatten(1), dz)
+        grad_images = reference.nearest_up(grad_pooled) * 0.25
+    else:
+        grad_images = torch.zeros_like(images, dtype=acc)
+    if gg_pooled is not None:
+        grad_weight = (scale * torch.einsum("nchw,nkhw->ck", dz, gg_pooled)).view(weight.shape)
+    else:
+        grad_weight = torch.zeros_like(weight, dtype=acc)
+    return (grad_grad_y.to(grad_y.dtype), grad_images.to(images.dtype), grad_weight.to(weight.dtype),
+            torch.zeros_like(bias))
+
+
+_FLOATS = "float scale, float bias_gain, float negative_slope"
+_library.define(
+    _library.RawOp("fade_from_rgb_forward",
+                   f"(Tensor images, Tensor new, Tensor weight, Tensor bias, Tensor alpha, {_FLOATS}) -> Tensor",
+                   check=_check_forward, fake=_fake_forward, backward=_backward, setup_context=_save_forward,
+                   cpp_autograd=("progan_fast",)),
+    _library.RawOp("fade_from_rgb_backward",
+                   f"(Tensor grad_y, Tensor images, Tensor weight, Tensor bias, Tensor alpha, {_FLOATS}) -> "
+                   "(Tensor, Tensor, Tensor, Tensor)",
+                   check=_check_backward, fake=_fake_backward, backward=_double_backward,
+                   setup_context=_save_backward, cpp_autograd=("progan_fast",)),
+    _library.RawOp("fade_from_rgb_double_backward",
+                   "(Tensor? gg_images, Tensor? gg_new, Tensor? gg_weight, Tensor? gg_bias, Tensor grad_y, "
+                   f"Tensor images, Tensor weight, Tensor bias, Tensor alpha, {_FLOATS}) -> "
+                   "(Tensor, Tensor, Tensor, Tensor)",
+                   composite=_double_backward_formula),
+)

@@ -1,0 +1,258 @@
+"""fade_from_rgb (D's input fade as one op) over every kernel family (cpu, emulated CUDA, interpreted Triton)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+import progan_fast
+from progan_fast import _library, backends, reference
+from progan_fast.ops import fade_from_rgb
+
+from .parity import assert_close, check_parity, families_of, layout
+
+BACKENDS = families_of("fade_from_rgb")
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+LAYOUT_IDS = ["nchw", "channels_last"]
+# (N, C, H, W, C_img): RGB, grayscale, and 5 image channels (the generic path); one pixel, odd sizes, C = 1
+SHAPES = [(2, 8, 4, 4, 3), (1, 1, 1, 1, 3), (3, 5, 3, 5, 1), (2, 4, 2, 3, 5), (2, 16, 2, 2, 4)]
+
+
+def operands(n, c, h, w, c_img, dtype=torch.float32, memory_format=torch.contiguous_format):
+    images = layout(torch.randn(n, c_img, 2 * h, 2 * w, dtype=torch.float64).to(dtype), memory_format)
+    new = layout(torch.randn(n, c, h, w, dtype=torch.float64).to(dtype), memory_format)
+    weight = torch.randn(c, c_img, 1, 1, dtype=torch.float64).to(dtype)
+    bias = torch.randn(c, dtype=torch.float64).to(dtype)
+    return [images, new, weight, bias]
+
+
+def old_path(images, weight, bias, gain=math.sqrt(2), lr_mul=1.0, negative_slope=0.2):
+    """fromRGB of the pooled images, written out (the unfused pipeline D used before)."""
+    pooled = F.avg_pool2d(images, 2)
+    z = F.conv2d(pooled, weight) * (gain * lr_mul / math.sqrt(images.shape[1])) + lr_mul * bias.view(1, -1, 1, 1)
+    return F.leaky_relu(z, negative_slope)
+
+
+def test_cpu_kernel_is_built():
+    assert backends.resolve("fade_from_rgb", torch.device("cpu")) == "cpu"
+
+
+def test_every_family_is_tested():
+    assert {"cpu", "emulated"} <= set(BACKENDS)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_parity(backend, dtype, memory_format, shape):
+    """Forward, the gradients of images, new, weight and bias, and a gradient penalty on the images (WGAN-GP's
+    double backward) against the float64 reference."""
+    inputs = operands(*shape, dtype=dtype, memory_format=memory_format)
+    alpha = torch.tensor(0.3) if dtype == torch.float32 else 0.6
+    check_parity(backend, lambda i, n, w, b: fade_from_rgb(i, n, w, b, alpha, lr_mul=0.5, negative_slope=0.1),
+                 lambda i, n, w, b: reference.fade_from_rgb(i, n, w, b, alpha, lr_mul=0.5, negative_slope=0.1),
+                 inputs, dtype, op="fade_from_rgb", layout_input=1)
+
+
+def test_reference_is_the_unfused_pipeline():
+    images, new, weight, bias = operands(2, 6, 3, 4, 3, dtype=torch.float64)
+    old = old_path(images, weight, bias, lr_mul=0.5)
+    torch.testing.assert_close(reference.fade_from_rgb(images, new, weight, bias, 0.3, lr_mul=0.5),
+                               old + (new - old) * 0.3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+def test_endpoints(backend, memory_format):
+    images, new, weight, bias = operands(2, 6, 3, 4, 3, memory_format=memory_format)
+    with progan_fast.use_backend(backend):
+        assert torch.equal(fade_from_rgb(images, new, weight, bias, 1.0), new)
+        at_zero = fade_from_rgb(images, new, weight, bias, torch.tensor(0.0))
+    assert_close(at_zero, old_path(images.double(), weight.double(), bias.double()), torch.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("c_img", [3, 5])
+def test_gradcheck_and_gradgradcheck(backend, memory_format, c_img):
+    """Every first and second derivative, including those through grad_weight and grad_bias."""
+    inputs = [t.requires_grad_() for t in operands(2, 3, 2, 3, c_img, torch.float64, memory_format)]
+
+    def fn(i, n, w, b):
+        return fade_from_rgb(i, n, w, b, 0.35, gain=1.3, lr_mul=0.7, negative_slope=0.25)
+
+    with progan_fast.use_backend(backend):
+        assert torch.autograd.gradcheck(fn, inputs)
+        assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_op_third_order(backend):
+    """The double backward is a differentiable formula: derivatives of the backward op to the second order."""
+    ops = _library.family_ops(backend)
+    images, _, weight, bias = [t.requires_grad_() for t in operands(1, 3, 2, 2, 3, torch.float64)]
+    grad_y = torch.randn(1, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    alpha = torch.tensor(0.4, dtype=torch.float64)
+
+    def backward_op(g, i, w, b):
+        return ops.fade_from_rgb_backward(g, i, w, b, alpha, 0.8, 1.0, 0.2)
+
+    assert torch.autograd.gradcheck(backward_op, (grad_y, images, weight, bias))
+    assert torch.autograd.gradgradcheck(backward_op, (grad_y, images, weight, bias))
+
+
+def test_differentiable_alpha_runs_the_reference():
+    inputs = [t.requires_grad_() for t in operands(1, 3, 2, 2, 3, torch.float64)]
+    alpha = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda i, n, w, b, a: fade_from_rgb(i, n, w, b, a), (*inputs, alpha))
+    for family in ("cpu", "emulated"):
+        with pytest.raises(RuntimeError, match="alpha must not require grad"):
+            _library.family_ops(family).fade_from_rgb_forward(*inputs, alpha, 1.0, 1.0, 0.2).sum().backward()
+
+
+def test_saves_no_feature_map():
+    """Saved for backward: the images, the old fromRGB's weight and bias, and alpha; nothing of new's size."""
+    images, new, weight, bias = [t.requires_grad_() for t in operands(2, 16, 4, 4, 3)]
+    saved = []
+    with progan_fast.use_backend("cpu"), torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t) or t, lambda t: t):
+        fade_from_rgb(images, new, weight, bias, 0.5)
+    assert sorted(tuple(t.shape) for t in saved) == sorted([(2, 3, 8, 8), (16, 3, 1, 1), (16,), ()])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_opcheck(backend, dtype):
+    ops = _library.family_ops(backend)
+    alpha = torch.tensor(0.4)
+    for memory_format in LAYOUTS:
+        for shape in [(2, 4, 2, 3, 3), (1, 1, 1, 1, 1), (2, 3, 2, 2, 5)]:
+            images, new, weight, bias = operands(*shape, dtype=dtype, memory_format=memory_format)
+            for requires_grad in (False, True):
+                args = [t.detach().requires_grad_(requires_grad) for t in (images, new, weight, bias)]
+                torch.library.opcheck(ops.fade_from_rgb_forward.default, (*args, alpha, 0.5, 1.0, 0.2))
+                grad_y = torch.randn_like(new).requires_grad_(requires_grad)
+                torch.library.opcheck(ops.fade_from_rgb_backward.default,
+                                      (grad_y, args[0], args[2], args[3], alpha, 0.5, 1.0, 0.2))
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+def test_compile_fullgraph(memory_format):
+    torch._dynamo.reset()
+    compiles = []
+
+    def counting_backend(gm, example_inputs):
+        compiles.append(gm)
+        return gm.forward
+
+    def fn(i, n, w, b, a):
+        return fade_from_rgb(i, n * 2.0, w, b, a).square().sum()
+
+    inputs = [t.requires_grad_() for t in operands(2, 8, 3, 4, 3, memory_format=memory_format)]
+    compiled = torch.compile(fn, fullgraph=True, backend=counting_backend)
+    with progan_fast.use_backend("cpu"):
+        for a in (0.1, 0.6):
+            expected = fn(*inputs, torch.tensor(a))
+            got = compiled(*inputs, torch.tensor(a))
+            torch.testing.assert_close(got, expected)
+            torch.testing.assert_close(torch.autograd.grad(got, inputs), torch.autograd.grad(expected, inputs))
+        assert len(compiles) == 1
+        got = torch.compile(fn, fullgraph=True, backend="inductor")(*inputs, torch.tensor(0.6))
+    torch.testing.assert_close(got, expected)
+    assert torch._dynamo.explain(fn)(*inputs, torch.tensor(0.3)).graph_break_count == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_layouts_and_strided_inputs(backend):
+    """The outputs follow `new` (forward) and grad_y (backward); other layouts and strides are copied."""
+    images, new, weight, bias = operands(2, 6, 3, 4, 3)
+    new_cl = new.contiguous(memory_format=torch.channels_last)
+    strided_images = torch.stack([images, images], -1)[..., 0]
+    with progan_fast.use_backend(backend):
+        y = fade_from_rgb(images, new_cl, weight, bias, 0.3)
+        y2 = fade_from_rgb(strided_images, new.transpose(2, 3).contiguous().transpose(2, 3), weight, bias, 0.3)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    expected = reference.fade_from_rgb(images.double(), new.double(), weight.double(), bias.double(), 0.3)
+    assert_close(y, expected, torch.float32)
+    assert_close(y2, expected, torch.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_blocks_and_streaming(backend):
+    """Maps wider than one CPU task's block and outputs large enough for the CPU kernel's streaming stores (odd
+    sizes: unaligned heads and tails); the other families run a smaller case of the same shape class."""
+    shape = (2, 64, 37, 131, 3) if backend == "cpu" else (1, 3, 9, 67, 3)
+    for memory_format in LAYOUTS:
+        inputs = operands(*shape, memory_format=memory_format)
+        check_parity(backend, lambda i, n, w, b: fade_from_rgb(i, n, w, b, 0.45),
+                     lambda i, n, w, b: reference.fade_from_rgb(i, n, w, b, 0.45), inputs, torch.float32,
+                     check_double_backward=False, op="fade_from_rgb", layout_input=1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_raw_ops_refuse_mismatched_operands(backend):
+    ops = _library.family_ops(backend)
+    images, new, weight, bias = operands(2, 4, 2, 3, 3)
+    alpha = torch.tensor(0.5)
+    with pytest.raises(RuntimeError, match="images must have shape"):
+        ops.fade_from_rgb_forward(images[..., :4], new, weight, bias, alpha, 1.0, 1.0, 0.2)
+    with pytest.raises(RuntimeError, match="weight must have shape"):
+        ops.fade_from_rgb_forward(images, new, weight[:3], bias, alpha, 1.0, 1.0, 0.2)
+    with pytest.raises(RuntimeError, match="bias must have shape"):
+        ops.fade_from_rgb_backward(new, images, weight, bias[:2], alpha, 1.0, 1.0, 0.2)
+    with pytest.raises(TypeError, match="images must have grad_y's dtype"):
+        ops.fade_from_rgb_backward(new, images.double(), weight, bias, alpha, 1.0, 1.0, 0.2)
+    with pytest.raises(RuntimeError, match="alpha must be a 0-dim floating tensor"):
+        ops.fade_from_rgb_forward(images, new, weight, bias, torch.tensor([0.5]), 1.0, 1.0, 0.2)
+    with pytest.raises(ValueError, match="alpha must be finite and in \\[0, 1\\]"):
+        ops.fade_from_rgb_forward(images, new, weight, bias, torch.tensor(1.5), 1.0, 1.0, 0.2)
+
+
+IMAGES, NEW, WEIGHT, BIAS = operands(2, 4, 3, 3, 3)
+
+
+@pytest.mark.parametrize("args,kwargs,exc,match", [
+    ((IMAGES[..., :5], NEW, WEIGHT, BIAS, 0.5), {}, ValueError, "images must be N x C_img x 2H x 2W"),
+    ((IMAGES[:1], NEW, WEIGHT, BIAS, 0.5), {}, ValueError, "images must be"),
+    ((IMAGES, NEW, WEIGHT[:, :2], BIAS, 0.5), {}, ValueError, "weight must be a 1x1 conv"),
+    ((IMAGES, NEW, torch.randn(4, 3, 3, 3), BIAS, 0.5), {}, ValueError, "weight must be a 1x1 conv"),
+    ((IMAGES, NEW, WEIGHT, BIAS[:3], 0.5), {}, ValueError, "bias must have 4 elements"),
+    ((IMAGES, NEW, WEIGHT, BIAS.double(), 0.5), {}, TypeError, "bias has dtype"),
+    ((IMAGES, NEW[0], WEIGHT, BIAS, 0.5), {}, ValueError, "new must be 4-D"),
+    ((IMAGES.int(), NEW, WEIGHT, BIAS, 0.5), {}, TypeError, "images must be float16"),
+    ((IMAGES, NEW, WEIGHT, BIAS, 1.5), {}, ValueError, "alpha must be finite and in"),
+    ((IMAGES, NEW, WEIGHT, BIAS, math.nan), {}, ValueError, "alpha must be finite and in"),
+    ((IMAGES, NEW, WEIGHT, BIAS, 0.5), {"lr_mul": 0.0}, ValueError, "lr_mul must be > 0"),
+    ((IMAGES, NEW, WEIGHT, BIAS, 0.5), {"gain": math.inf}, ValueError, "gain must be finite"),
+    ((IMAGES, NEW, WEIGHT, BIAS, 0.5), {"negative_slope": "0.2"}, TypeError, "negative_slope must be a float"),
+    ((IMAGES[:0], NEW[:0], WEIGHT, BIAS, 0.5), {}, ValueError, "images has an empty batch"),
+])
+def test_bad_input(args, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        fade_from_rgb(*args, **kwargs)
+
+
+@st.composite
+def fade_inputs(draw):
+    n, c, h, w = (draw(st.integers(1, 4)) for _ in range(4))
+    c_img = draw(st.sampled_from([1, 3, 4, 6]))
+    dtype = draw(st.sampled_from(DTYPES))
+    memory_format = draw(st.sampled_from(LAYOUTS))
+    inputs = operands(n, c, h, w, c_img, dtype, memory_format)
+    if draw(st.booleans()):  # a non-dense view of new
+        inputs[1] = torch.cat([inputs[1], inputs[1]], 2)[:, :, ::2]
+    alpha = draw(st.floats(0.0, 1.0))
+    return inputs, draw(st.sampled_from([alpha, torch.tensor(alpha)])), draw(st.floats(-0.5, 1.0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(fade_inputs())
+def test_property_random_shapes_strides_dtypes(case):
+    inputs, alpha, slope = case
+    with progan_fast.use_backend("cpu"):
+        y = fade_from_rgb(*inputs, alpha, negative_slope=slope)
+    expected = reference.fade_from_rgb(*(t.double() for t in inputs), alpha, negative_slope=slope)
+    assert_close(y, expected, inputs[0].dtype)
