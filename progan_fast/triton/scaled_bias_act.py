@@ -43,9 +43,20 @@ def scaled_bias_act_forward_kernel(x_ptr, bias_ptr, y_ptr, r_ptr, P, C, num_p_bl
     scale = tl.cast(scale_hi, acc_ty) + tl.cast(scale_lo, acc_ty)
     slope = tl.cast(slope_hi, acc_ty) + tl.cast(slope_lo, acc_ty)
     eps = tl.cast(eps_hi, acc_ty) + tl.cast(eps_lo, acc_ty)
-    rs = tl.full([BLOCK_P], 1.0, acc_ty)
-    if PIXEL_NORM:
-        if not SINGLE_PASS:
+    if SINGLE_PASS:  # every channel in one tile
+        channel_mask = c < C
+        mask = p_mask[None, :] & channel_mask
+        offs = base + c.to(tl.int64) * stride_c
+        a = tl.where(mask, _act(_pre_activation(x_ptr, bias_ptr, offs, c, mask, channel_mask, scale, HAS_BIAS), slope),
+                     0.0)
+        if PIXEL_NORM:
+            rs = tl.rsqrt(tl.sum(a * a, axis=0) / C + eps)
+            tl.store(r_ptr + r_offs, rs, mask=p_mask)
+            a = a * rs[None, :]
+        tl.store(y_ptr + offs, a.to(y_ptr.dtype.element_ty), mask=mask)
+    else:
+        rs = tl.full([BLOCK_P], 1.0, acc_ty)
+        if PIXEL_NORM:
             acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_ty)
             for c0 in range(0, C, BLOCK_C):
                 channel_mask = c0 + c < C
@@ -55,17 +66,13 @@ def scaled_bias_act_forward_kernel(x_ptr, bias_ptr, y_ptr, r_ptr, P, C, num_p_bl
                                                          HAS_BIAS), slope), 0.0)
                 acc += a * a
             rs = tl.rsqrt(tl.sum(acc, axis=0) / C + eps)
-    for c0 in range(0, C, BLOCK_C):
-        channel_mask = c0 + c < C
-        mask = p_mask[None, :] & channel_mask
-        offs = base + (c0 + c).to(tl.int64) * stride_c
-        a = tl.where(mask, _act(_pre_activation(x_ptr, bias_ptr, offs, c0 + c, mask, channel_mask, scale, HAS_BIAS),
-                                slope), 0.0)
-        if PIXEL_NORM and SINGLE_PASS:
-            rs = tl.rsqrt(tl.sum(a * a, axis=0) / C + eps)
-        tl.store(y_ptr + offs, (a * rs[None, :]).to(y_ptr.dtype.element_ty), mask=mask)
-    if PIXEL_NORM:
-        tl.store(r_ptr + r_offs, rs, mask=p_mask)
+            tl.store(r_ptr + r_offs, rs, mask=p_mask)
+        for c0 in range(0, C, BLOCK_C):
+            channel_mask = c0 + c < C
+            mask = p_mask[None, :] & channel_mask
+            offs = base + (c0 + c).to(tl.int64) * stride_c
+            a = _act(_pre_activation(x_ptr, bias_ptr, offs, c0 + c, mask, channel_mask, scale, HAS_BIAS), slope)
+            tl.store(y_ptr + offs, (a * rs[None, :]).to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
