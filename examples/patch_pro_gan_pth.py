@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import progan_fast
-from progan_fast.train.shapes import render_shapes
+from progan_fast.train.data.shapes import render_shapes
 
 
 class Shapes(torch.utils.data.Dataset):

@@ -37,17 +37,21 @@ TensorPair call_forward(const at::Tensor& x, const OptionalTensor& bias, double 
 // The backward's non-tensor arguments (and the autograd's), as saved in a context.
 struct Params {
   double scale, slope;
-  bool pixel_norm, saved_is_input;
+  bool pixel_norm;
+  double eps;
+  bool saved_is_input;
 
   void save(AutogradContext* ctx) const {
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["slope"] = slope;
     ctx->saved_data["pixel_norm"] = pixel_norm;
+    ctx->saved_data["eps"] = eps;
     ctx->saved_data["saved_is_input"] = saved_is_input;
   }
   static Params of(AutogradContext* ctx) {
     return {ctx->saved_data["scale"].toDouble(), ctx->saved_data["slope"].toDouble(),
-            ctx->saved_data["pixel_norm"].toBool(), ctx->saved_data["saved_is_input"].toBool()};
+            ctx->saved_data["pixel_norm"].toBool(), ctx->saved_data["eps"].toDouble(),
+            ctx->saved_data["saved_is_input"].toBool()};
   }
 };
 
@@ -56,8 +60,8 @@ TensorPair call_backward(const at::Tensor& grad_y, const at::Tensor& saved, cons
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("progan_fast::scaled_bias_act_backward", "")
                        .typed<TensorPair(const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
-                                         const OptionalTensor&, double, double, bool, bool, bool)>();
-  return op.call(grad_y, optional(saved), optional(rsqrt), optional(bias), p.scale, p.slope, p.pixel_norm,
+                                         const OptionalTensor&, double, double, bool, double, bool, bool)>();
+  return op.call(grad_y, optional(saved), optional(rsqrt), optional(bias), p.scale, p.slope, p.pixel_norm, p.eps,
                  p.saved_is_input, bias_grad);
 }
 
@@ -78,9 +82,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_double_backward(
           .findSchemaOrThrow("progan_fast::scaled_bias_act_double_backward", "")
           .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
               const OptionalTensor&, const OptionalTensor&, const at::Tensor&, const OptionalTensor&,
-              const OptionalTensor&, const OptionalTensor&, double, double, bool, bool)>();
+              const OptionalTensor&, const OptionalTensor&, double, double, bool, double, bool)>();
   return op.call(optional(grad_grad_x), optional(grad_grad_bias), grad_y, optional(saved), optional(rsqrt),
-                 optional(bias), p.scale, p.slope, p.pixel_norm, p.saved_is_input);
+                 optional(bias), p.scale, p.slope, p.pixel_norm, p.eps, p.saved_is_input);
 }
 
 at::Tensor sum_defined(const at::Tensor& a, const at::Tensor& b) {
@@ -93,9 +97,9 @@ class ScaledBiasActBackward : public torch::autograd::Function<ScaledBiasActBack
  public:
   static variable_list forward(AutogradContext* ctx, const Variable& grad_y, const OptionalTensor& saved,
                                const OptionalTensor& rsqrt, const OptionalTensor& bias, double scale, double slope,
-                               bool pixel_norm, bool saved_is_input, bool bias_grad) {
+                               bool pixel_norm, double eps, bool saved_is_input, bool bias_grad) {
     ctx->set_materialize_grads(false);
-    const Params p{scale, slope, pixel_norm, saved_is_input};
+    const Params p{scale, slope, pixel_norm, eps, saved_is_input};
     p.save(ctx);
     ctx->save_for_backward({grad_y, saved.value_or(Variable()), rsqrt.value_or(Variable()), bias.value_or(Variable())});
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
@@ -107,7 +111,7 @@ class ScaledBiasActBackward : public torch::autograd::Function<ScaledBiasActBack
 
   // Only pixel norm makes the backward depend on anything but grad_y (it is piecewise linear otherwise).
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(9);
+    variable_list out(10);
     // grad_bias is empty when the backward ran without a bias gradient
     if (!grads[0].defined() && (!grads[1].defined() || grads[1].numel() == 0)) return out;
     const auto saved = ctx->get_saved_variables();
@@ -135,12 +139,12 @@ class ScaledBiasActForward : public torch::autograd::Function<ScaledBiasActForwa
     }
     // An unused rsqrt gradient stays undefined instead of a tensor of zeros (it is only used by higher derivatives).
     ctx->set_materialize_grads(false);
-    const bool input = scaled_bias_act_saves_input(slope, pixel_norm, x.size(1));
-    Params{scale, slope, pixel_norm, input}.save(ctx);
+    const bool input = scaled_bias_act_saves_input(slope);
+    Params{scale, slope, pixel_norm, eps, input}.save(ctx);
     const bool has_bias = bias.has_value() && bias->defined();
     ctx->saved_data["has_bias"] = has_bias;
-    // The rule of progan_fast/ops/scaled_bias_act.py: y for slope >= 0, x (and bias) for slope < 0 and for pixel
-    // norm over one channel, nothing for a linear activation without pixel norm; rsqrt with pixel norm.
+    // The rule of progan_fast/ops/scaled_bias_act.py: y for slope >= 0, x (and bias) for slope < 0, nothing for a
+    // linear activation without pixel norm; rsqrt with pixel norm.
     Variable saved;
     if (scaled_bias_act_reads_saved(slope, pixel_norm)) saved = input ? x : y;
     ctx->save_for_backward({saved, pixel_norm ? rsqrt : Variable(), input && has_bias ? *bias : Variable()});
@@ -172,10 +176,10 @@ TensorPair forward_autograd(const at::Tensor& x, const OptionalTensor& bias, dou
 }
 
 TensorPair backward_autograd(const at::Tensor& grad_y, const OptionalTensor& saved, const OptionalTensor& rsqrt,
-                             const OptionalTensor& bias, double scale, double slope, bool pixel_norm,
+                             const OptionalTensor& bias, double scale, double slope, bool pixel_norm, double eps,
                              bool saved_is_input, bool bias_grad) {
-  auto outputs =
-      ScaledBiasActBackward::apply(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, saved_is_input, bias_grad);
+  auto outputs = ScaledBiasActBackward::apply(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps,
+                                              saved_is_input, bias_grad);
   return {outputs[0], outputs[1]};
 }
 

@@ -10,16 +10,15 @@
 #include <optional>
 
 #include "common/reduction_layout.h"
+#include "common/scaled_bias_act_math.h"
 
 namespace progan_fast {
 
 // What the backward reads besides grad_y (progan_fast/ops/scaled_bias_act.py states why): the output y for
-// slope >= 0, the input x (and bias) for slope < 0 and for pixel norm over one channel, nothing for a linear
-// activation without pixel norm.
+// slope >= 0, the input x (and bias) for slope < 0, nothing for a linear activation without pixel norm.
 inline bool scaled_bias_act_reads_saved(double slope, bool pixel_norm) { return pixel_norm || slope != 1.0; }
-inline bool scaled_bias_act_saves_input(double slope, bool pixel_norm, int64_t channels) {
-  return slope < 0.0 || (pixel_norm && channels == 1);
-}
+inline bool scaled_bias_act_saves_input(double slope) { return slope < 0.0; }
+
 
 namespace scaled_bias_act_detail {
 

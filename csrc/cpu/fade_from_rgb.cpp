@@ -34,9 +34,12 @@
 namespace progan_fast {
 namespace fade_cpu {
 
-// Pixels per task: the block's pooled sums and image-gradient sums (C_img * 2 KB each for RGB) stay in L1 while
-// the feature map streams past, and each NCHW channel's run (2 KB) is long enough for the prefetchers.
-constexpr int64_t kBlockPixels = 512;
+// Pixels per task. NCHW: whole planes where they fit, so that a task reads (and writes) one contiguous slab of the
+// feature map, channel after channel, which the prefetchers stream; with 512-pixel blocks every channel's run was
+// a separate 2 KB stream and the loads stalled. The block's pooled sums and image-gradient sums (C_img * 32 KB each
+// for RGB at most) stay in L2. Channels last: a block is contiguous anyway; 512 pixels keep its sums in L1.
+constexpr int64_t kPlanesBlockPixels = 8192;
+constexpr int64_t kRowsBlockPixels = 512;
 // Outputs at least this large are written with non-temporal stores (as in csrc/cpu/pixel_norm.cpp: far larger
 // than the caches anyway, and streaming skips the read-for-ownership of every destination line).
 constexpr int64_t kStreamBytes = 8 << 20;
@@ -67,31 +70,61 @@ FADE_INLINE void stream_fence(bool stream) {
 #endif
 }
 
+// Loops over a few image channels or channels inside a vectorized pixel loop: GCC vectorizes the pixel loop only
+// once they are unrolled ("not vectorized: multiple nested loops" otherwise).
+#define FADE_UNROLLED _Pragma("GCC unroll 8")
+
 // ---- NCHW: `channels` runs of P pixels, `cs` apart; pool[k * P + p] the block's sums; ws[c * CI + k], bb[c] ----
+
+// G channels at a time: each pixel's sums are loaded once for G channels (an S3 block's sums live in L2).
+template <typename A, int CI, int G>
+FADE_INLINE void planes_forward_group(A* __restrict out, const A* __restrict nw, int64_t cs, const A* __restrict pool,
+                                      int64_t P, const A* __restrict ws, const A* __restrict bb, A alpha, A slope,
+                                      bool stream, A* __restrict buf) {
+  const bool small = alpha < A(0.5);
+  const A coef = small ? alpha : alpha - A(1);
+  A w[G][CI], b[G];
+  for (int j = 0; j < G; ++j) {
+    b[j] = bb[j];
+    for (int k = 0; k < CI; ++k) w[j][k] = ws[j * CI + k];
+  }
+  for (int64_t p0 = 0; p0 < P; p0 += kChunk) {
+    const int64_t n = std::min(kChunk, P - p0);
+    A* dst[G];
+    for (int j = 0; j < G; ++j) dst[j] = stream ? buf + j * kChunk : out + j * cs + p0;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      A q[CI];
+      FADE_UNROLLED
+      for (int k = 0; k < CI; ++k) q[k] = pool[k * P + p0 + i];
+      FADE_UNROLLED
+      for (int j = 0; j < G; ++j) {
+        A z = b[j];
+        FADE_UNROLLED
+        for (int k = 0; k < CI; ++k) z = std::fma(w[j][k], q[k], z);
+        const A old = z > 0 ? z : z * slope;
+        const A v = nw[j * cs + p0 + i];
+        dst[j][i] = std::fma(coef, v - old, small ? old : v);
+      }
+    }
+    if (stream)
+      for (int j = 0; j < G; ++j) copy_out(out + j * cs + p0, buf + j * kChunk, n, true);
+  }
+}
 
 template <typename A, int CI>
 FADE_INLINE void planes_forward_ci(A* __restrict out, const A* __restrict nw, int64_t channels, int64_t cs,
                                    const A* __restrict pool, int64_t P, const A* __restrict ws,
                                    const A* __restrict bb, A alpha, A slope, bool stream) {
-  const bool small = alpha < A(0.5);
-  const A coef = small ? alpha : alpha - A(1);
-  A buf[kChunk];
-  for (int64_t c = 0; c < channels; ++c) {
-    const A* __restrict w = ws + c * CI;
-    const A b = bb[c];
-    for (int64_t p0 = 0; p0 < P; p0 += kChunk) {
-      const int64_t n = std::min(kChunk, P - p0);
-      const A* __restrict v = nw + c * cs + p0;
-      A* __restrict dst = stream ? buf : out + c * cs + p0;
-      for (int64_t i = 0; i < n; ++i) {
-        A z = b;
-        for (int k = 0; k < CI; ++k) z = std::fma(w[k], pool[k * P + p0 + i], z);
-        const A old = z > 0 ? z : z * slope;
-        dst[i] = std::fma(coef, v[i] - old, small ? old : v[i]);
-      }
-      if (stream) copy_out(out + c * cs + p0, buf, n, true);
-    }
-  }
+  constexpr int G = 4;
+  A buf[G * kChunk];
+  int64_t c = 0;
+  for (; c + G <= channels; c += G)
+    planes_forward_group<A, CI, G>(out + c * cs, nw + c * cs, cs, pool, P, ws + c * CI, bb + c, alpha, slope, stream,
+                                   buf);
+  for (; c < channels; ++c)
+    planes_forward_group<A, CI, 1>(out + c * cs, nw + c * cs, cs, pool, P, ws + c * CI, bb + c, alpha, slope, stream,
+                                   buf);
   stream_fence(stream);
 }
 
@@ -117,55 +150,97 @@ FADE_INLINE void planes_forward_generic(A* __restrict out, const A* __restrict n
   stream_fence(stream);
 }
 
-// Accumulates into partial[c * (CI + 1) + k] (sum dz * pool_k) and partial[c * (CI + 1) + CI] (sum dz), and into
-// gpool[k * P + p] (sum over channels of ws[c, k] * dz).
+// Two channels at a time: the pixel's sums and image-gradient sums are loaded and stored once per pair. Adds into
+// partial[j * (CI + 1) + k] (sum over pixels of dz * pool_k), partial[j * (CI + 1) + CI] (sum of dz) for the two
+// channels j, and into gpool[k * P + p] (sum over channels of ws[c, k] * dz). G = 1 for an odd last channel.
+template <typename A, int CI, int G>
+FADE_INLINE void planes_backward_group(A* __restrict gn, const A* __restrict g, int64_t cs, const A* __restrict pool,
+                                       A* __restrict gpool, int64_t P, const A* __restrict ws,
+                                       const A* __restrict bb, A alpha, A slope, A* __restrict partial, bool stream,
+                                       A* __restrict buf) {
+  static_assert(G == 1 || G == 2);
+  const A up = A(1) - alpha, down = (A(1) - alpha) * slope;  // dz / g on either side of the kink
+  A w[2][4] = {}, b[2] = {};
+  for (int j = 0; j < G; ++j) {
+    b[j] = bb[j];
+    for (int k = 0; k < CI; ++k) w[j][k] = ws[j * CI + k];
+  }
+  // per channel j: s_j0 .. s_j3 = sum dz * pool_k, s_jb = sum dz
+  A s00 = 0, s01 = 0, s02 = 0, s03 = 0, s0b = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0, s1b = 0;
+  for (int64_t p0 = 0; p0 < P; p0 += kChunk) {
+    const int64_t n = std::min(kChunk, P - p0);
+    const A* __restrict q = pool + p0;
+    A* __restrict gq = gpool + p0;
+    const A* __restrict g0 = g + p0;
+    const A* __restrict g1 = g + cs + p0;
+    A* __restrict d0 = stream ? buf : gn + p0;
+    A* __restrict d1 = stream ? buf + kChunk : gn + cs + p0;
+#pragma omp simd reduction(+ : s00, s01, s02, s03, s0b, s10, s11, s12, s13, s1b)
+    for (int64_t i = 0; i < n; ++i) {
+      A qk[4] = {}, gk[4] = {};
+      FADE_UNROLLED
+      for (int k = 0; k < CI; ++k) {
+        qk[k] = q[k * P + i];
+        gk[k] = gq[k * P + i];
+      }
+      {
+        A z = b[0];
+        FADE_UNROLLED
+        for (int k = 0; k < CI; ++k) z = std::fma(w[0][k], qk[k], z);
+        const A gv = g0[i];
+        d0[i] = alpha * gv;
+        const A dz = (z > 0 ? up : down) * gv;
+        s0b += dz;
+        s00 += dz * qk[0];
+        if constexpr (CI > 1) s01 += dz * qk[1];
+        if constexpr (CI > 2) s02 += dz * qk[2];
+        if constexpr (CI > 3) s03 += dz * qk[3];
+        FADE_UNROLLED
+        for (int k = 0; k < CI; ++k) gk[k] = std::fma(w[0][k], dz, gk[k]);
+      }
+      if constexpr (G == 2) {
+        A z = b[1];
+        FADE_UNROLLED
+        for (int k = 0; k < CI; ++k) z = std::fma(w[1][k], qk[k], z);
+        const A gv = g1[i];
+        d1[i] = alpha * gv;
+        const A dz = (z > 0 ? up : down) * gv;
+        s1b += dz;
+        s10 += dz * qk[0];
+        if constexpr (CI > 1) s11 += dz * qk[1];
+        if constexpr (CI > 2) s12 += dz * qk[2];
+        if constexpr (CI > 3) s13 += dz * qk[3];
+        FADE_UNROLLED
+        for (int k = 0; k < CI; ++k) gk[k] = std::fma(w[1][k], dz, gk[k]);
+      }
+      FADE_UNROLLED
+      for (int k = 0; k < CI; ++k) gq[k * P + i] = gk[k];
+    }
+    if (stream) {
+      copy_out(gn + p0, buf, n, true);
+      if constexpr (G == 2) copy_out(gn + cs + p0, buf + kChunk, n, true);
+    }
+  }
+  const A sums[2][5] = {{s00, s01, s02, s03, s0b}, {s10, s11, s12, s13, s1b}};
+  for (int j = 0; j < G; ++j) {
+    for (int k = 0; k < CI; ++k) partial[j * (CI + 1) + k] += sums[j][k];
+    partial[j * (CI + 1) + CI] += sums[j][4];
+  }
+}
+
 template <typename A, int CI>
 FADE_INLINE void planes_backward_ci(A* __restrict gn, const A* __restrict g, int64_t channels, int64_t cs,
                                     const A* __restrict pool, A* __restrict gpool, int64_t P,
                                     const A* __restrict ws, const A* __restrict bb, A alpha, A slope,
                                     A* __restrict partial, bool stream) {
-  const A up = A(1) - alpha, down = (A(1) - alpha) * slope;  // dz / g on either side of the kink
-  A buf[kChunk];
-  for (int64_t c = 0; c < channels; ++c) {
-    const A* __restrict w = ws + c * CI;
-    const A b = bb[c];
-    A s0 = 0, s1 = 0, s2 = 0, s3 = 0, sb = 0;
-    for (int64_t p0 = 0; p0 < P; p0 += kChunk) {
-      const int64_t n = std::min(kChunk, P - p0);
-      const A* __restrict gr = g + c * cs + p0;
-      const A* __restrict q = pool + p0;
-      A* __restrict gq = gpool + p0;
-      A* __restrict dst = stream ? buf : gn + c * cs + p0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3, sb)
-      for (int64_t i = 0; i < n; ++i) {
-        A z = b;
-        for (int k = 0; k < CI; ++k) z = std::fma(w[k], q[k * P + i], z);
-        const A gv = gr[i];
-        dst[i] = alpha * gv;
-        const A dz = (z > 0 ? up : down) * gv;
-        sb += dz;
-        s0 += dz * q[i];
-        gq[i] = std::fma(w[0], dz, gq[i]);
-        if constexpr (CI > 1) {
-          s1 += dz * q[P + i];
-          gq[P + i] = std::fma(w[1], dz, gq[P + i]);
-        }
-        if constexpr (CI > 2) {
-          s2 += dz * q[2 * P + i];
-          gq[2 * P + i] = std::fma(w[2], dz, gq[2 * P + i]);
-        }
-        if constexpr (CI > 3) {
-          s3 += dz * q[3 * P + i];
-          gq[3 * P + i] = std::fma(w[3], dz, gq[3 * P + i]);
-        }
-      }
-      if (stream) copy_out(gn + c * cs + p0, buf, n, true);
-    }
-    A* part = partial + c * (CI + 1);
-    const A sums[4] = {s0, s1, s2, s3};
-    for (int k = 0; k < CI; ++k) part[k] += sums[k];
-    part[CI] += sb;
-  }
+  A buf[2 * kChunk];
+  int64_t c = 0;
+  for (; c + 2 <= channels; c += 2)
+    planes_backward_group<A, CI, 2>(gn + c * cs, g + c * cs, cs, pool, gpool, P, ws + c * CI, bb + c, alpha, slope,
+                                    partial + c * (CI + 1), stream, buf);
+  if (c < channels)
+    planes_backward_group<A, CI, 1>(gn + c * cs, g + c * cs, cs, pool, gpool, P, ws + c * CI, bb + c, alpha, slope,
+                                    partial + c * (CI + 1), stream, buf);
   stream_fence(stream);
 }
 
@@ -464,7 +539,8 @@ struct Geometry {
 
   explicit Geometry(const FadeFromRgbOperands& o)
       : n(o.n), C(o.channels), H(o.height), W(o.width), ci(o.image_channels) {
-    block_rows = std::clamp<int64_t>(kBlockPixels / std::max<int64_t>(W, 1), 1, std::max<int64_t>(H, 1));
+    const int64_t block_pixels = o.channels_last ? kRowsBlockPixels : kPlanesBlockPixels;
+    block_rows = std::clamp<int64_t>(block_pixels / std::max<int64_t>(W, 1), 1, std::max<int64_t>(H, 1));
     blocks = (H + block_rows - 1) / block_rows;
     tasks = n * blocks;
   }

@@ -138,6 +138,10 @@ struct GateNormRow {
   }
 };
 
+PF_CPU_INLINE float norm_fix(float mean_sq, float r, float eps) {
+  return scaled_bias_act_norm_fix(mean_sq, r, eps);
+}
+
 PF_CPU_INLINE int64_t row_group(int64_t C, int64_t streams) {
   return std::clamp<int64_t>(kRowGroupBytes / (streams * std::max<int64_t>(C, 1) * int64_t(sizeof(float))), 1,
                              kRowGroup);
@@ -221,21 +225,26 @@ void forward_planes_pn_f32(const float* __restrict x, float* __restrict y, float
   stream_fence(stream);
 }
 
-// ga = r * (gy - y * mean_c(gy * y)), gv = act'(v) * ga, grad_x = scale * gv, bias_sum[c] += sum_i gv.
+// ga = r * (gy - y * mean_c(gy * y) * fix) with y's norm restored (norm_fix), gv = act'(v) * ga,
+// grad_x = scale * gv, bias_sum[c] += sum_i gv.
 PROGAN_FAST_MULTIVERSION
 void backward_planes_pn_f32(const float* __restrict gy, const float* __restrict y, const float* __restrict sign,
                             const float* __restrict r, float* __restrict gx, double* __restrict bias_sum,
-                            float scale, float slope, int64_t C, int64_t stride, int64_t n, bool stream,
+                            float scale, float slope, float eps, int64_t C, int64_t stride, int64_t n, bool stream,
                             const float* next_gy, const float* next_y, int64_t next_n) {
   float m[kMaxBlock];
-  for (int64_t i = 0; i < n; ++i) m[i] = 0.f;
+  float q[kMaxBlock];
+  for (int64_t i = 0; i < n; ++i) m[i] = q[i] = 0.f;
   for (int64_t c = 0; c < C; ++c) {
     const float* __restrict gyc = gy + c * stride;
     const float* __restrict yc = y + c * stride;
-    for (int64_t i = 0; i < n; ++i) m[i] += gyc[i] * yc[i];
+    for (int64_t i = 0; i < n; ++i) {
+      m[i] += gyc[i] * yc[i];
+      q[i] += yc[i] * yc[i];
+    }
   }
   const float fc = static_cast<float>(C);
-  for (int64_t i = 0; i < n; ++i) m[i] = m[i] / fc;
+  for (int64_t i = 0; i < n; ++i) m[i] = m[i] / fc * norm_fix(q[i] / fc, r[i], eps);
   for (int64_t c = 0; c < C; ++c) {
     if (next_gy) {
       prefetch_row(next_gy + c * stride, next_n);
@@ -284,7 +293,7 @@ void forward_rows_pn_f32(const float* __restrict x, float* __restrict y, float* 
 PROGAN_FAST_MULTIVERSION
 void backward_rows_pn_f32(const float* __restrict gy, const float* __restrict y, const float* __restrict sign,
                           const float* __restrict r, float* __restrict gx, float* __restrict acc, float scale,
-                          float slope, int64_t rows, int64_t C, bool stream) {
+                          float slope, float eps, int64_t rows, int64_t C, bool stream) {
   const float fc = static_cast<float>(C);
   const int64_t group = row_group(C, 2);
   for (int64_t row0 = 0; row0 < rows; row0 += group) {
@@ -293,10 +302,13 @@ void backward_rows_pn_f32(const float* __restrict gy, const float* __restrict y,
     for (int64_t j = 0; j < nr; ++j) {
       const float* __restrict gyr = gy + (row0 + j) * C;
       const float* __restrict yr = y + (row0 + j) * C;
-      float dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-      for (int64_t c = 0; c < C; ++c) dot += gyr[c] * yr[c];
-      m[j] = dot / fc;
+      float dot = 0.f, sq = 0.f;
+#pragma omp simd reduction(+ : dot, sq)
+      for (int64_t c = 0; c < C; ++c) {
+        dot += gyr[c] * yr[c];
+        sq += yr[c] * yr[c];
+      }
+      m[j] = dot / fc * norm_fix(sq / fc, r[row0 + j], eps);
     }
     for (int64_t j = 0; j < nr; ++j) {
       const int64_t off = (row0 + j) * C;
@@ -452,7 +464,7 @@ void backward_f32(const ReductionLayout& l, const float* gy, const float* y, con
         const int64_t nr = std::min(flush, end - r0);
         std::fill(acc.begin(), acc.end(), 0.f);
         backward_rows_pn_f32(gy + r0 * C, y + r0 * C, sign + r0 * C, r + r0, gx + r0 * C, acc.data(), a.scale,
-                             a.slope, nr, C, stream);
+                             a.slope, a.eps, nr, C, stream);
         for (int64_t c = 0; c < C; ++c) sums[c] += acc[c];
       }
       stream_fence(stream);
@@ -466,7 +478,7 @@ void backward_f32(const ReductionLayout& l, const float* gy, const float* y, con
   for_each_planes_block(t, [&](const PlanesBlock& b) {
     const int64_t base = b.o * C * inner + b.i0;
     backward_planes_pn_f32(gy + base, y + base, sign + base, r + b.o * inner + b.i0, gx + base,
-                           partial.data() + b.chunk * C, a.scale, a.slope, C, inner, b.n, stream,
+                           partial.data() + b.chunk * C, a.scale, a.slope, a.eps, C, inner, b.n, stream,
                            b.next >= 0 ? gy + b.next : nullptr, b.next >= 0 ? y + b.next : nullptr, b.next_n);
   });
 }
@@ -620,8 +632,8 @@ void backward_staged(const ReductionLayout& l, const T* gy, const T* saved, bool
           isa::to_float(saved + r0 * C, ys.data(), nr * C);
         }
         std::fill(acc.begin(), acc.end(), 0.f);
-        backward_rows_pn_f32(gys.data(), ys.data(), sign, r + r0, gxs.data(), acc.data(), a.scale, a.slope, nr, C,
-                             false);
+        backward_rows_pn_f32(gys.data(), ys.data(), sign, r + r0, gxs.data(), acc.data(), a.scale, a.slope, a.eps,
+                             nr, C, false);
         for (int64_t c = 0; c < C; ++c) sums[c] += acc[c];
         isa::from_float(gxs.data(), gx + r0 * C, nr * C);
       }
@@ -651,7 +663,7 @@ void backward_staged(const ReductionLayout& l, const T* gy, const T* saved, bool
         gather_block(saved + base, ys.data(), C, inner, b.n);
       }
       backward_planes_pn_f32(gys.data(), ys.data(), sign, rb, gxs.data(), partial.data() + chunk * C, a.scale, a.slope,
-                             C, b.n, b.n, false, nullptr, nullptr, 0);
+                             a.eps, C, b.n, b.n, false, nullptr, nullptr, 0);
       scatter_block(gxs.data(), gx + base, C, inner, b.n);
     }
   });
@@ -683,7 +695,7 @@ void forward_f64(const ReductionLayout& l, const double* x, const double* bias, 
 
 void backward_f64(const ReductionLayout& l, const double* gy, const double* saved, bool saved_is_input,
                   const double* bias, const double* r, double* gx, std::vector<double>& partial, int64_t& chunks,
-                  double scale, double slope, bool pixel_norm) {
+                  double scale, double slope, bool pixel_norm, double eps) {
   const int64_t C = l.channels, inner = l.inner, pixels = l.outer * inner;
   const Chunks ch = Chunks::of(pixels, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)));
   chunks = ch.count;
@@ -694,7 +706,7 @@ void backward_f64(const ReductionLayout& l, const double* gy, const double* save
     for (int64_t p = begin; p < end; ++p) {
       const int64_t base = (p / inner) * C * inner + p % inner;
       const double rs = pixel_norm ? r[p] : 1.0;
-      double m = 0;
+      double m = 0, q = 0;
       for (int64_t c = 0; c < C; ++c) {
         const int64_t off = base + c * inner;
         if (!saved) {
@@ -708,8 +720,9 @@ void backward_f64(const ReductionLayout& l, const double* gy, const double* save
           signs[c] = ys[c] = saved[off];
         }
         m += gy[off] * ys[c];
+        q += ys[c] * ys[c];
       }
-      m /= double(C);
+      m = m / double(C) * scaled_bias_act_norm_fix(q / double(C), rs, eps);
       for (int64_t c = 0; c < C; ++c) {
         const int64_t off = base + c * inner;
         const double ga = pixel_norm ? rs * (gy[off] - ys[c] * m) : gy[off];
@@ -790,7 +803,7 @@ void backward_typed(ScaledBiasActBackwardOperands& o, const Args& a, bool pixel_
 std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_y_in, const std::optional<at::Tensor>& saved_in,
                                                 const std::optional<at::Tensor>& rsqrt_in,
                                                 const std::optional<at::Tensor>& bias_in, double scale, double slope,
-                                                bool pixel_norm, bool saved_is_input, bool bias_grad) {
+                                                bool pixel_norm, double eps, bool saved_is_input, bool bias_grad) {
   ScaledBiasActBackwardOperands o(grad_y_in, saved_in, rsqrt_in, bias_in, slope, pixel_norm, saved_is_input,
                                   bias_grad);
   const ReductionLayout& l = o.layout;
@@ -800,7 +813,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_y_in, con
   }
   std::vector<double> partial;
   int64_t chunks = 0;
-  const Args a{static_cast<float>(scale), static_cast<float>(slope), 0.f};
+  const Args a{static_cast<float>(scale), static_cast<float>(slope), static_cast<float>(eps)};
   switch (o.grad_y.scalar_type()) {
     case at::kFloat: backward_typed<float>(o, a, pixel_norm, partial, chunks); break;
     case at::kHalf: backward_typed<at::Half>(o, a, pixel_norm, partial, chunks); break;
@@ -811,7 +824,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_y_in, con
       backward_f64(l, o.grad_y.const_data_ptr<double>(),
                    o.saved.defined() ? o.saved.const_data_ptr<double>() : nullptr, o.saved_is_input, bias.data(),
                    pixel_norm ? o.rsqrt.const_data_ptr<double>() : nullptr, o.grad_x.mutable_data_ptr<double>(),
-                   partial, chunks, scale, slope, pixel_norm);
+                   partial, chunks, scale, slope, pixel_norm, eps);
       break;
     }
     default:

@@ -34,7 +34,7 @@ template <typename Device>
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_y_in, const std::optional<at::Tensor>& saved_in,
                                             const std::optional<at::Tensor>& rsqrt_in,
                                             const std::optional<at::Tensor>& bias_in, double scale, double slope,
-                                            bool pixel_norm, bool saved_is_input, bool bias_grad) {
+                                            bool pixel_norm, double eps, bool saved_is_input, bool bias_grad) {
   Device::check(grad_y_in, "grad_y", grad_y_in);
   using Named = std::pair<const char*, const std::optional<at::Tensor>*>;
   for (const Named& named : {Named{"saved", &saved_in}, Named{"rsqrt", &rsqrt_in}, Named{"bias", &bias_in}})
@@ -56,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_y_in, const s
       o.grad_y.const_data_ptr(), data_or_null(o.saved), data_or_null(o.rsqrt), data_or_null(o.bias),
       o.grad_x.mutable_data_ptr(), bias_grad ? workspace.mutable_data_ptr() : nullptr,
       bias_grad ? o.grad_bias.mutable_data_ptr() : nullptr, l.outer, l.channels, l.inner, scale, slope, pixel_norm,
-      o.saved_is_input, dtype});
+      eps, o.saved_is_input, dtype});
   return {o.grad_x, o.grad_bias};
 }
 

@@ -15,6 +15,7 @@
 // block's items into a per-block partial: grad_bias comes out of the same sweep, as one row of `workspace`
 // (blocks x channels) per block, which FinishBiasKernel adds up in block order (deterministic, no atomics).
 #pragma once
+#include "common/scaled_bias_act_math.h"
 #include "ops/phases.h"
 
 #if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
@@ -126,7 +127,8 @@ struct ReduceShared {
 
 template <typename acc_t>
 struct BackwardShared {
-  acc_t partial[kThreads];
+  acc_t partial[kThreads];     // sum(grad_y * y)
+  acc_t partial_sq[kThreads];  // sum(y * y)
   acc_t tile[kTileElems + kThreads];  // [item_in_block][tile_stride]: each element's bias gradient contribution
 };
 
@@ -213,6 +215,7 @@ struct BackwardKernel {
   scalar_t* grad_x;
   acc_t* workspace;  // blocks x channels per-block bias sums; null without a bias gradient
   Epilogue<scalar_t> epilogue;
+  acc_t eps;
   bool pixel_norm, saved_is_input;
   LaunchConfig cfg;
   int reduce_steps;
@@ -238,25 +241,32 @@ struct BackwardKernel {
 
   PF_HD acc_t item_rsqrt(const Slot& s) const { return pixel_norm ? rsqrt[s.item] : acc_t(1); }
 
-  // Phase 1 with pixel norm: this lane's share of sum(grad_y * y).
+  // Phase 1 with pixel norm: this lane's share of sum(grad_y * y) and of sum(y * y).
   PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
     const Slot s = slot_of(cfg, block, tid);
-    acc_t sum = 0;
+    acc_t sum = 0, sum_sq = 0;
     if (s.active) {
       const acc_t rs = item_rsqrt(s);
       for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
         const int64_t off = s.base + c * cfg.inner;
-        sum += hd::to_acc(grad_y[off]) * element(off, c, rs).y;
+        const acc_t y = element(off, c, rs).y;
+        sum += hd::to_acc(grad_y[off]) * y;
+        sum_sq += y * y;
       }
     }
     sh.partial[tid] = sum;
+    sh.partial_sq[tid] = sum_sq;
   }
 
+  // With pixel norm, mean(grad_y * y) is scaled by the factor that restores y's exact norm (it was rounded to
+  // scalar_t when saved; see csrc/common/scaled_bias_act_math.h).
   PF_HD void write(Shared& sh, int64_t block, int tid) const {
     const Slot s = slot_of(cfg, block, tid);
     if (!s.active) return;
     const acc_t rs = item_rsqrt(s);
-    const acc_t mean = pixel_norm ? sh.partial[s.lane0] / acc_t(cfg.channels) : acc_t(0);
+    const acc_t n = acc_t(cfg.channels);
+    const acc_t mean =
+        pixel_norm ? sh.partial[s.lane0] / n * scaled_bias_act_norm_fix(sh.partial_sq[s.lane0] / n, rs, eps) : acc_t(0);
     for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
       const int64_t off = s.base + c * cfg.inner;
       const Element e = element(off, c, rs);
@@ -283,10 +293,16 @@ struct BackwardKernel {
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
     const int write_phase = pixel_norm ? reduce_steps + 1 : 0;
-    if (p == write_phase) write(sh, block, tid);
-    else if (p > write_phase) sum_tile(sh, block, tid);
-    else if (p == 0) accumulate(sh, block, tid);
-    else reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
+    if (p == write_phase) {
+      write(sh, block, tid);
+    } else if (p > write_phase) {
+      sum_tile(sh, block, tid);
+    } else if (p == 0) {
+      accumulate(sh, block, tid);
+    } else {
+      reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
+      reduce_step(cfg, sh.partial_sq, tid, cfg.lanes >> p);
+    }
   }
 };
 
@@ -333,7 +349,9 @@ struct BackwardParams {
   void* grad_bias;  // null without a bias gradient
   int64_t outer, channels, inner;
   double scale, slope;
-  bool pixel_norm, saved_is_input;
+  bool pixel_norm;
+  double eps;
+  bool saved_is_input;
   hd::DType dtype;
 };
 
@@ -368,8 +386,8 @@ auto run(const BackwardParams& p, const Exec& exec) {
     acc_t* workspace = static_cast<acc_t*>(p.workspace);
     const auto error = exec(BackwardKernel<scalar_t>{
         static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.saved),
-        static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x), workspace, epilogue, p.pixel_norm,
-        p.saved_is_input, cfg, log2_of(cfg.lanes)});
+        static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x), workspace, epilogue,
+        static_cast<acc_t>(p.eps), p.pixel_norm, p.saved_is_input, cfg, log2_of(cfg.lanes)});
     if (error != decltype(error){} || !workspace) return error;
     return exec(FinishBiasKernel<scalar_t>{workspace, static_cast<scalar_t*>(p.grad_bias), cfg.blocks, p.channels});
   });

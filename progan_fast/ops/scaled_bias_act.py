@@ -8,7 +8,7 @@ Raw ops (defined in every kernel family's namespace, see _library.py):
   scaled_bias_act_forward(x, bias, scale, slope, pixel_norm, eps) -> (y, rsqrt)
       rsqrt: one value per pixel in the math dtype with pixel norm (differentiable: the double backward's
       gradient with respect to it flows back to x), an empty tensor without.
-  scaled_bias_act_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, saved_is_input, bias_grad)
+  scaled_bias_act_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, saved_is_input, bias_grad)
       -> (grad_x, grad_bias)
       one pass: grad_bias (a sum over every dimension but 1) comes out of the same sweep as grad_x; an empty
       tensor unless bias_grad. Itself differentiable (WGAN-GP's double backward).
@@ -22,15 +22,21 @@ Saved for backward ("saved" below), the minimum that determines the derivative:
                                costs no memory of its own.
   slope < 0:                   x, the input (and bias): act(v) > 0 for both signs of v, so y cannot tell them
                                apart; the backward recomputes v = scale * x + bias in registers.
-  pixel norm over 1 channel:   x (and bias) too: y = a * r is then sign(a) up to eps, and the gradient is all in
-                               1 - y^2 = eps * r^2, which y rounded to the output dtype cannot carry.
   slope == 1, no pixel norm:   nothing (the derivative is the constant scale).
 plus, with pixel norm, the float rsqrt per pixel. Half-precision outputs round y before it is saved: a |y| that
 rounds to 0 (below 6e-8 in float16) takes the slope's derivative, which the float32 reference would not.
+
+Pixel norm's backward from y: grad_a = r * (grad_y - y * mean_c(grad_y * y)) projects grad_y off y, and along y
+leaves r * (1 - mean_c(y^2)) = r * eps * r^2 of it, a difference of nearly equal numbers that y rounded to 8 or
+11 bits cannot resolve (with one active channel, e.g. pixel norm after relu, that is the whole gradient). The
+backward therefore rescales the saved y to its exact norm, mean_c(y^2) = 1 - eps * r^2 (it reads eps): the same
+function wherever y and r come from one forward, so every derivative is unchanged, and the cancellation is exact.
 Kernels: csrc/cpu/scaled_bias_act.cpp, csrc/ops/scaled_bias_act.h (CUDA device code, also run by the emulated
 family), progan_fast/triton/scaled_bias_act.py. The cpu/cuda family registers the same autograd in C++
 (csrc/autograd/scaled_bias_act.cpp); the formulas of the higher derivatives exist once, as the composite raw ops.
 """
+import torch
+
 from .. import _layout, backends, reference
 from .. import _library
 from . import _checks
@@ -84,8 +90,8 @@ def reads_saved(slope, pixel_norm):
     return pixel_norm or slope != 1.0
 
 
-def saves_input(slope, pixel_norm, channels):
-    return slope < 0.0 or (pixel_norm and channels == 1)
+def saves_input(slope):
+    return slope < 0.0
 
 
 # ---- checks (the C++ kernels make the same: csrc/common/scaled_bias_act_operands.h) and fakes ----
@@ -116,7 +122,7 @@ def _fake_forward(x, bias, scale, slope, pixel_norm, eps):
     return y, r
 
 
-def _check_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, saved_is_input, bias_grad):
+def _check_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, saved_is_input, bias_grad):
     if grad_y.dim() < 2:
         raise RuntimeError(f"grad_y must have at least 2 dimensions; got shape {tuple(grad_y.shape)}")
     if saved is None:
@@ -153,7 +159,7 @@ def _layout_source(grad_y, saved):
     return saved if saved is not None else grad_y
 
 
-def _fake_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, saved_is_input, bias_grad):
+def _fake_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, saved_is_input, bias_grad):
     grad_x = grad_y.new_empty(grad_y.shape).contiguous(
         memory_format=_layout.memory_format(_layout_source(grad_y, saved)))
     return grad_x, grad_y.new_empty([grad_y.shape[1] if bias_grad else 0])
@@ -162,25 +168,25 @@ def _fake_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, saved_i
 # ---- autograd (Python; the cpu/cuda family has the same in C++) ----
 
 def _save_forward(ctx, inputs, output):
-    x, bias, scale, slope, pixel_norm, _ = inputs
+    x, bias, scale, slope, pixel_norm, eps = inputs
     ctx.set_materialize_grads(False)  # an unused rsqrt gradient stays None instead of a tensor of zeros
-    saved_is_input = saves_input(slope, pixel_norm, x.shape[1])
+    saved_is_input = saves_input(slope)
     saved = None
     if reads_saved(slope, pixel_norm):
         saved = x if saved_is_input else output[0]
     ctx.save_for_backward(saved, output[1] if pixel_norm else None, bias if saved_is_input else None)
     if not pixel_norm:
         ctx.mark_non_differentiable(output[1])
-    ctx.params = (scale, slope, pixel_norm, saved_is_input)
+    ctx.params = (scale, slope, pixel_norm, eps, saved_is_input)
 
 
 def _backward(ops, ctx, grad_y, grad_rsqrt):
     saved, rsqrt, bias = ctx.saved_tensors
-    scale, slope, pixel_norm, saved_is_input = ctx.params
+    scale, slope, pixel_norm, eps, saved_is_input = ctx.params
     bias_grad = ctx.needs_input_grad[1]
     grad_x = grad_bias = None
     if grad_y is not None:
-        grad_x, grad_bias = ops.scaled_bias_act_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm,
+        grad_x, grad_bias = ops.scaled_bias_act_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps,
                                                          saved_is_input, bias_grad)
     if grad_rsqrt is not None and pixel_norm:  # only in higher derivatives, through the double backward's rsqrt gradient
         gx, gb = ops.scaled_bias_act_rsqrt_backward(grad_rsqrt, saved, rsqrt, bias, scale, slope, saved_is_input,
@@ -191,26 +197,33 @@ def _backward(ops, ctx, grad_y, grad_rsqrt):
 
 
 def _save_backward(ctx, inputs, output):
-    grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, saved_is_input, _ = inputs
+    grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, saved_is_input, _ = inputs
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(grad_y, saved, rsqrt, bias)
-    ctx.params = (scale, slope, pixel_norm, saved_is_input)
+    ctx.params = (scale, slope, pixel_norm, eps, saved_is_input)
 
 
 def _double_backward(ops, ctx, grad_grad_x, grad_grad_bias):
     grad_y, saved, rsqrt, bias = ctx.saved_tensors
-    scale, slope, pixel_norm, saved_is_input = ctx.params
-    unused = (None,) * 5
+    scale, slope, pixel_norm, eps, saved_is_input = ctx.params
+    unused = (None,) * 6
     if grad_grad_x is None and (grad_grad_bias is None or grad_grad_bias.numel() == 0):
         return (None, None, None, None) + unused
     g_grad_y, g_saved, g_rsqrt, g_bias = ops.scaled_bias_act_double_backward(
-        grad_grad_x, grad_grad_bias, grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, saved_is_input)
+        grad_grad_x, grad_grad_bias, grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, saved_is_input)
     if not pixel_norm:  # piecewise linear in x and bias: only grad_y has a gradient
         return (g_grad_y, None, None, None) + unused
     return (g_grad_y, g_saved, g_rsqrt, g_bias if bias is not None and saved_is_input else None) + unused
 
 
 # ---- the formulas of the higher derivatives (composite raw ops, shared by every family) ----
+
+def restored_norm(y, r, eps):
+    """The factor that gives the saved y its exact norm, mean_c(y^2) = 1 - eps * r^2 (1 where y is all zero);
+    the kernels apply the same (module docstring)."""
+    mean_sq = (y * y).mean(1, keepdim=True)
+    return torch.where(mean_sq > 0, (1 - eps * r * r) / mean_sq, torch.ones_like(mean_sq)).sqrt()
+
 
 def _view_channels(t, like):
     return t.reshape([1, -1] + [1] * (like.dim() - 2))
@@ -222,7 +235,7 @@ def _sum_channels(t):
 
 
 def _double_backward_formula(ops, grad_grad_x, grad_grad_bias, grad_y, saved, rsqrt, bias, scale, slope,
-                             pixel_norm, saved_is_input):
+                             pixel_norm, eps, saved_is_input):
     """Gradients of <G_x, grad_x> + <G_b, grad_bias> w.r.t. (grad_y, saved, rsqrt, bias) of the backward.
 
     With d = act'(v) (1 or slope: piecewise constant), Gv = scale * G_x + G_b[c] and Ga = d * Gv:
@@ -234,7 +247,8 @@ def _double_backward_formula(ops, grad_grad_x, grad_grad_bias, grad_y, saved, rs
         d r      = sum_c(Ga * grad_y) - C * m * q
       and when saved is x, d y is carried on to x and bias through y = d * (scale * x + bias) * r,
       with r's own share y / r. r's dependence on x is not dropped: it is the forward's differentiable second
-      output, whose gradient the forward's backward handles (scaled_bias_act_rsqrt_backward).
+      output, whose gradient the forward's backward handles (scaled_bias_act_rsqrt_backward). y is used with its
+      norm restored, as in the backward kernels (see the module docstring).
     Unused outputs are empty tensors.
     """
     empty = grad_y.new_empty([0])
@@ -249,7 +263,7 @@ def _double_backward_formula(ops, grad_grad_x, grad_grad_bias, grad_y, saved, rs
             gv = _view_channels(grad_grad_bias, grad_y).expand(grad_y.shape)
             gv = gv if grad_grad_x is None else grad_grad_x * scale + gv
             gv_scale = 1.0
-        g_grad_y = ops.scaled_bias_act_backward(gv.to(grad_y.dtype), saved, None, bias, gv_scale, slope, False,
+        g_grad_y = ops.scaled_bias_act_backward(gv.to(grad_y.dtype), saved, None, bias, gv_scale, slope, False, eps,
                                                 saved_is_input, False)[0]
         return g_grad_y, empty, empty, empty
     math_dtype = _layout.stat_dtype(grad_y.dtype)
@@ -264,6 +278,7 @@ def _double_backward_formula(ops, grad_grad_x, grad_grad_bias, grad_y, saved, rs
     positive = v > 0
     d = positive.to(math_dtype) * (1.0 - slope) + slope
     y = d * v * r if saved_is_input else v
+    y_exact = y * restored_norm(y, r, eps).detach()
     gv = None
     if grad_grad_x is not None:
         gv = grad_grad_x.to(math_dtype) * scale
@@ -272,9 +287,9 @@ def _double_backward_formula(ops, grad_grad_x, grad_grad_bias, grad_y, saved, rs
         gv = gb if gv is None else gv + gb
     ga = d * gv
     channels = gy.shape[1]
-    m = (gy * y).mean(1, keepdim=True)
-    q = (ga * y).mean(1, keepdim=True)
-    g_grad_y = r * (ga - y * q)
+    m = (gy * y_exact).mean(1, keepdim=True)
+    q = (ga * y_exact).mean(1, keepdim=True)
+    g_grad_y = r * (ga - y_exact * q)
     g_y = -r * (m * ga + q * gy)
     g_r = (ga * gy).sum(1, keepdim=True) - channels * m * q
     g_bias = empty
@@ -301,7 +316,7 @@ def _rsqrt_backward_formula(ops, grad_rsqrt, saved, rsqrt, bias, scale, slope, s
     gr = grad_rsqrt.to(math_dtype).reshape(r.shape)
     grad_a = (-gr * r * r / saved.shape[1]) * y
     return ops.scaled_bias_act_backward(grad_a.to(saved.dtype), saved, None, bias if saved_is_input else None,
-                                        scale, slope, False, saved_is_input, bias_grad)
+                                        scale, slope, False, 0.0, saved_is_input, bias_grad)
 
 
 _library.define(
@@ -311,12 +326,12 @@ _library.define(
                    cpp_autograd=("progan_fast",)),
     _library.RawOp("scaled_bias_act_backward",
                    "(Tensor grad_y, Tensor? saved, Tensor? rsqrt, Tensor? bias, float scale, float slope, "
-                   "bool pixel_norm, bool saved_is_input, bool bias_grad) -> (Tensor, Tensor)",
+                   "bool pixel_norm, float eps, bool saved_is_input, bool bias_grad) -> (Tensor, Tensor)",
                    check=_check_backward, fake=_fake_backward, backward=_double_backward,
                    setup_context=_save_backward, cpp_autograd=("progan_fast",)),
     _library.RawOp("scaled_bias_act_double_backward",
                    "(Tensor? grad_grad_x, Tensor? grad_grad_bias, Tensor grad_y, Tensor? saved, Tensor? rsqrt, "
-                   "Tensor? bias, float scale, float slope, bool pixel_norm, bool saved_is_input) "
+                   "Tensor? bias, float scale, float slope, bool pixel_norm, float eps, bool saved_is_input) "
                    "-> (Tensor, Tensor, Tensor, Tensor)",
                    family_composite=_double_backward_formula),
     _library.RawOp("scaled_bias_act_rsqrt_backward",

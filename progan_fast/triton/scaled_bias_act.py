@@ -43,9 +43,20 @@ def scaled_bias_act_forward_kernel(x_ptr, bias_ptr, y_ptr, r_ptr, P, C, num_p_bl
     scale = tl.cast(scale_hi, acc_ty) + tl.cast(scale_lo, acc_ty)
     slope = tl.cast(slope_hi, acc_ty) + tl.cast(slope_lo, acc_ty)
     eps = tl.cast(eps_hi, acc_ty) + tl.cast(eps_lo, acc_ty)
-    rs = tl.full([BLOCK_P], 1.0, acc_ty)
-    if PIXEL_NORM:
-        if not SINGLE_PASS:
+    if SINGLE_PASS:  # every channel in one tile
+        channel_mask = c < C
+        mask = p_mask[None, :] & channel_mask
+        offs = base + c.to(tl.int64) * stride_c
+        a = tl.where(mask, _act(_pre_activation(x_ptr, bias_ptr, offs, c, mask, channel_mask, scale, HAS_BIAS), slope),
+                     0.0)
+        if PIXEL_NORM:
+            rs = tl.rsqrt(tl.sum(a * a, axis=0) / C + eps)
+            tl.store(r_ptr + r_offs, rs, mask=p_mask)
+            a = a * rs[None, :]
+        tl.store(y_ptr + offs, a.to(y_ptr.dtype.element_ty), mask=mask)
+    else:
+        rs = tl.full([BLOCK_P], 1.0, acc_ty)
+        if PIXEL_NORM:
             acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_ty)
             for c0 in range(0, C, BLOCK_C):
                 channel_mask = c0 + c < C
@@ -55,17 +66,13 @@ def scaled_bias_act_forward_kernel(x_ptr, bias_ptr, y_ptr, r_ptr, P, C, num_p_bl
                                                          HAS_BIAS), slope), 0.0)
                 acc += a * a
             rs = tl.rsqrt(tl.sum(acc, axis=0) / C + eps)
-    for c0 in range(0, C, BLOCK_C):
-        channel_mask = c0 + c < C
-        mask = p_mask[None, :] & channel_mask
-        offs = base + (c0 + c).to(tl.int64) * stride_c
-        a = tl.where(mask, _act(_pre_activation(x_ptr, bias_ptr, offs, c0 + c, mask, channel_mask, scale, HAS_BIAS),
-                                slope), 0.0)
-        if PIXEL_NORM and SINGLE_PASS:
-            rs = tl.rsqrt(tl.sum(a * a, axis=0) / C + eps)
-        tl.store(y_ptr + offs, (a * rs[None, :]).to(y_ptr.dtype.element_ty), mask=mask)
-    if PIXEL_NORM:
-        tl.store(r_ptr + r_offs, rs, mask=p_mask)
+            tl.store(r_ptr + r_offs, rs, mask=p_mask)
+        for c0 in range(0, C, BLOCK_C):
+            channel_mask = c0 + c < C
+            mask = p_mask[None, :] & channel_mask
+            offs = base + (c0 + c).to(tl.int64) * stride_c
+            a = _act(_pre_activation(x_ptr, bias_ptr, offs, c0 + c, mask, channel_mask, scale, HAS_BIAS), slope)
+            tl.store(y_ptr + offs, (a * rs[None, :]).to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -86,12 +93,21 @@ def _forward_values(gy_ptr, saved_ptr, bias_ptr, offs, channels, mask, channel_m
 
 
 @triton.jit
+def _restored_mean(dot, sum_sq, C, rs, eps):
+    """mean_c(grad_y * y) times the factor that gives y its exact norm, mean_c(y^2) = 1 - eps * r^2."""
+    mean_sq = sum_sq / C
+    fix = tl.where(mean_sq > 0, (1.0 - eps * rs * rs) / tl.where(mean_sq > 0, mean_sq, 1.0), 1.0)
+    return dot / C * fix
+
+
+@triton.jit
 def scaled_bias_act_backward_kernel(gy_ptr, saved_ptr, r_ptr, bias_ptr, gx_ptr, ws_ptr, P, C, num_p_blocks,
-                                    stride_o, stride_p, stride_c, scale_hi, scale_lo, slope_hi, slope_lo,
-                                    HAS_SAVED: tl.constexpr, SAVED_IS_INPUT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                    PIXEL_NORM: tl.constexpr, BIAS_GRAD: tl.constexpr, BLOCK_P: tl.constexpr,
-                                    BLOCK_C: tl.constexpr, SINGLE_PASS: tl.constexpr):
-    """gv = act'(v) * r * (grad_y - y * mean_c(grad_y * y)) (grad_y without pixel norm), grad_x = scale * gv,
+                                    stride_o, stride_p, stride_c, scale_hi, scale_lo, slope_hi, slope_lo, eps_hi,
+                                    eps_lo, HAS_SAVED: tl.constexpr, SAVED_IS_INPUT: tl.constexpr,
+                                    HAS_BIAS: tl.constexpr, PIXEL_NORM: tl.constexpr, BIAS_GRAD: tl.constexpr,
+                                    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE_PASS: tl.constexpr):
+    """gv = act'(v) * r * (grad_y - y * mean_c(grad_y * y) * fix) (grad_y without pixel norm), with fix the factor
+    that restores y's exact norm (progan_fast/ops/scaled_bias_act.py), grad_x = scale * gv,
     ws[program, c] = sum over the program's pixels of gv."""
     acc_ty = ws_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -99,12 +115,14 @@ def scaled_bias_act_backward_kernel(gy_ptr, saved_ptr, r_ptr, bias_ptr, gx_ptr, 
     c = tl.arange(0, BLOCK_C)[:, None]
     scale = tl.cast(scale_hi, acc_ty) + tl.cast(scale_lo, acc_ty)
     slope = tl.cast(slope_hi, acc_ty) + tl.cast(slope_lo, acc_ty)
+    eps = tl.cast(eps_hi, acc_ty) + tl.cast(eps_lo, acc_ty)
     rs = tl.full([BLOCK_P], 1.0, acc_ty)
     mean = tl.zeros([BLOCK_P], acc_ty)
     if PIXEL_NORM:
         rs = tl.load(r_ptr + r_offs, mask=p_mask, other=1.0).to(acc_ty)
         if not SINGLE_PASS:
             acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_ty)
+            acc_sq = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_ty)
             for c0 in range(0, C, BLOCK_C):
                 channel_mask = c0 + c < C
                 mask = p_mask[None, :] & channel_mask
@@ -112,7 +130,8 @@ def scaled_bias_act_backward_kernel(gy_ptr, saved_ptr, r_ptr, bias_ptr, gx_ptr, 
                 gy, y, sign = _forward_values(gy_ptr, saved_ptr, bias_ptr, offs, c0 + c, mask, channel_mask, rs,
                                               scale, slope, HAS_SAVED, SAVED_IS_INPUT, HAS_BIAS)
                 acc += gy * y
-            mean = tl.sum(acc, axis=0) / C
+                acc_sq += y * y
+            mean = _restored_mean(tl.sum(acc, axis=0), tl.sum(acc_sq, axis=0), C, rs, eps)
     for c0 in range(0, C, BLOCK_C):
         channel_mask = c0 + c < C
         mask = p_mask[None, :] & channel_mask
@@ -122,7 +141,7 @@ def scaled_bias_act_backward_kernel(gy_ptr, saved_ptr, r_ptr, bias_ptr, gx_ptr, 
         ga = gy
         if PIXEL_NORM:
             if SINGLE_PASS:
-                mean = tl.sum(gy * y, axis=0) / C
+                mean = _restored_mean(tl.sum(gy * y, axis=0), tl.sum(y * y, axis=0), C, rs, eps)
             ga = rs[None, :] * (gy - y * mean[None, :])
         gv = tl.where(mask, tl.where(sign > 0, ga, ga * slope), 0.0)
         tl.store(gx_ptr + offs, (gv * scale).to(gx_ptr.dtype.element_ty), mask=mask)
@@ -157,7 +176,8 @@ def scaled_bias_act_forward(x, bias, scale, slope, pixel_norm, eps):
 
 
 @_library.register_kernel("triton", "scaled_bias_act_backward", ("cuda", "cpu"))
-def scaled_bias_act_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, saved_is_input, bias_grad):
+def scaled_bias_act_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, saved_is_input,
+                             bias_grad):
     check_device(grad_y, "scaled_bias_act")
     source = saved if saved is not None else grad_y
     dense, args, meta, grid = geometry(source, 1)
@@ -171,7 +191,7 @@ def scaled_bias_act_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_nor
     with device_scope(grad_y):
         scaled_bias_act_backward_kernel[grid](
             gy, dense, r, gy if bias is None else bias.contiguous(), gx, workspace, **args,
-            **_scalars(scale=scale, slope=slope), HAS_SAVED=saved is not None, SAVED_IS_INPUT=saved_is_input,
+            **_scalars(scale=scale, slope=slope, eps=eps), HAS_SAVED=saved is not None, SAVED_IS_INPUT=saved_is_input,
             HAS_BIAS=bias is not None and saved_is_input, PIXEL_NORM=pixel_norm, BIAS_GRAD=bias_grad, **meta,
             num_warps=NUM_WARPS)
     grad_bias = workspace.sum(0).to(grad_y.dtype) if bias_grad else grad_y.new_empty([0])
@@ -210,7 +230,8 @@ def aot_cases():
                 cases.append((f"scaled_bias_act_backward[{label}]", scaled_bias_act_backward_kernel,
                               *aot.specialize(scaled_bias_act_backward_kernel,
                                               {"gy_ptr": ptr, "saved_ptr": ptr, "r_ptr": acc_ptr, "bias_ptr": ptr,
-                                               "gx_ptr": ptr, "ws_ptr": acc_ptr}, dict(args, **scalars),
+                                               "gx_ptr": ptr, "ws_ptr": acc_ptr},
+                                              dict(args, **scalars, **_scalars(eps=1e-8)),
                                               dict(meta, HAS_SAVED=True, SAVED_IS_INPUT=saved_is_input,
                                                    HAS_BIAS=saved_is_input, PIXEL_NORM=pixel_norm, BIAS_GRAD=True)),
                               NUM_WARPS))
