@@ -5,6 +5,7 @@ Environment knobs:
   CUDA_HOME                 CUDA toolkit (default: /usr/local/cuda when it exists)
   TORCH_CUDA_ARCH_LIST      GPU architectures (default: "8.0;9.0")
   PROGAN_FAST_SANITIZE=1    CPU build with AddressSanitizer + UndefinedBehaviorSanitizer (make sanitize)
+  PROGAN_FAST_NO_EXTENSION=1  package only (the Makefile builds the extension in place, incrementally)
   MAX_JOBS                  parallel compile jobs for ninja (default: all cores)
 """
 import glob
@@ -33,7 +34,7 @@ def want_cuda() -> bool:
 
 
 def sources(pattern: str) -> list:
-    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern), recursive=True))
 
 
 def extension():
@@ -51,15 +52,17 @@ def extension():
     srcs = (sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp") + sources("csrc/autograd/*.cpp") +
             sources("csrc/emulated/*.cpp"))
     include_dirs = [os.path.join(ROOT, "csrc")]
+    # headers too, so an in-place rebuild notices a changed header (ninja then recompiles only its dependents)
+    depends = sources("csrc/**/*.h") + sources("csrc/**/*.cuh")
     if with_cuda:
         srcs += sources("csrc/cuda/*.cpp") + sources("csrc/cuda/*.cu")
         nvcc = ["-O3", "-std=c++20", "-lineinfo", "--expt-relaxed-constexpr"]
         return cpp_extension.CUDAExtension(
             "progan_fast._C", srcs, include_dirs=include_dirs,
-            define_macros=[("PROGAN_FAST_WITH_CUDA", "1")],
+            define_macros=[("PROGAN_FAST_WITH_CUDA", "1")], depends=depends,
             extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=link)
     return cpp_extension.CppExtension(
-        "progan_fast._C", srcs, include_dirs=include_dirs,
+        "progan_fast._C", srcs, include_dirs=include_dirs, depends=depends,
         extra_compile_args={"cxx": cxx}, extra_link_args=link)
 
 
@@ -84,9 +87,9 @@ setup(
     python_requires=">=3.9",
     install_requires=["torch", "numpy", "pillow", "tqdm"],
     extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis", "expecttest"],
-                    "train": ["tensorboard", "matplotlib", "pyyaml"]},
-    ext_modules=[extension()],
+                    "train": ["tensorboard", "matplotlib"]},
+    ext_modules=[] if os.environ.get("PROGAN_FAST_NO_EXTENSION", "0") not in ("", "0") else [extension()],
     cmdclass={"build_ext": BuildExtension},
-    entry_points={"console_scripts": ["progan-fast=progan_fast.cli:main"]},
+    entry_points={"console_scripts": ["progan-fast=progan_fast.cli:entry"]},
     zip_safe=False,
 )

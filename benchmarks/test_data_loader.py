@@ -40,7 +40,7 @@ def loader_dataset(tmp_path_factory, bench_session):
         return
     from PIL import Image
 
-    from progan_fast.train.shapes import render_shapes
+    from progan_fast.train.data.shapes import render_shapes
     src = root / "png"
     src.mkdir()
     for i, img in enumerate(render_shapes(16, 128, np.random.default_rng(0))):
@@ -56,8 +56,8 @@ def session_config(session):
 def _train_seconds_per_image(session):
     """(seconds per image of a 32x32 training iteration, where the number comes from)."""
     config = session_config(session)
-    measured = [(s / config["minibatch"], f"{key[2]} {impl}") for key, impls in session.throughputs.items()
-                if key[:2] == ("train-step", f"{TRAIN_RES}x{TRAIN_RES}") for impl, s in impls.items()]
+    measured = [(rec["median_s"] / config["minibatch"], name)
+                for name, rec in getattr(session, "train_steps", {}).get(TRAIN_RES, {}).items()]
     if measured:
         best = min(measured)
         return best[0], f"fastest {TRAIN_RES}x{TRAIN_RES} case of this session's train-step group ({best[1]})"

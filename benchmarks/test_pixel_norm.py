@@ -8,19 +8,24 @@ Bytes moved (each input read once, each output written once, per pass; the per-p
 import pytest
 import torch
 
-import progan_fast
-from progan_fast import backends, reference
+from progan_fast import reference
 from progan_fast.ops import pixel_norm
 
 from . import common
 
 OP = "pixel_norm"
-# progan_fast backends whose kernels run on the benchmark tensors (CPU).
-KERNEL_IMPLS = [b for b in ("cpu",) if backends.available(b)[0]]
-IMPLS = ["eager", "compile"] + KERNEL_IMPLS
 TENSORS_MOVED = {"forward": 2, "forward+backward": 5, "double-backward": 10}
 
-CASES = [(d, s, lay, impl) for d in common.DIRECTIONS for s in common.SHAPES for lay in common.LAYOUTS for impl in IMPLS]
+
+def cases(device):
+    return [(d, s, lay, impl) for d in common.DIRECTIONS for s in common.SHAPES for lay in common.LAYOUTS
+            for impl in common.op_impls(OP, device)]
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.function.__name__ == "test_pixel_norm":
+        all_cases = cases(metafunc.config._progan_fast_device)
+        metafunc.parametrize("direction,shape_name,layout,impl", all_cases, ids=["-".join(c) for c in all_cases])
 
 
 def _double_backward_compile_error():
@@ -39,31 +44,6 @@ def _double_backward_compile_error():
 _probe = {}
 
 
-def _build(direction, impl, x, dy, g, compiled, case):
-    if impl == "eager":
-        f = reference.pixel_norm
-    elif impl == "compile":
-        f = compiled(case, reference.pixel_norm)
-    else:
-        def f(t):
-            with progan_fast.use_backend(impl):
-                return pixel_norm(t)
-
-    if direction == "forward":
-        def run():
-            with torch.no_grad():
-                return f(x)
-    elif direction == "forward+backward":
-        def run():
-            return torch.autograd.grad(f(x), x, dy)
-    else:
-        def run():
-            (dx,) = torch.autograd.grad(f(x), x, dy, create_graph=True)
-            return torch.autograd.grad(dx, (x, dy), g)
-    return run
-
-
-@pytest.mark.parametrize("direction,shape_name,layout,impl", CASES, ids=["-".join(c) for c in CASES])
 def test_pixel_norm(benchmark, bench_session, compiled, direction, shape_name, layout, impl):
     if direction == "double-backward" and impl == "compile":
         if "error" not in _probe:
@@ -71,10 +51,12 @@ def test_pixel_norm(benchmark, bench_session, compiled, direction, shape_name, l
         if _probe["error"] is not None:
             pytest.skip(f"torch.compile cannot differentiate twice here: {_probe['error']}")
     shape = common.SHAPES[shape_name]
+    device = bench_session.device
     grad = direction != "forward"
-    x = common.make_input(shape, layout, requires_grad=grad, seed=0)
-    dy = common.make_input(shape, layout, requires_grad=direction == "double-backward", seed=1)
-    g = common.make_input(shape, layout, seed=2)
-    run = _build(direction, impl, x, dy, g, compiled, (OP, direction, shape_name, layout))
+    x = common.make_input(shape, layout, requires_grad=grad, seed=0, device=device)
+    dy = common.make_input(shape, layout, requires_grad=direction == "double-backward", seed=1, device=device)
+    g = common.make_input(shape, layout, seed=2, device=device)
+    run = common.build_op_run(direction, impl, reference.pixel_norm, pixel_norm, (x,), (dy, g), compiled,
+                              (OP, direction, shape_name, layout))
     common.measure(benchmark, bench_session, run, op=OP, direction=direction, impl=impl, shape_name=shape_name,
                    layout=layout, bytes_moved=TENSORS_MOVED[direction] * common.tensor_bytes(x))

@@ -1,4 +1,4 @@
-"""Memory-layout rules shared by every kernel family, the fake functions, the Triton wrappers and the tests
+"""Memory-layout and grouping rules shared by every kernel family, the fake functions, the Triton wrappers and the tests
 (the C++ side of the same rule: csrc/common/reduction_layout.h). A leaf module: it imports nothing of ours."""
 import torch
 
@@ -23,3 +23,13 @@ def reduction_output_format(x, dim):
 def stat_dtype(dtype):
     """Per-pixel statistics saved for backward are kept in the math dtype: float32, float64 for float64."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def minibatch_groups(n, group_size, grouping):
+    """(G, M, zero) for minibatch stddev over n samples: samples per group, number of groups, and whether the
+    statistic is identically zero (contiguous groups of one sample). Sample n is in group n mod M (strided) or
+    n // G (contiguous)."""
+    g = min(group_size, n)
+    if grouping == "contiguous" and n % g:
+        g = n
+    return g, n // g, grouping == "contiguous" and g == 1

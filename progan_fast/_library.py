@@ -37,8 +37,9 @@ class RawOp:
     outputs' metadata; and optionally its autograd:
     `backward(ops, ctx, *grads)` where `ops` is the family's namespace (`torch.ops.<namespace>`), so a backward
     calls its own family's backward op. `composite` instead gives a differentiable implementation in torch ops,
-    shared by every family (used for the formulas of higher derivatives). `cpp_autograd` names namespaces whose
-    autograd is registered in C++ (only where per-call overhead was measured to matter)."""
+    shared by every family (used for the formulas of higher derivatives); `family_composite(ops, *args)` is the
+    same but also gets its family's ops, so a formula can reuse that family's kernels. `cpp_autograd` names
+    namespaces whose autograd is registered in C++ (only where per-call overhead was measured to matter)."""
     name: str
     schema: str
     check: Optional[Callable] = None
@@ -46,6 +47,7 @@ class RawOp:
     backward: Optional[Callable] = None
     setup_context: Optional[Callable] = None
     composite: Optional[Callable] = None
+    family_composite: Optional[Callable] = None
     cpp_autograd: tuple = ()
 
 
@@ -60,6 +62,10 @@ def define(*raw_ops):
             qualname = f"{ns}::{op.name}"
             if op.composite is not None:
                 lib.impl(op.name, op.composite, "CompositeImplicitAutograd")
+                continue
+            if op.family_composite is not None:
+                lib.impl(op.name, functools.partial(op.family_composite, getattr(torch.ops, ns)),
+                         "CompositeImplicitAutograd")
                 continue
             torch.library.register_fake(qualname, _checked(op, op.fake), lib=lib)
             if op.backward is not None and ns not in op.cpp_autograd:
@@ -95,7 +101,7 @@ def raw_ops():
 
 def kernel_ops():
     """Names of the raw ops that have kernels (not composites): what each family must implement."""
-    return [name for name, op in _raw_ops.items() if op.composite is None]
+    return [name for name, op in _raw_ops.items() if op.composite is None and op.family_composite is None]
 
 
 def family_ops(family):

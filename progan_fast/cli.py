@@ -11,6 +11,10 @@ Multi-process training: `torchrun --nproc_per_node=N -m progan_fast.train ...` (
 CPU). The schedule's minibatch is global and split over the processes; each draws its own data and latents; rank 0
 alone writes the run directory. Ctrl-C (SIGINT) or SIGTERM writes checkpoint-latest.pt at the end of the current
 iteration and exits with status 130.
+
+A mistake in the command (a bad value, a missing or unreadable file, a flag that conflicts with the checkpoint
+being resumed) is reported as one line, `progan-fast <command>: error: <what and how to fix it>`, with exit status
+2, before anything is written.
 """
 import argparse
 import json
@@ -19,8 +23,13 @@ import os
 import sys
 
 from .backends import BACKENDS, BackendUnavailable
+from .fileio import DirectoryInUse, file_in_the_way
 
-_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, BackendUnavailable)
+# OSError subclasses that mean "this path is not what the command needs"; other OSErrors (a full disk, an I/O
+# error) keep their traceback.
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
+                PermissionError, BackendUnavailable, DirectoryInUse)
+_MAX_SEED = 2 ** 63 - 1
 
 
 def _pow2(text):
@@ -40,6 +49,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63 - 1], got {text!r}") from None
+    if not 0 <= value <= _MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63 - 1], got {value}")
     return value
 
 
@@ -99,7 +118,7 @@ def _add_train_args(p):
     a("--amp", choices=("none", "bf16", "fp16"), help="mixed precision (none)")
     a("--backend", choices=("auto",) + BACKENDS, help="op backend (auto)")
     a("--nonfinite", choices=("skip", "stop"), help="on a non-finite loss: skip the step and count it, or stop")
-    a("--seed", type=int, help="random seed (1000)")
+    a("--seed", type=_seed, help="random seed (1000)")
     a("--device", help="auto, cpu, cuda or cuda:N (auto)")
     a("--tick-kimg", type=_positive_float, help="one tick length for every resolution (default: TF's 160..10)")
     a("--image-snapshot-ticks", type=_positive_int, help="sample grid every N ticks (1)")
@@ -115,6 +134,9 @@ _FLAG_TO_CONFIG = {"data": "data", "resolution": "resolution", "start_resolution
                    "ema_beta": "ema_beta", "mirror": "mirror", "amp": "amp", "backend": "backend",
                    "nonfinite": "nonfinite", "seed": "seed", "image_snapshot_ticks": "image_snapshot_ticks",
                    "network_snapshot_ticks": "network_snapshot_ticks", "grid_size": "grid_size"}
+
+
+_CONFIG_TO_FLAG = {field: "--" + flag.replace("_", "-") for flag, field in _FLAG_TO_CONFIG.items()}
 
 
 def config_overrides(args):
@@ -156,14 +178,22 @@ def _init_distributed(device):
 def cmd_train(args):
     from .train import checkpoint
     from .train.config import TrainConfig
-    from .train.loop import Trainer
+    from .train.device import resolve_device
+    from .train.loop import NonFiniteLossError, Trainer
 
     overrides = config_overrides(args)
+    resolve_device(args.device, "--device")
     resume = None
     if args.resume:
         ckpt_path = checkpoint.resolve_path(args.resume)
         resume = checkpoint.load(ckpt_path)
-        config = TrainConfig.from_dict(resume["config"]).replace(**overrides)
+        stored = TrainConfig.from_dict(resume["config"])
+        config = stored.replace(**overrides)
+        for name, mine, theirs in config.architecture_conflicts(stored):
+            flag = _CONFIG_TO_FLAG.get(name, name)
+            raise ValueError(f"{flag} {mine} conflicts with the checkpoint, which was trained with {name} {theirs}: "
+                             f"the network shapes are fixed when a run starts; drop {flag} to continue this run, "
+                             "or start a new one (without --resume)")
         out = args.out or os.path.dirname(os.path.abspath(ckpt_path))
     else:
         config = TrainConfig(**overrides)
@@ -180,10 +210,15 @@ def cmd_train(args):
     config.validate()
     device, distributed = _init_distributed(args.device or "auto")
     try:
+        # Validates the rest (dataset, networks, minibatch, the run directory) before writing anything.
         trainer = Trainer(config, out, device=device, resume=resume, progress=not args.no_progress)
         trainer.log(f"run directory: {os.path.abspath(out)}  (device {trainer.device}, "
                     f"{trainer.world_size} process(es), resolution {2 ** trainer.resolution_log2})")
-        summary = trainer.run()
+        try:
+            summary = trainer.run()
+        except NonFiniteLossError as e:
+            print(f"progan-fast train: error: {e}", file=sys.stderr)
+            return 1
     finally:
         if distributed:
             import torch.distributed as dist
@@ -195,29 +230,44 @@ def cmd_train(args):
     return 0
 
 
-def _save_png(images_uint8, path):
-    from PIL import Image
-    array = images_uint8.permute(1, 2, 0).numpy()
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+def _check_output_file(path, flag, suffix=None):
+    """`path` can be written as a file (its missing directories created): it is not a directory, no file stands
+    where one of its directories should be, and the suffix matches."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{flag} {path} is a directory; give a file name")
+    blocked = file_in_the_way(os.path.dirname(os.path.abspath(path)))
+    if blocked is not None:
+        raise NotADirectoryError(f"{flag} {path} cannot be created: {blocked} is a file, not a directory")
+    if suffix and not path.lower().endswith(suffix):
+        raise ValueError(f"{flag} must name a {suffix} file; got {path}")
 
 
 def cmd_generate(args):
-    from .train.data import save_image_grid
-    from .train.loop import generate_uint8, load_generator
+    from .images import save_image, save_image_grid
+    from .train.device import resolve_device
+    from .train.evaluate import generate_uint8, load_generator
 
-    net, res_log2, alpha, _ = load_generator(args.ckpt, network=args.network, device=args.device or "auto")
+    if args.individual:
+        blocked = file_in_the_way(args.out)
+        if blocked is not None:
+            raise NotADirectoryError(f"--out {args.out}: {blocked} is a file; with --individual, --out names the "
+                                     "directory to write one PNG per image into (created if missing)")
+    elif os.path.isdir(args.out):
+        raise IsADirectoryError(f"--out {args.out} is a directory; give the grid's file name (e.g. "
+                                f"{os.path.join(args.out, 'grid.png')}), or pass --individual to write one PNG per "
+                                "image into it")
+    else:
+        _check_output_file(args.out, "--out", ".png")
+    device = resolve_device(args.device, "--device")
+    net, res_log2, alpha, _ = load_generator(args.ckpt, network=args.network, device=device)
     images = generate_uint8(net, args.num, res_log2, alpha, seed=args.seed)
     size = f"{2 ** res_log2}x{2 ** res_log2}"
     if args.individual:
-        from PIL import Image
         os.makedirs(args.out, exist_ok=True)
         for i, image in enumerate(images):
-            array = image.permute(1, 2, 0).numpy()
-            Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(
-                os.path.join(args.out, f"seed{args.seed:04d}-{i:06d}.png"))
+            save_image(image, os.path.join(args.out, f"seed{args.seed:04d}-{i:06d}.png"))
         print(f"wrote {len(images)} images ({size}) to {args.out}")
     else:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         save_image_grid(images, args.out)
         print(f"wrote a grid of {len(images)} images ({size}) to {args.out}")
     return 0
@@ -227,20 +277,27 @@ def cmd_dataset_create(args):
     from .train.data import create_dataset
     if not os.path.isdir(args.src):
         raise FileNotFoundError(f"source image directory not found: {args.src}")
-    report = create_dataset(args.src, args.out, resolution=args.resolution, progress=not args.no_progress)
-    print(report)
+    report = create_dataset(args.src, args.out, resolution=args.resolution, progress=not args.no_progress,
+                            follow_links=args.follow_links)
+    print(report.summary())
     return 0
 
 
 def cmd_metrics(args):
-    from .train.loop import evaluate_checkpoint
+    from .fileio import atomic_write
+    from .train.device import resolve_device
+    from .train.evaluate import evaluate_checkpoint
+    if args.json:
+        _check_output_file(args.json, "--json")
+    if args.data is not None and not os.path.isdir(args.data):
+        raise FileNotFoundError(f"dataset directory not found: {args.data}")
     result = evaluate_checkpoint(args.ckpt, data=args.data, num=args.num, seed=args.seed,
-                                 device=args.device or "auto", network=args.network)
+                                 device=resolve_device(args.device, "--device"), network=args.network)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        atomic_write(args.json, text + "\n")
     return 0
 
 
@@ -262,7 +319,7 @@ def build_parser():
     p.add_argument("--ckpt", required=True, help="checkpoint file or run directory")
     p.add_argument("--out", default="generated.png", help="grid PNG path, or a directory with --individual")
     p.add_argument("--num", type=_positive_int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--individual", action="store_true", help="one PNG per image instead of a grid")
     p.add_argument("--network", choices=("Gs", "G"), default="Gs", help="Gs: the EMA generator (default)")
     p.add_argument("--device")
@@ -274,6 +331,9 @@ def build_parser():
     c.add_argument("src", help="directory of images (searched recursively)")
     c.add_argument("out", help="output dataset directory")
     c.add_argument("--resolution", type=_pow2, help="crop/resize to this resolution (default: from the images)")
+    c.add_argument("--follow-links", action="store_true",
+                   help="also read file links that point outside SRC (those inside it are always read; links to "
+                   "directories never are)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_dataset_create)
 
@@ -281,7 +341,7 @@ def build_parser():
     p.add_argument("--ckpt", required=True, help="checkpoint file or run directory")
     p.add_argument("--data", help="dataset directory (default: the one the checkpoint trained on)")
     p.add_argument("--num", type=_positive_int, default=2048, help="images per side (default 2048)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--network", choices=("Gs", "G"), default="Gs")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.add_argument("--device")
@@ -292,15 +352,38 @@ def build_parser():
     return parser
 
 
+def _error_text(exc):
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:  # raised by the OS: errno text and the path
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc)
+
+
 def main(argv=None):
+    """Runs one command in this process; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = args.command + (f" {args.dataset_command}" if args.command == "dataset" else "")
     try:
         return args.func(args)
     except _USER_ERRORS as e:
-        print(f"progan-fast {args.command}: error: {e}", file=sys.stderr)
+        print(f"progan-fast {command}: error: {_error_text(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"progan-fast {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry(argv=None):
+    """The `progan-fast` program (and `python -m progan_fast.train`): main(), after re-executing CPU training with
+    a passive OpenMP wait policy (progan_fast/omp.py)."""
+    from . import omp
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        args = build_parser().parse_args(argv)
+        if omp.wants_passive_wait(args.device):
+            omp.reexec_with_passive_wait("progan_fast.cli", argv)
+    return main(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -154,13 +154,15 @@ class DiscriminatorBlock(nn.Module):
 
 
 class DiscriminatorOutputBlock(nn.Module):
-    """4x4: minibatch stddev (TF official: strided groups, biased variance; skipped when group_size <= 1),
+    """4x4: minibatch stddev (TF official: strided groups, biased variance, `mbstd_num_features` maps as NVlabs'
+    networks_progan.py; skipped when group_size <= 1; the fused kernel of progan_fast.ops.minibatch_stddev),
     conv3x3 + bias + lrelu, dense 16*C -> nf(0) + lrelu, dense nf(0) -> 1 (gain 1, linear)."""
 
-    def __init__(self, channels, hidden, mbstd_group_size=4):
+    def __init__(self, channels, hidden, mbstd_group_size=4, mbstd_num_features=1):
         super().__init__()
-        self.mbstd = MinibatchStddev(mbstd_group_size) if mbstd_group_size > 1 else None
-        self.conv = EqualizedConv2d(channels + (self.mbstd is not None), channels, 3)
+        self.mbstd = (MinibatchStddev(mbstd_group_size, num_new_features=mbstd_num_features)
+                      if mbstd_group_size > 1 else None)
+        self.conv = EqualizedConv2d(channels + (mbstd_num_features if self.mbstd is not None else 0), channels, 3)
         self.dense0 = EqualizedLinear(channels * 16, hidden)
         self.dense1 = EqualizedLinear(hidden, 1, gain=1.0, activation="linear")
 
@@ -172,7 +174,7 @@ class DiscriminatorOutputBlock(nn.Module):
 
 class Discriminator(nn.Module):
     def __init__(self, resolution=1024, num_channels=3, fmap_base=8192, fmap_max=512, fmap_decay=1.0,
-                 mbstd_group_size=4, channels_last=False):
+                 mbstd_group_size=4, channels_last=False, mbstd_num_features=1):
         super().__init__()
         self.resolution_log2 = _resolution_log2(resolution)
         self.resolution, self.num_channels, self.channels_last = resolution, num_channels, channels_last
@@ -182,7 +184,8 @@ class Discriminator(nn.Module):
 
         self.from_rgb = nn.ModuleDict({
             str(r): EqualizedConv2d(num_channels, nf(r - 1), 1) for r in range(2, self.resolution_log2 + 1)})
-        self.blocks = nn.ModuleDict({"2": DiscriminatorOutputBlock(nf(1), nf(0), mbstd_group_size)})
+        self.blocks = nn.ModuleDict({"2": DiscriminatorOutputBlock(nf(1), nf(0), mbstd_group_size,
+                                                                   mbstd_num_features)})
         for r in range(3, self.resolution_log2 + 1):
             self.blocks[str(r)] = DiscriminatorBlock(nf(r - 1), nf(r - 2))
 

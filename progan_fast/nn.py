@@ -68,14 +68,17 @@ class PixelNorm(nn.Module):
 
 
 class MinibatchStddev(nn.Module):
-    """Appends one channel; defaults are TF official's (strided groups of 4, biased variance)."""
+    """Appends `num_new_features` channels (one by default); defaults are TF official's (strided groups of 4,
+    biased variance)."""
 
-    def __init__(self, group_size=4, grouping="strided", unbiased=False, eps=1e-8):
+    def __init__(self, group_size=4, grouping="strided", unbiased=False, eps=1e-8, num_new_features=1):
         super().__init__()
         self.group_size, self.grouping, self.unbiased, self.eps = group_size, grouping, unbiased, eps
+        self.num_new_features = num_new_features
 
     def forward(self, x):
-        return ops.minibatch_stddev(x, self.group_size, self.grouping, self.unbiased, self.eps)
+        return ops.minibatch_stddev(x, self.group_size, self.grouping, self.unbiased, self.eps, self.num_new_features)
 
     def extra_repr(self):
-        return f"group_size={self.group_size}, grouping={self.grouping}, unbiased={self.unbiased}, eps={self.eps}"
+        return (f"group_size={self.group_size}, grouping={self.grouping}, unbiased={self.unbiased}, eps={self.eps}, "
+                f"num_new_features={self.num_new_features}")

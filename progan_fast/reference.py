@@ -164,6 +164,16 @@ def fade_from_rgb(images, new, weight, bias, alpha, gain=math.sqrt(2), lr_mul=1.
     return _lerp(old, _opmath(new), alpha).to(new.dtype)
 
 
+def downsample_blend(high, low, alpha):
+    """A fade-in where the new path ends in a 2x2 pool: lerp(low, avg_pool2(high), alpha), alpha = new-path weight.
+
+    `high` is the new path before its 2x2 avg-pool (TF official `downscale2d`; pro-gan-pth's and pytorch_GAN_zoo's
+    discriminators pool their top block's output before blending), `low` the old path at the lower resolution.
+    Same alpha convention as upsample_blend. Half inputs are blended in float32 and cast back.
+    """
+    return _lerp(_opmath(low), avg_pool2(_opmath(high)), alpha).to(low.dtype)
+
+
 def fade_reals(x, alpha):
     """Reals seen by D during a fade: lerp(nearest_up(avg_pool2(x)), x, alpha) at the current resolution.
 
@@ -177,40 +187,50 @@ def fade_reals(x, alpha):
 
 # ---- minibatch standard deviation ------------------------------------------------------------------------------
 
-def minibatch_stddev(x, group_size=4, grouping="strided", unbiased=False, eps=1e-8):
-    """Append one feature map: the mean over C, H, W of the per-position stddev over the sample's group.
+def minibatch_stddev(x, group_size=4, grouping="strided", unbiased=False, eps=1e-8, num_new_features=1):
+    """Append F = `num_new_features` maps: for each group of samples and each group of channels, the mean over those
+    channels, H and W of the per-position stddev across the group's samples (Karras et al. 2017, sec. 3).
 
-    For a group g of samples: s_g = mean_{c,h,w} sqrt(var_{n in g}(x[n,c,h,w]) + eps), output concat(x, s_{g(n)})
-    of shape N x (C+1) x H x W. Statistics in float32 for half inputs (TF official casts to float32), cast back.
-    grouping="strided" (TF official `minibatch_stddev_layer`, pro-gan-pth, mmgeneration): G = min(group_size, N),
-      M = N / G, group m = {m, m+M, m+2M, ...} (sample n is in group n mod M); N > group_size with
-      N mod group_size != 0 has no defined grouping (the public op raises). Use unbiased=False to match them.
-    grouping="contiguous" (pytorch_GAN_zoo `miniBatchStdDev`): G = min(group_size, N), G = N when N mod G != 0,
-      group j = {jG, ..., jG+G-1}; G == 1 gives a zero feature map. Use unbiased=True to match it.
-    var is biased (divide by G) unless `unbiased` (divide by G - 1).
+    The C channels split into F contiguous channel groups of C/F (channel c is in group c // (C/F)); F must divide C.
+    For a sample group m and a channel group f:
+        s[m, f] = mean_{c in f, h, w} sqrt(var_{n in m}(x[n, c, h, w]) + eps)
+    and the output is concat(x, t) of shape N x (C+F) x H x W, where t[n, f, h, w] = s[m(n), f] (the statistic of
+    sample n's group, repeated over H x W). Statistics in float32 for half inputs (TF official casts to float32),
+    cast back to x's dtype. var divides by G (biased) unless `unbiased` (divides by G - 1).
+
+    Sample groups, from G = min(group_size, N):
+    grouping="strided" (TF official `minibatch_stddev_layer`, pro-gan-pth, mmgeneration, NVlabs): M = N / G groups,
+      group m = {m, m+M, m+2M, ...} (sample n is in group n mod M); N > group_size with N mod group_size != 0 has
+      no defined grouping (the public op raises). G = 1 gives s = sqrt(eps). Use unbiased=False to match them.
+    grouping="contiguous" (pytorch_GAN_zoo `miniBatchStdDev`): G = N when N mod G != 0 (one group of the whole
+      batch), group m = {mG, ..., mG+G-1}; G == 1 gives zero maps (biased or not). Use unbiased=True to match it.
+    group_size >= N makes the whole batch one group (the paper's original Theano code).
+    num_new_features: NVlabs' `networks_progan.py` (stylegan repository) form; F = 1 is every other
+      implementation's single map.
     """
     n, c, h, w = x.shape
-    # torch.cat keeps channels_last only when every input has it, so the small extra map is laid out like x
-    # (materialised from an expand: a fresh N x 1 x H x W tensor already counts as channels_last and keeps
-    # NCHW strides, which cat then reads as contiguous).
+    nf = num_new_features
+    # torch.cat keeps channels_last only when every input has it, so the small extra maps are laid out like x
+    # (materialised from an expand: a fresh N x F x H x W tensor with F == 1 already counts as channels_last and
+    # keeps NCHW strides, which cat then reads as contiguous).
     fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
     g = min(group_size, n)
     if grouping == "contiguous":
         if n % g != 0:
             g = n
         if g == 1:
-            return torch.cat([x, x.new_zeros(n, 1, 1, 1).expand(n, 1, h, w).contiguous(memory_format=fmt)], 1)
+            return torch.cat([x, x.new_zeros(n, nf, 1, 1).expand(n, nf, h, w).contiguous(memory_format=fmt)], 1)
     m = n // g
     xf = _opmath(x)
     if grouping == "strided":
-        groups = xf.reshape(g, m, c, h, w)
+        groups = xf.reshape(g, m, nf, c // nf, h, w)
         var = groups.var(0, correction=1 if unbiased else 0)
     else:
-        groups = xf.reshape(m, g, c, h, w)
+        groups = xf.reshape(m, g, nf, c // nf, h, w)
         var = groups.var(1, correction=1 if unbiased else 0)
-    s = torch.sqrt(var + eps).mean((1, 2, 3))  # [M]
-    per_sample = s.repeat(g) if grouping == "strided" else s.repeat_interleave(g)
-    feature = per_sample.to(x.dtype).reshape(n, 1, 1, 1).expand(n, 1, h, w).contiguous(memory_format=fmt)
+    s = torch.sqrt(var + eps).mean((2, 3, 4))  # [M, F]
+    per_sample = s.repeat(g, 1) if grouping == "strided" else s.repeat_interleave(g, 0)  # [N, F]
+    feature = per_sample.to(x.dtype).reshape(n, nf, 1, 1).expand(n, nf, h, w).contiguous(memory_format=fmt)
     return torch.cat([x, feature], 1)
 
 

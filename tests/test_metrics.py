@@ -5,8 +5,10 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 
-from progan_fast.metrics import generate_uint8, ms_ssim, sliced_wasserstein
-from progan_fast.metrics.swd import _swd, laplacian_pyramid, pyr_down, pyr_up
+from progan_fast.images import to_uint8
+from progan_fast.metrics import ms_ssim, sliced_wasserstein
+from progan_fast.metrics import nearest_neighbour_distances
+from progan_fast.metrics.swd import _normalize, _swd, laplacian_pyramid, pyr_down, pyr_up
 from progan_fast.train.data import MultiResDataset, default_dataset
 
 BINOMIAL = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]).astype(np.float64) / 256.0
@@ -118,6 +120,50 @@ def test_swd_sort_paths_agree():
     assert _swd(a, b, 1, 1, torch.Generator().manual_seed(1), use_numpy=True) == pytest.approx(want, rel=1e-5)
 
 
+def test_swd_of_one_dimensional_sets_is_the_wasserstein_distance():
+    # In one dimension every unit direction is +-1, so each projection's sorted difference is the 1-D optimal
+    # transport: |0-1| + |1-3| + |2-5| + |3-7| over 4 points = 2.5, for any number of directions, on both paths.
+    a = torch.tensor([[3.0], [0.0], [2.0], [1.0]])
+    b = torch.tensor([[7.0], [1.0], [5.0], [3.0]])
+    for use_numpy in (True, False):
+        assert _swd(a, b, 3, 5, torch.Generator().manual_seed(2), use_numpy) == pytest.approx(2.5, rel=1e-6)
+
+
+def test_descriptors_normalised_per_colour_channel():
+    # Channel 0 holds 1 and 3 (mean 2, std 1), channel 1 holds 10 and 30 (mean 20, std 10): both become -1 / +1.
+    desc = torch.zeros(2, 2, 1, 2)
+    desc[0, 0], desc[1, 0] = 1.0, 3.0
+    desc[0, 1], desc[1, 1] = torch.tensor([10.0, 30.0]), torch.tensor([30.0, 10.0])
+    out = _normalize(desc)
+    assert out.tolist() == [[-1.0, -1.0, -1.0, 1.0], [1.0, 1.0, 1.0, -1.0]]
+
+
+def test_swd_is_blind_to_a_brightness_and_contrast_change_of_one_set(shapes32):
+    # Each set's descriptors are normalised with their own per-channel mean and std (the official metric), so a
+    # per-channel affine change of the fakes (no clipping: values stay within 0..255) leaves every level unchanged.
+    reals, fakes = shapes32[:48] // 3, shapes32[48:96] // 3
+    scale = torch.tensor([2, 1, 3], dtype=torch.uint8)[None, :, None, None]
+    shift = torch.tensor([30, 60, 0], dtype=torch.uint8)[None, :, None, None]
+    changed = fakes * scale + shift
+    assert int(changed.max()) <= 255 and torch.equal((changed - shift) // scale, fakes)
+    kw = dict(num_patches=32, dir_repeats=1, dirs_per_repeat=32, seed=4)
+    base = sliced_wasserstein(reals, fakes, **kw)
+    assert base["avg"] > 1.0
+    for key, value in sliced_wasserstein(reals, changed, **kw).items():
+        assert value == pytest.approx(base[key], rel=1e-4), key
+
+
+def test_nearest_neighbour_distances():
+    images = torch.zeros(4, 1, 2, 2, dtype=torch.uint8)
+    images[1] = 3         # RMS distance 3 from image 0
+    images[2, 0, 0] = 10  # two pixels of 10: RMS sqrt(200 / 4)
+    images[3] = images[2]
+    got = nearest_neighbour_distances(images, chunk=3)
+    assert got.tolist() == pytest.approx([3.0, 3.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="N >= 2"):
+        nearest_neighbour_distances(images[:1])
+
+
 def test_swd_argument_errors(shapes32):
     x = shapes32[:8]
     with pytest.raises(TypeError, match="fakes must be uint8"):
@@ -181,7 +227,7 @@ def test_ms_ssim_identical_pairs_one_noise_low(shapes32):
         ms_ssim(shapes32[:4, :, :8, :8])
 
 
-def test_generate_uint8_official_mapping():
+def test_to_uint8_official_mapping():
     x = torch.tensor([[-1.0, -0.5, 0.0, 0.5, 1.0, 1.2]])
     # round(x * 127.5 + 127.5), half to even, saturated: -0.5 -> 63.75 -> 64, 0.5 -> 191.25 -> 191.
-    assert generate_uint8(x).tolist() == [[0, 64, 128, 191, 255, 255]]
+    assert to_uint8(x).tolist() == [[0, 64, 128, 191, 255, 255]]

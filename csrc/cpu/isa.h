@@ -12,6 +12,7 @@
 #include <c10/util/Half.h>
 
 #include <cstdint>
+#include <cstring>
 
 // target_clones needs ifunc support (GNU toolchain on Linux); elsewhere the loops build for the baseline only.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
@@ -31,6 +32,9 @@ void to_float(const c10::Half* src, float* dst, int64_t n);
 void to_float(const c10::BFloat16* src, float* dst, int64_t n);
 void from_float(const float* src, c10::Half* dst, int64_t n);
 void from_float(const float* src, c10::BFloat16* dst, int64_t n);
+// float itself, for code templated over the kernel dtypes
+inline void to_float(const float* src, float* dst, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+inline void from_float(const float* src, float* dst, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
 
 }  // namespace isa
 }  // namespace progan_fast

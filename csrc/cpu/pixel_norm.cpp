@@ -16,38 +16,22 @@
 #include <vector>
 
 #include "common/pixel_norm_operands.h"
+#include "cpu/blocks.h"
 #include "cpu/isa.h"
-
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
+#include "cpu/stream.h"
 
 namespace progan_fast {
 namespace pixel_norm_cpu {
 
-// Most pixels one planes block holds; sizes the per-pixel accumulators on the stack.
-constexpr int64_t kMaxBlock = 1024;
-// Bytes of x one planes block (forward) or of x and dy (backward) spans: well inside a core's L2 with room for
-// the output, and long contiguous runs per channel so the hardware prefetchers stream them.
-constexpr int64_t kPlanesBlockBytes = 256 * 1024;
-// Outputs at least this large are written with non-temporal stores: they are far larger than the caches anyway,
-// and streaming them skips the read-for-ownership of every destination line and keeps the output from evicting
-// the block that the second pass re-reads (measured ~1.5-2x faster forward at S2/S3 on a 2-core Zen 4).
-constexpr int64_t kStreamBytes = 8 << 20;
-// Elements of x one rows chunk holds (half-precision inputs convert whole chunks to float scratch).
-constexpr int64_t kRowsChunkElems = 16 * 1024;
+using cpu::kMaxBlock;
+using cpu::prefetch_row;
+using cpu::stream_fence;
+using cpu::until_aligned;
 
 // ---- output stores, plain or streaming (always inlined, so they take the ISA of the clone that calls them) ----
 
-#define PN_INLINE static inline __attribute__((always_inline))
-
-// Elements before p is 16-byte aligned (at most n).
-PN_INLINE int64_t until_aligned(const float* p, int64_t n) {
-  return std::min<int64_t>(n, ((16 - (reinterpret_cast<uintptr_t>(p) & 15)) & 15) / sizeof(float));
-}
-
 // y[i] = x[i] * s[i]
-PN_INLINE void store_mul(float* __restrict y, const float* __restrict x, const float* __restrict s, int64_t n,
+PF_CPU_INLINE void store_mul(float* __restrict y, const float* __restrict x, const float* __restrict s, int64_t n,
                          bool stream) {
   int64_t i = 0;
 #if defined(__SSE2__)
@@ -60,7 +44,7 @@ PN_INLINE void store_mul(float* __restrict y, const float* __restrict x, const f
 }
 
 // y[i] = x[i] * s
-PN_INLINE void store_scale(float* __restrict y, const float* __restrict x, float s, int64_t n, bool stream) {
+PF_CPU_INLINE void store_scale(float* __restrict y, const float* __restrict x, float s, int64_t n, bool stream) {
   int64_t i = 0;
 #if defined(__SSE2__)
   if (stream) {
@@ -73,7 +57,7 @@ PN_INLINE void store_scale(float* __restrict y, const float* __restrict x, float
 }
 
 // dx[i] = a[i] * dy[i] - b[i] * x[i]
-PN_INLINE void store_axpby(float* __restrict dx, const float* __restrict dy, const float* __restrict x,
+PF_CPU_INLINE void store_axpby(float* __restrict dx, const float* __restrict dy, const float* __restrict x,
                            const float* __restrict a, const float* __restrict b, int64_t n, bool stream) {
   int64_t i = 0;
 #if defined(__SSE2__)
@@ -88,7 +72,7 @@ PN_INLINE void store_axpby(float* __restrict dx, const float* __restrict dy, con
 }
 
 // dx[i] = a * dy[i] - b * x[i]
-PN_INLINE void store_axpby_scalar(float* __restrict dx, const float* __restrict dy, const float* __restrict x,
+PF_CPU_INLINE void store_axpby_scalar(float* __restrict dx, const float* __restrict dy, const float* __restrict x,
                                   float a, float b, int64_t n, bool stream) {
   int64_t i = 0;
 #if defined(__SSE2__)
@@ -100,23 +84,6 @@ PN_INLINE void store_axpby_scalar(float* __restrict dx, const float* __restrict 
   }
 #endif
   for (; i < n; ++i) dx[i] = a * dy[i] - b * x[i];
-}
-
-// Planes blocks run a DRAM-bound first pass and then a second pass from cache, during which the hardware
-// prefetchers (which only follow short runs of a strided block) leave DRAM idle. Prefetching the next block's
-// channel rows into L2 while the second pass computes keeps it busy: ~1.6x faster forward+backward at S2/S3 NCHW,
-// on par with channels_last. (Prefetching ahead within the first pass, or into L1, did not help.)
-PN_INLINE void prefetch_row(const float* p, int64_t n) {
-  for (int64_t i = 0; i < n; i += 64 / sizeof(float)) __builtin_prefetch(p + i, 0, 2);
-}
-
-// Non-temporal stores are weakly ordered: fence before another thread may read what this one streamed.
-PN_INLINE void stream_fence(bool stream) {
-#if defined(__SSE2__)
-  if (stream) _mm_sfence();
-#else
-  (void)stream;
-#endif
 }
 
 // ---- float32 loops (multi-versioned; external linkage so the ifunc resolvers can be emitted) ----
@@ -177,7 +144,7 @@ void backward_planes_f32(const float* __restrict dy, const float* __restrict x, 
 constexpr int64_t kRowGroup = 16;
 constexpr int64_t kRowGroupBytes = 16 * 1024;
 
-PN_INLINE int64_t row_group(int64_t C, int64_t streams) {
+PF_CPU_INLINE int64_t row_group(int64_t C, int64_t streams) {
   return std::clamp<int64_t>(kRowGroupBytes / (streams * std::max<int64_t>(C, 1) * int64_t(sizeof(float))), 1,
                              kRowGroup);
 }
@@ -236,47 +203,18 @@ void backward_rows_f32(const float* __restrict dy, const float* __restrict x, co
 
 namespace {
 
-// Pixels per planes block: about kPlanesBlockBytes of input (`streams` tensors of C float channels), a multiple
-// of 16 (whole vectors and cache lines), never more than one plane.
-int64_t planes_block(int64_t C, int64_t inner, int64_t streams) {
-  int64_t n = kPlanesBlockBytes / (streams * C * static_cast<int64_t>(sizeof(float)));
-  n = std::clamp<int64_t>(n / 16 * 16, 16, kMaxBlock);
-  return std::min(n, inner);
-}
-
-// Tasks of a planes loop per parallel_for chunk: at least ATen's grain of elements, so small tensors stay on the
-// calling thread (waking the OpenMP team costs more than they take, and far more when the cores are busy).
-int64_t planes_grain(int64_t C, int64_t block) {
-  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(C * block, 1));
-}
-
-int64_t rows_chunk(int64_t C) { return std::max<int64_t>(1, kRowsChunkElems / std::max<int64_t>(C, 1)); }
-
-// Runs fn(o, i0, n, next, next_n) over every planes block of [outer, C, inner], blocks of one plane contiguous
-// within a thread's share; next is the element offset of the thread's next block (-1 after its last), next_n its
-// pixel count.
-template <typename F>
-void for_each_planes_block(int64_t outer, int64_t C, int64_t inner, int64_t block, const F& fn) {
-  const int64_t per_plane = (inner + block - 1) / block;
-  at::parallel_for(0, outer * per_plane, planes_grain(C, block), [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t o = task / per_plane;
-      const int64_t i0 = (task % per_plane) * block;
-      int64_t next = -1, next_n = 0;
-      if (task + 1 < end) {
-        const int64_t no = (task + 1) / per_plane, ni0 = ((task + 1) % per_plane) * block;
-        next = no * C * inner + ni0;
-        next_n = std::min(block, inner - ni0);
-      }
-      fn(o, i0, std::min(block, inner - i0), next, next_n);
-    }
-  });
-}
+using cpu::for_each_planes_block;
+using cpu::gather_block;
+using cpu::planes_block;
+using cpu::PlanesBlock;
+using cpu::PlanesTasks;
+using cpu::rows_chunk;
+using cpu::scatter_block;
 
 // ---- float32 ----
 
 void forward_f32(const ReductionLayout& l, const float* x, float* y, float* r, float eps) {
-  const bool stream = l.outer * l.channels * l.inner * static_cast<int64_t>(sizeof(float)) >= kStreamBytes;
+  const bool stream = cpu::should_stream(l.outer * l.channels * l.inner * static_cast<int64_t>(sizeof(float)));
   if (l.rows()) {
     const int64_t rows = l.outer * l.inner;
     at::parallel_for(0, rows, rows_chunk(l.channels), [&](int64_t begin, int64_t end) {
@@ -286,16 +224,15 @@ void forward_f32(const ReductionLayout& l, const float* x, float* y, float* r, f
     return;
   }
   const int64_t C = l.channels, inner = l.inner;
-  const int64_t block = planes_block(C, inner, 1);
-  for_each_planes_block(l.outer, C, inner, block, [&](int64_t o, int64_t i0, int64_t n, int64_t next, int64_t next_n) {
-    const int64_t base = o * C * inner + i0;
-    forward_planes_f32(x + base, y + base, r + o * inner + i0, C, inner, n, eps, stream,
-                       next >= 0 ? x + next : nullptr, next_n);
+  for_each_planes_block(PlanesTasks(l.outer, C, inner, planes_block(C, inner, 1)), [&](const PlanesBlock& b) {
+    const int64_t base = b.o * C * inner + b.i0;
+    forward_planes_f32(x + base, y + base, r + b.o * inner + b.i0, C, inner, b.n, eps, stream,
+                       b.next >= 0 ? x + b.next : nullptr, b.next_n);
   });
 }
 
 void backward_f32(const ReductionLayout& l, const float* dy, const float* x, const float* r, float* dx) {
-  const bool stream = l.outer * l.channels * l.inner * static_cast<int64_t>(sizeof(float)) >= kStreamBytes;
+  const bool stream = cpu::should_stream(l.outer * l.channels * l.inner * static_cast<int64_t>(sizeof(float)));
   if (l.rows()) {
     const int64_t rows = l.outer * l.inner;
     at::parallel_for(0, rows, rows_chunk(l.channels), [&](int64_t begin, int64_t end) {
@@ -305,25 +242,14 @@ void backward_f32(const ReductionLayout& l, const float* dy, const float* x, con
     return;
   }
   const int64_t C = l.channels, inner = l.inner;
-  const int64_t block = planes_block(C, inner, 2);
-  for_each_planes_block(l.outer, C, inner, block, [&](int64_t o, int64_t i0, int64_t n, int64_t next, int64_t next_n) {
-    const int64_t base = o * C * inner + i0;
-    backward_planes_f32(dy + base, x + base, r + o * inner + i0, dx + base, C, inner, n, stream,
-                        next >= 0 ? dy + next : nullptr, next >= 0 ? x + next : nullptr, next_n);
+  for_each_planes_block(PlanesTasks(l.outer, C, inner, planes_block(C, inner, 2)), [&](const PlanesBlock& b) {
+    const int64_t base = b.o * C * inner + b.i0;
+    backward_planes_f32(dy + base, x + base, r + b.o * inner + b.i0, dx + base, C, inner, b.n, stream,
+                        b.next >= 0 ? dy + b.next : nullptr, b.next >= 0 ? x + b.next : nullptr, b.next_n);
   });
 }
 
 // ---- float16 / bfloat16: blocks widened to float scratch, same loops, narrowed back ----
-
-// Copies a planes block (C channels of n pixels, `stride` apart) to or from dense float scratch [C, n].
-template <typename T>
-void gather_block(const T* src, float* dst, int64_t C, int64_t stride, int64_t n) {
-  for (int64_t c = 0; c < C; ++c) isa::to_float(src + c * stride, dst + c * n, n);
-}
-template <typename T>
-void scatter_block(const float* src, T* dst, int64_t C, int64_t stride, int64_t n) {
-  for (int64_t c = 0; c < C; ++c) isa::from_float(src + c * n, dst + c * stride, n);
-}
 
 template <typename T>
 void forward_half(const ReductionLayout& l, const T* x, T* y, float* r, float eps) {
@@ -341,16 +267,16 @@ void forward_half(const ReductionLayout& l, const T* x, T* y, float* r, float ep
     });
     return;
   }
-  const int64_t inner = l.inner, block = planes_block(C, inner, 2);
-  const int64_t per_plane = (inner + block - 1) / block;
-  at::parallel_for(0, l.outer * per_plane, planes_grain(C, block), [&](int64_t begin, int64_t end) {
-    std::vector<float> xs(C * block), ys(C * block);
+  const int64_t inner = l.inner;
+  const PlanesTasks t(l.outer, C, inner, planes_block(C, inner, 2));
+  cpu::parallel_chunks(t.chunks, t.tasks(), [&](int64_t chunk, int64_t begin, int64_t end) {
+    std::vector<float> xs(C * t.block), ys(C * t.block);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t o = task / per_plane, i0 = (task % per_plane) * block, n = std::min(block, inner - i0);
-      const int64_t base = o * C * inner + i0;
-      gather_block(x + base, xs.data(), C, inner, n);
-      forward_planes_f32(xs.data(), ys.data(), r + o * inner + i0, C, n, n, eps, false, nullptr, 0);
-      scatter_block(ys.data(), y + base, C, inner, n);
+      const PlanesBlock b = t.at(chunk, task, end);
+      const int64_t base = b.o * C * inner + b.i0;
+      gather_block(x + base, xs.data(), C, inner, b.n);
+      forward_planes_f32(xs.data(), ys.data(), r + b.o * inner + b.i0, C, b.n, b.n, eps, false, nullptr, 0);
+      scatter_block(ys.data(), y + base, C, inner, b.n);
     }
   });
 }
@@ -372,17 +298,18 @@ void backward_half(const ReductionLayout& l, const T* dy, const T* x, const floa
     });
     return;
   }
-  const int64_t inner = l.inner, block = planes_block(C, inner, 3);
-  const int64_t per_plane = (inner + block - 1) / block;
-  at::parallel_for(0, l.outer * per_plane, planes_grain(C, block), [&](int64_t begin, int64_t end) {
-    std::vector<float> dys(C * block), xs(C * block), dxs(C * block);
+  const int64_t inner = l.inner;
+  const PlanesTasks t(l.outer, C, inner, planes_block(C, inner, 3));
+  cpu::parallel_chunks(t.chunks, t.tasks(), [&](int64_t chunk, int64_t begin, int64_t end) {
+    std::vector<float> dys(C * t.block), xs(C * t.block), dxs(C * t.block);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t o = task / per_plane, i0 = (task % per_plane) * block, n = std::min(block, inner - i0);
-      const int64_t base = o * C * inner + i0;
-      gather_block(dy + base, dys.data(), C, inner, n);
-      gather_block(x + base, xs.data(), C, inner, n);
-      backward_planes_f32(dys.data(), xs.data(), r + o * inner + i0, dxs.data(), C, n, n, false, nullptr, nullptr, 0);
-      scatter_block(dxs.data(), dx + base, C, inner, n);
+      const PlanesBlock b = t.at(chunk, task, end);
+      const int64_t base = b.o * C * inner + b.i0;
+      gather_block(dy + base, dys.data(), C, inner, b.n);
+      gather_block(x + base, xs.data(), C, inner, b.n);
+      backward_planes_f32(dys.data(), xs.data(), r + b.o * inner + b.i0, dxs.data(), C, b.n, b.n, false, nullptr,
+                          nullptr, 0);
+      scatter_block(dxs.data(), dx + base, C, inner, b.n);
     }
   });
 }

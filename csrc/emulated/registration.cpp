@@ -3,8 +3,10 @@
 // tests run it. Sequential and slow by design: for small test tensors.
 #include <torch/library.h>
 
+#include "host/minibatch_stddev.h"
 #include "host/fade.h"
 #include "host/pixel_norm.h"
+#include "host/scaled_bias_act.h"
 
 namespace progan_fast {
 namespace {
@@ -15,6 +17,15 @@ std::vector<int64_t> pixel_norm_launch_config(const at::Tensor& x, int64_t dim) 
   const ReductionLayout layout = ReductionLayout::of(x, dim);
   const auto cfg = pixel_norm_cuda::launch_config(layout.outer, layout.channels, layout.inner);
   return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0};
+}
+
+// (blocks of the position kernels, positions per block, blocks writing the statistic channels).
+std::vector<int64_t> minibatch_stddev_launch_config(const at::Tensor& x, int64_t group_size,
+                                                    c10::string_view grouping, bool unbiased, int64_t features) {
+  const auto geo = minibatch_stddev_geometry(x, group_size, std::string_view(grouping.data(), grouping.size()),
+                                             unbiased, features);
+  const auto cfg = minibatch_stddev_cuda::launch_config(geo);
+  return {geo.groups * geo.features * cfg.chunks, cfg.chunk, geo.samples * geo.features * cfg.pixel_runs};
 }
 
 // fade_from_rgb's geometries for `new`'s shape and layout with `image_channels` image channels:
@@ -37,6 +48,10 @@ std::vector<int64_t> fade_from_rgb_launch_config(const at::Tensor& new_, int64_t
 TORCH_LIBRARY_IMPL(progan_fast_emulated, CPU, m) {
   m.impl("pixel_norm_forward", &pixel_norm_host::forward<EmulatedDevice>);
   m.impl("pixel_norm_backward", &pixel_norm_host::backward<EmulatedDevice>);
+  m.impl("minibatch_stddev_forward", &minibatch_stddev_host::forward<EmulatedDevice>);
+  m.impl("minibatch_stddev_backward", &minibatch_stddev_host::backward<EmulatedDevice>);
+  m.impl("scaled_bias_act_forward", &scaled_bias_act_host::forward<EmulatedDevice>);
+  m.impl("scaled_bias_act_backward", &scaled_bias_act_host::backward<EmulatedDevice>);
   m.impl("upsample_blend_forward", &fade_host::upsample_blend_forward<EmulatedDevice>);
   m.impl("upsample_blend_backward", &fade_host::upsample_blend_backward<EmulatedDevice>);
   m.impl("fade_reals_forward", &fade_host::fade_reals_forward<EmulatedDevice>);
@@ -47,6 +62,8 @@ TORCH_LIBRARY_IMPL(progan_fast_emulated, CPU, m) {
 // Test-only introspection, outside the shared raw ops.
 TORCH_LIBRARY_FRAGMENT(progan_fast_emulated, m) {
   m.def("pixel_norm_launch_config(Tensor x, int dim) -> int[]", &pixel_norm_launch_config);
+  m.def("minibatch_stddev_launch_config(Tensor x, int group_size, str grouping, bool unbiased, int num_new_features)"
+        " -> int[]", &minibatch_stddev_launch_config);
   m.def("fade_from_rgb_launch_config(Tensor new, int image_channels) -> int[]", &fade_from_rgb_launch_config);
 }
 

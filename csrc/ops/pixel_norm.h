@@ -103,18 +103,26 @@ PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
 
 template <typename scalar_t>
 struct ForwardArgs {
+  using acc_t = opmath_t<scalar_t>;
   const scalar_t* x;
   scalar_t* y;
-  opmath_t<scalar_t>* rsqrt;  // one per item
-  opmath_t<scalar_t> eps;
+  acc_t* rsqrt;  // one per item
+  acc_t eps;
+
+  PF_HD void accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block, int tid) const;
+  PF_HD void write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block, int tid) const;
 };
 
 template <typename scalar_t>
 struct BackwardArgs {
+  using acc_t = opmath_t<scalar_t>;
   const scalar_t* grad_y;
   const scalar_t* x;
-  const opmath_t<scalar_t>* rsqrt;
+  const acc_t* rsqrt;
   scalar_t* grad_x;
+
+  PF_HD void accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block, int tid) const;
+  PF_HD void write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block, int tid) const;
 };
 
 // Phase 2, shared by both directions: one step of the tree reduction over an item's lanes (called for
@@ -188,38 +196,42 @@ PF_HD void backward_write(const BackwardArgs<scalar_t>& a, const LaunchConfig& c
   }
 }
 
-// The kernels: accumulate, log2(lanes) tree-reduction steps, write.
 template <typename scalar_t>
-struct ForwardKernel {
+PF_HD void ForwardArgs<scalar_t>::accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block, int tid) const {
+  forward_accumulate(*this, cfg, sh, block, tid);
+}
+template <typename scalar_t>
+PF_HD void ForwardArgs<scalar_t>::write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block,
+                                        int tid) const {
+  forward_write(*this, cfg, sh, block, tid);
+}
+template <typename scalar_t>
+PF_HD void BackwardArgs<scalar_t>::accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block,
+                                              int tid) const {
+  backward_accumulate(*this, cfg, sh, block, tid);
+}
+template <typename scalar_t>
+PF_HD void BackwardArgs<scalar_t>::write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block,
+                                         int tid) const {
+  backward_write(*this, cfg, sh, block, tid);
+}
+
+// Both kernels: accumulate, log2(lanes) tree-reduction steps, write. `Args` (ForwardArgs or BackwardArgs) brings
+// its direction's accumulate and write phases.
+template <typename Args>
+struct LaneReductionKernel {
   static constexpr int kThreads = pixel_norm_cuda::kThreads;
-  using Shared = pixel_norm_cuda::Shared<opmath_t<scalar_t>>;
-  ForwardArgs<scalar_t> args;
+  using Shared = pixel_norm_cuda::Shared<typename Args::acc_t>;
+  Args args;
   LaunchConfig cfg;
   int reduce_steps;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
   PF_HD int phases() const { return reduce_steps + 2; }
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (p == 0) forward_accumulate(args, cfg, sh, block, tid);
+    if (p == 0) args.accumulate(cfg, sh, block, tid);
     else if (p <= reduce_steps) reduce_step(cfg, sh, tid, cfg.lanes >> p);
-    else forward_write(args, cfg, sh, block, tid);
-  }
-};
-
-template <typename scalar_t>
-struct BackwardKernel {
-  static constexpr int kThreads = pixel_norm_cuda::kThreads;
-  using Shared = pixel_norm_cuda::Shared<opmath_t<scalar_t>>;
-  BackwardArgs<scalar_t> args;
-  LaunchConfig cfg;
-  int reduce_steps;
-
-  PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return reduce_steps + 2; }
-  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (p == 0) backward_accumulate(args, cfg, sh, block, tid);
-    else if (p <= reduce_steps) reduce_step(cfg, sh, tid, cfg.lanes >> p);
-    else backward_write(args, cfg, sh, block, tid);
+    else args.write(cfg, sh, block, tid);
   }
 };
 
@@ -257,7 +269,7 @@ auto run(const ForwardParams& p, const Exec& exec) {
     const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
     const ForwardArgs<scalar_t> args{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y),
                                      static_cast<acc_t*>(p.rsqrt), static_cast<acc_t>(p.eps)};
-    return exec(ForwardKernel<scalar_t>{args, cfg, log2_of(cfg.lanes)});
+    return exec(LaneReductionKernel<ForwardArgs<scalar_t>>{args, cfg, log2_of(cfg.lanes)});
   });
 }
 
@@ -269,7 +281,7 @@ auto run(const BackwardParams& p, const Exec& exec) {
     const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
     const BackwardArgs<scalar_t> args{static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.x),
                                       static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x)};
-    return exec(BackwardKernel<scalar_t>{args, cfg, log2_of(cfg.lanes)});
+    return exec(LaneReductionKernel<BackwardArgs<scalar_t>>{args, cfg, log2_of(cfg.lanes)});
   });
 }
 

@@ -84,8 +84,8 @@ def ms_ssim(images, chunk_size=256):
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a uint8 torch.Tensor or numpy array; got {type(images).__name__}")
     if images.dtype != torch.uint8:
-        raise TypeError(f"images must be uint8 in [0, 255] (map generator output with generate_uint8); "
-                        f"got {images.dtype}")
+        raise TypeError(f"images must be uint8 in [0, 255] (map generator output with "
+                        f"progan_fast.images.to_uint8); got {images.dtype}")
     if images.dim() != 4:
         raise ValueError(f"images must be N x C x H x W; got shape {tuple(images.shape)}")
     n, _, h, w = images.shape

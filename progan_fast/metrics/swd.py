@@ -60,8 +60,8 @@ def _as_uint8_images(name, images):
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a uint8 torch.Tensor or numpy array; got {type(images).__name__}")
     if images.dtype != torch.uint8:
-        raise TypeError(f"{name} must be uint8 in [0, 255] (map generator output with generate_uint8); "
-                        f"got {images.dtype}")
+        raise TypeError(f"{name} must be uint8 in [0, 255] (map generator output with "
+                        f"progan_fast.images.to_uint8); got {images.dtype}")
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"{name} must be N x C x H x W with C in (1, 3); got shape {tuple(images.shape)}")
     if images.shape[0] == 0:

@@ -20,6 +20,13 @@ def tensor(name, value, *, ndims=None, nonempty_batch=True):
     return value
 
 
+def nonempty_maps(name, value):
+    """Convolutions and 2x resampling have no defined result on an empty feature map (channels, height or width 0)."""
+    if 0 in value.shape[1:]:
+        raise ValueError(f"{name} must have at least one channel and a non-empty height and width; got shape "
+                         f"{tuple(value.shape)}")
+
+
 def same_device_dtype(name, value, ref_name, ref):
     if value.device != ref.device:
         raise ValueError(f"{name} is on {value.device} but {ref_name} is on {ref.device}")
@@ -46,16 +53,21 @@ def finite_float(name, value, *, minimum=None):
     return value
 
 
-def alpha(name, value):
+def alpha(name, value, device=None):
     """A fade-in weight: a python real or a 0-dim floating tensor, finite and in [0, 1]. Returns it unchanged (a
     tensor stays a tensor, so a scheduled alpha is a graph input that never recompiles). A CPU tensor is checked
     on the host; a device tensor, and any tensor while torch.compile traces, by an asynchronous assert with the
-    same message (no host sync: CUDA graphs and compiled graphs keep alpha as an input)."""
+    same message (no host sync: CUDA graphs and compiled graphs keep alpha as an input). `device`: where the
+    blended tensors are; a meta alpha (no value to check) is accepted only with meta tensors."""
     if isinstance(value, torch.Tensor):
         if value.dim() != 0:
             raise ValueError(f"{name} must be a float or a 0-dim tensor; got a tensor of shape {tuple(value.shape)}")
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating tensor; got {value.dtype}")
+        if value.device.type == "meta":
+            if device is not None and torch.device(device).type != "meta":
+                raise ValueError(f"{name} is a meta tensor but the blended tensors are on {device}")
+            return value
         if value.device.type != "cpu" or torch.compiler.is_compiling():
             torch._assert_async((value >= 0) & (value <= 1), f"{name} must be finite and in [0, 1]")
             return value
@@ -93,8 +105,8 @@ def choice(name, value, options):
 def autocast(device_type, *values):
     """Under torch.autocast the ops run in the autocast dtype (their math stays in fp32 inside), like the convs
     around them: float32/half tensor arguments are cast to it; float64 and non-tensors pass through."""
-    if not torch.is_autocast_enabled(device_type):
-        return values
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return values  # meta tensors (shape propagation) have no autocast state
     target = torch.get_autocast_dtype(device_type)
     return tuple(v.to(target) if isinstance(v, torch.Tensor) and v.dtype in (torch.float32, torch.float16,
                                                                               torch.bfloat16) else v

@@ -26,6 +26,8 @@ from . import _checks
 
 backends.register_op("upsample_blend", ("cpu", "cuda", "triton"))
 backends.register_op("fade_reals", ("cpu", "cuda", "triton"))
+# used by progan_fast.patch for trainers that pool before their discriminator's blend; no kernel of its own yet
+backends.register_op("downsample_blend", ())
 
 
 def upsample_blend(low, high, alpha, factor=2):
@@ -33,6 +35,8 @@ def upsample_blend(low, high, alpha, factor=2):
     (new path), factor a power of two; see progan_fast.reference.upsample_blend for the spec."""
     _checks.tensor("low", low, ndims=(4,))
     _checks.tensor("high", high, ndims=(4,))
+    _checks.nonempty_maps("low", low)
+    _checks.nonempty_maps("high", high)
     low, high = _checks.autocast(high.device.type, low, high)
     _checks.same_device_dtype("low", low, "high", high)
     factor = power_of_two("factor", factor)
@@ -40,21 +44,40 @@ def upsample_blend(low, high, alpha, factor=2):
     if tuple(high.shape) != (n, c, factor * h, factor * w):
         raise ValueError(f"high must be low at {factor} times the resolution, shape {(n, c, factor * h, factor * w)}; "
                          f"got high {tuple(high.shape)} and low {tuple(low.shape)}")
-    alpha = _checks.alpha("alpha", alpha)
+    alpha = _checks.alpha("alpha", alpha, high.device)
     backend = backends.resolve("upsample_blend", high.device)
     if backend == "reference" or differentiable(alpha):
         return reference.upsample_blend(low, high, alpha, factor)
     return _library.family_ops(backend).upsample_blend_forward(low, high, alpha_operand(alpha, high), factor)
 
 
+def downsample_blend(high, low, alpha):
+    """lerp(low, avg_pool2(high), alpha): high N x C x 2H x 2W (new path before its pool), low N x C x H x W (old
+    path); see progan_fast.reference.downsample_blend for the spec."""
+    _checks.tensor("high", high, ndims=(4,))
+    _checks.tensor("low", low, ndims=(4,))
+    _checks.nonempty_maps("high", high)
+    _checks.nonempty_maps("low", low)
+    low, high = _checks.autocast(low.device.type, low, high)
+    _checks.same_device_dtype("high", high, "low", low)
+    n, c, h, w = low.shape
+    if tuple(high.shape[:2]) != (n, c) or high.shape[2] // 2 != h or high.shape[3] // 2 != w:
+        raise ValueError(f"high must be low at twice the resolution, shape {(n, c, 2 * h, 2 * w)}; got high "
+                         f"{tuple(high.shape)} and low {tuple(low.shape)}")
+    alpha = _checks.alpha("alpha", alpha, low.device)
+    backends.resolve("downsample_blend", low.device)
+    return reference.downsample_blend(high, low, alpha)
+
+
 def fade_reals(x, alpha):
     """lerp(nearest_up(avg_pool2(x)), x, alpha) for N x C x H x W reals with even H and W; see
     progan_fast.reference.fade_reals for the spec."""
     _checks.tensor("x", x, ndims=(4,))
+    _checks.nonempty_maps("x", x)
     (x,) = _checks.autocast(x.device.type, x)
     if x.shape[2] % 2 or x.shape[3] % 2:
         raise ValueError(f"x must have even height and width (it is 2x2 box-filtered); got shape {tuple(x.shape)}")
-    alpha = _checks.alpha("alpha", alpha)
+    alpha = _checks.alpha("alpha", alpha, x.device)
     backend = backends.resolve("fade_reals", x.device)
     if backend == "reference" or differentiable(alpha):
         return reference.fade_reals(x, alpha)

@@ -2,8 +2,9 @@
 
 The conv or matmul runs with the UNSCALED stored weight (torch's own convolution kernels; the fused up/down
 variants are one stride-2 conv with the summed 4x4 kernel, see progan_fast.reference.conv2d_resample), then the
-runtime scale gain * lr_mul / sqrt(fan_in), the bias and the activation are applied to the output by the
-scaled_bias_act op. No scaled weight copy is ever made.
+runtime scale gain * lr_mul / sqrt(fan_in), the bias and the activation (and pixel norm) are applied to the
+output by the scaled_bias_act op: one pass each way on the kernel backends, saving only its output (and one
+float per pixel with pixel norm) for backward. No scaled weight copy is ever made.
 """
 import math
 
@@ -17,6 +18,13 @@ backends.register_op("eq_conv2d", ())
 backends.register_op("eq_linear", ())
 
 
+def _scaled_bias(bias, lr_mul):
+    """bias * lr_mul; lr_mul is 1 in ProGAN, where the product would only add an op (and an autograd node)."""
+    if bias is None or lr_mul == 1.0:
+        return bias
+    return bias * lr_mul
+
+
 def _layer_args(gain, lr_mul, activation, negative_slope, pixel_norm):
     gain = _checks.finite_float("gain", gain)
     lr_mul = _checks.finite_float("lr_mul", lr_mul)
@@ -28,6 +36,12 @@ def _layer_args(gain, lr_mul, activation, negative_slope, pixel_norm):
     return gain, lr_mul, activation, negative_slope, pixel_norm
 
 
+def _check_fan_in(fan_in, weight):
+    if fan_in == 0:
+        raise ValueError(f"weight has no inputs (shape {tuple(weight.shape)}): the equalized-lr scale "
+                         f"1/sqrt(fan_in) needs at least one input channel in x and weight")
+
+
 def eq_conv2d(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation="lrelu", negative_slope=0.2,
               pixel_norm=False, up=False, down=False):
     """Equalized-lr 'same' conv + bias + activation (+ pixel norm), optionally fused with a 2x up/down sample.
@@ -37,6 +51,7 @@ def eq_conv2d(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation
     See progan_fast.reference.eq_conv2d for the spec.
     """
     _checks.tensor("x", x, ndims=(4,))
+    _checks.nonempty_maps("x", x)
     _checks.tensor("weight", weight, ndims=(4,), nonempty_batch=False)
     x, weight, bias = _checks.autocast(x.device.type, x, weight, bias)
     _checks.same_device_dtype("weight", weight, "x", x)
@@ -47,6 +62,7 @@ def eq_conv2d(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation
     if cin != x.shape[1]:
         raise ValueError(f"weight has {cin} input channels (shape {tuple(weight.shape)}) but x has {x.shape[1]} "
                          f"(shape {tuple(x.shape)})")
+    _check_fan_in(cin * kh * kw, weight)
     _sba.check_bias("bias", bias, x, cout, "weight.shape[0]")
     gain, lr_mul, activation, negative_slope, pixel_norm = _layer_args(gain, lr_mul, activation, negative_slope,
                                                                        pixel_norm)
@@ -58,9 +74,8 @@ def eq_conv2d(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation
         raise ValueError(f"x must be at least 2x2 spatially for down=True; got shape {tuple(x.shape)}")
     backends.resolve("eq_conv2d", x.device)
     y = reference.conv2d_resample(x, weight, up, down)
-    return _sba.dispatch(y, None if bias is None else bias * lr_mul,
-                         reference.equalized_scale(cin * kh * kw, gain, lr_mul), activation, negative_slope,
-                         pixel_norm)
+    return _sba.dispatch(y, _scaled_bias(bias, lr_mul), reference.equalized_scale(cin * kh * kw, gain, lr_mul),
+                         activation, negative_slope, pixel_norm)
 
 
 def eq_linear(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation="lrelu", negative_slope=0.2,
@@ -76,11 +91,11 @@ def eq_linear(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"weight has {weight.shape[1]} input features (shape {tuple(weight.shape)}) but x has "
                          f"{x.shape[1]} (shape {tuple(x.shape)})")
+    _check_fan_in(weight.shape[1], weight)
     _sba.check_bias("bias", bias, x, weight.shape[0], "weight.shape[0]")
     gain, lr_mul, activation, negative_slope, pixel_norm = _layer_args(gain, lr_mul, activation, negative_slope,
                                                                        pixel_norm)
     backends.resolve("eq_linear", x.device)
     y = torch.nn.functional.linear(x, weight)
-    return _sba.dispatch(y, None if bias is None else bias * lr_mul,
-                         reference.equalized_scale(weight.shape[1], gain, lr_mul), activation, negative_slope,
-                         pixel_norm)
+    return _sba.dispatch(y, _scaled_bias(bias, lr_mul), reference.equalized_scale(weight.shape[1], gain, lr_mul),
+                         activation, negative_slope, pixel_norm)

@@ -62,7 +62,7 @@ def fade_from_rgb(images, new, weight, bias, alpha, *, gain=math.sqrt(2), lr_mul
     if lr_mul <= 0:
         raise ValueError(f"lr_mul must be > 0; got {lr_mul}")
     negative_slope = _checks.finite_float("negative_slope", negative_slope)
-    alpha = _checks.alpha("alpha", alpha)
+    alpha = _checks.alpha("alpha", alpha, images.device)
     backend = backends.resolve(OP, new.device)
     if backend == "reference" or differentiable(alpha):
         return reference.fade_from_rgb(images, new, weight, bias, alpha, gain, lr_mul, negative_slope)

@@ -1,7 +1,7 @@
 """`python -m progan_fast.train ARGS` (and `torchrun ... -m progan_fast.train ARGS`) = `progan-fast train ARGS`."""
 import sys
 
-from ..cli import main
+from ..cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["train"] + sys.argv[1:]))
+    sys.exit(entry(["train"] + sys.argv[1:]))

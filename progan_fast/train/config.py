@@ -10,11 +10,20 @@ import math
 from typing import Dict, Optional
 
 from .schedule import (DEFAULT_MINIBATCH_BASE, DEFAULT_MINIBATCH_DICT, DEFAULT_TICK_KIMG_BASE,
-                       DEFAULT_TICK_KIMG_DICT, check_resolution)
+                       DEFAULT_TICK_KIMG_DICT, TrainingSchedule, check_resolution)
 
 AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_POLICIES = ("skip", "stop")
 _DICT_FIELDS = ("minibatch_dict", "max_minibatch_per_gpu", "G_lrate_dict", "D_lrate_dict", "tick_kimg_dict")
+# The fields that fix the networks' parameter shapes: a resumed run must keep them (latent_size compared by value).
+ARCHITECTURE_FIELDS = ("fmap_base", "fmap_max", "fmap_decay", "latent_size", "normalize_latents", "mbstd_group_size")
+SEED_RANGE = (0, 2 ** 63 - 1)
+
+
+def check_seed(seed, name="seed"):
+    if isinstance(seed, bool) or not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(f"{name} must be an integer in [0, 2**63 - 1]; got {seed!r}")
+    return seed
 
 
 @dataclasses.dataclass
@@ -75,6 +84,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
+        if isinstance(self.mbstd_group_size, bool) or not isinstance(self.mbstd_group_size, int) or \
+                self.mbstd_group_size < 0:
+            raise ValueError(f"mbstd_group_size must be an int >= 0 (<= 1 turns the layer off); got "
+                             f"{self.mbstd_group_size!r}")
+        if not (isinstance(self.fmap_decay, (int, float)) and math.isfinite(self.fmap_decay) and self.fmap_decay >= 0):
+            raise ValueError(f"fmap_decay must be a finite number >= 0; got {self.fmap_decay!r}")
+        check_seed(self.seed)
         if self.latent_size is not None and (not isinstance(self.latent_size, int) or self.latent_size < 1):
             raise ValueError(f"latent_size must be a positive int or None; got {self.latent_size!r}")
         for name in ("G_lrate", "D_lrate", "tick_kimg_base"):
@@ -92,6 +108,54 @@ class TrainConfig:
                 if not value > 0:
                     raise ValueError(f"{name}[{key}] must be > 0; got {value}")
         return self
+
+    def num_features(self, stage):
+        """Feature maps of the networks' stage (models.num_features under this config)."""
+        from ..models import num_features
+        return num_features(stage, self.fmap_base, self.fmap_decay, self.fmap_max)
+
+    def effective_latent_size(self):
+        return self.num_features(0) if self.latent_size is None else self.latent_size
+
+    def validate_run(self, resolution_log2, world_size=1):
+        """What validate() cannot know without the final resolution and the number of processes: every network
+        stage has at least one feature map, and every minibatch of the schedule splits into groups for D's
+        minibatch-stddev layer. Raises ValueError naming the setting to change."""
+        self.validate()
+        resolution = 2 ** resolution_log2
+        if self.start_resolution > resolution:
+            raise ValueError(f"start_resolution ({self.start_resolution}) exceeds the resolution ({resolution})")
+        for stage in range(resolution_log2):
+            if self.num_features(stage) < 1:
+                need = math.ceil(2.0 ** (stage * self.fmap_decay))
+                raise ValueError(f"fmap_base {self.fmap_base} leaves no feature maps at stage {stage} of a "
+                                 f"{resolution}x{resolution} network (min(int(fmap_base / 2^(stage * fmap_decay)), "
+                                 f"fmap_max) = 0); use fmap_base >= {need}")
+        group = self.mbstd_group_size
+        start_log2 = self.start_resolution.bit_length() - 1
+        for res_log2 in range(start_log2, resolution_log2 + 1):
+            res = 2 ** res_log2
+            minibatch = TrainingSchedule(0, **dict(self.schedule_kwargs(res_log2, world_size),
+                                                   lod_initial_resolution=res)).minibatch
+            per_rank = minibatch // world_size
+            if group > 1 and per_rank > group and per_rank % group:
+                processes = f" over {world_size} processes" if world_size > 1 else ""
+                raise ValueError(f"the minibatch at {res}x{res} is {minibatch}{processes}: {per_rank} samples per "
+                                 f"step, which D's minibatch-stddev layer cannot split into groups of "
+                                 f"{group} (mbstd_group_size); use a multiple of {group * world_size} or at most "
+                                 f"{group * world_size}")
+        return self
+
+    def architecture_conflicts(self, other):
+        """[(field, self's value, other's value)] for the fields that fix the parameter shapes and differ."""
+        out = []
+        for name in ARCHITECTURE_FIELDS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if name == "latent_size":
+                mine, theirs = self.effective_latent_size(), other.effective_latent_size()
+            if mine != theirs:
+                out.append((name, mine, theirs))
+        return out
 
     def to_dict(self):
         d = dataclasses.asdict(self)

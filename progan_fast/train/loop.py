@@ -15,6 +15,8 @@ The reduced buffer carries the loss too, so every rank takes the same skip decis
 import contextlib
 import copy
 import csv
+import functools
+import io
 import math
 import os
 import signal
@@ -24,8 +26,12 @@ import torch
 import torch.distributed as dist
 
 from .. import backends, ops
+from ..allocator import tune_allocator
+from ..fileio import atomic_write, lock_directory, refuse_symlinks, remove_stale_temp_files
+from ..images import save_image_grid
 from . import checkpoint
 from .config import TrainConfig
+from .device import resolve_device
 from .losses import discriminator_loss, generator_loss
 from .schedule import TrainingSchedule
 
@@ -43,30 +49,44 @@ def _seed_for(seed, rank, stream):
     return (int(seed) * 1_000_003 + rank * 101 + stream) % (2 ** 63)
 
 
-def _resolve_device(device):
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was requested but no CUDA device is visible")
-    return device
+# What a run directory holds under fixed names (numbered grids and snapshots are written the same way). None of
+# them may be a symbolic link: files are replaced atomically, never written through a link.
+RUN_FILES = ("config.json", "log.csv", "losses.png", "reals.png", "fakes_init.png", checkpoint.LATEST,
+             "tensorboard", ".lock")
 
 
-def images_to_uint8(x):
-    """[-1, 1] float NCHW -> uint8 NCHW (TF drange_net -> [0, 255], rounded)."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+def check_run_dir(run_dir):
+    """Raises ValueError unless `run_dir` is absent or a directory whose fixed output names are not links."""
+    if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
+        raise ValueError(f"the run directory {run_dir} is a file; choose a directory (--out)")
+    if os.path.isdir(run_dir):
+        refuse_symlinks(run_dir, RUN_FILES)
+
+
+def _on_config_backend(method):
+    """Runs a Trainer method under config.backend ("auto" leaves the process's choice alone), so that a Trainer
+    never changes the backend of code outside it."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.config.backend == "auto":
+            return method(self, *args, **kwargs)
+        with backends.use_backend(self.config.backend):
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class Trainer:
     """Holds the networks, optimizers and all training state; `run()` trains until `config.total_kimg`.
 
     run_dir may be None (no files are written; used by tests that only need the state). resume: a checkpoint dict
-    or path; the config then comes from the caller (which normally took it from the checkpoint).
+    or path; the config then comes from the caller (which normally took it from the checkpoint). Everything is
+    validated (config, device, backend, dataset, checkpoint, run directory) before anything is written: the
+    default dataset (generated on first use) here, the run directory in run().
     """
 
     def __init__(self, config, run_dir=None, *, device=None, resume=None, progress=True, log=print):
         from ..models import Discriminator, Generator
-        from .data import MultiResDataset, default_dataset
+        from .data import MultiResDataset, default_dataset, default_dataset_path
 
         self.config = config = config.validate()
         self.distributed = dist.is_available() and dist.is_initialized()
@@ -76,30 +96,44 @@ class Trainer:
         self.run_dir = None if run_dir is None else os.path.abspath(run_dir)
         self.progress = progress and self.is_main
         self.log = log if self.is_main else (lambda *a, **k: None)
-        self.device = _resolve_device(device)
-        backends.set_backend(config.backend)
+        self.device = resolve_device(device)
+        # From 64x64 up, glibc's default thresholds map and page-fault every activation on every step.
+        self.allocator = tune_allocator() if self.device.type == "cpu" else None
+        if self.allocator is not None:
+            self.log(f"allocator: {self.allocator}")
+        if config.backend != "auto":
+            ok, reason = backends.available(config.backend)
+            if not ok:
+                raise backends.BackendUnavailable(f"backend {config.backend!r} is unavailable: {reason}")
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+        if resume is not None and not isinstance(resume, dict):
+            resume = checkpoint.load(checkpoint.resolve_path(resume))
 
-        data_path = config.data
-        if data_path is None:
-            # One rank builds the cached default dataset; the others wait, so they never race on its files.
-            if self.is_main:
-                data_path = default_dataset(resolution=config.resolution or 32, progress=progress)
-            self._barrier()
-            if not self.is_main:
-                data_path = default_dataset(resolution=config.resolution or 32, progress=False)
-        elif not os.path.isdir(data_path):
-            raise FileNotFoundError(f"dataset directory not found: {data_path}")
-        self.dataset = MultiResDataset(data_path)
-        self.dataset_path = os.path.abspath(data_path)
-        data_res_log2 = self.dataset.resolution_log2
-        self.resolution_log2 = data_res_log2 if config.resolution is None else int(math.log2(config.resolution))
+        if config.data is None:
+            default_resolution = config.resolution or 32
+            data_path, dataset = default_dataset_path(default_resolution), None
+            data_res_log2, num_channels = default_resolution.bit_length() - 1, 3
+        else:
+            dataset = MultiResDataset(config.data)
+            data_path, data_res_log2, num_channels = config.data, dataset.resolution_log2, dataset.num_channels
+        self.resolution_log2 = data_res_log2 if config.resolution is None else config.resolution.bit_length() - 1
         if self.resolution_log2 > data_res_log2:
             raise ValueError(f"resolution {2 ** self.resolution_log2} exceeds the dataset's resolution "
                              f"{2 ** data_res_log2} ({data_path})")
-        if config.start_resolution > 2 ** self.resolution_log2:
-            raise ValueError(f"start_resolution ({config.start_resolution}) exceeds the resolution "
-                             f"({2 ** self.resolution_log2})")
+        config.validate_run(self.resolution_log2, self.world_size)
+        if resume is not None:
+            self._check_resume(resume, num_channels)
+        if self.run_dir is not None and self.is_main:
+            check_run_dir(self.run_dir)
+
+        if dataset is None:
+            # One rank builds the cached default dataset; the others wait, so they never race on its files.
+            if self.is_main:
+                default_dataset(data_path, resolution=config.resolution or 32, progress=progress)
+            self._barrier()
+            dataset = MultiResDataset(data_path)
+        self.dataset = dataset
+        self.dataset_path = os.path.abspath(data_path)
 
         torch.manual_seed(config.seed)  # same initial networks on every rank
         self.G = Generator(resolution=2 ** self.resolution_log2, num_channels=self.dataset.num_channels,
@@ -133,8 +167,10 @@ class Trainer:
         self.total_sec = 0.0
         self._stop_requested = False
         self._tick_stats = {}
+        self._tb = self._figure_class = self._lock_fd = None
+        self._log_rows = []
         if resume is not None:
-            self.load_state(resume if isinstance(resume, dict) else checkpoint.load(resume))
+            self.load_state(resume)
         elif self.distributed:
             for tensor in list(self.G.state_dict().values()) + list(self.D.state_dict().values()):
                 dist.broadcast(tensor, 0)
@@ -167,13 +203,26 @@ class Trainer:
             "fp16_overflows": self.fp16_overflows, "total_sec": self.total_sec,
         }
 
-    def load_state(self, ckpt):
+    def _check_resume(self, ckpt, num_channels):
         if ckpt["resolution_log2"] != self.resolution_log2:
             raise ValueError(f"the checkpoint was trained to resolution {2 ** ckpt['resolution_log2']}, not "
                              f"{2 ** self.resolution_log2}")
-        self.G.load_state_dict(ckpt["G"])
-        self.D.load_state_dict(ckpt["D"])
-        self.Gs.load_state_dict(ckpt["Gs"])
+        if ckpt["num_channels"] != num_channels:
+            raise ValueError(f"the checkpoint was trained on {ckpt['num_channels']}-channel images; this dataset has "
+                             f"{num_channels}")
+        conflicts = self.config.architecture_conflicts(TrainConfig.from_dict(ckpt["config"]))
+        if conflicts:
+            raise ValueError("the networks of this config differ from the checkpoint's: " + ", ".join(
+                f"{name} {mine} (checkpoint: {theirs})" for name, mine, theirs in conflicts))
+
+    def load_state(self, ckpt):
+        self._check_resume(ckpt, self.dataset.num_channels)
+        for name in ("G", "D", "Gs"):
+            try:
+                getattr(self, name).load_state_dict(ckpt[name])
+            except RuntimeError as exc:
+                raise ValueError(f"the checkpoint's {name} does not match the network its config describes "
+                                 f"({str(exc).splitlines()[0]}); the checkpoint is corrupt") from None
         self.G_opt.load_state_dict(ckpt["G_opt"])
         self.D_opt.load_state_dict(ckpt["D_opt"])
         if ckpt["G_scaler"]:
@@ -216,6 +265,7 @@ class Trainer:
         return torch.randn(n, self.latent_size, generator=self.latent_gen, device=self.device)
 
     def _reals(self, sched, n):
+        """The reals D sees: a minibatch at the current resolution, faded with the level below during a fade-in."""
         from .data import sample_batch
         reals = sample_batch(self.dataset, sched.res_log2, n, self.data_gen, mirror=self.config.mirror,
                              device=self.device)
@@ -273,6 +323,7 @@ class Trainer:
             opt.step()
         return loss_value
 
+    @_on_config_backend
     def d_step(self, sched, n):
         """One D step on n samples (this rank's share); returns the loss, or None when the step was skipped."""
         cfg = self.config
@@ -295,6 +346,7 @@ class Trainer:
             self._record(D_loss=value, **parts)
         return value
 
+    @_on_config_backend
     def g_step(self, sched, n):
         latents = self._latents(n)
         self.G_opt.zero_grad(set_to_none=True)
@@ -335,6 +387,7 @@ class Trainer:
             self.D_opt.state.clear()
         self.prev_lod = sched.lod
 
+    @_on_config_backend
     def iteration(self):
         """One schedule evaluation and `minibatch_repeats` minibatches; returns the schedule used."""
         cfg = self.config
@@ -352,6 +405,7 @@ class Trainer:
     # ---------------------------------------------------------------- outputs
 
     @torch.no_grad()
+    @_on_config_backend
     def generate(self, latents, sched=None, net=None):
         sched = sched or self.schedule()
         net = net or self.Gs
@@ -361,47 +415,62 @@ class Trainer:
         return os.path.join(self.run_dir, name)
 
     def save_grid(self, images, path):
-        from .data import save_image_grid
         # Small stages are shown at the final size (nearest), as TF does, unless the grid would get too large.
         final = 2 ** self.resolution_log2
         if images.shape[-1] < final and final * self.config.grid_size <= 4096:
             images = torch.nn.functional.interpolate(images.float(), size=(final, final), mode="nearest")
-        save_image_grid(images_to_uint8(images).cpu(), path, nrow=self.config.grid_size)
+        save_image_grid(images, path, nrow=self.config.grid_size)
 
     def _write_log(self, row):
-        path = os.path.join(self.run_dir, "log.csv")
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        self._log_rows.append(row)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=LOG_FIELDS, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self._log_rows)
+        atomic_write(os.path.join(self.run_dir, "log.csv"), text.getvalue())
         if self._tb is not None:
             for key in LOG_FIELDS:
                 if key not in ("tick", "kimg") and row[key] != "":
                     self._tb.add_scalar(f"train/{key}", float(row[key]), self.cur_nimg)
             self._tb.flush()
 
+    def _read_log(self):
+        """The log rows of the ticks the training state has completed: after a resume, rows that a killed run
+        wrote past its last checkpoint are dropped (they are trained again)."""
+        path = os.path.join(self.run_dir, "log.csv")
+        if self.tick == 0 or not os.path.isfile(path):
+            return []
+        rows = []
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                try:
+                    done = int(row["tick"]) < self.tick
+                except (KeyError, TypeError, ValueError):
+                    continue  # not a row this trainer wrote
+                if done:
+                    rows.append(row)
+        return rows
+
     def _plot_losses(self):
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        with open(os.path.join(self.run_dir, "log.csv"), newline="") as f:
-            rows = list(csv.DictReader(f))
-        fig, axes = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-        kimg = [float(r["kimg"]) for r in rows]
+        if self._figure_class is None:
+            return
+        fig = self._figure_class(figsize=(8, 6))
+        axes = fig.subplots(2, 1, sharex=True)
+        kimg = [float(r["kimg"]) for r in self._log_rows]
         for key, ax in (("G_loss", axes[0]), ("D_loss", axes[0]), ("D_real", axes[1]), ("D_fake", axes[1]),
                         ("D_gp", axes[1])):
-            pts = [(k, float(r[key])) for k, r in zip(kimg, rows) if r[key] != ""]
+            pts = [(k, float(r[key])) for k, r in zip(kimg, self._log_rows) if r.get(key, "") != ""]
             if pts:
                 ax.plot(*zip(*pts), label=key)
         for ax in axes:
-            ax.legend(loc="best")
+            if ax.lines:
+                ax.legend(loc="best")
             ax.grid(alpha=0.3)
         axes[1].set_xlabel("kimg")
         fig.tight_layout()
-        fig.savefig(os.path.join(self.run_dir, "losses.png"), dpi=80)
-        plt.close(fig)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
+        atomic_write(os.path.join(self.run_dir, "losses.png"), buffer.getvalue())
 
     def end_tick(self, sched, tick_sec):
         cfg = self.config
@@ -450,14 +519,36 @@ class Trainer:
                  "(Ctrl-C again to abort)", flush=True)
 
     def _open_outputs(self):
-        self._tb = None
+        """Takes the run directory (an flock: one trainer per directory), removes what a killed run left (temporary
+        files; log rows past the checkpoint), and writes config.json and, on a fresh run, the reals and initial
+        fakes grids."""
         if not self.is_main or self.run_dir is None:
             return
         os.makedirs(self.run_dir, exist_ok=True)
-        with open(os.path.join(self.run_dir, "config.json"), "w") as f:
-            f.write(self.config.to_json() + "\n")
-        from torch.utils.tensorboard import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(self.run_dir, "tensorboard"), purge_step=self.cur_nimg or None)
+        check_run_dir(self.run_dir)
+        self._lock_fd = lock_directory(self.run_dir)
+        removed = remove_stale_temp_files(self.run_dir)
+        if removed:
+            self.log(f"removed {len(removed)} temporary file(s) left by an interrupted write: {', '.join(removed)}")
+        atomic_write(os.path.join(self.run_dir, "config.json"), self.config.to_json() + "\n")
+        self._log_rows = self._read_log()
+        missing = []
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            missing.append(("tensorboard", "TensorBoard events"))
+        else:
+            # Events a killed run logged after its last checkpoint (steps > cur_nimg) are purged from the view.
+            self._tb = SummaryWriter(os.path.join(self.run_dir, "tensorboard"),
+                                     purge_step=self.cur_nimg + 1 if self.cur_nimg else None)
+        try:
+            from matplotlib.figure import Figure
+            self._figure_class = Figure
+        except ImportError:
+            missing.append(("matplotlib", "losses.png"))
+        if missing:
+            self.log(f"note: {' and '.join(m for m, _ in missing)} not installed, so this run writes no "
+                     f"{' and no '.join(w for _, w in missing)} (pip install 'progan_fast[train]' adds them)")
         if self.cur_nimg == 0:
             from .data import sample_batch
             grid_data = torch.Generator().manual_seed(_seed_for(self.config.seed, 0, 4))
@@ -465,11 +556,22 @@ class Trainer:
             self.save_grid(reals, self._grid_path("reals.png"))
             self.save_grid(self.generate(self.grid_latents), self._grid_path("fakes_init.png"))
 
+    def _close_outputs(self):
+        if self._tb is not None:
+            self._tb.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def run(self):
         """Trains to config.total_kimg. Returns a summary dict; summary["interrupted"] after SIGINT or SIGTERM
         (checkpoint written first)."""
         self.total_nimg = int(round(self.config.total_kimg * 1000))
-        self._open_outputs()
+        try:
+            self._open_outputs()
+        except BaseException:
+            self._close_outputs()
+            raise
         # SIGINT (Ctrl-C) and SIGTERM (torchrun's agent, schedulers' preemption) stop at the next iteration boundary
         # with a checkpoint; under torchrun the ranks agree on the stop with one all_reduce per iteration.
         previous_handlers = {}
@@ -510,62 +612,9 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-            if self._tb is not None:
-                self._tb.close()
+            self._close_outputs()
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
         return {"cur_nimg": self.cur_nimg, "interrupted": interrupted, "nonfinite_skips": self.nonfinite_skips,
                 "fp16_overflows": self.fp16_overflows, "run_dir": self.run_dir, "total_sec": self.total_sec,
                 "checkpoint": os.path.join(self.run_dir, checkpoint.LATEST) if self.run_dir else None}
-
-
-def load_generator(path, network="Gs", device="auto"):
-    """(generator, res_log2, alpha, checkpoint) from a checkpoint file or run directory: Gs (or G), evaluated at
-    the resolution and fade the checkpoint had reached."""
-    from ..models import Generator
-    ckpt = checkpoint.load(checkpoint.resolve_path(path))
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    net = Generator(resolution=2 ** ckpt["resolution_log2"], num_channels=ckpt["num_channels"],
-                    latent_size=cfg.latent_size, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max,
-                    fmap_decay=cfg.fmap_decay, normalize_latents=cfg.normalize_latents)
-    net.load_state_dict(ckpt[network])
-    net = net.eval().requires_grad_(False).to(_resolve_device(device))
-    sched = TrainingSchedule(ckpt["cur_nimg"], **cfg.schedule_kwargs(ckpt["resolution_log2"], ckpt["world_size"]))
-    return net, sched.res_log2, sched.alpha, ckpt
-
-
-@torch.no_grad()
-def generate_uint8(net, num, res_log2, alpha, seed=0, batch=64):
-    """num images from latents drawn with torch.Generator().manual_seed(seed), as uint8 NCHW on the CPU."""
-    device = next(net.parameters()).device
-    latents = torch.randn(num, net.latent_size, generator=torch.Generator().manual_seed(seed))
-    return torch.cat([images_to_uint8(net(chunk.to(device), res_log2, alpha)).cpu() for chunk in latents.split(batch)])
-
-
-def evaluate_generator(net, dataset, res_log2, alpha, num=2048, seed=0, msssim=True):
-    """SWD (x1e3, per level and average) between num random reals and num generated images at res_log2, and the
-    MS-SSIM of the generated images. Below 16x16 the SWD pyramid has one level (with 3x3 patches at 4x4) and MS-SSIM,
-    which needs five scales, is None."""
-    from ..metrics import ms_ssim, sliced_wasserstein
-    images = dataset.images(res_log2)
-    index = torch.randint(len(images), (num,), generator=torch.Generator().manual_seed(seed + 1))
-    reals = torch.from_numpy(images[index.sort().values.numpy()])
-    fakes = generate_uint8(net, num, res_log2, alpha, seed)
-    size = 2 ** res_log2
-    swd_args = {} if size >= 16 else {"min_resolution": size, "patch_size": 7 if size > 7 else 3}
-    result = {"resolution": size, "alpha": alpha, "num": num,
-              "swd": {str(k): v for k, v in sliced_wasserstein(reals, fakes, seed=seed, **swd_args).items()}}
-    if msssim:
-        result["ms_ssim"] = ms_ssim(fakes[:num - num % 2]) if size >= 16 and num >= 2 else None
-    return result
-
-
-def evaluate_checkpoint(path, data=None, num=2048, seed=0, device="auto", network="Gs"):
-    from .data import MultiResDataset
-    net, res_log2, alpha, ckpt = load_generator(path, network, device)
-    data = data or ckpt["data"]
-    if not os.path.isdir(data):
-        raise FileNotFoundError(f"dataset directory not found: {data}")
-    result = {"checkpoint": checkpoint.resolve_path(path), "kimg": ckpt["cur_nimg"] / 1000, "network": network}
-    result.update(evaluate_generator(net, MultiResDataset(data), res_log2, alpha, num, seed))
-    return result

@@ -8,18 +8,15 @@ Addresses are base(o) + p * stride_p + c * stride_c, so one kernel serves both l
 When all channels fit in one chunk the tile is loaded once; otherwise a first pass accumulates and a second
 re-reads (from L2: a program's slice is kept small) to write. Math is in float32 (float64 for float64 inputs): the rsqrt tensor's dtype.
 """
-import contextlib
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from .. import _library
 from . import aot
+from ._common import check_device, device_scope, split_float
 from .._layout import reduction_output_format, stat_dtype
 
-NAMESPACE = _library.NAMESPACES["triton"]
 # Elements per tile: 8 per thread at 8 warps, so a one-pass tile stays in registers (about 60 per thread on
 # sm_90, backward included) with room for 4 programs per SM.
 TILE = 2048
@@ -44,7 +41,7 @@ def pixel_norm_forward_kernel(x_ptr, y_ptr, r_ptr, P, C, num_p_blocks, stride_o,
     acc_ty = r_ptr.dtype.element_ty
     base, r_offs, p_mask = _tile_offsets(tl.program_id(0), num_p_blocks, P, stride_o, stride_p, BLOCK_P)
     c = tl.arange(0, BLOCK_C)[:, None]
-    # eps arrives as two float32 halves (see _split_eps); float32 math keeps only the first
+    # eps arrives as two float32 halves (see _common.split_float); float32 math keeps only the first
     eps_acc = tl.cast(eps_hi, acc_ty) + tl.cast(eps_lo, acc_ty)
     if SINGLE_PASS:
         mask = p_mask[None, :] & (c < C)
@@ -137,30 +134,9 @@ def geometry(x, dim):
     return dense, args, meta, (outer * num_p_blocks,)
 
 
-def _split_eps(eps):
-    """eps as float32 hi + lo: Triton passes a Python float as float32 (the interpreter even when annotated
-    float64), and float64 inputs need eps to full precision, where it dominates tiny-norm gradients."""
-    hi = float(torch.tensor(eps, dtype=torch.float32))
-    return hi, float(eps) - hi
-
-
-def _interpreted():
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def _check_device(x):
-    if x.device.type != "cuda" and not _interpreted():
-        raise RuntimeError(f"{NAMESPACE} pixel norm runs on CUDA tensors (CPU tensors only under TRITON_INTERPRET=1); "
-                           f"got a tensor on {x.device}")
-
-
-def _device_scope(x):
-    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
-
-
 @_library.register_kernel("triton", "pixel_norm_forward", ("cuda", "cpu"))
 def pixel_norm_forward(x, dim, eps):
-    _check_device(x)
+    check_device(x, "pixel norm")
     dense, args, meta, grid = geometry(x, dim)
     y = torch.empty_like(dense)
     stat_shape = list(x.shape)
@@ -169,8 +145,8 @@ def pixel_norm_forward(x, dim, eps):
     if x.shape[dim % x.dim()] == 0:
         r.fill_(float("nan"))  # the mean over zero channels, as in the reference
     if x.numel() > 0:
-        with _device_scope(x):
-            eps_hi, eps_lo = _split_eps(eps)
+        with device_scope(x):
+            eps_hi, eps_lo = split_float(eps)
             pixel_norm_forward_kernel[grid](dense, y, r, eps_hi=eps_hi, eps_lo=eps_lo, **args, **meta,
                                             num_warps=NUM_WARPS)
     return y, r
@@ -178,13 +154,13 @@ def pixel_norm_forward(x, dim, eps):
 
 @_library.register_kernel("triton", "pixel_norm_backward", ("cuda", "cpu"))
 def pixel_norm_backward(grad_y, x, rsqrt, dim):
-    _check_device(x)
+    check_device(x, "pixel norm")
     dense, args, meta, grid = geometry(x, dim)
     dy = grad_y.contiguous(memory_format=reduction_output_format(x, dim))
     r = rsqrt.to(stat_dtype(x.dtype)).contiguous()
     dx = torch.empty_like(dense)
     if x.numel() > 0:
-        with _device_scope(x):
+        with device_scope(x):
             pixel_norm_backward_kernel[grid](dy, dense, r, dx, **args, **meta, num_warps=NUM_WARPS)
     return dx
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from progan_fast import backends, reference
-from progan_fast.ops import pixel_norm
+from progan_fast.ops import minibatch_stddev, pixel_norm
 
 from ops.parity import check_parity, layout
 
@@ -100,3 +100,42 @@ def test_fade_from_rgb_one_lane_per_pixel(dtype):
     check_parity("emulated", lambda i, n, w, b: fade_from_rgb(i, n, w, b, 0.3),
                  lambda i, n, w, b: reference.fade_from_rgb(i, n, w, b, 0.3), inputs, dtype,
                  check_double_backward=False, op="fade_from_rgb", layout_input=1)
+
+
+# ---- minibatch stddev ----
+
+def mbstd_launch(x, group_size=4, grouping="strided", unbiased=False, features=1):
+    blocks, chunk, write_blocks = torch.ops.progan_fast_emulated.minibatch_stddev_launch_config(
+        x, group_size, grouping, unbiased, features)
+    return dict(blocks=blocks, chunk=chunk, write_blocks=write_blocks)
+
+
+def test_minibatch_stddev_launch_geometry():
+    """Position blocks shrink from 16 to 1 position per thread until the grid has 512 blocks; the statistic
+    channels are written 1024 pixels a block."""
+    assert mbstd_launch(torch.empty(16, 512, 4, 4, device="meta")) == dict(blocks=128, chunk=256, write_blocks=16)
+    assert mbstd_launch(torch.empty(16, 256, 32, 32, device="meta")) == dict(blocks=512, chunk=2048,
+                                                                             write_blocks=16)
+    assert mbstd_launch(torch.empty(4, 8, 33, 33, device="meta"), features=2) == dict(blocks=2 * 18, chunk=256,
+                                                                                      write_blocks=4 * 2 * 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+@pytest.mark.parametrize("shape,group_size,grouping,features", [
+    ((4, 8, 33, 33), 4, "strided", 2),      # partial last position block, two blocks of statistic pixels
+    ((2, 64, 33, 33), 2, "contiguous", 1),  # 273 partial sums per group: more than a block's threads
+])
+def test_minibatch_stddev_schedules_beyond_the_shared_shapes(dtype, memory_format, shape, group_size, grouping,
+                                                              features):
+    unbiased = grouping == "contiguous"
+    x = layout(torch.randn(shape, dtype=dtype), memory_format)
+    assert mbstd_launch(x, group_size, grouping, unbiased, features)["blocks"] > 1
+
+    def fn(t):
+        return minibatch_stddev(t, group_size, grouping, unbiased, 1e-8, features)
+
+    def ref(t):
+        return reference.minibatch_stddev(t, group_size, grouping, unbiased, 1e-8, features)
+
+    check_parity("emulated", fn, ref, [x], dtype, check_double_backward=False, op="minibatch_stddev")

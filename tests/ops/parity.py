@@ -69,9 +69,41 @@ def assert_close(actual, expected, dtype, grad=False):
     torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=rtol, atol=atol)
 
 
+def _ulp(values, dtype):
+    """The spacing of `dtype` at each value (float32 tensor in, float32 out): bf16 has 8 significant bits, fp16 11
+    with subnormals below 2^-14."""
+    mantissa_bits, min_exponent = (7, -126) if dtype == torch.bfloat16 else (10, -14)
+    exponent = torch.floor(torch.log2(values.abs().clamp_min(2.0 ** min_exponent)))
+    return torch.exp2(exponent - mantissa_bits)
+
+
+def assert_rounded_once(actual, expected_half):
+    """Half-precision outputs are the float32 math rounded once to the storage dtype: within one unit in the last
+    place of the reference evaluated the same way, and equal to it almost everywhere (a kernel that truncates, or
+    rounds twice, is off in about half the elements)."""
+    dtype = actual.dtype
+    a, e = actual.float(), expected_half.float()
+    finite = torch.isfinite(e)
+    assert torch.equal(torch.isfinite(a), finite), "non-finite values differ from the reference"
+    a, e = a[finite], e[finite]
+    off = (a - e).abs() > _ulp(e, dtype)
+    assert not off.any(), f"{int(off.sum())} of {e.numel()} {dtype} outputs more than one unit from the reference"
+    differ = (a != e).float().mean().item() if e.numel() else 0.0
+    assert differ <= 0.02, f"{differ:.1%} of {dtype} outputs differ from the float32 math rounded once"
+
+
+def triton_interpreter_truncates_bf16(backend):
+    """Triton's CPU interpreter casts float32 to bfloat16 by truncation, whatever rounding is requested (on a GPU
+    the cast rounds to nearest even); tests/gpu/test_triton_pixel_norm.py pins that fact, so this exemption goes
+    when the interpreter is fixed. The tolerance check above still applies."""
+    return backend == "triton" and backends._triton_interpreted()
+
+
 def _penalty_grads(fn, inputs, weights):
-    """Gradient of sum((d<fn(inputs), weights>/d inputs[0])^2) w.r.t. every input: WGAN-GP's double backward
-    (zero for an input the penalty does not depend on, such as a term that is linear in it)."""
+    """Gradient of sum((d<fn(inputs), weights>/d inputs[0])^2) w.r.t. every input: WGAN-GP's double backward.
+
+    An input the penalty does not depend on gets zeros: a kernel may leave such a gradient undefined (a piecewise
+    linear op's second derivative), which saves the graph behind it a pass of zeros."""
     out = fn(*inputs)
     (grad,) = torch.autograd.grad((out.to(weights.dtype) * weights).sum(), inputs[0], create_graph=True)
     penalty = grad.to(weights.dtype).square().sum()
@@ -92,6 +124,9 @@ def check_parity(backend, fn, reference_fn, inputs, dtype, check_double_backward
     assert out.shape == ref_out.shape
     assert out.dtype == dtype
     assert_close(out, ref_out, dtype)
+    if dtype == torch.float16 or (dtype == torch.bfloat16 and not triton_interpreter_truncates_bf16(backend)):
+        with torch.no_grad():
+            assert_rounded_once(out, reference_fn(*[t.detach() for t in inputs]))
     like = inputs[layout_input]
     if like.dim() == 4:
         expected_cl = like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()

@@ -2,70 +2,122 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from progan_fast import backends
+import progan_fast
+from progan_fast import _library, backends, reference
 from progan_fast.nn import MinibatchStddev
 from progan_fast.ops import minibatch_stddev
 
-from .parity import assert_close
+from .parity import assert_close, check_parity, families_of, layout
 
+# Every kernel family that runs on this machine's CPU tensors: cpu, emulated CUDA, triton (interpreted).
+KERNEL_BACKENDS = families_of("minibatch_stddev")
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
+LAYOUT_IDS = ["nchw", "channels_last"]
+# (grouping, unbiased) of each convention the op reproduces.
+CONVENTIONS = {"tf": ("strided", False), "gan_zoo": ("contiguous", True)}
+BATCHES = [1, 2, 3, 4, 5, 8, 16]
+GROUP_SIZES = [1, 2, 4, 8]
 
 
-def group_stat(x, members, unbiased, eps=1e-8):
-    """mean over c, h, w of sqrt(var over the group's samples + eps), by explicit loops over positions."""
+def defined(n, group_size, grouping):
+    """TF official's strided grouping needs a batch of at most, or a multiple of, the group size."""
+    return grouping == "contiguous" or n <= group_size or n % group_size == 0
+
+
+def zero_statistic(n, group_size, grouping):
+    """pytorch_GAN_zoo's contiguous groups of one sample (after a batch it does not divide becomes one group)."""
+    g = min(group_size, n)
+    return grouping == "contiguous" and g == 1 and n % g == 0
+
+
+def shape_for(n, features):
+    """Odd sizes: C*H*W odd for one map; K = C/F*H*W odd for two."""
+    return (n, 3 * features, 3, 5)
+
+
+def op_and_reference(group_size, convention, features, eps=1e-8):
+    grouping, unbiased = CONVENTIONS[convention]
+    return (lambda t: minibatch_stddev(t, group_size, grouping, unbiased, eps, features),
+            lambda t: reference.minibatch_stddev(t, group_size, grouping, unbiased, eps, features))
+
+
+# ---- the spec against explicit loops ----
+
+def group_stat(x, members, channels, unbiased, eps=1e-8):
+    """mean over `channels`, h, w of sqrt(var over the group's samples + eps), by explicit loops over positions."""
     n, c, h, w = x.shape
     total = 0.0
-    for ci in range(c):
+    for ci in channels:
         for hi in range(h):
             for wi in range(w):
                 values = [float(x[m, ci, hi, wi]) for m in members]
                 mean = sum(values) / len(values)
                 ss = sum((v - mean) ** 2 for v in values)
                 total += math.sqrt(ss / (len(values) - (1 if unbiased else 0)) + eps)
-    return total / (c * h * w)
+    return total / (len(channels) * h * w)
 
 
-def strided_loop(x, group_size, unbiased=False):
-    """TF official: G = min(group_size, N), M = N / G, group of sample n = {n mod M + k M}."""
-    n = x.shape[0]
+def channel_groups(c, features):
+    return [range(f * c // features, (f + 1) * c // features) for f in range(features)]
+
+
+def strided_loop(x, group_size, unbiased=False, features=1):
+    """TF official / NVlabs: G = min(group_size, N), M = N / G, group of sample n = {n mod M + k M}; F channel
+    groups of C/F consecutive channels. Returns [N, F]."""
+    n, c = x.shape[:2]
     g = min(group_size, n)
     m = n // g
-    stats = [group_stat(x, [j + k * m for k in range(g)], unbiased) for j in range(m)]
+    stats = [[group_stat(x, [j + k * m for k in range(g)], chans, unbiased) for chans in channel_groups(c, features)]
+             for j in range(m)]
     return torch.tensor([stats[i % m] for i in range(n)], dtype=torch.float64)
 
 
-def contiguous_loop(x, group_size, unbiased=True):
+def contiguous_loop(x, group_size, unbiased=True, features=1):
     """pytorch_GAN_zoo: G = min(group_size, N), G = N if N mod G != 0, zeros if G == 1, groups {jG .. jG+G-1}."""
-    n = x.shape[0]
+    n, c = x.shape[:2]
     g = min(group_size, n)
     if n % g:
         g = n
     if g == 1:
-        return torch.zeros(n, dtype=torch.float64)
-    return torch.tensor([group_stat(x, range(i // g * g, i // g * g + g), unbiased) for i in range(n)],
-                        dtype=torch.float64)
+        return torch.zeros(n, features, dtype=torch.float64)
+    return torch.tensor([[group_stat(x, range(i // g * g, i // g * g + g), chans, unbiased)
+                          for chans in channel_groups(c, features)] for i in range(n)], dtype=torch.float64)
 
 
 def check_output(y, x, per_sample):
     n, c, h, w = x.shape
-    assert y.shape == (n, c + 1, h, w)
+    features = per_sample.shape[1]
+    assert y.shape == (n, c + features, h, w)
     assert torch.equal(y[:, :c], x)
-    torch.testing.assert_close(y[:, c].double(), per_sample.view(n, 1, 1).expand(n, h, w), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y[:, c:].double(), per_sample.view(n, features, 1, 1).expand(n, features, h, w),
+                               rtol=1e-12, atol=1e-12)
 
 
-def test_registered_without_kernels():
-    assert backends.resolve("minibatch_stddev", torch.device("cpu")) == "reference"
+def test_cpu_kernel_serves_cpu_tensors():
+    assert backends.available("cpu") == (True, None)
+    assert backends.resolve("minibatch_stddev", torch.device("cpu")) == "cpu"
+
+
+def test_every_family_is_tested():
+    assert {"cpu", "emulated"} <= set(KERNEL_BACKENDS)
 
 
 STRIDED_CASES = [(1, 4), (2, 4), (3, 4), (4, 4), (8, 4), (12, 4), (6, 2), (6, 3), (5, 1), (4, 16)]
 
 
+@pytest.mark.parametrize("backend", ["reference"] + KERNEL_BACKENDS)
+@pytest.mark.parametrize("features", [1, 2])
 @pytest.mark.parametrize("n,group_size,unbiased", [(n, g, False) for n, g in STRIDED_CASES] +
                          [(n, g, True) for n, g in STRIDED_CASES if min(n, g) > 1])  # groups of 1: see bad args
-def test_strided_against_loops(n, group_size, unbiased):
-    x = torch.randn(n, 3, 2, 3, dtype=torch.float64)
-    check_output(minibatch_stddev(x, group_size, "strided", unbiased), x, strided_loop(x, group_size, unbiased))
+def test_strided_against_loops(backend, features, n, group_size, unbiased):
+    x = torch.randn(n, 2 * features, 2, 3, dtype=torch.float64)
+    with progan_fast.use_backend(backend):
+        y = minibatch_stddev(x, group_size, "strided", unbiased, num_new_features=features)
+    check_output(y, x, strided_loop(x, group_size, unbiased, features))
 
 
 def test_strided_groups_are_not_contiguous():
@@ -78,52 +130,256 @@ def test_strided_groups_are_not_contiguous():
     torch.testing.assert_close(contiguous, torch.full((4,), 1e-4, dtype=torch.float64))
 
 
+def test_channel_groups_are_consecutive_channels():
+    # channels 0-1 vary across samples, channels 2-3 do not: F=2 gives a large first map and sqrt(eps) in the second
+    x = torch.zeros(4, 4, 2, 2, dtype=torch.float64)
+    x[:, :2] = torch.randn(4, 2, 2, 2, dtype=torch.float64)
+    y = minibatch_stddev(x, 4, num_new_features=2)
+    assert (y[:, 4] > 0.01).all()
+    torch.testing.assert_close(y[:, 5], torch.full((4, 2, 2), 1e-4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["reference"] + KERNEL_BACKENDS)
+@pytest.mark.parametrize("features", [1, 2])
 @pytest.mark.parametrize("n,group_size", [(1, 4), (2, 4), (3, 4), (4, 4), (8, 4), (6, 4), (7, 4), (6, 2), (5, 1)])
 @pytest.mark.parametrize("unbiased", [True, False])
-def test_contiguous_against_loops(n, group_size, unbiased):
-    x = torch.randn(n, 2, 3, 2, dtype=torch.float64)
-    check_output(minibatch_stddev(x, group_size, "contiguous", unbiased), x, contiguous_loop(x, group_size, unbiased))
+def test_contiguous_against_loops(backend, features, n, group_size, unbiased):
+    x = torch.randn(n, 2 * features, 3, 2, dtype=torch.float64)
+    with progan_fast.use_backend(backend):
+        y = minibatch_stddev(x, group_size, "contiguous", unbiased, num_new_features=features)
+    check_output(y, x, contiguous_loop(x, group_size, unbiased, features))
+
+
+# ---- every family against the reference ----
+
+# Every batch size and group size of the issue, both conventions, one and two maps. The interpreted Triton family
+# (about 0.5 s a case) runs the cases that reach each of its code paths: one group, several groups, strided and
+# contiguous membership, groups of one, a batch the group size does not divide.
+SWEEP = [(n, g, conv, f) for n in BATCHES for g in GROUP_SIZES for conv in CONVENTIONS for f in (1, 2)
+         if defined(n, g, CONVENTIONS[conv][0])]
+TRITON_SWEEP = {(n, g) for n, g in [(1, 4), (3, 2), (3, 4), (5, 1), (5, 4), (8, 2), (16, 8)]}
+
+
+def sweep_cases():
+    for backend in KERNEL_BACKENDS:
+        for n, g, conv, f in SWEEP:
+            if backend == "triton" and (n, g) not in TRITON_SWEEP:
+                continue
+            yield pytest.param(backend, n, g, conv, f, id=f"{backend}-N{n}-G{g}-{conv}-F{f}")
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("backend,n,group_size,convention,features", list(sweep_cases()))
+def test_conventions(backend, n, group_size, convention, features, memory_format):
+    fn, ref = op_and_reference(group_size, convention, features)
+    x = layout(torch.randn(shape_for(n, features), dtype=torch.float64), memory_format)
+    # a zero statistic does not depend on x: the reference's penalty has no graph to differentiate
+    double = not zero_statistic(n, group_size, CONVENTIONS[convention][0])
+    check_parity(backend, fn, ref, [x], torch.float64, check_double_backward=double, op="minibatch_stddev")
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("features", [1, 2])
+def test_dtypes(backend, dtype, memory_format, convention, features):
+    n = 8 if convention == "tf" else 6  # 6: contiguous groups of 4 do not divide it, one group of 6
+    fn, ref = op_and_reference(4, convention, features)
+    x = layout(torch.randn(n, 4 * features, 5, 3, dtype=dtype), memory_format)
+    check_parity(backend, fn, ref, [x], dtype, op="minibatch_stddev")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("grouping,unbiased", [("strided", False), ("contiguous", True)])
-def test_low_precision_statistics_in_float32(dtype, grouping, unbiased):
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_low_precision_statistics_in_float32(dtype, convention):
     # squares of ~300 overflow float16 (max 65504); float32 statistics do not
+    grouping, unbiased = CONVENTIONS[convention]
     x = (300 * torch.randn(8, 4, 3, 3)).to(dtype)
-    y = minibatch_stddev(x, 4, grouping, unbiased)
-    assert y.dtype == dtype and torch.isfinite(y).all()
-    expected = minibatch_stddev(x.double(), 4, grouping, unbiased)
-    assert_close(y, expected, dtype)
+    for backend in ["reference"] + KERNEL_BACKENDS:
+        with progan_fast.use_backend(backend):
+            y = minibatch_stddev(x, 4, grouping, unbiased)
+        assert y.dtype == dtype and torch.isfinite(y).all()
+        assert_close(y, minibatch_stddev(x.double(), 4, grouping, unbiased), dtype)
 
 
-@pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("n,grouping", [(8, "strided"), (6, "contiguous"), (1, "contiguous")])
-def test_keeps_memory_format(memory_format, n, grouping):
-    x = torch.randn(n, 5, 4, 3)
-    y = minibatch_stddev(x.contiguous(memory_format=memory_format), 4, grouping)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+def test_large_odd_tensor(memory_format):
+    """Outputs of 8 MiB and more take the CPU kernel's streaming-store path (odd sizes: unaligned rows)."""
+    x = layout(torch.randn(4, 63, 129, 131), memory_format)
+    for convention in CONVENTIONS:
+        fn, ref = op_and_reference(2, convention, 1)
+        check_parity("cpu", fn, ref, [x], torch.float32, check_double_backward=False, op="minibatch_stddev")
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_zero_statistic_is_exact(backend):
+    """Contiguous groups of one give zero maps and dx = grad_y[:, :C] exactly, whatever eps (even 0)."""
+    x = torch.randn(5, 4, 3, 3, requires_grad=True)
+    dy = torch.randn(5, 6, 3, 3)
+    with progan_fast.use_backend(backend):
+        y = minibatch_stddev(x, 1, "contiguous", True, 0.0, 2)
+        (dx,) = torch.autograd.grad(y, x, dy)
+    assert torch.equal(y[:, :4], x) and torch.equal(y[:, 4:], torch.zeros(5, 2, 3, 3))
+    assert torch.equal(dx, dy[:, :4])
+
+
+def test_same_result_for_any_thread_count():
+    """Partial sums are added in a fixed order: the statistic does not depend on how the work was split."""
+    x = torch.randn(8, 64, 33, 35)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = minibatch_stddev(x, 4)
+        torch.set_num_threads(max(2, threads))
+        many = minibatch_stddev(x, 4)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
+# ---- autograd ----
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("n,group_size,convention,features", [(4, 4, "tf", 1), (8, 4, "tf", 2), (6, 4, "gan_zoo", 1),
+                                                              (4, 2, "gan_zoo", 2), (3, 8, "tf", 1)])
+def test_gradcheck_gradgradcheck(backend, memory_format, n, group_size, convention, features):
+    fn, _ = op_and_reference(group_size, convention, features)
+    x = layout(torch.randn(n, 2 * features, 2, 3, dtype=torch.float64), memory_format).requires_grad_()
+    # The interpreted Triton family checks random projections of the Jacobians (fast_mode): the full check
+    # launches the kernels hundreds of times, minutes under the interpreter.
+    fast = backend == "triton"
+    with progan_fast.use_backend(backend):
+        assert torch.autograd.gradcheck(fn, (x,), fast_mode=fast)
+        assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=fast)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_third_derivative(backend, convention):
+    """Every order is right, not only the second: the double backward recomputes sigma from x in torch ops."""
+    fn, _ = op_and_reference(2, convention, 2)
+    x = torch.randn(4, 4, 2, 2, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(4, 6, 2, 2, dtype=torch.float64)
+
+    def input_gradient(t):
+        return torch.autograd.grad((fn(t) * v).sum(), t, create_graph=True)[0]
+
+    with progan_fast.use_backend(backend):
+        assert torch.autograd.gradgradcheck(input_gradient, (x,), fast_mode=backend == "triton")
+
+
+def test_backward_op_gradcheck():
+    """The backward raw op's own autograd (the composite double backward) against finite differences."""
+    dy = torch.randn(4, 7, 2, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 6, 2, 3, dtype=torch.float64, requires_grad=True)
+    for grouping, unbiased in CONVENTIONS.values():
+        def dx(dy, x):
+            return torch.ops.progan_fast.minibatch_stddev_backward(dy, x, 2, grouping, unbiased, 1e-8, 1)
+
+        assert torch.autograd.gradcheck(dx, (dy, x))
+
+
+def test_cpp_family_autograd_is_registered_in_cpp():
+    """Python autograd costs ~0.1 ms a call at D's 4x4 shapes; both orders must run C++ autograd nodes."""
+    x = torch.randn(4, 8, 2, 2, dtype=torch.float64, requires_grad=True)
+    y = torch.ops.progan_fast.minibatch_stddev_forward(x, 4, "strided", False, 1e-8, 1)
+    assert "CppNode<" in y.grad_fn.name() and "MinibatchStddevForward" in y.grad_fn.name()
+    (dx,) = torch.autograd.grad(y, x, torch.randn_like(y), create_graph=True)
+    assert "CppNode<" in dx.grad_fn.name() and "MinibatchStddevBackward" in dx.grad_fn.name()
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_saves_only_the_input(backend):
+    """Nothing computed by the forward is kept: the backward recomputes the per-position sigma from x."""
+    x = torch.randn(8, 6, 3, 5, requires_grad=True)
+    saved = []
+    with progan_fast.use_backend(backend), torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t) or t, lambda t: t):
+        minibatch_stddev(x, 4)
+    assert len(saved) == 1 and saved[0].data_ptr() == x.data_ptr()
+
+
+class _AllOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+def test_forward_is_one_op(memory_format):
+    """The kernel writes the whole output: no torch.cat, no expand/repeat of the statistic."""
+    x = layout(torch.randn(8, 6, 3, 5), memory_format)
+    calls = _AllOps()
+    with progan_fast.use_backend("cpu"), calls:
+        y = minibatch_stddev(x, 4)
+    assert calls.names == ["progan_fast::minibatch_stddev_forward"]
     assert y.is_contiguous(memory_format=memory_format)
-    torch.testing.assert_close(y, minibatch_stddev(x, 4, grouping))
 
 
-@pytest.mark.parametrize("n,grouping,unbiased", [(4, "strided", False), (8, "strided", False),
-                                                 (6, "contiguous", True), (3, "strided", True)])
-def test_gradcheck_gradgradcheck(n, grouping, unbiased):
-    x = torch.randn(n, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_opcheck(backend, memory_format, dtype):
+    ops = _library.family_ops(backend)
+    for shape, params in [((4, 8, 4, 4), (4, "strided", False, 1e-8, 1)),
+                          ((3, 6, 3, 5), (2, "contiguous", True, 1e-8, 2)),
+                          ((2, 2, 1, 1), (4, "strided", False, 1e-8, 2))]:
+        for requires_grad in (False, True):
+            x = layout(torch.randn(shape, dtype=dtype), memory_format).requires_grad_(requires_grad)
+            torch.library.opcheck(ops.minibatch_stddev_forward.default, (x, *params))
+            n, c, h, w = shape
+            dy = layout(torch.randn(n, c + params[-1], h, w, dtype=dtype), memory_format)
+            torch.library.opcheck(ops.minibatch_stddev_backward.default, (dy, x.detach(), *params))
 
-    def fn(x):
-        return minibatch_stddev(x, 4, grouping, unbiased)
 
-    assert torch.autograd.gradcheck(fn, (x,))
-    assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+def test_compile_fullgraph(memory_format):
+    torch._dynamo.reset()
+
+    def fn(t):
+        return minibatch_stddev(t * 2.0, 4, num_new_features=2).square().sum()
+
+    x = layout(torch.randn(8, 8, 4, 4), memory_format).requires_grad_()
+    compiled = torch.compile(fn, fullgraph=True, backend="inductor")
+    with progan_fast.use_backend("cpu"):
+        expected = fn(x)
+        (expected_grad,) = torch.autograd.grad(expected, x)
+        got = compiled(x)
+        (got_grad,) = torch.autograd.grad(got, x)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got_grad, expected_grad)
+    explanation = torch._dynamo.explain(fn)(x)
+    assert explanation.graph_break_count == 0
 
 
 def test_module_defaults_are_tf_official():
-    x = torch.randn(8, 3, 2, 2, dtype=torch.float64)
+    x = torch.randn(8, 4, 2, 2, dtype=torch.float64)
     torch.testing.assert_close(MinibatchStddev()(x), minibatch_stddev(x, 4, "strided", False))
     check_output(MinibatchStddev()(x), x, strided_loop(x, 4))
+    check_output(MinibatchStddev(num_new_features=2)(x), x, strided_loop(x, 4, features=2))
 
 
-X = torch.randn(8, 3, 4, 4)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+def test_input_not_mutated_and_other_strides(memory_format):
+    base = torch.randn(8, 10, 6, 6)
+    x = base[:, ::2, 1:, :5]  # strided in every dimension: copied to contiguous, documented fallback
+    before = x.clone()
+    with progan_fast.use_backend("cpu"):
+        y = minibatch_stddev(x, 4)
+    assert torch.equal(x, before)
+    assert y.is_contiguous()
+    assert_close(y, reference.minibatch_stddev(x.double(), 4), torch.float32)
+
+
+# ---- bad input ----
+
+X = torch.randn(8, 4, 4, 4)
 
 
 @pytest.mark.parametrize("kwargs,exc,name", [
@@ -137,6 +393,9 @@ X = torch.randn(8, 3, 4, 4)
     (dict(group_size=1, unbiased=True), ValueError, "unbiased"),
     (dict(eps=-1.0), ValueError, "eps"),
     (dict(eps=math.nan), ValueError, "eps"),
+    (dict(num_new_features=0), ValueError, "num_new_features"),
+    (dict(num_new_features=3), ValueError, "num_new_features=3 must divide the 4 channels"),
+    (dict(num_new_features=1.0), TypeError, "num_new_features"),
     (dict(x=torch.randn(8, 3, 4)), ValueError, "x"),
     (dict(x=torch.randn(0, 3, 4, 4)), ValueError, "x"),
     (dict(x=torch.ones(8, 3, 4, 4, dtype=torch.int64)), TypeError, "x"),
@@ -146,3 +405,60 @@ def test_bad_arguments(kwargs, exc, name):
     args.update(kwargs)
     with pytest.raises(exc, match=name):
         minibatch_stddev(**args)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_raw_ops_refuse_what_the_kernels_cannot_take(backend):
+    """The raw ops are callable directly: arguments the kernels would misread are refused, naming the argument,
+    by the kernel and by the fake alike (a meta argument routes a call to the fake)."""
+    ops = _library.family_ops(backend)
+    params = (4, "strided", False, 1e-8, 1)
+    x = torch.randn(8, 4, 3, 3)
+    with pytest.raises(RuntimeError, match="grad_y must have the output's shape"):
+        ops.minibatch_stddev_backward(torch.randn(8, 4, 3, 3), x, *params)
+    with pytest.raises(TypeError, match="grad_y must have x's dtype"):
+        ops.minibatch_stddev_backward(torch.randn(8, 5, 3, 3, dtype=torch.float64), x, *params)
+    with pytest.raises(RuntimeError, match="grad_y must be on cpu"):
+        ops.minibatch_stddev_backward(torch.empty(8, 5, 3, 3, device="meta"), x, *params)
+    with pytest.raises((RuntimeError, ValueError), match="group_size=3 does not divide"):
+        ops.minibatch_stddev_forward(x, 3, "strided", False, 1e-8, 1)
+    with pytest.raises((RuntimeError, ValueError), match="unbiased=True needs groups of at least 2"):
+        ops.minibatch_stddev_forward(x, 1, "strided", True, 1e-8, 1)
+    with pytest.raises((RuntimeError, ValueError), match="num_new_features=3 must divide"):
+        ops.minibatch_stddev_forward(torch.empty(8, 4, 3, 3, device="meta"), 4, "strided", False, 1e-8, 3)
+    with pytest.raises((RuntimeError, ValueError), match="grouping must be one of"):
+        ops.minibatch_stddev_forward(x, 4, "random", False, 1e-8, 1)
+
+
+# ---- properties ----
+
+@st.composite
+def random_inputs(draw):
+    features = draw(st.sampled_from([1, 2, 3]))
+    shape = [draw(st.integers(1, 9)), features * draw(st.integers(1, 4)), draw(st.integers(1, 5)),
+             draw(st.integers(1, 5))]
+    dtype = draw(st.sampled_from(DTYPES))
+    grouping, unbiased = draw(st.sampled_from(list(CONVENTIONS.values())))
+    group_size = draw(st.integers(1, 10))
+    if grouping == "strided" and not defined(shape[0], group_size, grouping):
+        group_size = shape[0]
+    if unbiased and min(group_size, shape[0]) == 1 and grouping == "strided":
+        unbiased = False
+    x = torch.randn([s * 2 for s in shape], dtype=torch.float64).to(dtype)
+    # random strides: a step-2 slice in some dimensions, a permutation, or channels_last
+    x = x[tuple(slice(None, None, 2) if draw(st.booleans()) else slice(0, s) for s in shape)]
+    if draw(st.booleans()):
+        perm = draw(st.permutations(range(4)))
+        x = x.permute(*perm).contiguous().permute(*[perm.index(i) for i in range(4)])
+    elif draw(st.booleans()):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, (group_size, grouping, unbiased, 1e-8, features)
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_inputs())
+def test_property_random_shapes_strides_dtypes(case):
+    x, params = case
+    with progan_fast.use_backend("cpu"):
+        y = minibatch_stddev(x, *params)
+    assert_close(y, reference.minibatch_stddev(x.double(), *params), x.dtype)

@@ -2,14 +2,28 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 import progan_fast
-from progan_fast import backends, reference
+from progan_fast import _library, backends, reference
 from progan_fast.ops import scaled_bias_act
 
-from .parity import assert_close
+from progan_fast._layout import is_channels_last
 
+from .parity import GRAD_TOLERANCES, _penalty_grads, assert_close, check_parity, families_of, kernel_ran, layout
+
+# Every kernel family that runs on this machine's CPU tensors: cpu, emulated CUDA, triton (interpreted).
+KERNEL_BACKENDS = families_of("scaled_bias_act")
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
+LAYOUT_IDS = ["nchw", "channels_last"]
+SHAPES = [(2, 3, 5, 7), (3, 1, 4, 4), (2, 16, 1, 1), (4, 32, 8, 8)]
+# (activation, negative_slope, pixel_norm): every way the backward reads what was saved (y for slope >= 0, x for a
+# negative slope, nothing for linear without pixel norm), with and without pixel norm.
+CONFIGS = [("lrelu", 0.2, False), ("lrelu", 0.2, True), ("relu", 0.2, False), ("relu", 0.2, True),
+           ("linear", 0.2, False), ("linear", 0.2, True), ("lrelu", -0.3, False), ("lrelu", -0.3, True),
+           ("lrelu", 1.7, True)]
+CONFIG_IDS = [f"{a}{s if a == 'lrelu' else ''}{'-pn' if pn else ''}" for a, s, pn in CONFIGS]
 
 
 def explicit(x, bias, scale, activation, slope, pixel_norm, eps=1e-8):
@@ -18,7 +32,7 @@ def explicit(x, bias, scale, activation, slope, pixel_norm, eps=1e-8):
     if bias is not None:
         y = y + bias.double().view([1, -1] + [1] * (x.dim() - 2))
     if activation == "lrelu":
-        y = torch.maximum(y, slope * y)
+        y = torch.where(y > 0, y, slope * y)
     elif activation == "relu":
         y = torch.where(y > 0, y, torch.zeros_like(y))
     if pixel_norm:
@@ -26,20 +40,112 @@ def explicit(x, bias, scale, activation, slope, pixel_norm, eps=1e-8):
     return y
 
 
-def test_registered_without_kernels():
-    assert "scaled_bias_act" in backends.ops()
-    assert backends.resolve("scaled_bias_act", torch.device("cpu")) == "reference"
+def op(activation="lrelu", slope=0.2, pixel_norm=False, scale=0.37):
+    """(fn, reference_fn) over (x, bias) for check_parity."""
+    def fn(x, bias=None):
+        return scaled_bias_act(x, bias, scale, activation, slope, pixel_norm)
+
+    def ref(x, bias=None):
+        return reference.scaled_bias_act(x, bias, scale, activation, slope, pixel_norm)
+    return fn, ref
 
 
-@pytest.mark.parametrize("activation", ["lrelu", "relu", "linear"])
-@pytest.mark.parametrize("pixel_norm", [False, True])
-@pytest.mark.parametrize("shape", [(3, 5, 4, 7), (2, 1, 3, 3), (4, 9), (2, 3, 1, 1)], ids=str)
-def test_matches_formula_float64(activation, pixel_norm, shape):
-    x = torch.randn(shape, dtype=torch.float64)
-    bias = torch.randn(shape[1], dtype=torch.float64)
-    for b in (bias, None):
-        y = scaled_bias_act(x, b, 0.37, activation, 0.1, pixel_norm)
-        torch.testing.assert_close(y, explicit(x, b, 0.37, activation, 0.1, pixel_norm), rtol=1e-12, atol=1e-12)
+def test_cpu_kernel_is_built():
+    assert backends.available("cpu") == (True, None)
+    assert backends.resolve("scaled_bias_act", torch.device("cpu")) == "cpu"
+
+
+def test_every_family_is_tested():
+    assert {"cpu", "emulated"} <= set(KERNEL_BACKENDS)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("pixel_norm", [False, True], ids=["plain", "pn"])
+def test_parity_4d(backend, dtype, memory_format, shape, pixel_norm):
+    x = layout(torch.randn(shape, dtype=dtype), memory_format)
+    bias = torch.randn(shape[1], dtype=dtype)
+    fn, ref = op(pixel_norm=pixel_norm)
+    check_parity(backend, fn, ref, [x, bias], dtype, op="scaled_bias_act")
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_parity_activations(backend, config, memory_format, dtype):
+    activation, slope, pixel_norm = config
+    x = layout(torch.randn(2, 6, 3, 5, dtype=dtype), memory_format)
+    fn, ref = op(activation, slope, pixel_norm)
+    # linear without pixel norm: the input gradient is scale * grad_y, a penalty on it has no gradient at all
+    double = activation != "linear" or pixel_norm
+    check_parity(backend, fn, ref, [x, torch.randn(6, dtype=dtype)], dtype, check_double_backward=double,
+                 op="scaled_bias_act")
+    check_parity(backend, fn, ref, [x], dtype, check_double_backward=double, op="scaled_bias_act")  # no bias
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(6, 9), (5, 512), (3, 4, 7), (7, 3)], ids=str)
+@pytest.mark.parametrize("pixel_norm", [False, True], ids=["plain", "pn"])
+def test_parity_dense_and_3d(backend, dtype, shape, pixel_norm):
+    fn, ref = op(pixel_norm=pixel_norm)
+    check_parity(backend, fn, ref, [torch.randn(shape, dtype=dtype), torch.randn(shape[1], dtype=dtype)], dtype,
+                 op="scaled_bias_act")
+
+
+def check_large(x, bias, config):
+    """Forward and input gradient as check_parity does; the bias gradient, a sum over more than 10^4 pixels, to its
+    dtype's tolerance plus 1e-7 of the sum of its terms' magnitudes (eager float32 PyTorch is off by as much: for
+    a sum of mixed-sign terms a tolerance relative to the result alone would judge the terms' float32 rounding)."""
+    fn, ref = op(*config)
+    inputs = [t.detach().requires_grad_() for t in (x, bias)]
+    exact_inputs = [t.detach().double().requires_grad_() for t in (x, bias)]
+    with kernel_ran("cpu", "scaled_bias_act"):
+        out = fn(*inputs)
+    exact = ref(*exact_inputs)
+    assert_close(out, exact, x.dtype)
+    assert out.is_contiguous(memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format)
+    weights = torch.randn(x.shape, dtype=torch.float64)
+    with progan_fast.use_backend("cpu"):
+        grad_x, grad_bias = torch.autograd.grad((out.double() * weights).sum(), inputs)
+    exact_x, exact_bias = torch.autograd.grad((exact * weights).sum(), exact_inputs)
+    assert_close(grad_x, exact_x, x.dtype, grad=True)
+    terms = (exact_x / 0.37).abs().sum([0, 2, 3])  # grad_x = scale * (the bias gradient's terms)
+    rtol = GRAD_TOLERANCES[x.dtype][0]  # the result's own rounding to x's dtype
+    term_tol = 1e-14 if x.dtype == torch.float64 else 1e-7
+    assert ((grad_bias.double() - exact_bias).abs() <= rtol * exact_bias.abs() + term_tol * terms).all()
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("config", [("lrelu", 0.2, False), ("lrelu", 0.2, True), ("lrelu", -0.3, True)],
+                         ids=["lrelu", "lrelu-pn", "negative-pn"])
+def test_large_odd_tensor(memory_format, config):
+    """Outputs of 8 MiB and more take the CPU kernel's streaming-store path (odd sizes: unaligned heads/tails); NCHW
+    maps this large run one bias per plane instead of a per-sample bias pattern."""
+    check_large(layout(torch.randn(3, 64, 129, 131), memory_format), torch.randn(64), config)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("config", [("lrelu", 0.2, False), ("lrelu", -0.3, False), ("linear", 0.2, False)],
+                         ids=["lrelu", "negative", "linear"])
+def test_nchw_planes_longer_than_scratch(dtype, config):
+    """NCHW planes of more than 16k elements: staged (half) paths cut them into segments of one channel."""
+    check_large(torch.randn(2, 2, 130, 131, dtype=dtype), torch.randn(2, dtype=dtype), config)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_matches_independent_formula(backend):
+    x = torch.randn(3, 5, 4, 7, dtype=torch.float64)
+    bias = torch.randn(5, dtype=torch.float64)
+    with progan_fast.use_backend(backend):
+        for activation, slope, pixel_norm in CONFIGS:
+            for b in (bias, None):
+                y = scaled_bias_act(x, b, 0.37, activation, slope, pixel_norm)
+                torch.testing.assert_close(y, explicit(x, b, 0.37, activation, slope, pixel_norm), rtol=1e-12,
+                                           atol=1e-12)
 
 
 def test_defaults_are_tf_lrelu_without_norm():
@@ -47,42 +153,208 @@ def test_defaults_are_tf_lrelu_without_norm():
     torch.testing.assert_close(scaled_bias_act(x), explicit(x, None, 1.0, "lrelu", 0.2, False))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_low_precision_against_float64(dtype):
-    x = torch.randn(4, 16, 5, 5).to(dtype)
-    bias = torch.randn(16).to(dtype)
-    y = scaled_bias_act(x, bias, 0.05, pixel_norm=True)
-    assert y.dtype == dtype
-    assert_close(y, explicit(x, bias, 0.05, "lrelu", 0.2, True), dtype)
-
-
-@pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
-def test_keeps_memory_format(memory_format):
-    x = torch.randn(2, 6, 5, 3, dtype=torch.float64)
-    bias = torch.randn(6, dtype=torch.float64)
-    y = scaled_bias_act(x.contiguous(memory_format=memory_format), bias, 0.5, pixel_norm=True)
-    assert y.is_contiguous(memory_format=memory_format)
-    torch.testing.assert_close(y, explicit(x, bias, 0.5, "lrelu", 0.2, True), rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("activation", ["lrelu", "relu", "linear"])
-@pytest.mark.parametrize("pixel_norm", [False, True])
-def test_gradcheck_gradgradcheck(activation, pixel_norm):
-    x = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_gradcheck_and_gradgradcheck(backend, config):
+    activation, slope, pixel_norm = config
+    # shifted away from 0 so that finite differences never straddle the kink of the activation
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    x = (x + 0.1 * x.sign()).requires_grad_()
+    bias = torch.zeros(4, dtype=torch.float64, requires_grad=True)
 
     def fn(x, bias):
-        return scaled_bias_act(x, bias, 0.7, activation, 0.2, pixel_norm)
+        return scaled_bias_act(x, bias, 0.7, activation, slope, pixel_norm)
 
-    assert torch.autograd.gradcheck(fn, (x, bias))
-    assert torch.autograd.gradgradcheck(fn, (x, bias))
+    with progan_fast.use_backend(backend):
+        assert torch.autograd.gradcheck(fn, (x, bias))
+        assert torch.autograd.gradgradcheck(fn, (x, bias))
+        x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+        assert torch.autograd.gradgradcheck(fn, (x_cl, bias))
+        dense = torch.randn(3, 5, dtype=torch.float64)
+        dense = (dense + 0.1 * dense.sign()).requires_grad_()
+        assert torch.autograd.gradgradcheck(lambda t: scaled_bias_act(t, None, 1.3, activation, slope, pixel_norm),
+                                            (dense,))
 
 
-def test_forced_reference_backend_runs():
-    x = torch.randn(2, 3, 4, 4)
-    with progan_fast.use_backend("reference"):
-        y = scaled_bias_act(x, None, 2.0, "linear")
-    torch.testing.assert_close(y, 2 * x)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("slope", [0.2, -0.3])
+def test_third_derivative(backend, slope):
+    """Every order is right, not only the second: rsqrt is a differentiable output of the forward, so the double
+    backward's gradient with respect to it reaches x and bias."""
+    x = torch.randn(2, 4, 2, 3, dtype=torch.float64)
+    x = (x + 0.1 * x.sign()).requires_grad_()
+    bias = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 4, 2, 3, dtype=torch.float64)
+
+    def input_gradient(t, b):
+        return torch.autograd.grad((scaled_bias_act(t, b, 0.9, "lrelu", slope, True) * v).sum(), (t, b),
+                                   create_graph=True)
+
+    with progan_fast.use_backend(backend):
+        assert torch.autograd.gradgradcheck(input_gradient, (x, bias))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_opcheck(backend, memory_format, dtype):
+    ops = _library.family_ops(backend)
+    for shape in [(2, 8, 4, 4), (3, 1, 5, 2), (2, 3, 1, 1)]:
+        for requires_grad in (False, True):
+            x = layout(torch.randn(shape, dtype=dtype), memory_format).requires_grad_(requires_grad)
+            bias = torch.randn(shape[1], dtype=dtype, requires_grad=requires_grad)
+            for slope, pixel_norm in ((0.2, True), (0.2, False), (1.0, False), (-0.5, True)):
+                torch.library.opcheck(ops.scaled_bias_act_forward.default, (x, bias, 0.5, slope, pixel_norm, 1e-8))
+            torch.library.opcheck(ops.scaled_bias_act_forward.default, (x, None, 0.5, 0.2, True, 1e-8))
+            y, r = ops.scaled_bias_act_forward(x.detach(), bias.detach(), 0.5, 0.2, True, 1e-8)
+            dy = layout(torch.randn(shape, dtype=dtype), memory_format).requires_grad_(requires_grad)
+            torch.library.opcheck(ops.scaled_bias_act_backward.default,
+                                  (dy, y, r, None, 0.5, 0.2, True, 1e-8, False, True))
+            torch.library.opcheck(ops.scaled_bias_act_backward.default,
+                                  (dy, x.detach(), r, bias.detach(), 0.5, -0.5, True, 1e-8, True, False))
+            torch.library.opcheck(ops.scaled_bias_act_backward.default,
+                                  (dy, None, None, None, 0.5, 1.0, False, 1e-8, False, True))
+    latents = torch.randn(4, 16, dtype=dtype, requires_grad=True)
+    torch.library.opcheck(ops.scaled_bias_act_forward.default, (latents, None, 1.0, 0.2, True, 1e-8))
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+def test_compile_fullgraph(memory_format):
+    torch._dynamo.reset()
+
+    def fn(t, b):
+        return scaled_bias_act(t * 2.0, b, 0.5, pixel_norm=True).square().sum()
+
+    x = layout(torch.randn(2, 8, 4, 4), memory_format).requires_grad_()
+    b = torch.randn(8, requires_grad=True)
+    compiled = torch.compile(fn, fullgraph=True, backend="inductor")
+    with progan_fast.use_backend("cpu"):
+        expected = fn(x, b)
+        expected_grads = torch.autograd.grad(expected, (x, b))
+        got = compiled(x, b)
+        got_grads = torch.autograd.grad(got, (x, b))
+        explanation = torch._dynamo.explain(fn)(x, b)
+    torch.testing.assert_close(got, expected)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e)
+    assert explanation.graph_break_count == 0
+
+
+def test_cpp_family_autograd_is_registered_in_cpp():
+    """Python autograd costs ~0.1 ms a call at in-cache shapes; both orders must run C++ autograd nodes."""
+    x = torch.randn(2, 8, 2, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    y, r = torch.ops.progan_fast.scaled_bias_act_forward(x, b, 0.5, 0.2, True, 1e-8)
+    assert "CppNode<" in y.grad_fn.name() and "ScaledBiasActForward" in y.grad_fn.name()
+    (dx,) = torch.autograd.grad(y, x, torch.randn_like(y), create_graph=True)
+    assert "CppNode<" in dx.grad_fn.name() and "ScaledBiasActBackward" in dx.grad_fn.name()
+
+
+def _saved(fn, *inputs):
+    """(tensors fn(*inputs) saves for backward, its output, bytes of the distinct saved storages other than the
+    output's and the parameters': the output is the next layer's input, which that layer saves anyway)."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = fn(*inputs)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
+    for alive in (out,) + inputs[1:]:
+        storages.pop(alive.untyped_storage().data_ptr(), None)
+    return saved, out, sum(storages.values())
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("config,saves", [
+    (("lrelu", 0.2, True), "y+rsqrt"), (("lrelu", 0.2, False), "y"), (("relu", 0.2, True), "y+rsqrt"),
+    (("linear", 0.2, False), ""), (("linear", 0.2, True), "y+rsqrt"), (("lrelu", -0.3, False), "x+bias"),
+    (("lrelu", -0.3, True), "x+bias+rsqrt")], ids=str)
+def test_saves_only_the_output_and_one_float_per_pixel(memory_format, config, saves):
+    """The backward keeps y (which the next layer saves anyway) plus one rsqrt per pixel with pixel norm; the
+    unfused reference keeps full-size intermediates (leaky ReLU's input, pixel norm's products). Bytes held
+    beyond the output, measured with saved_tensors_hooks (README: "Saved for backward")."""
+    shape = (4, 16, 8, 8)
+    x = layout(torch.randn(shape), memory_format).requires_grad_()
+    bias = torch.randn(16, requires_grad=True)
+    fn, ref = op(*config)
+    with progan_fast.use_backend("cpu"):
+        saved, y, held = _saved(fn, x, bias)
+    expected = {"y": [(shape, y)], "x": [(shape, x)], "bias": [((16,), bias)], "rsqrt": [((4, 1, 8, 8), None)],
+                "": []}
+    wanted = [e for part in saves.split("+") for e in expected[part]]
+    assert sorted(tuple(t.shape) for t in saved) == sorted(s for s, _ in wanted)
+    for s, source in wanted:
+        if source is not None:  # the very tensor, not a copy
+            assert any(t.data_ptr() == source.data_ptr() for t in saved)
+    assert held == sum(math.prod(s) * 4 for s, source in wanted if source is not y and source is not bias)
+    _, _, reference_held = _saved(ref, x, bias)
+    assert reference_held >= held
+    if config[0] == "lrelu" and config[1] > 0:
+        assert reference_held >= held + math.prod(shape) * 4  # at least one full-size intermediate more
+
+
+def test_input_not_mutated_and_noncontiguous_input():
+    base = torch.randn(3, 10, 6, 6)
+    x = base[:, ::2, 1:, :5]  # strided in every dimension: copied to contiguous, documented fallback
+    bias = torch.randn(10)[::2]
+    before, bias_before = x.clone(), bias.clone()
+    with progan_fast.use_backend("cpu"):
+        y = scaled_bias_act(x, bias, 0.5, pixel_norm=True)
+    assert torch.equal(x, before) and torch.equal(bias, bias_before)
+    assert y.is_contiguous()
+    assert_close(y, explicit(x, bias, 0.5, "lrelu", 0.2, True), torch.float32)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_empty_tensors(backend):
+    ops = _library.family_ops(backend)
+    x = torch.empty(3, 0, 4, 4)
+    y, r = ops.scaled_bias_act_forward(x, torch.empty(0), 1.0, 0.2, True, 1e-8)
+    assert y.shape == x.shape and r.shape == (3, 1, 4, 4) and torch.isnan(r).all()  # mean of nothing
+    x = torch.empty(2, 5, 0, 3)
+    y, r = ops.scaled_bias_act_forward(x, torch.ones(5), 1.0, 0.2, True, 1e-8)
+    assert y.shape == x.shape and r.shape == (2, 1, 0, 3)
+    gx, gb = ops.scaled_bias_act_backward(torch.empty(2, 5, 0, 3), y, r, None, 1.0, 0.2, True, 1e-8, False, True)
+    assert gx.shape == x.shape and torch.equal(gb, torch.zeros(5))  # a sum over no pixels
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_autocast_follows_the_autocast_dtype(backend):
+    x = torch.randn(4, 8, 4, 4)
+    b = torch.randn(8)
+    with progan_fast.use_backend(backend), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = scaled_bias_act(x, b, 0.5, pixel_norm=True)
+    assert y.dtype == torch.bfloat16
+    assert_close(y, explicit(x.bfloat16(), b.bfloat16(), 0.5, "lrelu", 0.2, True), torch.bfloat16)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_raw_ops_refuse_mismatched_operands(backend):
+    """The raw ops are callable directly: operands a kernel would read out of bounds are refused, also when an
+    argument is a meta tensor (the fake function must refuse what the kernels refuse)."""
+    ops = _library.family_ops(backend)
+    x = torch.randn(2, 4, 3, 3)
+    y, r = ops.scaled_bias_act_forward(x, None, 1.0, 0.2, True, 1e-8)
+    with pytest.raises(RuntimeError, match=r"bias must have shape \(4,\)"):
+        ops.scaled_bias_act_forward(x, torch.ones(3), 1.0, 0.2, False, 1e-8)
+    with pytest.raises(TypeError, match="bias must have dtype"):
+        ops.scaled_bias_act_forward(x, torch.ones(4, dtype=torch.float64), 1.0, 0.2, False, 1e-8)
+    with pytest.raises(RuntimeError, match="bias must be on cpu"):
+        ops.scaled_bias_act_forward(x, torch.ones(4, device="meta"), 1.0, 0.2, False, 1e-8)
+    with pytest.raises(RuntimeError, match="x must have at least 2 dimensions"):
+        ops.scaled_bias_act_forward(torch.randn(5), None, 1.0, 0.2, False, 1e-8)
+    with pytest.raises(RuntimeError, match="saved must have grad_y's shape"):
+        ops.scaled_bias_act_backward(torch.randn(2, 4, 3, 2), y, r, None, 1.0, 0.2, True, 1e-8, False, True)
+    with pytest.raises(TypeError, match="saved must have dtype"):
+        ops.scaled_bias_act_backward(torch.randn(2, 4, 3, 3, dtype=torch.float64), y, r, None, 1.0, 0.2, True, 1e-8,
+                                     False, True)
+    with pytest.raises(RuntimeError, match=r"rsqrt must have one value per pixel \(18\)"):
+        ops.scaled_bias_act_backward(torch.randn(2, 4, 3, 3), y, r[:1], None, 1.0, 0.2, True, 1e-8, False, True)
+    with pytest.raises(RuntimeError, match="rsqrt is required"):
+        ops.scaled_bias_act_backward(torch.randn(2, 4, 3, 3), y, None, None, 1.0, 0.2, True, 1e-8, False, True)
+    with pytest.raises(RuntimeError, match="saved .* is required"):
+        ops.scaled_bias_act_backward(torch.randn(2, 4, 3, 3), None, None, None, 1.0, 0.2, False, 1e-8, False, True)
+    with pytest.raises(RuntimeError, match="rsqrt must be on cpu"):
+        ops.scaled_bias_act_backward(torch.randn(2, 4, 3, 3), y, torch.empty(2, 1, 3, 3, device="meta"), None, 1.0,
+                                     0.2, True, 1e-8, False, True)
 
 
 X = torch.randn(2, 3, 4, 4)
@@ -98,9 +370,11 @@ X = torch.randn(2, 3, 4, 4)
     (dict(bias=torch.ones(3, dtype=torch.float64)), TypeError, "bias"),
     (dict(bias=torch.ones(3, device="meta")), ValueError, "bias"),
     (dict(scale=math.nan), ValueError, "scale"),
+    (dict(scale=math.inf), ValueError, "scale"),
     (dict(scale="2"), TypeError, "scale"),
     (dict(activation="tanh"), ValueError, "activation"),
     (dict(negative_slope=math.inf), ValueError, "negative_slope"),
+    (dict(negative_slope=-math.inf), ValueError, "negative_slope"),
     (dict(pixel_norm=1), TypeError, "pixel_norm"),
     (dict(eps=-1e-8), ValueError, "eps"),
 ], ids=lambda v: str(v)[:40] if not isinstance(v, type) else v.__name__)
@@ -109,3 +383,42 @@ def test_bad_arguments(kwargs, exc, name):
     args.update(kwargs)
     with pytest.raises(exc, match=name):
         scaled_bias_act(**args)
+
+
+@st.composite
+def strided_inputs(draw):
+    ndim = draw(st.sampled_from([2, 3, 4]))
+    shape = [draw(st.integers(1, 6)) for _ in range(ndim)]
+    dtype = draw(st.sampled_from(DTYPES))
+    x = torch.randn([s * 2 for s in shape], dtype=torch.float64).to(dtype)
+    index = tuple(slice(None, None, 2) if draw(st.booleans()) else slice(0, s) for s in shape)
+    x = x[index]
+    if draw(st.booleans()):
+        perm = draw(st.permutations(range(ndim)))
+        x = x.permute(*perm).contiguous().permute(*[perm.index(i) for i in range(ndim)])
+    elif ndim == 4 and draw(st.booleans()):
+        x = x.contiguous(memory_format=torch.channels_last)
+    bias = torch.randn(shape[1], dtype=torch.float64).to(dtype) if draw(st.booleans()) else None
+    config = draw(st.sampled_from(CONFIGS))
+    scale = draw(st.floats(-3, 3, allow_nan=False))
+    return x, bias, config, scale
+
+
+@settings(max_examples=60, deadline=None)
+@given(strided_inputs())
+def test_property_random_shapes_strides_dtypes(case):
+    x, bias, (activation, slope, pixel_norm), scale = case
+    x = x.detach().requires_grad_()
+    with progan_fast.use_backend("cpu"):
+        y = scaled_bias_act(x, bias, scale, activation, slope, pixel_norm)
+        g = torch.randn_like(y)
+        (gx,) = torch.autograd.grad(y, x, g)
+    assert_close(y, reference.scaled_bias_act(x.double(), None if bias is None else bias.double(), scale, activation,
+                                              slope, pixel_norm), x.dtype)
+    ref_x = x.detach().double().requires_grad_()
+    ref_y = reference.scaled_bias_act(ref_x, None if bias is None else bias.double(), scale, activation, slope,
+                                      pixel_norm)
+    (ref_gx,) = torch.autograd.grad(ref_y, ref_x, g.double())
+    if x.dtype in (torch.float16, torch.bfloat16):  # y is rounded before the backward reads its sign and value
+        ref_gx = torch.where((ref_y.to(x.dtype) == 0) & (ref_y != 0), gx.double(), ref_gx)
+    assert_close(gx, ref_gx, x.dtype, grad=True)

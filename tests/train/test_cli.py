@@ -140,3 +140,22 @@ def test_sigint_writes_checkpoint(tiny_data, tmp_path):
     assert "interrupted at kimg" in output
     ckpt = checkpoint.load(out / checkpoint.LATEST)
     assert 100 <= ckpt["cur_nimg"] < 1_000_000
+
+
+@pytest.mark.parametrize("policy, device, reexec", [(None, "cpu", True), ("ACTIVE", "cpu", False),
+                                                    (None, "cuda", False)])
+def test_cpu_training_reexecutes_with_a_passive_openmp_wait_policy(monkeypatch, policy, device, reexec):
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    monkeypatch.setattr(cli, "main", lambda argv: 0)
+    if policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    assert cli.entry(["train", "--device", device, "--kimg", "1"]) == 0
+    if reexec:
+        [(path, argv, env)] = calls
+        assert path == sys.executable and argv == [sys.executable] + sys.orig_argv[1:]
+        assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    else:
+        assert calls == []

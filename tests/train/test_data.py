@@ -1,15 +1,16 @@
 import io
 import json
 import os
+import stat
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 
+from progan_fast.images import save_image_grid, to_uint8
 from progan_fast.train import data
-from progan_fast.train.data import (MultiResDataset, create_dataset, default_dataset, sample_batch,
-                                    save_image_grid, to_uint8)
+from progan_fast.train.data import MultiResDataset, create_dataset, default_dataset, sample_batch
 
 
 def _noise(rng, h, w, c=3):
@@ -119,7 +120,7 @@ def test_create_dataset_is_atomic(image_folder, tmp_path, monkeypatch):
     src, *_ = image_folder
     out = tmp_path / "out" / "ds"
     calls = []
-    real = data._load_square
+    real = data.create._load_square
 
     def failing(path, resolution):
         calls.append(path)
@@ -127,7 +128,7 @@ def test_create_dataset_is_atomic(image_folder, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # an interruption is not a bad file: it must abort the whole creation
         return real(path, resolution)
 
-    monkeypatch.setattr(data, "_load_square", failing)
+    monkeypatch.setattr(data.create, "_load_square", failing)
     with pytest.raises(KeyboardInterrupt):
         create_dataset(src, out, progress=False)
     assert not out.exists()
@@ -258,7 +259,7 @@ def test_default_dataset_deterministic_and_cached(tmp_path, monkeypatch):
     def no_render(*args, **kwargs):
         raise AssertionError("a cached dataset must not be regenerated")
 
-    monkeypatch.setattr("progan_fast.train.shapes.render_shapes", no_render)
+    monkeypatch.setattr("progan_fast.train.data.shapes.render_shapes", no_render)
     assert default_dataset(tmp_path / "a", resolution=16, progress=False) == a
     with pytest.raises(ValueError, match="different dataset"):
         default_dataset(tmp_path / "a", resolution=32, progress=False)
@@ -298,3 +299,72 @@ def test_save_image_grid(tmp_path):
     with pytest.raises(ValueError, match="images"):
         save_image_grid(np.zeros((2, 4, 8, 8), np.uint8), tmp_path / "x.png")
     assert sorted(os.listdir(tmp_path)) == ["f.png", "g", "gray.png"]
+
+
+@pytest.mark.timeout(120)
+def test_create_dataset_reads_regular_files_and_links_by_policy(tmp_path, capsys):
+    """FIFOs and devices are skipped without blocking; links to directories are not descended; file links that
+    resolve inside the source folder are read, those leaving it only with follow_links=True."""
+    rng = np.random.default_rng(3)
+    src, elsewhere = tmp_path / "src", tmp_path / "elsewhere"
+    (src / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    PIL.Image.fromarray(_noise(rng, 8, 8)).save(src / "a.png")
+    PIL.Image.fromarray(_noise(rng, 8, 8)).save(src / "sub" / "b.png")
+    PIL.Image.fromarray(_noise(rng, 8, 8)).save(elsewhere / "outside.png")
+    os.mkfifo(src / "fifo.png")  # opening it for reading would wait for a writer forever
+    os.symlink("sub/b.png", src / "inside_link.png")
+    os.symlink(elsewhere / "outside.png", src / "outside_link.png")
+    os.symlink("/dev/zero", src / "zero.png")
+    os.symlink("missing.png", src / "broken.png")
+    os.symlink(elsewhere, src / "linked_dir")
+
+    report = create_dataset(src, tmp_path / "ds", progress=False)
+    reasons = {os.path.relpath(p, src): r for p, r in report.skipped}
+    assert report.num_images == 3  # a.png, inside_link.png (= sub/b.png), sub/b.png
+    assert reasons["fifo.png"] == "OSError: a FIFO, not a regular file"
+    assert "outside the source folder" in reasons["outside_link.png"] and "--follow-links" in reasons[
+        "outside_link.png"]
+    assert "outside the source folder" in reasons["zero.png"]
+    assert "No such file" in reasons["broken.png"]
+    assert reasons["linked_dir"].startswith("symbolic link to a directory")
+    ds = MultiResDataset(report.path)
+    np.testing.assert_array_equal(ds.images(3)[1], ds.images(3)[2])  # inside_link.png and sub/b.png
+    capsys.readouterr()
+
+    followed = create_dataset(src, tmp_path / "ds2", progress=False, follow_links=True)
+    reasons = {os.path.relpath(p, src): r for p, r in followed.skipped}
+    assert followed.num_images == 4 and "outside_link.png" not in reasons
+    assert reasons["zero.png"] == "OSError: a character device, not a regular file"
+    assert reasons["fifo.png"] == "OSError: a FIFO, not a regular file"
+
+
+def test_create_dataset_removes_what_a_killed_run_left(image_folder, tmp_path):
+    from progan_fast.fileio import make_locked_temp_dir
+    from progan_fast.train.data.writer import LevelWriter, partial_prefix
+    src, good, *_ = image_folder
+    out = tmp_path / "ds"
+    # A run killed with SIGKILL: its partial directory stays, and the kernel drops its lock.
+    dead, fd = make_locked_temp_dir(str(tmp_path), partial_prefix(out))
+    (tmp_path / dead / "r04.npy").write_bytes(b"x" * 1000)
+    os.close(fd)
+    # A run still in progress for the same destination keeps its lock and its directory.
+    alive = LevelWriter(out)
+    try:
+        report = create_dataset(src, out, progress=False)
+        assert report.num_images == len(good)
+        assert not os.path.exists(dead) and os.path.isdir(alive.tmp)
+    finally:
+        alive.abort()
+    assert sorted(os.listdir(tmp_path)) == ["ds", "src"]
+
+
+def test_dataset_files_get_umask_permissions(image_folder, tmp_path):
+    src, *_ = image_folder
+    previous = os.umask(0o027)
+    try:
+        report = create_dataset(src, tmp_path / "ds", progress=False)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(report.path).st_mode) == 0o750
+    assert {stat.S_IMODE(os.stat(os.path.join(report.path, n)).st_mode) for n in os.listdir(report.path)} == {0o640}

@@ -1,5 +1,6 @@
 """Checkpoints: atomic, weights_only-loadable, and a resumed run equals an uninterrupted one bit for bit."""
 import os
+import random
 
 import pytest
 import torch
@@ -23,6 +24,9 @@ def assert_same_state(a, b):
     assert torch.equal(a.data_gen.get_state(), b.data_gen.get_state())
     assert torch.equal(a.latent_gen.get_state(), b.latent_gen.get_state())
     assert a.cur_nimg == b.cur_nimg and a.prev_lod == b.prev_lod
+    for name in ("G_scaler", "D_scaler"):
+        assert getattr(a, name).state_dict() == getattr(b, name).state_dict(), name
+    assert (a.fp16_overflows, a.nonfinite_skips) == (b.fp16_overflows, b.nonfinite_skips)
 
 
 def test_resume_is_bit_exact(tiny_config, tmp_path):
@@ -46,6 +50,38 @@ def test_resume_is_bit_exact(tiny_config, tmp_path):
     assert_same_state(full, resumed)
 
 
+def test_resume_is_bit_exact_under_fp16_loss_scaling(tiny_config, tmp_path):
+    # The loss scale starts at 2^16, overflows in the first D steps and backs off: a resume that forgot the
+    # scalers' state would start over at 2^16, skip steps the straight run took, and drift.
+    config = dict(amp="fp16", lod_training_kimg=0.05, lod_transition_kimg=0.05)
+    full = Trainer(tiny_config(total_kimg=0.128, **config), str(tmp_path / "full"), progress=False)
+    full.run()
+    first = Trainer(tiny_config(total_kimg=0.064, **config), str(tmp_path / "split"), progress=False)
+    path = first.run()["checkpoint"]
+    ckpt = checkpoint.load(path)
+    assert ckpt["D_scaler"]["scale"] < 2.0 ** 16 and ckpt["fp16_overflows"] >= 1
+    resumed = Trainer(tiny_config(total_kimg=0.128, **config), str(tmp_path / "split"), progress=False,
+                      resume=ckpt)
+    resumed.run()
+    assert_same_state(full, resumed)
+
+
+def test_resume_restores_the_global_random_states(tiny_config):
+    # torch's and Python's global generators (used by user code, augmentations, dropout) continue where the
+    # checkpoint left them, whatever happened to them in between.
+    trainer = Trainer(tiny_config(), None, progress=False)
+    trainer.iteration()
+    torch.rand(3)
+    random.random()
+    state = trainer.state_dict()
+    expected = (torch.rand(5), random.random())
+    torch.manual_seed(12345)
+    random.seed(54321)
+    Trainer(tiny_config(), None, progress=False, resume=state)
+    got = (torch.rand(5), random.random())
+    assert torch.equal(got[0], expected[0]) and got[1] == expected[1]
+
+
 def test_atomic_save_keeps_old_file_on_failure(tmp_path):
     path = tmp_path / "c.pt"
     checkpoint.save({"a": torch.ones(2)}, path)
@@ -58,6 +94,13 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path):
         checkpoint.save({"a": Unpicklable()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert os.listdir(tmp_path) == ["c.pt"]
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def test_load_rejects_foreign_files(tmp_path):

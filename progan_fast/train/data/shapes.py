@@ -1,7 +1,22 @@
 """The embedded procedural dataset: one antialiased circle, square or triangle in one of six bright colours per
 image, on a dark, plain or gently graded background. Strong, simple structure so that a small GAN learns it at 32x32 in minutes, and a person can
-tell at a glance from a sample grid whether training works (round vs. sharp-cornered shapes, clean edges)."""
+tell at a glance from a sample grid whether training works (round vs. sharp-cornered shapes, clean edges).
+
+default_dataset() renders it once, deterministically, into the user cache and returns its path; nothing is
+downloaded."""
+import math
+import os
+
 import numpy as np
+
+from .layout import FORMAT, FORMAT_VERSION, MANIFEST, check_resolution, level_file
+from .reading import MultiResDataset
+from .writer import LevelWriter
+
+# Bump when the rendering changes so that a cached copy of an older one is never reused.
+SHAPES_VERSION = 2
+SHAPES_SEED = 20180213
+SHAPES_NUM_IMAGES = 4096
 
 SHAPES = ("circle", "square", "triangle")
 # Farthest reach of each shape from its centre in units of `radius`, at any of the allowed rotations (+-15 deg).
@@ -73,3 +88,68 @@ def render_shapes(num_images, resolution, rng):
     background = (bg[:, :, None, None] + (bg_end - bg)[:, :, None, None] * t).astype(np.float32)
     image = background + (fg[:, :, None, None].astype(np.float32) - background) * coverage[:, None]
     return np.rint(image * np.float32(255.0)).clip(0, 255).astype(np.uint8)
+
+
+def cache_dir():
+    """progan_fast's user cache ($XDG_CACHE_HOME or ~/.cache, then progan_fast), shared with the Makefile."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "progan_fast")
+
+
+def default_dataset_path(resolution=32):
+    """Where default_dataset(resolution=...) keeps its copy (whether or not it exists yet)."""
+    resolution = check_resolution(resolution)
+    return os.path.join(cache_dir(), "datasets", f"shapes-{resolution}-v{SHAPES_VERSION}")
+
+
+def default_dataset(path=None, resolution=32, progress=True):
+    """Path of the embedded procedural "shapes" dataset (4096 images of one circle, square or triangle), generated
+    deterministically on first use (a few seconds) and cached; nothing is downloaded. `path` overrides the cache
+    location (default: default_dataset_path(resolution))."""
+    resolution = check_resolution(resolution)
+    if path is None:
+        path = default_dataset_path(resolution)
+    elif not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a path or None; got {type(path).__name__}")
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isfile(os.path.join(path, MANIFEST)):
+        ds = MultiResDataset(path)  # validates
+        if ds.resolution != resolution or ds.manifest.get("source") != f"shapes-v{SHAPES_VERSION}":
+            raise ValueError(f"path {path!r} holds a different dataset ({ds!r}); expected shapes at "
+                             f"{resolution}x{resolution}")
+        return path
+
+    rng = np.random.default_rng(SHAPES_SEED)
+    # Chunks bound the rendering's memory (about 1M float32 per temporary array).
+    chunk = max(1, (1 << 20) // (resolution * resolution))
+    res_log2 = int(round(math.log2(resolution)))
+    try:
+        writer = LevelWriter(path)
+    except FileExistsError:
+        raise FileExistsError(f"path {path!r} exists, is not empty and is not a dataset") from None
+    try:
+        writer.allocate(SHAPES_NUM_IMAGES, res_log2)
+        from tqdm import tqdm
+        with tqdm(total=SHAPES_NUM_IMAGES, desc=f"generating shapes {resolution}x{resolution}", unit="img",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for start in range(0, SHAPES_NUM_IMAGES, chunk):
+                n = min(chunk, SHAPES_NUM_IMAGES - start)
+                writer.add(render_shapes(n, resolution, rng))
+                bar.update(n)
+        manifest = {
+            "format": FORMAT, "version": FORMAT_VERSION, "resolution": resolution, "resolution_log2": res_log2,
+            "channels": 3, "dtype": "uint8", "layout": "NCHW",
+            "levels": {str(k): level_file(k) for k in range(2, res_log2 + 1)},
+            "source": f"shapes-v{SHAPES_VERSION}", "seed": SHAPES_SEED, "skipped": [],
+        }
+        try:
+            writer.commit(manifest)
+        except OSError:
+            # Another process published the same dataset first; theirs is identical (same seed), so use it.
+            if not os.path.isfile(os.path.join(path, MANIFEST)):
+                raise
+            MultiResDataset(path)
+    except BaseException:
+        writer.abort()
+        raise
+    return path

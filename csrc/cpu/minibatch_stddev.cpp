@@ -1,0 +1,608 @@
+// Minibatch stddev on the CPU (the spec: progan_fast/reference.py; the index math: ops/minibatch_stddev_geometry.h).
+//
+// Forward. Every task takes one sample group and a run of positions and reads the group's G members block by
+// block (a block of every member stays in L1 between the mean and the variance), summing sqrt(var + eps) into its
+// own partial sum; partial sums are added in a fixed order, so the result does not depend on the thread count.
+//   NCHW: the same pass copies each member's block into y as it is read, then a small loop fills the F statistic
+//         planes: x read once, y written once.
+//   channels_last: each pixel's F statistic values sit right after its C channels, so y is written row after
+//         row once the statistic is known (patching them in afterwards would read back a line per pixel); groups
+//         go in waves of a few MB of x whose write pass re-reads them from the cache.
+// No torch.cat, no centred copy.
+//
+// Backward: dx = grad_y[:, :C] + a[m, f] * (x - mean) / sigma with a = sum of grad_y's statistic channels over the
+// group and H x W, divided by K * D (K positions, D = G or G - 1); sigma is recomputed from x block by block (the
+// backward reads x anyway), so nothing of the forward is saved but x.
+//
+// float32 runs the multi-versioned loops (AVX-512 / AVX2 / baseline, see isa.h); float64 (gradcheck) and
+// float16/bfloat16 (statistics in float) run the same loop bodies compiled for the baseline.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string_view>
+#include <vector>
+
+#include "common/minibatch_stddev_operands.h"
+#include "cpu/isa.h"
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+namespace progan_fast {
+namespace minibatch_stddev_cpu {
+
+using minibatch_stddev::Geometry;
+
+#define MS_INLINE static inline __attribute__((always_inline))
+
+// Positions per block: G member blocks of it are read twice (mean, then variance; the backward a third time), the
+// second time from L1. Measured on a 2-core Zen 4: 128 positions made the backward 1.3-1.5x faster than 256 or
+// 1024 at S2/S3 (the forward is the same); software prefetching of the next block did not help.
+constexpr int64_t kBlock = 128;
+// Positions per task (per member): long contiguous runs for the prefetchers, many tasks for the threads.
+constexpr int64_t kTaskPositions = 4096;
+// Outputs at least this large are written with non-temporal stores (far beyond the caches; see pixel_norm.cpp).
+constexpr int64_t kStreamBytes = 8 << 20;
+
+template <typename T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
+template <typename T> using acc_t = typename Acc<T>::type;
+
+MS_INLINE float to_acc(float v) { return v; }
+MS_INLINE double to_acc(double v) { return v; }
+MS_INLINE float to_acc(c10::Half v) { return static_cast<float>(v); }
+MS_INLINE float to_acc(c10::BFloat16 v) { return static_cast<float>(v); }
+template <typename T> MS_INLINE T from_acc(acc_t<T> v) { return static_cast<T>(v); }
+
+// ---- stores, plain or streaming (always inlined: they take the ISA of the clone that calls them) ----
+
+MS_INLINE int64_t until_aligned(const float* p, int64_t n) {
+  return std::min<int64_t>(n, ((16 - (reinterpret_cast<uintptr_t>(p) & 15)) & 15) / sizeof(float));
+}
+
+template <typename T>
+MS_INLINE void copy(T* __restrict dst, const T* __restrict src, int64_t n, bool /*stream*/) {
+  std::copy(src, src + n, dst);
+}
+
+MS_INLINE void copy(float* __restrict dst, const float* __restrict src, int64_t n, bool stream) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  if (stream) {
+    for (const int64_t head = until_aligned(dst, n); i < head; ++i) dst[i] = src[i];
+    for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+// dx[i] = dy[i] + (x[i] - mean[i]) * scale[i]
+template <typename T>
+MS_INLINE void store_grad(T* __restrict dx, const T* __restrict dy, const T* __restrict x, const acc_t<T>* mean,
+                          const acc_t<T>* scale, int64_t n, bool /*stream*/) {
+  for (int64_t i = 0; i < n; ++i) dx[i] = from_acc<T>(to_acc(dy[i]) + (to_acc(x[i]) - mean[i]) * scale[i]);
+}
+
+MS_INLINE void stream_fence(bool stream) {
+#if defined(__SSE2__)
+  if (stream) _mm_sfence();
+#else
+  (void)stream;
+#endif
+}
+
+// ---- one task: a sample group's members over `rows` rows of `segments` segments of contiguous positions ----
+// Member k's segment s of row r starts at x + x_off[k] + r * x_row + s * seg_len in x (dx), and at
+// y + y_off[k] + r * y_row + s * seg_len in y (grad_y). NCHW: one row, one segment (a run of a channel group's
+// positions); channels_last: a run of pixels, one segment per channel group. Segments are cut into blocks of
+// kBlock positions and everything happens block by block, while the members' blocks are in L1.
+
+// mean[i] and sigma^2[i] = var[i] + eps of one block of `len` positions (member k's block at x + off[k] + at); the
+// forward copies each member's block to y while it reads it.
+template <typename T>
+MS_INLINE void block_moments(const T* __restrict x, const int64_t* x_off, T* __restrict y, const int64_t* y_off,
+                             int64_t x_at, int64_t y_at, int64_t members, int64_t len, acc_t<T> inv_divisor,
+                             acc_t<T> eps, bool stream, acc_t<T>* __restrict mean, acc_t<T>* __restrict sigma_sq) {
+  using A = acc_t<T>;
+  for (int64_t i = 0; i < len; ++i) mean[i] = 0;
+  for (int64_t k = 0; k < members; ++k) {
+    const T* __restrict xk = x + x_off[k] + x_at;
+    for (int64_t i = 0; i < len; ++i) mean[i] += to_acc(xk[i]);
+    if (y) copy(y + y_off[k] + y_at, xk, len, stream);
+  }
+  const A inv_members = A(1) / A(members);
+  for (int64_t i = 0; i < len; ++i) {
+    mean[i] *= inv_members;
+    sigma_sq[i] = 0;
+  }
+  for (int64_t k = 0; k < members; ++k) {
+    const T* __restrict xk = x + x_off[k] + x_at;
+    for (int64_t i = 0; i < len; ++i) {
+      const A d = to_acc(xk[i]) - mean[i];
+      sigma_sq[i] += d * d;
+    }
+  }
+  for (int64_t i = 0; i < len; ++i) sigma_sq[i] = sigma_sq[i] * inv_divisor + eps;
+}
+
+// float: 16 positions at a time in registers, the member loop inside (the generic loop above keeps mean and the
+// sum of squares in memory and re-reads them for every member: ~1.5x slower forward in cache). GCC vector types
+// take the width of the clone's ISA (one zmm, two ymm or four xmm).
+typedef float vec16 __attribute__((vector_size(64)));
+// The helpers taking vec16 are always inlined: no call passes one, so the ABI note about 64-byte vectors is moot.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+MS_INLINE vec16 load16(const float* p) {
+  vec16 v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+MS_INLINE void store16(float* p, vec16 v, bool stream) {
+#if defined(__SSE2__)
+  if (stream && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+    for (int q = 0; q < 4; ++q) {
+      __m128 part;
+      __builtin_memcpy(&part, reinterpret_cast<const char*>(&v) + 16 * q, sizeof(part));
+      _mm_stream_ps(p + 4 * q, part);
+    }
+    return;
+  }
+#endif
+  (void)stream;
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+MS_INLINE void block_moments(const float* __restrict x, const int64_t* x_off, float* __restrict y,
+                             const int64_t* y_off, int64_t x_at, int64_t y_at, int64_t members, int64_t len,
+                             float inv_divisor, float eps, bool stream, float* __restrict mean,
+                             float* __restrict sigma_sq) {
+  const float inv_members = 1.f / static_cast<float>(members);
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    vec16 sum = {};
+    for (int64_t k = 0; k < members; ++k) {
+      const vec16 v = load16(x + x_off[k] + x_at + i);
+      sum += v;
+      if (y) store16(y + y_off[k] + y_at + i, v, stream);
+    }
+    const vec16 m = sum * inv_members;
+    vec16 ss = {};
+    for (int64_t k = 0; k < members; ++k) {
+      const vec16 d = load16(x + x_off[k] + x_at + i) - m;
+      ss += d * d;
+    }
+    __builtin_memcpy(mean + i, &m, sizeof(m));
+    const vec16 sq = ss * inv_divisor + eps;
+    __builtin_memcpy(sigma_sq + i, &sq, sizeof(sq));
+  }
+  for (; i < len; ++i) {
+    float sum = 0;
+    for (int64_t k = 0; k < members; ++k) {
+      const float v = x[x_off[k] + x_at + i];
+      sum += v;
+      if (y) y[y_off[k] + y_at + i] = v;
+    }
+    const float m = sum * inv_members;
+    float ss = 0;
+    for (int64_t k = 0; k < members; ++k) {
+      const float d = x[x_off[k] + x_at + i] - m;
+      ss += d * d;
+    }
+    mean[i] = m;
+    sigma_sq[i] = ss * inv_divisor + eps;
+  }
+}
+
+MS_INLINE void store_grad(float* __restrict dx, const float* __restrict dy, const float* __restrict x,
+                          const float* mean, const float* scale, int64_t n, bool stream) {
+  int64_t i = 0;
+  if (stream) {
+    for (const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(dx) & 63)) & 63) / 4);
+         i < head; ++i)
+      dx[i] = dy[i] + (x[i] - mean[i]) * scale[i];
+    for (; i + 16 <= n; i += 16)
+      store16(dx + i, load16(dy + i) + (load16(x + i) - load16(mean + i)) * load16(scale + i), true);
+  }
+  for (; i < n; ++i) dx[i] = dy[i] + (x[i] - mean[i]) * scale[i];
+}
+
+// Adds each segment's sum of sigma to sums[s] and, with y, copies the members' positions to y while it reads them
+// (NCHW; channels_last writes whole rows afterwards, write_pixels). sums may be null: copy only (zero statistic).
+template <typename T>
+MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_t* y_off, int64_t members,
+                            int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
+                            acc_t<T> inv_divisor, acc_t<T> eps, bool stream, double* sums) {
+  using A = acc_t<T>;
+  A mean[kBlock], sq[kBlock];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t s = 0; s < segments; ++s)
+      for (int64_t i0 = 0; i0 < seg_len; i0 += kBlock) {
+        const int64_t len = std::min(kBlock, seg_len - i0), at = s * seg_len + i0;
+        if (!sums) {
+          for (int64_t k = 0; k < members && y; ++k)
+            copy(y + y_off[k] + r * y_row + at, x + x_off[k] + r * x_row + at, len, stream);
+          continue;
+        }
+        block_moments(x, x_off, y, y_off, r * x_row + at, r * y_row + at, members, len, inv_divisor, eps, stream,
+                      mean, sq);
+        A sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < len; ++i) sum += std::sqrt(sq[i]);
+        sums[s] += sum;
+      }
+}
+
+// Streams n elements from an L1-resident src to dst in whole, aligned lines (regular stores for the partial lines
+// at both ends).
+template <typename T>
+MS_INLINE void copy_lines(T* __restrict dst, const T* __restrict src, int64_t n) {
+  std::copy(src, src + n, dst);
+}
+
+MS_INLINE void copy_lines(float* __restrict dst, const float* __restrict src, int64_t n) {
+  int64_t i = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(dst) & 63)) & 63) / sizeof(float));
+  std::copy(src, src + i, dst);
+  for (; i + 16 <= n; i += 16) store16(dst + i, load16(src + i), true);
+  std::copy(src + i, src + n, dst + i);
+}
+
+// channels_last: `rows` pixels of x (C channels each) into y rows of C + F, the statistic values `stat` after each
+// pixel's channels. y's rows are not aligned, and streamed row by row they left partial lines in the
+// write-combining buffers (S3 forward ~3x slower than NCHW): streaming assembles rows in an L1 stage and writes
+// them as one run of whole lines.
+constexpr int64_t kStage = 4096;
+
+template <typename T>
+MS_INLINE void write_pixels(T* y, const T* x, int64_t rows, int64_t C, int64_t F, const T* stat, bool stream) {
+  const int64_t row = C + F;
+  if (!stream || row > kStage) {
+    for (int64_t r = 0; r < rows; ++r) {
+      copy(y + r * row, x + r * C, C, stream);
+      std::copy(stat, stat + F, y + r * row + C);
+    }
+    return;
+  }
+  T stage[kStage];
+  const int64_t per_piece = kStage / row;
+  for (int64_t r0 = 0; r0 < rows; r0 += per_piece) {
+    const int64_t nr = std::min(per_piece, rows - r0);
+    for (int64_t r = 0; r < nr; ++r) {
+      std::copy(x + (r0 + r) * C, x + (r0 + r + 1) * C, stage + r * row);
+      std::copy(stat, stat + F, stage + r * row + C);
+    }
+    copy_lines(y + r0 * row, stage, nr * row);
+  }
+}
+
+// dx = dy + (x - mean) * coef[s] / sigma for every member (coef may be null: dx = dy, a zero statistic).
+template <typename T>
+MS_INLINE void backward_task(const T* dy, const T* x, T* dx, const int64_t* x_off, const int64_t* y_off,
+                             int64_t members, int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row,
+                             int64_t y_row, const acc_t<T>* coef, acc_t<T> inv_divisor, acc_t<T> eps, bool stream) {
+  using A = acc_t<T>;
+  A mean[kBlock], scale[kBlock];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t s = 0; s < segments; ++s)
+      for (int64_t i0 = 0; i0 < seg_len; i0 += kBlock) {
+        const int64_t len = std::min(kBlock, seg_len - i0), at = s * seg_len + i0;
+        const int64_t x_at = r * x_row + at, y_at = r * y_row + at;
+        if (!coef) {
+          for (int64_t k = 0; k < members; ++k) copy(dx + x_off[k] + x_at, dy + y_off[k] + y_at, len, stream);
+          continue;
+        }
+        block_moments(x, x_off, static_cast<T*>(nullptr), nullptr, x_at, 0, members, len, inv_divisor, eps, false,
+                      mean, scale);
+        const A a = coef[s];
+        for (int64_t i = 0; i < len; ++i) scale[i] = a / std::sqrt(scale[i]);
+        for (int64_t k = 0; k < members; ++k)
+          store_grad(dx + x_off[k] + x_at, dy + y_off[k] + y_at, x + x_off[k] + x_at, mean, scale, len, stream);
+      }
+}
+
+// float32: one clone per ISA (external linkage so the ifunc resolvers can be emitted).
+PROGAN_FAST_MULTIVERSION
+void forward_task_f32(const float* x, float* y, const int64_t* x_off, const int64_t* y_off, int64_t members,
+                      int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row, float inv_divisor,
+                      float eps, bool stream, double* sums) {
+  forward_task<float>(x, y, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, inv_divisor, eps, stream,
+                      sums);
+}
+
+PROGAN_FAST_MULTIVERSION
+void write_pixels_f32(float* y, const float* x, int64_t rows, int64_t C, int64_t F, const float* stat, bool stream) {
+  write_pixels<float>(y, x, rows, C, F, stat, stream);
+}
+
+PROGAN_FAST_MULTIVERSION
+void backward_task_f32(const float* dy, const float* x, float* dx, const int64_t* x_off, const int64_t* y_off,
+                       int64_t members, int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
+                       const float* coef, float inv_divisor, float eps, bool stream) {
+  backward_task<float>(dy, x, dx, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, coef, inv_divisor,
+                       eps, stream);
+}
+
+namespace {
+
+// The task loops for any element type: float32 through its ISA clones, the others compiled for the baseline.
+template <typename T>
+void run_forward_task(const T* x, T* y, const int64_t* x_off, const int64_t* y_off, int64_t members, int64_t rows,
+                      int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row, acc_t<T> inv_divisor,
+                      acc_t<T> eps, bool stream, double* sums) {
+  if constexpr (std::is_same_v<T, float>)
+    forward_task_f32(x, y, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, inv_divisor, eps, stream,
+                     sums);
+  else
+    forward_task<T>(x, y, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, inv_divisor, eps, stream,
+                    sums);
+}
+
+template <typename T>
+void run_write_pixels(T* y, const T* x, int64_t rows, int64_t C, int64_t F, const T* stat, bool stream) {
+  if constexpr (std::is_same_v<T, float>)
+    write_pixels_f32(y, x, rows, C, F, stat, stream);
+  else
+    write_pixels<T>(y, x, rows, C, F, stat, stream);
+}
+
+template <typename T>
+void run_backward_task(const T* dy, const T* x, T* dx, const int64_t* x_off, const int64_t* y_off, int64_t members,
+                       int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
+                       const acc_t<T>* coef, acc_t<T> inv_divisor, acc_t<T> eps, bool stream) {
+  if constexpr (std::is_same_v<T, float>)
+    backward_task_f32(dy, x, dx, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, coef, inv_divisor, eps,
+                      stream);
+  else
+    backward_task<T>(dy, x, dx, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, coef, inv_divisor, eps,
+                     stream);
+}
+
+// ---- work split ----
+// A task is one sample group and a run of positions. NCHW: a run of the K positions of one channel group (tasks
+// ordered group, channel group, run; the run is contiguous in x and y). channels_last: a run of whole pixels, all
+// channel groups (contiguous in x; y rows have the F statistic values after each pixel's C channels).
+struct Task {
+  int64_t group, feature;  // feature: the channel group (NCHW only)
+  int64_t start;           // first position within the channel group [NCHW] or first pixel [channels_last]
+  int64_t length;          // positions [NCHW] or pixels [channels_last]
+};
+
+struct Tasks {
+  const Geometry& g;
+  int64_t run_length;  // positions [NCHW] or pixels [channels_last] per task
+  int64_t runs;        // per group [channels_last] or per (group, channel group) [NCHW]
+
+  explicit Tasks(const Geometry& geo) : g(geo) {
+    if (g.channels_last) {
+      run_length = std::max<int64_t>(1, kTaskPositions / std::max<int64_t>(g.channels, 1));
+      runs = (g.pixels + run_length - 1) / run_length;
+    } else {
+      run_length = kTaskPositions;
+      runs = (g.positions() + run_length - 1) / run_length;
+    }
+  }
+  int64_t count() const { return g.groups * (g.channels_last ? 1 : g.features) * runs; }
+  // Task index of run `run` of group m and channel group f (NCHW) or of group m (channels_last, f ignored).
+  int64_t index(int64_t m, int64_t f, int64_t run) const {
+    return (g.channels_last ? m : m * g.features + f) * runs + run;
+  }
+  Task operator[](int64_t task) const {
+    const int64_t run = task % runs, rest = task / runs;
+    const int64_t total = g.channels_last ? g.pixels : g.positions();
+    const int64_t start = run * run_length;
+    if (g.channels_last) return {rest, 0, start, std::min(run_length, total - start)};
+    return {rest / g.features, rest % g.features, start, std::min(run_length, total - start)};
+  }
+  // Tasks per parallel_for chunk: at least ATen's grain of elements, so small tensors stay on the calling thread.
+  int64_t grain() const {
+    const int64_t per_task = g.group_size * (g.channels_last ? run_length * g.channels : run_length);
+    return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, per_task));
+  }
+  // Offsets of the task's first element in every member's sample: in x (and dx), and in y (and grad_y).
+  void offsets(const Task& t, int64_t* x_off, int64_t* y_off) const {
+    for (int64_t k = 0; k < g.group_size; ++k) {
+      const int64_t n = g.sample(t.group, k);
+      if (g.channels_last) {
+        x_off[k] = n * g.x_sample_stride() + t.start * g.channels;
+        y_off[k] = n * g.y_sample_stride() + t.start * (g.channels + g.features);
+      } else {
+        x_off[k] = n * g.x_sample_stride() + g.x_offset(t.feature, t.start);
+        y_off[k] = n * g.y_sample_stride() + g.y_offset(t.feature, t.start);
+      }
+    }
+  }
+  // The task's shape for forward_task/backward_task: rows, segments per row, segment length, row strides.
+  struct Shape {
+    int64_t rows, segments, seg_len, x_row, y_row;
+  };
+  Shape shape(const Task& t) const {
+    if (g.channels_last)
+      return {t.length, g.features, g.channels_per_feature(), g.channels, g.channels + g.features};
+    return {1, 1, t.length, 0, 0};
+  }
+};
+
+int64_t per_sample_grain(const Geometry& g) {
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, g.features * g.pixels));
+}
+
+// ---- forward ----
+
+// s[m, f] = (sum of group m's partial sums, in task order) / K for groups [m0, m1); zero for contiguous groups
+// of one.
+template <typename T>
+void statistics(const Geometry& g, const Tasks& tasks, const std::vector<double>& partial, int64_t m0, int64_t m1,
+                std::vector<T>& stat) {
+  const int64_t F = g.features;
+  const double K = static_cast<double>(g.positions());
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t f = 0; f < F; ++f) {
+      double sum = 0;
+      for (int64_t run = 0; run < tasks.runs; ++run) sum += partial[tasks.index(m, f, run) * F + f];
+      stat[m * F + f] = g.zero ? T(0) : static_cast<T>(static_cast<acc_t<T>>(sum / K));
+    }
+}
+
+// Statistic partial sums of tasks [begin, end): partial[task * F + f] (NCHW tasks have one channel group). With
+// y (NCHW), the members are copied into y as they are read.
+template <typename T>
+void statistic_tasks(const Geometry& g, const Tasks& tasks, const T* x, T* y, int64_t begin, int64_t end,
+                     double eps_in, bool stream, std::vector<double>& partial) {
+  using A = acc_t<T>;
+  const int64_t F = g.features, G = g.group_size;
+  const A inv_divisor = static_cast<A>(g.inv_divisor), eps = static_cast<A>(eps_in);
+  at::parallel_for(begin, end, tasks.grain(), [&](int64_t first, int64_t last) {
+    std::vector<int64_t> x_off(G), y_off(G);
+    for (int64_t i = first; i < last; ++i) {
+      const Task t = tasks[i];
+      const Tasks::Shape sh = tasks.shape(t);
+      tasks.offsets(t, x_off.data(), y_off.data());
+      run_forward_task(x, y, x_off.data(), y_off.data(), G, sh.rows, sh.segments, sh.seg_len, sh.x_row, sh.y_row,
+                       inv_divisor, eps, stream, g.zero ? nullptr : partial.data() + i * F + t.feature);
+    }
+    stream_fence(stream);
+  });
+}
+
+// NCHW: one pass over x, copying it into y while the statistic is accumulated; then the F statistic planes.
+template <typename T>
+void forward_nchw(const Geometry& g, const T* x, T* y, double eps, bool stream) {
+  const Tasks tasks(g);
+  const int64_t F = g.features, P = g.pixels;
+  std::vector<double> partial(tasks.count() * F, 0.0);
+  statistic_tasks(g, tasks, x, y, 0, tasks.count(), eps, stream, partial);
+  std::vector<T> stat(g.groups * F);
+  statistics(g, tasks, partial, 0, g.groups, stat);
+  at::parallel_for(0, g.samples, per_sample_grain(g), [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n)
+      for (int64_t f = 0; f < F; ++f) {
+        T* plane = y + n * g.y_sample_stride() + g.stat_offset(f, 0);
+        std::fill(plane, plane + P, stat[g.group_of(n) * F + f]);
+      }
+  });
+}
+
+// channels_last: the statistic slots sit between the pixels' channels, so y is written once the statistic is
+// known, row after row (filling them in afterwards would read back one line per pixel). Groups go in waves of
+// about kWaveBytes of x: a wave's statistic pass reads them, its write pass re-reads them from the cache.
+constexpr int64_t kWaveBytes = 4 << 20;
+
+template <typename T>
+void forward_channels_last(const Geometry& g, const T* x, T* y, double eps, bool stream) {
+  const Tasks tasks(g);
+  const int64_t F = g.features, G = g.group_size, C = g.channels;
+  const int64_t group_bytes = G * g.x_sample_stride() * int64_t(sizeof(T));
+  const int64_t wave = std::max<int64_t>(1, kWaveBytes / std::max<int64_t>(1, group_bytes));
+  std::vector<double> partial(tasks.count() * F, 0.0);
+  std::vector<T> stat(g.groups * F);
+  for (int64_t m0 = 0; m0 < g.groups; m0 += wave) {
+    const int64_t m1 = std::min(g.groups, m0 + wave);
+    if (!g.zero) statistic_tasks<T>(g, tasks, x, nullptr, tasks.index(m0, 0, 0), tasks.index(m1, 0, 0), eps,
+                                    false, partial);
+    statistics(g, tasks, partial, m0, m1, stat);
+    // write tasks: (group, member, run of pixels)
+    at::parallel_for(0, (m1 - m0) * G * tasks.runs, tasks.grain() * G, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t run = i % tasks.runs, k = i / tasks.runs % G, m = m0 + i / tasks.runs / G;
+        const int64_t n = g.sample(m, k), p0 = run * tasks.run_length;
+        const int64_t rows = std::min(tasks.run_length, g.pixels - p0);
+        run_write_pixels(y + n * g.y_sample_stride() + p0 * (C + F), x + n * g.x_sample_stride() + p0 * C, rows, C,
+                         F, stat.data() + m * F, stream);
+      }
+      stream_fence(stream);
+    });
+  }
+}
+
+template <typename T>
+void forward(const Geometry& g, const T* x, T* y, double eps) {
+  const bool stream = g.samples * g.y_sample_stride() * int64_t(sizeof(T)) >= kStreamBytes;
+  if (g.channels_last)
+    forward_channels_last(g, x, y, eps, stream);
+  else
+    forward_nchw(g, x, y, eps, stream);
+}
+
+// ---- backward ----
+
+template <typename T>
+void backward(const Geometry& g, const T* dy, const T* x, T* dx, double eps_in) {
+  using A = acc_t<T>;
+  const Tasks tasks(g);
+  const int64_t F = g.features, G = g.group_size, P = g.pixels;
+  const bool stream = g.samples * g.x_sample_stride() * int64_t(sizeof(T)) >= kStreamBytes;
+  const A inv_divisor = static_cast<A>(g.inv_divisor), eps = static_cast<A>(eps_in);
+
+  // a[m, f] = (sum over group m's samples and H x W of dy's statistic channel f) / (K * D). None for a zero
+  // statistic: dx is then dy's first C channels.
+  std::vector<A> a(g.groups * F);
+  if (!g.zero) {
+    std::vector<double> per_sample(g.samples * F);
+    at::parallel_for(0, g.samples, per_sample_grain(g), [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n)
+        for (int64_t f = 0; f < F; ++f) {
+          const T* dyn = dy + n * g.y_sample_stride();
+          double sum = 0;
+          for (int64_t p = 0; p < P; ++p) sum += static_cast<double>(to_acc(dyn[g.stat_offset(f, p)]));
+          per_sample[n * F + f] = sum;
+        }
+    });
+    const double KD = static_cast<double>(g.positions()) / g.inv_divisor;
+    for (int64_t m = 0; m < g.groups; ++m)
+      for (int64_t f = 0; f < F; ++f) {
+        double sum = 0;
+        for (int64_t k = 0; k < G; ++k) sum += per_sample[g.sample(m, k) * F + f];
+        a[m * F + f] = static_cast<A>(sum / KD);
+      }
+  }
+
+  at::parallel_for(0, tasks.count(), tasks.grain(), [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> x_off(G), y_off(G);
+    for (int64_t i = begin; i < end; ++i) {
+      const Task t = tasks[i];
+      const Tasks::Shape sh = tasks.shape(t);
+      tasks.offsets(t, x_off.data(), y_off.data());
+      run_backward_task(dy, x, dx, x_off.data(), y_off.data(), G, sh.rows, sh.segments, sh.seg_len, sh.x_row,
+                        sh.y_row, g.zero ? nullptr : a.data() + t.group * F + t.feature, inv_divisor, eps, stream);
+    }
+    stream_fence(stream);
+  });
+}
+
+// ---- dispatch ----
+
+at::Tensor minibatch_stddev_forward_cpu(const at::Tensor& x_in, int64_t group_size, c10::string_view grouping,
+                                        bool unbiased, double eps, int64_t features) {
+  MinibatchStddevForwardOperands o(x_in, group_size, std::string_view(grouping.data(), grouping.size()), unbiased,
+                                   features);
+  if (o.y.numel() == 0) return o.y;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, o.x.scalar_type(), "minibatch_stddev_forward", [&] {
+    forward<scalar_t>(o.geo, o.x.const_data_ptr<scalar_t>(), o.y.mutable_data_ptr<scalar_t>(), eps);
+  });
+  return o.y;
+}
+
+at::Tensor minibatch_stddev_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor& x_in, int64_t group_size,
+                                         c10::string_view grouping, bool unbiased, double eps, int64_t features) {
+  MinibatchStddevBackwardOperands o(grad_y_in, x_in, group_size, std::string_view(grouping.data(), grouping.size()),
+                                    unbiased, features);
+  if (o.grad_x.numel() == 0) return o.grad_x;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, o.x.scalar_type(), "minibatch_stddev_backward", [&] {
+    backward<scalar_t>(o.geo, o.grad_y.const_data_ptr<scalar_t>(), o.x.const_data_ptr<scalar_t>(),
+                       o.grad_x.mutable_data_ptr<scalar_t>(), eps);
+  });
+  return o.grad_x;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(progan_fast, CPU, m) {
+  m.impl("minibatch_stddev_forward", &minibatch_stddev_forward_cpu);
+  m.impl("minibatch_stddev_backward", &minibatch_stddev_backward_cpu);
+}
+
+}  // namespace minibatch_stddev_cpu
+}  // namespace progan_fast

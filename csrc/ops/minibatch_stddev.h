@@ -1,0 +1,328 @@
+// Minibatch stddev's CUDA kernels as per-thread phase functions (the kernel shape of csrc/ops/phases.h), compiled by
+// nvcc (csrc/cuda/minibatch_stddev.cu) and by g++ for the emulated family that runs every thread of the real launch.
+// Index math and grouping: ops/minibatch_stddev_geometry.h.
+//
+// Forward, two kernels (a grid-wide reduction needs the grid to finish; no atomics, so the result is
+// deterministic):
+//   ForwardStatKernel  one block per (group m, channel group f, chunk of positions). Each thread takes positions
+//                      kThreads apart (consecutive threads, consecutive addresses: coalesced in both layouts), and
+//                      for each reads the G members twice (mean, then variance; the second read hits L1), copies
+//                      them into y, and adds sqrt(var + eps) to its partial sum. Phases: accumulate -> tree
+//                      reduction over the block (one barrier per halving) -> thread 0 writes the chunk's partial.
+//   ForwardStatWrite   one block per (sample n, channel group f, run of pixels): the threads add the chunks'
+//                      partials of (m(n), f) (tree reduction, fixed order), and write s = total / K to y's channel
+//                      C + f over the run. x is read once and y written once: no separate concatenation.
+// Backward, two kernels: BackwardStatKernel, one block per (m, f), reduces grad_y's statistic channel over the
+// group and H x W into a[m, f] = sum / (K * D); BackwardKernel, one thread per position of a group, recomputes the
+// members' mean and sigma and writes dx = grad_y[:, :C] + (x - mean) * a / sigma for every member.
+#pragma once
+#include "ops/minibatch_stddev_geometry.h"
+#include "ops/phases.h"
+
+#if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+namespace progan_fast::minibatch_stddev_cuda {
+
+using hd::opmath_t;
+using minibatch_stddev::Geometry;
+
+constexpr int kThreads = 256;
+constexpr int kReduceSteps = 8;  // log2(kThreads)
+// Positions per thread and block in the position kernels: up to kMaxIterations, fewer until the grid has
+// kMinBlocks blocks (two waves of 2 blocks per SM on a 132-SM H100).
+constexpr int64_t kMaxIterations = 16;
+constexpr int64_t kMinBlocks = 512;
+// Pixels of one statistic channel a ForwardStatWrite block writes.
+constexpr int64_t kWritePixels = 4 * kThreads;
+
+struct LaunchConfig {
+  int64_t chunk = 1;       // positions per block of the position kernels
+  int64_t chunks = 0;      // per (group, channel group)
+  int64_t pixel_runs = 0;  // ForwardStatWrite blocks per (sample, channel group)
+};
+
+inline LaunchConfig launch_config(const Geometry& g) {
+  LaunchConfig cfg;
+  const int64_t K = g.positions();
+  int64_t iterations = kMaxIterations;
+  while (iterations > 1 && g.groups * g.features * hd::ceil_div(K, kThreads * iterations) < kMinBlocks)
+    iterations /= 2;
+  cfg.chunk = kThreads * iterations;
+  cfg.chunks = hd::ceil_div(K, cfg.chunk);
+  cfg.pixel_runs = hd::ceil_div(g.pixels, kWritePixels);
+  return cfg;
+}
+
+template <typename acc_t>
+struct Shared {
+  acc_t partial[kThreads];
+};
+
+template <typename acc_t>
+PF_HD void reduce_step(Shared<acc_t>& sh, int tid, int half) {
+  if (tid < half) sh.partial[tid] += sh.partial[tid + half];
+}
+
+// The members' mean and sigma^2 = var + eps at one position (x + member offsets + `offset`); with `copy_to`, the
+// forward's copy of every member into y while it is read.
+template <typename scalar_t>
+struct Moments {
+  opmath_t<scalar_t> mean, sigma_sq;
+};
+
+template <typename scalar_t>
+PF_HD Moments<scalar_t> moments_at(const Geometry& g, const scalar_t* x, int64_t m, int64_t x_off, scalar_t* y,
+                                   int64_t y_off, opmath_t<scalar_t> eps) {
+  using acc_t = opmath_t<scalar_t>;
+  acc_t sum = 0;
+  for (int64_t k = 0; k < g.group_size; ++k) {
+    const int64_t n = g.sample(m, k);
+    const scalar_t v = x[n * g.x_sample_stride() + x_off];
+    sum += hd::to_acc(v);
+    if (y) y[n * g.y_sample_stride() + y_off] = v;
+  }
+  const acc_t mean = sum * acc_t(g.inv_group_size);
+  acc_t ss = 0;
+  for (int64_t k = 0; k < g.group_size; ++k) {
+    const acc_t d = hd::to_acc(x[g.sample(m, k) * g.x_sample_stride() + x_off]) - mean;
+    ss += d * d;
+  }
+  return {mean, ss * acc_t(g.inv_divisor) + eps};
+}
+
+// Block b of the position kernels: (group, channel group, chunk). Block indices and positions are 32-bit (grids
+// are, and the hosts refuse K >= 2^31).
+struct Chunk {
+  uint32_t group, feature, start, end;
+};
+
+PF_HD Chunk chunk_of(const Geometry& g, const LaunchConfig& cfg, int64_t block) {
+  Chunk c;
+  const uint32_t b = static_cast<uint32_t>(block), chunks = static_cast<uint32_t>(cfg.chunks);
+  const uint32_t features = static_cast<uint32_t>(g.features);
+  const uint32_t chunk = b % chunks, rest = b / chunks;
+  c.feature = rest % features;
+  c.group = rest / features;
+  c.start = chunk * static_cast<uint32_t>(cfg.chunk);
+  const int64_t end = int64_t(c.start) + cfg.chunk;
+  c.end = static_cast<uint32_t>(end < g.positions() ? end : g.positions());
+  return c;
+}
+
+template <typename scalar_t>
+struct ForwardStatKernel {
+  using acc_t = opmath_t<scalar_t>;
+  static constexpr int kThreads = minibatch_stddev_cuda::kThreads;
+  using Shared = minibatch_stddev_cuda::Shared<acc_t>;
+  Geometry g;
+  LaunchConfig cfg;
+  const scalar_t* x;
+  scalar_t* y;
+  acc_t* partial;  // one per block
+  acc_t eps;
+
+  PF_HD int64_t blocks() const { return g.groups * g.features * cfg.chunks; }
+  PF_HD int phases() const { return kReduceSteps + 2; }
+  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
+    if (p == 0) {
+      const Chunk c = chunk_of(g, cfg, block);
+      acc_t acc = 0;
+      for (uint32_t j = c.start + tid; j < c.end; j += kThreads) {
+        const Moments<scalar_t> mo = moments_at(g, x, c.group, g.x_offset(c.feature, j), y, g.y_offset(c.feature, j),
+                                                eps);
+        acc += std::sqrt(mo.sigma_sq);
+      }
+      sh.partial[tid] = acc;
+    } else if (p <= kReduceSteps) {
+      reduce_step(sh, tid, kThreads >> p);
+    } else if (tid == 0) {
+      partial[block] = sh.partial[0];
+    }
+  }
+};
+
+template <typename scalar_t>
+struct ForwardStatWrite {
+  using acc_t = opmath_t<scalar_t>;
+  static constexpr int kThreads = minibatch_stddev_cuda::kThreads;
+  using Shared = minibatch_stddev_cuda::Shared<acc_t>;
+  Geometry g;
+  LaunchConfig cfg;
+  const acc_t* partial;
+  scalar_t* y;
+
+  PF_HD int64_t blocks() const { return g.samples * g.features * cfg.pixel_runs; }
+  PF_HD int phases() const { return kReduceSteps + 2; }
+  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
+    const uint32_t b = static_cast<uint32_t>(block), runs = static_cast<uint32_t>(cfg.pixel_runs);
+    const uint32_t features = static_cast<uint32_t>(g.features);
+    const uint32_t run = b % runs, f = b / runs % features, n = b / runs / features;
+    if (p == 0) {
+      const uint32_t m = g.strided ? n % static_cast<uint32_t>(g.groups) : n / static_cast<uint32_t>(g.group_size);
+      const acc_t* chunks = partial + (int64_t(m) * g.features + f) * cfg.chunks;
+      acc_t acc = 0;
+      for (int64_t i = tid; i < cfg.chunks; i += kThreads) acc += chunks[i];
+      sh.partial[tid] = acc;
+    } else if (p <= kReduceSteps) {
+      reduce_step(sh, tid, kThreads >> p);
+    } else {
+      const scalar_t s = hd::from_acc<scalar_t>(g.zero ? acc_t(0) : sh.partial[0] / acc_t(g.positions()));
+      const int64_t end = (run + 1) * kWritePixels < g.pixels ? (run + 1) * kWritePixels : g.pixels;
+      scalar_t* yn = y + int64_t(n) * g.y_sample_stride();
+      for (int64_t pixel = run * kWritePixels + tid; pixel < end; pixel += kThreads) yn[g.stat_offset(f, pixel)] = s;
+    }
+  }
+};
+
+template <typename scalar_t>
+struct BackwardStatKernel {
+  using acc_t = opmath_t<scalar_t>;
+  static constexpr int kThreads = minibatch_stddev_cuda::kThreads;
+  using Shared = minibatch_stddev_cuda::Shared<acc_t>;
+  Geometry g;
+  const scalar_t* grad_y;
+  acc_t* a;  // one per (group, channel group)
+
+  PF_HD int64_t blocks() const { return g.groups * g.features; }
+  PF_HD int phases() const { return kReduceSteps + 2; }
+  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
+    const uint32_t features = static_cast<uint32_t>(g.features);
+    const uint32_t m = static_cast<uint32_t>(block) / features, f = static_cast<uint32_t>(block) % features;
+    if (p == 0) {
+      acc_t acc = 0;
+      for (int64_t k = 0; k < g.group_size; ++k) {
+        const scalar_t* dyn = grad_y + g.sample(m, k) * g.y_sample_stride();
+        for (int64_t pixel = tid; pixel < g.pixels; pixel += kThreads) acc += hd::to_acc(dyn[g.stat_offset(f, pixel)]);
+      }
+      sh.partial[tid] = acc;
+    } else if (p <= kReduceSteps) {
+      reduce_step(sh, tid, kThreads >> p);
+    } else if (tid == 0) {
+      a[block] = g.zero ? acc_t(0) : sh.partial[0] * acc_t(g.inv_divisor) / acc_t(g.positions());
+    }
+  }
+};
+
+template <typename scalar_t>
+struct BackwardKernel {
+  using acc_t = opmath_t<scalar_t>;
+  static constexpr int kThreads = minibatch_stddev_cuda::kThreads;
+  struct Shared {};
+  Geometry g;
+  LaunchConfig cfg;
+  const scalar_t* grad_y;
+  const scalar_t* x;
+  const acc_t* a;
+  scalar_t* grad_x;
+  acc_t eps;
+
+  PF_HD int64_t blocks() const { return g.groups * g.features * cfg.chunks; }
+  PF_HD int phases() const { return 1; }
+  PF_HD void phase(int, Shared&, int64_t block, int tid) const {
+    const Chunk c = chunk_of(g, cfg, block);
+    const acc_t coef = a[c.group * g.features + c.feature];
+    for (uint32_t j = c.start + tid; j < c.end; j += kThreads) {
+      const int64_t x_off = g.x_offset(c.feature, j), y_off = g.y_offset(c.feature, j);
+      acc_t mean = 0, scale = 0;
+      if (!g.zero) {  // the constant statistic has no gradient: dx = grad_y[:, :C]
+        const Moments<scalar_t> mo = moments_at<scalar_t>(g, x, c.group, x_off, nullptr, 0, eps);
+        mean = mo.mean;
+        scale = coef * hd::rsqrt_acc(mo.sigma_sq);
+      }
+      for (int64_t k = 0; k < g.group_size; ++k) {
+        const int64_t n = g.sample(c.group, k);
+        const int64_t xi = n * g.x_sample_stride() + x_off;
+        grad_x[xi] = hd::from_acc<scalar_t>(hd::to_acc(grad_y[n * g.y_sample_stride() + y_off]) +
+                                            (hd::to_acc(x[xi]) - mean) * scale);
+      }
+    }
+  }
+};
+
+// Type-erased launch parameters: what the host side (csrc/host/minibatch_stddev.h) hands to a family's executor.
+struct ForwardStatParams {
+  Geometry g;
+  const void* x;
+  void* y;
+  void* partial;  // launch_config(g).chunks per (group, channel group), op-math dtype
+  double eps;
+  hd::DType dtype;
+};
+
+struct ForwardWriteParams {
+  Geometry g;
+  const void* partial;
+  void* y;
+  hd::DType dtype;
+};
+
+struct BackwardStatParams {
+  Geometry g;
+  const void* grad_y;
+  void* a;  // one per (group, channel group), op-math dtype
+  hd::DType dtype;
+};
+
+struct BackwardParams {
+  Geometry g;
+  const void* grad_y;
+  const void* x;
+  const void* a;
+  void* grad_x;
+  double eps;
+  hd::DType dtype;
+};
+
+// Each builds the kernel for p's dtype and hands it to `exec` (hd::CudaLaunch on the GPU, hd::Emulate in tests).
+template <typename Exec>
+auto run(const ForwardStatParams& p, const Exec& exec) {
+  return hd::dispatch(p.dtype, [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
+    using acc_t = opmath_t<scalar_t>;
+    return exec(ForwardStatKernel<scalar_t>{p.g, launch_config(p.g), static_cast<const scalar_t*>(p.x),
+                                            static_cast<scalar_t*>(p.y), static_cast<acc_t*>(p.partial),
+                                            static_cast<acc_t>(p.eps)});
+  });
+}
+
+template <typename Exec>
+auto run(const ForwardWriteParams& p, const Exec& exec) {
+  return hd::dispatch(p.dtype, [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
+    using acc_t = opmath_t<scalar_t>;
+    return exec(ForwardStatWrite<scalar_t>{p.g, launch_config(p.g), static_cast<const acc_t*>(p.partial),
+                                           static_cast<scalar_t*>(p.y)});
+  });
+}
+
+template <typename Exec>
+auto run(const BackwardStatParams& p, const Exec& exec) {
+  return hd::dispatch(p.dtype, [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
+    using acc_t = opmath_t<scalar_t>;
+    return exec(BackwardStatKernel<scalar_t>{p.g, static_cast<const scalar_t*>(p.grad_y), static_cast<acc_t*>(p.a)});
+  });
+}
+
+template <typename Exec>
+auto run(const BackwardParams& p, const Exec& exec) {
+  return hd::dispatch(p.dtype, [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
+    using acc_t = opmath_t<scalar_t>;
+    return exec(BackwardKernel<scalar_t>{p.g, launch_config(p.g), static_cast<const scalar_t*>(p.grad_y),
+                                         static_cast<const scalar_t*>(p.x), static_cast<const acc_t*>(p.a),
+                                         static_cast<scalar_t*>(p.grad_x), static_cast<acc_t>(p.eps)});
+  });
+}
+
+#if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
+// Defined in csrc/cuda/minibatch_stddev.cu: enqueue on `stream`, return the launch error.
+cudaError_t cuda_launch(const ForwardStatParams& p, cudaStream_t stream);
+cudaError_t cuda_launch(const ForwardWriteParams& p, cudaStream_t stream);
+cudaError_t cuda_launch(const BackwardStatParams& p, cudaStream_t stream);
+cudaError_t cuda_launch(const BackwardParams& p, cudaStream_t stream);
+#endif
+
+}  // namespace progan_fast::minibatch_stddev_cuda

@@ -1,0 +1,402 @@
+// The equalized-lr epilogue's CUDA kernels as per-thread phase functions (the kernel shape of csrc/ops/phases.h),
+// compiled by nvcc (csrc/cuda/scaled_bias_act.cu) and by g++ for the emulated family that runs every thread of
+// the real launch. y = act(scale * x + bias[c]), act(v) = v > 0 ? v : slope * v, then optionally pixel norm.
+//
+// Threads are laid out as in pixel norm (csrc/ops/pixel_norm.h): work is split into "items" (a pixel with all its
+// channels), each shared by `lanes` threads of a 256-thread block;
+//   rows   (channels contiguous: channels_last, dense layers): an item's lanes are consecutive threads reading
+//          consecutive channels;
+//   planes (NCHW): consecutive threads take consecutive pixels, so every load of a channel is coalesced; lanes
+//          split the channel loop when there are too few pixels to fill the GPU.
+// Forward: [accumulate sum(a^2) -> tree reduction over the lanes ->] write y (and rsqrt). The write phase
+// recomputes a = act(scale * x + bias) from x, re-read from L2 (a block's slice is at most kTileElems elements).
+// Backward: [accumulate sum(grad_y * y) -> reduction ->] write grad_x, leaving each element's contribution to the
+// bias gradient in the block's shared tile (items_per_block x channels) -> one phase that sums the tile over the
+// block's items into a per-block partial: grad_bias comes out of the same sweep, as one row of `workspace`
+// (blocks x channels) per block, which FinishBiasKernel adds up in block order (deterministic, no atomics).
+#pragma once
+#include "common/scaled_bias_act_math.h"
+#include "ops/phases.h"
+
+#if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+namespace progan_fast::scaled_bias_act_cuda {
+
+using hd::opmath_t;
+
+constexpr int kThreads = 256;
+// A block's slice (items_per_block * channels) stays within kTileElems, so the write phase re-reads it from L2
+// and its bias contributions fit the shared tile; in planes layout lanes also split the channel loop until the
+// grid has kMinBlocks blocks, while a block still covers kMinPixelsPerBlock pixels (a 32-byte sector per channel).
+constexpr int64_t kTileElems = 4096;
+constexpr int64_t kMinBlocks = 512;
+constexpr int kMinPixelsPerBlock = 8;
+
+struct LaunchConfig {
+  int64_t items = 0;     // pixels: outer * inner
+  int64_t channels = 1;  // channels of each pixel
+  int64_t inner = 1;     // distance between consecutive channels of a pixel (1: rows layout)
+  int64_t blocks = 0;
+  int lanes = 1;            // threads per item, a power of two <= kThreads
+  int items_per_block = 1;  // kThreads / lanes
+  bool rows = true;
+  // The bias contributions of a block fit its shared tile; otherwise a block has one item and each lane
+  // writes its channels' sums straight to the block's workspace row.
+  PF_HD bool tiled() const { return items_per_block * channels <= kTileElems; }
+  // Tile rows are padded by one so that consecutive items (planes layout) hit different banks.
+  PF_HD int64_t tile_stride() const { return channels + 1; }
+};
+
+// The launch geometry, shared by the launcher and the emulation so both run the same threads.
+inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner) {
+  LaunchConfig cfg;
+  cfg.items = outer * inner;
+  cfg.channels = channels;
+  cfg.inner = inner;
+  cfg.rows = inner == 1;
+  const int channel_lanes = hd::next_pow2(channels);
+  auto slice = [&](int lanes) { return (kThreads / lanes) * channels; };
+  if (cfg.rows) {
+    // A warp per row (fewer lanes for short rows); wide rows get more of the block to bound its slice.
+    cfg.lanes = channel_lanes < 32 ? channel_lanes : 32;
+    while (cfg.lanes < channel_lanes && cfg.lanes < kThreads && slice(cfg.lanes) > kTileElems) cfg.lanes *= 2;
+  } else {
+    const int coalesced_lanes = channel_lanes < kThreads / kMinPixelsPerBlock ? channel_lanes
+                                                                              : kThreads / kMinPixelsPerBlock;
+    cfg.lanes = 1;
+    while (cfg.lanes < channel_lanes && cfg.lanes < kThreads &&
+           ((cfg.lanes < coalesced_lanes && hd::ceil_div(cfg.items, kThreads / cfg.lanes) < kMinBlocks) ||
+            slice(cfg.lanes) > kTileElems))
+      cfg.lanes *= 2;
+  }
+  cfg.items_per_block = kThreads / cfg.lanes;
+  cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
+  return cfg;
+}
+
+// Where one thread works: its item, its lane, and the shared-memory slot of its item's lane 0.
+struct Slot {
+  int64_t item;
+  int item_in_block;
+  int lane;
+  int lane0;
+  bool active;   // item < items (the last block may be partial)
+  int64_t base;  // element offset of the item's channel 0
+};
+
+PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
+  Slot s;
+  if (cfg.rows) {
+    s.item_in_block = tid / cfg.lanes;
+    s.lane = tid % cfg.lanes;
+    s.lane0 = s.item_in_block * cfg.lanes;
+  } else {
+    s.item_in_block = tid % cfg.items_per_block;
+    s.lane = tid / cfg.items_per_block;
+    s.lane0 = s.item_in_block;
+  }
+  s.item = block * cfg.items_per_block + s.item_in_block;
+  s.active = s.item < cfg.items;
+  const int64_t outer = s.item / cfg.inner;
+  s.base = outer * cfg.channels * cfg.inner + (s.item - outer * cfg.inner);
+  return s;
+}
+
+template <typename acc_t>
+PF_HD acc_t act(acc_t v, acc_t slope) {
+  return v > acc_t(0) ? v : v * slope;
+}
+
+template <typename scalar_t>
+struct Epilogue {
+  using acc_t = opmath_t<scalar_t>;
+  const scalar_t* bias;  // null: no bias
+  acc_t scale, slope;
+
+  PF_HD acc_t pre_activation(scalar_t x, int64_t c) const {
+    return hd::to_acc(x) * scale + (bias ? hd::to_acc(bias[c]) : acc_t(0));
+  }
+};
+
+template <typename acc_t>
+struct ReduceShared {
+  acc_t partial[kThreads];  // indexed by thread: a warp's accesses hit distinct banks in both layouts
+};
+
+template <typename acc_t>
+struct BackwardShared {
+  acc_t partial[kThreads];     // sum(grad_y * y)
+  acc_t partial_sq[kThreads];  // sum(y * y)
+  acc_t tile[kTileElems + kThreads];  // [item_in_block][tile_stride]: each element's bias gradient contribution
+};
+
+// One step of the tree reduction over an item's lanes (called for half = lanes/2, ..., 1, a barrier before each).
+template <typename acc_t>
+PF_HD void reduce_step(const LaunchConfig& cfg, acc_t* partial, int tid, int half) {
+  const int lane = cfg.rows ? tid % cfg.lanes : tid / cfg.items_per_block;
+  const int lane_stride = cfg.rows ? 1 : cfg.items_per_block;
+  if (lane < half) partial[tid] += partial[tid + half * lane_stride];
+}
+
+inline int log2_of(int pow2) {
+  int steps = 0;
+  while ((1 << steps) < pow2) ++steps;
+  return steps;
+}
+
+// ---- forward ----
+
+template <typename scalar_t>
+struct ForwardKernel {
+  using acc_t = opmath_t<scalar_t>;
+  static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
+  using Shared = ReduceShared<acc_t>;
+  const scalar_t* x;
+  scalar_t* y;
+  acc_t* rsqrt;  // one per item, with pixel norm
+  Epilogue<scalar_t> epilogue;
+  acc_t eps;
+  bool pixel_norm;
+  LaunchConfig cfg;
+  int reduce_steps;
+
+  PF_HD int64_t blocks() const { return cfg.blocks; }
+  PF_HD int phases() const { return pixel_norm ? reduce_steps + 2 : 1; }
+
+  // Phase 1 with pixel norm: this lane's share of sum(a^2).
+  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
+    const Slot s = slot_of(cfg, block, tid);
+    acc_t sum = 0;
+    if (s.active)
+      for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
+        const acc_t a = act(epilogue.pre_activation(x[s.base + c * cfg.inner], c), epilogue.slope);
+        sum += a * a;
+      }
+    sh.partial[tid] = sum;
+  }
+
+  // Last phase: y = a (* rsqrt(mean(a^2) + eps)); lane 0 stores the rsqrt for backward.
+  PF_HD void write(const Shared& sh, int64_t block, int tid) const {
+    const Slot s = slot_of(cfg, block, tid);
+    if (!s.active) return;
+    acc_t rs = 1;
+    if (pixel_norm) {
+      rs = hd::rsqrt_acc(sh.partial[s.lane0] / acc_t(cfg.channels) + eps);
+      if (s.lane == 0) rsqrt[s.item] = rs;
+    }
+    for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
+      const int64_t off = s.base + c * cfg.inner;
+      y[off] = hd::from_acc<scalar_t>(act(epilogue.pre_activation(x[off], c), epilogue.slope) * rs);
+    }
+  }
+
+  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
+    if (p == phases() - 1) write(sh, block, tid);
+    else if (p == 0) accumulate(sh, block, tid);
+    else reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
+  }
+};
+
+// ---- backward ----
+
+// gv = act'(v) * ga with ga = rsqrt * (grad_y - y * mean(grad_y * y)) under pixel norm, grad_y otherwise;
+// grad_x = scale * gv; grad_bias = sum of gv over every pixel. `saved` is y, or x when saved_is_input (then y and
+// the sign of v are recomputed), or null for a linear activation without pixel norm.
+template <typename scalar_t>
+struct BackwardKernel {
+  using acc_t = opmath_t<scalar_t>;
+  static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
+  using Shared = BackwardShared<acc_t>;
+  const scalar_t* grad_y;
+  const scalar_t* saved;
+  const acc_t* rsqrt;
+  scalar_t* grad_x;
+  acc_t* workspace;  // blocks x channels per-block bias sums; null without a bias gradient
+  Epilogue<scalar_t> epilogue;
+  acc_t eps;
+  bool pixel_norm, saved_is_input;
+  LaunchConfig cfg;
+  int reduce_steps;
+
+  PF_HD int64_t blocks() const { return cfg.blocks; }
+  PF_HD int phases() const {
+    return (pixel_norm ? reduce_steps + 2 : 1) + (workspace && cfg.tiled() ? 1 : 0);
+  }
+
+  struct Element {
+    acc_t y, sign;
+  };
+  // The forward's y and the sign of v at element `off` (channel c) of an item with rsqrt rs.
+  PF_HD Element element(int64_t off, int64_t c, acc_t rs) const {
+    if (!saved) return {acc_t(0), acc_t(1)};  // linear: act' = 1
+    if (!saved_is_input) {
+      const acc_t y = hd::to_acc(saved[off]);
+      return {y, y};
+    }
+    const acc_t v = epilogue.pre_activation(saved[off], c);
+    return {act(v, epilogue.slope) * rs, v};
+  }
+
+  PF_HD acc_t item_rsqrt(const Slot& s) const { return pixel_norm ? rsqrt[s.item] : acc_t(1); }
+
+  // Phase 1 with pixel norm: this lane's share of sum(grad_y * y) and of sum(y * y).
+  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
+    const Slot s = slot_of(cfg, block, tid);
+    acc_t sum = 0, sum_sq = 0;
+    if (s.active) {
+      const acc_t rs = item_rsqrt(s);
+      for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
+        const int64_t off = s.base + c * cfg.inner;
+        const acc_t y = element(off, c, rs).y;
+        sum += hd::to_acc(grad_y[off]) * y;
+        sum_sq += y * y;
+      }
+    }
+    sh.partial[tid] = sum;
+    sh.partial_sq[tid] = sum_sq;
+  }
+
+  // With pixel norm, mean(grad_y * y) is scaled by the factor that restores y's exact norm (it was rounded to
+  // scalar_t when saved; see csrc/common/scaled_bias_act_math.h).
+  PF_HD void write(Shared& sh, int64_t block, int tid) const {
+    const Slot s = slot_of(cfg, block, tid);
+    if (!s.active) return;
+    const acc_t rs = item_rsqrt(s);
+    const acc_t n = acc_t(cfg.channels);
+    const acc_t mean =
+        pixel_norm ? sh.partial[s.lane0] / n * scaled_bias_act_norm_fix(sh.partial_sq[s.lane0] / n, rs, eps) : acc_t(0);
+    for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
+      const int64_t off = s.base + c * cfg.inner;
+      const Element e = element(off, c, rs);
+      const acc_t gy = hd::to_acc(grad_y[off]);
+      const acc_t ga = pixel_norm ? rs * (gy - e.y * mean) : gy;
+      const acc_t gv = e.sign > acc_t(0) ? ga : ga * epilogue.slope;
+      grad_x[off] = hd::from_acc<scalar_t>(gv * epilogue.scale);
+      if (!workspace) continue;
+      if (cfg.tiled()) sh.tile[s.item_in_block * cfg.tile_stride() + c] = gv;
+      else workspace[block * cfg.channels + c] = gv;  // the block's only item
+    }
+  }
+
+  // The block's bias sums: the tile summed over its items, one channel per thread at a time.
+  PF_HD void sum_tile(const Shared& sh, int64_t block, int tid) const {
+    const int64_t first = block * cfg.items_per_block;
+    const int64_t items = cfg.items - first < cfg.items_per_block ? cfg.items - first : cfg.items_per_block;
+    for (int64_t c = tid; c < cfg.channels; c += kThreads) {
+      acc_t sum = 0;
+      for (int64_t i = 0; i < items; ++i) sum += sh.tile[i * cfg.tile_stride() + c];
+      workspace[block * cfg.channels + c] = sum;
+    }
+  }
+
+  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
+    const int write_phase = pixel_norm ? reduce_steps + 1 : 0;
+    if (p == write_phase) {
+      write(sh, block, tid);
+    } else if (p > write_phase) {
+      sum_tile(sh, block, tid);
+    } else if (p == 0) {
+      accumulate(sh, block, tid);
+    } else {
+      reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
+      reduce_step(cfg, sh.partial_sq, tid, cfg.lanes >> p);
+    }
+  }
+};
+
+// grad_bias[c] = sum over blocks of workspace[block][c], in block order: one thread per channel.
+template <typename scalar_t>
+struct FinishBiasKernel {
+  using acc_t = opmath_t<scalar_t>;
+  static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
+  struct Shared {};
+  const acc_t* workspace;
+  scalar_t* grad_bias;
+  int64_t rows, channels;
+
+  PF_HD int64_t blocks() const { return hd::ceil_div(channels, kThreads); }
+  PF_HD int phases() const { return 1; }
+  PF_HD void phase(int, Shared&, int64_t block, int tid) const {
+    const int64_t c = block * kThreads + tid;
+    if (c >= channels) return;
+    acc_t sum = 0;
+    for (int64_t r = 0; r < rows; ++r) sum += workspace[r * channels + c];
+    grad_bias[c] = hd::from_acc<scalar_t>(sum);
+  }
+};
+
+// Type-erased launch parameters: what the host side (csrc/host/scaled_bias_act.h) hands to a family's executor.
+struct ForwardParams {
+  const void* x;
+  const void* bias;  // may be null
+  void* y;
+  void* rsqrt;  // with pixel norm
+  int64_t outer, channels, inner;
+  double scale, slope, eps;
+  bool pixel_norm;
+  hd::DType dtype;
+};
+
+struct BackwardParams {
+  const void* grad_y;
+  const void* saved;  // may be null (linear without pixel norm)
+  const void* rsqrt;  // with pixel norm
+  const void* bias;   // read when saved_is_input; may be null
+  void* grad_x;
+  void* workspace;  // workspace_elems(...) op-math values; null without a bias gradient
+  void* grad_bias;  // null without a bias gradient
+  int64_t outer, channels, inner;
+  double scale, slope;
+  bool pixel_norm;
+  double eps;
+  bool saved_is_input;
+  hd::DType dtype;
+};
+
+// Size of BackwardParams::workspace: one row of channels per block.
+inline int64_t workspace_elems(int64_t outer, int64_t channels, int64_t inner) {
+  return launch_config(outer, channels, inner).blocks * channels;
+}
+
+// Builds the kernels for p's dtype and hands them to `exec` (hd::CudaLaunch on the GPU, hd::Emulate in tests).
+template <typename Exec>
+auto run(const ForwardParams& p, const Exec& exec) {
+  return hd::dispatch(p.dtype, [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
+    using acc_t = opmath_t<scalar_t>;
+    const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
+    const Epilogue<scalar_t> epilogue{static_cast<const scalar_t*>(p.bias), static_cast<acc_t>(p.scale),
+                                      static_cast<acc_t>(p.slope)};
+    return exec(ForwardKernel<scalar_t>{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y),
+                                        static_cast<acc_t*>(p.rsqrt), epilogue, static_cast<acc_t>(p.eps),
+                                        p.pixel_norm, cfg, log2_of(cfg.lanes)});
+  });
+}
+
+template <typename Exec>
+auto run(const BackwardParams& p, const Exec& exec) {
+  return hd::dispatch(p.dtype, [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
+    using acc_t = opmath_t<scalar_t>;
+    const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
+    const Epilogue<scalar_t> epilogue{static_cast<const scalar_t*>(p.bias), static_cast<acc_t>(p.scale),
+                                      static_cast<acc_t>(p.slope)};
+    acc_t* workspace = static_cast<acc_t*>(p.workspace);
+    const auto error = exec(BackwardKernel<scalar_t>{
+        static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.saved),
+        static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x), workspace, epilogue,
+        static_cast<acc_t>(p.eps), p.pixel_norm, p.saved_is_input, cfg, log2_of(cfg.lanes)});
+    if (error != decltype(error){} || !workspace) return error;
+    return exec(FinishBiasKernel<scalar_t>{workspace, static_cast<scalar_t*>(p.grad_bias), cfg.blocks, p.channels});
+  });
+}
+
+#if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
+// Defined in csrc/cuda/scaled_bias_act.cu: enqueue on `stream`, return the launch error.
+cudaError_t cuda_launch(const ForwardParams& p, cudaStream_t stream);
+cudaError_t cuda_launch(const BackwardParams& p, cudaStream_t stream);
+#endif
+
+}  // namespace progan_fast::scaled_bias_act_cuda
