@@ -111,12 +111,13 @@ def test_endpoints_are_exact(backend, memory_format):
 def test_gradcheck_and_gradgradcheck(backend, memory_format):
     low = layout(torch.randn(2, 3, 2, 3, dtype=torch.float64), memory_format).requires_grad_()
     high = layout(torch.randn(2, 3, 4, 6, dtype=torch.float64), memory_format).requires_grad_()
+    fast = backend == "triton"  # random projections of the Jacobians: the full ones take half a minute interpreted
     with progan_fast.use_backend(backend):
         for fn, args in [(lambda lo, hi: upsample_blend(lo, hi, 0.3), (low, high)),
                          (lambda lo, hi: upsample_blend(lo, hi, 0.6, 1), (high, high.detach().clone().requires_grad_())),
                          (lambda hi: fade_reals(hi, torch.tensor(0.3)), (high,))]:
-            assert torch.autograd.gradcheck(fn, args)
-            assert torch.autograd.gradgradcheck(fn, args)
+            assert torch.autograd.gradcheck(fn, args, fast_mode=fast)
+            assert torch.autograd.gradgradcheck(fn, args, fast_mode=fast)
 
 
 @pytest.mark.parametrize("backend", UP_BACKENDS)
