@@ -318,7 +318,7 @@ FADE_INLINE void planes_backward_generic(A* __restrict gn, const A* __restrict g
 
 // ---- channels_last: `pixels` rows of C channels; pool[px * CI + k]; wsT[k * C + c], bb[c] ----
 
-// Two pixels at a time: each channel's weights are loaded once for both.
+// G pixels at a time: each channel's weights are loaded once for all of them.
 template <typename A, int CI, int G>
 FADE_INLINE void rows_forward_group(A* __restrict out, const A* __restrict nw, int64_t C, const A* __restrict pool,
                                     const A* __restrict wsT, const A* __restrict bb, A alpha, A slope, bool stream,
@@ -357,11 +357,11 @@ template <typename A, int CI>
 FADE_INLINE void rows_forward_ci(A* __restrict out, const A* __restrict nw, int64_t pixels, int64_t C,
                                  const A* __restrict pool, const A* __restrict wsT, const A* __restrict bb, A alpha,
                                  A slope, bool stream) {
-  A buf[2 * kChunk];
+  A buf[4 * kChunk];
   int64_t px = 0;
-  for (; px + 2 <= pixels; px += 2)
-    rows_forward_group<A, CI, 2>(out + px * C, nw + px * C, C, pool + px * CI, wsT, bb, alpha, slope, stream, buf);
-  if (px < pixels)
+  for (; px + 4 <= pixels; px += 4)
+    rows_forward_group<A, CI, 4>(out + px * C, nw + px * C, C, pool + px * CI, wsT, bb, alpha, slope, stream, buf);
+  for (; px < pixels; ++px)
     rows_forward_group<A, CI, 1>(out + px * C, nw + px * C, C, pool + px * CI, wsT, bb, alpha, slope, stream, buf);
   stream_fence(stream);
 }
