@@ -95,6 +95,15 @@ FADE_INLINE void copy_out(double* __restrict dst, const double* __restrict src, 
   std::memcpy(dst, src, n * sizeof(double));
 }
 
+// The L1 buffer of `rows` rows that the loops compute into before a streaming copy, 512 bytes past a page boundary.
+// The loops store into it at the same offsets as they load their inputs, which sit at page-aligned offsets in
+// large tensors; a buffer at a similar page offset made the loads wait on the stores to it ("4K aliasing").
+template <typename A, int rows>
+struct StreamBuffer {
+  alignas(4096) A storage[512 / sizeof(A) + rows * kChunk];
+  A* data() { return storage + 512 / sizeof(A); }
+};
+
 // Non-temporal stores are weakly ordered: fence before another thread may read them.
 FADE_INLINE void stream_fence(bool stream) {
 #if defined(__SSE2__)
@@ -151,7 +160,8 @@ FADE_INLINE void planes_forward_ci(A* __restrict out, const A* __restrict nw, in
                                    const A* __restrict pool, int64_t P, const A* __restrict ws,
                                    const A* __restrict bb, A alpha, A slope, bool stream) {
   constexpr int G = 4;
-  A buf[G * kChunk];
+  StreamBuffer<A, G> storage;
+  A* buf = storage.data();
   int64_t c = 0;
   for (; c + G <= channels; c += G)
     planes_forward_group<A, CI, G>(out + c * cs, nw + c * cs, cs, pool, P, ws + c * CI, bb + c, alpha, slope, stream,
@@ -267,7 +277,8 @@ FADE_INLINE void planes_backward_ci(A* __restrict gn, const A* __restrict g, int
                                     const A* __restrict pool, A* __restrict gpool, int64_t P,
                                     const A* __restrict ws, const A* __restrict bb, A alpha, A slope,
                                     A* __restrict partial, bool stream) {
-  A buf[2 * kChunk];
+  StreamBuffer<A, 2> storage;
+  A* buf = storage.data();
   int64_t c = 0;
   for (; c + 2 <= channels; c += 2)
     planes_backward_group<A, CI, 2>(gn + c * cs, g + c * cs, cs, pool, gpool, P, ws + c * CI, bb + c, alpha, slope,
@@ -330,8 +341,10 @@ FADE_INLINE void rows_forward_group(A* __restrict out, const A* __restrict nw, i
     for (int k = 0; k < CI; ++k) pk[j][k] = pool[j * CI + k];
   for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
     const int64_t n = std::min(kChunk, C - c0);
+    // Whole rows (C <= kChunk) are buffered back to back, like the pixels in memory: one streaming copy for all.
+    const int64_t row = n == C ? C : kChunk;
     A* dst[G];
-    for (int j = 0; j < G; ++j) dst[j] = stream ? buf + j * kChunk : out + j * C + c0;
+    for (int j = 0; j < G; ++j) dst[j] = stream ? buf + j * row : out + j * C + c0;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       A w[CI];
@@ -348,7 +361,8 @@ FADE_INLINE void rows_forward_group(A* __restrict out, const A* __restrict nw, i
         dst[j][i] = std::fma(coef, v - old, small ? old : v);
       }
     }
-    if (stream)
+    if (stream && row == C) copy_out(out, buf, G * C, true);
+    else if (stream)
       for (int j = 0; j < G; ++j) copy_out(out + j * C + c0, buf + j * kChunk, n, true);
   }
 }
@@ -357,7 +371,8 @@ template <typename A, int CI>
 FADE_INLINE void rows_forward_ci(A* __restrict out, const A* __restrict nw, int64_t pixels, int64_t C,
                                  const A* __restrict pool, const A* __restrict wsT, const A* __restrict bb, A alpha,
                                  A slope, bool stream) {
-  A buf[4 * kChunk];
+  StreamBuffer<A, 4> storage;
+  A* buf = storage.data();
   int64_t px = 0;
   for (; px + 4 <= pixels; px += 4)
     rows_forward_group<A, CI, 4>(out + px * C, nw + px * C, C, pool + px * CI, wsT, bb, alpha, slope, stream, buf);
@@ -405,8 +420,9 @@ FADE_INLINE void rows_backward_group(A* __restrict gn, const A* __restrict g, in
     const int64_t n = std::min(kChunk, C - c0);
     const A* __restrict g0 = g + c0;
     const A* __restrict g1 = g + C + c0;
+    const int64_t row = n == C ? C : kChunk;  // whole rows are buffered back to back: one streaming copy for both
     A* __restrict d0 = stream ? buf : gn + c0;
-    A* __restrict d1 = stream ? buf + kChunk : gn + C + c0;
+    A* __restrict d1 = stream ? buf + row : gn + C + c0;
 #pragma omp simd reduction(+ : t00, t01, t02, t03, t10, t11, t12, t13)
     for (int64_t i = 0; i < n; ++i) {
       A w[4] = {}, a[4] = {};
@@ -451,7 +467,9 @@ FADE_INLINE void rows_backward_group(A* __restrict gn, const A* __restrict g, in
       for (int k = 0; k < CI; ++k) acc[k * C + c0 + i] = a[k];
       acc[CI * C + c0 + i] = ab;
     }
-    if (stream) {
+    if (stream && row == C) {
+      copy_out(gn, buf, G * C, true);
+    } else if (stream) {
       copy_out(gn + c0, buf, n, true);
       if constexpr (G == 2) copy_out(gn + C + c0, buf + kChunk, n, true);
     }
@@ -465,7 +483,8 @@ template <typename A, int CI>
 FADE_INLINE void rows_backward_ci(A* __restrict gn, const A* __restrict g, int64_t pixels, int64_t C,
                                   const A* __restrict pool, A* __restrict gpool, const A* __restrict wsT,
                                   const A* __restrict bb, A alpha, A slope, A* __restrict acc, bool stream) {
-  A buf[2 * kChunk];
+  StreamBuffer<A, 2> storage;
+  A* buf = storage.data();
   int64_t px = 0;
   for (; px + 2 <= pixels; px += 2)
     rows_backward_group<A, CI, 2>(gn + px * C, g + px * C, C, pool + px * CI, gpool + px * CI, wsT, bb, alpha, slope,
