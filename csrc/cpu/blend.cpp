@@ -43,6 +43,12 @@ FADE_INLINE void expand_row(A* __restrict dst, const A* __restrict src, int64_t 
       dst[2 * j] = src[j];
       dst[2 * j + 1] = src[j];
     }
+  } else if (vec == 3 && factor == 2) {  // channels_last RGB: constant strides, so GCC can vectorize it
+    for (int64_t j = 0; j < width; ++j)
+      for (int64_t k = 0; k < 3; ++k) {
+        dst[6 * j + k] = src[3 * j + k];
+        dst[6 * j + 3 + k] = src[3 * j + k];
+      }
   } else if (vec == 1) {
     for (int64_t j = 0; j < width; ++j)
       for (int64_t t = 0; t < factor; ++t) dst[j * factor + t] = src[j];
@@ -59,6 +65,9 @@ FADE_INLINE void pool_row(A* __restrict dst, const A* __restrict src, int64_t wi
                           A scale) {
   if (vec == 1 && factor == 2) {
     for (int64_t j = 0; j < width; ++j) dst[j] = scale * (src[2 * j] + src[2 * j + 1]);
+  } else if (vec == 3 && factor == 2) {
+    for (int64_t j = 0; j < width; ++j)
+      for (int64_t k = 0; k < 3; ++k) dst[3 * j + k] = scale * (src[6 * j + k] + src[6 * j + 3 + k]);
   } else {
     for (int64_t j = 0; j < width; ++j)
       for (int64_t k = 0; k < vec; ++k) {

@@ -46,20 +46,63 @@ constexpr int64_t kStreamBytes = 8 << 20;
 // Values computed into an L1 buffer before a streaming copy, and the generic path's scratch run.
 constexpr int64_t kChunk = 256;
 
-// dst = src (an L1 buffer), with non-temporal stores when `stream`.
-FADE_INLINE void copy_out(float* __restrict dst, const float* __restrict src, int64_t n, bool stream) {
+// Streaming copies of an L1 buffer to memory, with the widest non-temporal store the CPU has (chosen once, at load
+// time, like isa.cpp's F16C conversions): the loops above compute into L1 buffers because GCC's vectorizer has no
+// non-temporal stores, and this copy then costs one load and one store per vector instead of four of each.
+namespace {
+#if PROGAN_FAST_X86_DISPATCH
+__attribute__((target("avx512f"))) void stream_copy_avx512(float* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+  for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 63); ++i) dst[i] = src[i];
+  for (; i + 16 <= n; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+__attribute__((target("avx"))) void stream_copy_avx(float* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+  for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 31); ++i) dst[i] = src[i];
+  for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+  for (; i < n; ++i) dst[i] = src[i];
+}
+#endif
+
+void stream_copy_sse(float* dst, const float* src, int64_t n) {
   int64_t i = 0;
 #if defined(__SSE2__)
-  if (stream) {
-    for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 15); ++i) dst[i] = src[i];
-    for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
-  }
+  for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 15); ++i) dst[i] = src[i];
+  for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
 #endif
   for (; i < n; ++i) dst[i] = src[i];
+}
+
+using StreamCopy = void (*)(float*, const float*, int64_t);
+StreamCopy choose_stream_copy() {
+#if PROGAN_FAST_X86_DISPATCH
+  if (__builtin_cpu_supports("avx512f")) return stream_copy_avx512;
+  if (__builtin_cpu_supports("avx")) return stream_copy_avx;
+#endif
+  return stream_copy_sse;
+}
+const StreamCopy stream_copy = choose_stream_copy();
+}  // namespace
+
+// dst = src (an L1 buffer), with non-temporal stores when `stream`.
+FADE_INLINE void copy_out(float* __restrict dst, const float* __restrict src, int64_t n, bool stream) {
+  if (stream) return stream_copy(dst, src, n);
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 FADE_INLINE void copy_out(double* __restrict dst, const double* __restrict src, int64_t n, bool) {
   std::memcpy(dst, src, n * sizeof(double));
 }
+
+// The L1 buffer of `rows` rows that the loops compute into before a streaming copy, 512 bytes past a page boundary.
+// The loops store into it at the same offsets as they load their inputs, which sit at page-aligned offsets in
+// large tensors; a buffer at a similar page offset made the loads wait on the stores to it ("4K aliasing").
+template <typename A, int rows>
+struct StreamBuffer {
+  alignas(4096) A storage[512 / sizeof(A) + rows * kChunk];
+  A* data() { return storage + 512 / sizeof(A); }
+};
 
 // Non-temporal stores are weakly ordered: fence before another thread may read them.
 FADE_INLINE void stream_fence(bool stream) {
@@ -117,7 +160,8 @@ FADE_INLINE void planes_forward_ci(A* __restrict out, const A* __restrict nw, in
                                    const A* __restrict pool, int64_t P, const A* __restrict ws,
                                    const A* __restrict bb, A alpha, A slope, bool stream) {
   constexpr int G = 4;
-  A buf[G * kChunk];
+  StreamBuffer<A, G> storage;
+  A* buf = storage.data();
   int64_t c = 0;
   for (; c + G <= channels; c += G)
     planes_forward_group<A, CI, G>(out + c * cs, nw + c * cs, cs, pool, P, ws + c * CI, bb + c, alpha, slope, stream,
@@ -233,7 +277,8 @@ FADE_INLINE void planes_backward_ci(A* __restrict gn, const A* __restrict g, int
                                     const A* __restrict pool, A* __restrict gpool, int64_t P,
                                     const A* __restrict ws, const A* __restrict bb, A alpha, A slope,
                                     A* __restrict partial, bool stream) {
-  A buf[2 * kChunk];
+  StreamBuffer<A, 2> storage;
+  A* buf = storage.data();
   int64_t c = 0;
   for (; c + 2 <= channels; c += 2)
     planes_backward_group<A, CI, 2>(gn + c * cs, g + c * cs, cs, pool, gpool, P, ws + c * CI, bb + c, alpha, slope,
@@ -284,29 +329,55 @@ FADE_INLINE void planes_backward_generic(A* __restrict gn, const A* __restrict g
 
 // ---- channels_last: `pixels` rows of C channels; pool[px * CI + k]; wsT[k * C + c], bb[c] ----
 
+// G pixels at a time: each channel's weights are loaded once for all of them.
+template <typename A, int CI, int G>
+FADE_INLINE void rows_forward_group(A* __restrict out, const A* __restrict nw, int64_t C, const A* __restrict pool,
+                                    const A* __restrict wsT, const A* __restrict bb, A alpha, A slope, bool stream,
+                                    A* __restrict buf) {
+  const bool small = alpha < A(0.5);
+  const A coef = small ? alpha : alpha - A(1);
+  A pk[G][CI];
+  for (int j = 0; j < G; ++j)
+    for (int k = 0; k < CI; ++k) pk[j][k] = pool[j * CI + k];
+  for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
+    const int64_t n = std::min(kChunk, C - c0);
+    // Whole rows (C <= kChunk) are buffered back to back, like the pixels in memory: one streaming copy for all.
+    const int64_t row = n == C ? C : kChunk;
+    A* dst[G];
+    for (int j = 0; j < G; ++j) dst[j] = stream ? buf + j * row : out + j * C + c0;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      A w[CI];
+      FADE_UNROLLED
+      for (int k = 0; k < CI; ++k) w[k] = wsT[k * C + c0 + i];
+      const A b = bb[c0 + i];
+      FADE_UNROLLED
+      for (int j = 0; j < G; ++j) {
+        A z = b;
+        FADE_UNROLLED
+        for (int k = 0; k < CI; ++k) z = std::fma(w[k], pk[j][k], z);
+        const A old = z > 0 ? z : z * slope;
+        const A v = nw[j * C + c0 + i];
+        dst[j][i] = std::fma(coef, v - old, small ? old : v);
+      }
+    }
+    if (stream && row == C) copy_out(out, buf, G * C, true);
+    else if (stream)
+      for (int j = 0; j < G; ++j) copy_out(out + j * C + c0, buf + j * kChunk, n, true);
+  }
+}
+
 template <typename A, int CI>
 FADE_INLINE void rows_forward_ci(A* __restrict out, const A* __restrict nw, int64_t pixels, int64_t C,
                                  const A* __restrict pool, const A* __restrict wsT, const A* __restrict bb, A alpha,
                                  A slope, bool stream) {
-  const bool small = alpha < A(0.5);
-  const A coef = small ? alpha : alpha - A(1);
-  A buf[kChunk];
-  for (int64_t px = 0; px < pixels; ++px) {
-    A pk[CI];
-    for (int k = 0; k < CI; ++k) pk[k] = pool[px * CI + k];
-    for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
-      const int64_t n = std::min(kChunk, C - c0);
-      const A* __restrict v = nw + px * C + c0;
-      A* __restrict dst = stream ? buf : out + px * C + c0;
-      for (int64_t i = 0; i < n; ++i) {
-        A z = bb[c0 + i];
-        for (int k = 0; k < CI; ++k) z = std::fma(wsT[k * C + c0 + i], pk[k], z);
-        const A old = z > 0 ? z : z * slope;
-        dst[i] = std::fma(coef, v[i] - old, small ? old : v[i]);
-      }
-      if (stream) copy_out(out + px * C + c0, buf, n, true);
-    }
-  }
+  StreamBuffer<A, 4> storage;
+  A* buf = storage.data();
+  int64_t px = 0;
+  for (; px + 4 <= pixels; px += 4)
+    rows_forward_group<A, CI, 4>(out + px * C, nw + px * C, C, pool + px * CI, wsT, bb, alpha, slope, stream, buf);
+  for (; px < pixels; ++px)
+    rows_forward_group<A, CI, 1>(out + px * C, nw + px * C, C, pool + px * CI, wsT, bb, alpha, slope, stream, buf);
   stream_fence(stream);
 }
 
@@ -332,50 +403,95 @@ FADE_INLINE void rows_forward_generic(A* __restrict out, const A* __restrict nw,
   stream_fence(stream);
 }
 
-// Accumulates into acc[k * C + c] (sum dz * pool_k), acc[CI * C + c] (sum dz); writes gpool[px * CI + k].
+// Two pixels at a time: the channel's weights and accumulators are loaded and stored once for both. Adds into
+// acc[k * C + c] (sum over pixels of dz * pool_k) and acc[CI * C + c] (sum of dz); writes the pixels' gpool.
+template <typename A, int CI, int G>
+FADE_INLINE void rows_backward_group(A* __restrict gn, const A* __restrict g, int64_t C, const A* __restrict pool,
+                                     A* __restrict gpool, const A* __restrict wsT, const A* __restrict bb, A alpha,
+                                     A slope, A* __restrict acc, bool stream, A* __restrict buf) {
+  static_assert(G == 1 || G == 2);
+  const A up = A(1) - alpha, down = (A(1) - alpha) * slope;
+  A pk[2][4] = {};
+  for (int j = 0; j < G; ++j)
+    for (int k = 0; k < CI; ++k) pk[j][k] = pool[j * CI + k];
+  // per pixel j: t_jk = sum over channels of wsT[k, c] * dz
+  A t00 = 0, t01 = 0, t02 = 0, t03 = 0, t10 = 0, t11 = 0, t12 = 0, t13 = 0;
+  for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
+    const int64_t n = std::min(kChunk, C - c0);
+    const A* __restrict g0 = g + c0;
+    const A* __restrict g1 = g + C + c0;
+    const int64_t row = n == C ? C : kChunk;  // whole rows are buffered back to back: one streaming copy for both
+    A* __restrict d0 = stream ? buf : gn + c0;
+    A* __restrict d1 = stream ? buf + row : gn + C + c0;
+#pragma omp simd reduction(+ : t00, t01, t02, t03, t10, t11, t12, t13)
+    for (int64_t i = 0; i < n; ++i) {
+      A w[4] = {}, a[4] = {};
+      FADE_UNROLLED
+      for (int k = 0; k < CI; ++k) {
+        w[k] = wsT[k * C + c0 + i];
+        a[k] = acc[k * C + c0 + i];
+      }
+      const A b = bb[c0 + i];
+      A ab = acc[CI * C + c0 + i];
+      {
+        A z = b;
+        FADE_UNROLLED
+        for (int k = 0; k < CI; ++k) z = std::fma(w[k], pk[0][k], z);
+        const A gv = g0[i];
+        d0[i] = alpha * gv;
+        const A dz = (z > 0 ? up : down) * gv;
+        ab += dz;
+        FADE_UNROLLED
+        for (int k = 0; k < CI; ++k) a[k] = std::fma(dz, pk[0][k], a[k]);
+        t00 += w[0] * dz;
+        if constexpr (CI > 1) t01 += w[1] * dz;
+        if constexpr (CI > 2) t02 += w[2] * dz;
+        if constexpr (CI > 3) t03 += w[3] * dz;
+      }
+      if constexpr (G == 2) {
+        A z = b;
+        FADE_UNROLLED
+        for (int k = 0; k < CI; ++k) z = std::fma(w[k], pk[1][k], z);
+        const A gv = g1[i];
+        d1[i] = alpha * gv;
+        const A dz = (z > 0 ? up : down) * gv;
+        ab += dz;
+        FADE_UNROLLED
+        for (int k = 0; k < CI; ++k) a[k] = std::fma(dz, pk[1][k], a[k]);
+        t10 += w[0] * dz;
+        if constexpr (CI > 1) t11 += w[1] * dz;
+        if constexpr (CI > 2) t12 += w[2] * dz;
+        if constexpr (CI > 3) t13 += w[3] * dz;
+      }
+      FADE_UNROLLED
+      for (int k = 0; k < CI; ++k) acc[k * C + c0 + i] = a[k];
+      acc[CI * C + c0 + i] = ab;
+    }
+    if (stream && row == C) {
+      copy_out(gn, buf, G * C, true);
+    } else if (stream) {
+      copy_out(gn + c0, buf, n, true);
+      if constexpr (G == 2) copy_out(gn + C + c0, buf + kChunk, n, true);
+    }
+  }
+  const A sums[2][4] = {{t00, t01, t02, t03}, {t10, t11, t12, t13}};
+  for (int j = 0; j < G; ++j)
+    for (int k = 0; k < CI; ++k) gpool[j * CI + k] = sums[j][k];
+}
+
 template <typename A, int CI>
 FADE_INLINE void rows_backward_ci(A* __restrict gn, const A* __restrict g, int64_t pixels, int64_t C,
                                   const A* __restrict pool, A* __restrict gpool, const A* __restrict wsT,
                                   const A* __restrict bb, A alpha, A slope, A* __restrict acc, bool stream) {
-  const A up = A(1) - alpha, down = (A(1) - alpha) * slope;
-  A buf[kChunk];
-  for (int64_t px = 0; px < pixels; ++px) {
-    A pk[CI];
-    for (int k = 0; k < CI; ++k) pk[k] = pool[px * CI + k];
-    A t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-    for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
-      const int64_t n = std::min(kChunk, C - c0);
-      const A* __restrict gr = g + px * C + c0;
-      A* __restrict dst = stream ? buf : gn + px * C + c0;
-      A* __restrict ab = acc + CI * C + c0;
-#pragma omp simd reduction(+ : t0, t1, t2, t3)
-      for (int64_t i = 0; i < n; ++i) {
-        A z = bb[c0 + i];
-        for (int k = 0; k < CI; ++k) z = std::fma(wsT[k * C + c0 + i], pk[k], z);
-        const A gv = gr[i];
-        dst[i] = alpha * gv;
-        const A dz = (z > 0 ? up : down) * gv;
-        ab[i] += dz;
-        acc[c0 + i] = std::fma(dz, pk[0], acc[c0 + i]);
-        t0 += wsT[c0 + i] * dz;
-        if constexpr (CI > 1) {
-          acc[C + c0 + i] = std::fma(dz, pk[1], acc[C + c0 + i]);
-          t1 += wsT[C + c0 + i] * dz;
-        }
-        if constexpr (CI > 2) {
-          acc[2 * C + c0 + i] = std::fma(dz, pk[2], acc[2 * C + c0 + i]);
-          t2 += wsT[2 * C + c0 + i] * dz;
-        }
-        if constexpr (CI > 3) {
-          acc[3 * C + c0 + i] = std::fma(dz, pk[3], acc[3 * C + c0 + i]);
-          t3 += wsT[3 * C + c0 + i] * dz;
-        }
-      }
-      if (stream) copy_out(gn + px * C + c0, buf, n, true);
-    }
-    const A sums[4] = {t0, t1, t2, t3};
-    for (int k = 0; k < CI; ++k) gpool[px * CI + k] = sums[k];
-  }
+  StreamBuffer<A, 2> storage;
+  A* buf = storage.data();
+  int64_t px = 0;
+  for (; px + 2 <= pixels; px += 2)
+    rows_backward_group<A, CI, 2>(gn + px * C, g + px * C, C, pool + px * CI, gpool + px * CI, wsT, bb, alpha, slope,
+                                  acc, stream, buf);
+  if (px < pixels)
+    rows_backward_group<A, CI, 1>(gn + px * C, g + px * C, C, pool + px * CI, gpool + px * CI, wsT, bb, alpha, slope,
+                                  acc, stream, buf);
   stream_fence(stream);
 }
 

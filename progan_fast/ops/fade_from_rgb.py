@@ -156,28 +156,28 @@ def _double_backward_formula(gg_images, gg_new, gg_weight, gg_bias, grad_y, imag
     Written in differentiable torch ops of every input, so the derivatives of this are right too."""
     acc = _layout.stat_dtype(grad_y.dtype)
     a = alpha.to(device=grad_y.device, dtype=acc)
-    w = weight.to(acc).flatten(1)
+    conv = torch.nn.functional.conv2d  # the 1x1 convs: oneDNN kernels in the tensors' own memory format
+    w = weight.to(acc)
     pooled = reference.avg_pool2(images.to(acc))
-    z = scale * torch.einsum("ck,nkhw->nchw", w, pooled) + bias_gain * bias.to(acc).view(1, -1, 1, 1)
-    m = torch.full_like(z, negative_slope).masked_fill(z > 0, 1.0)
-    dz = (1 - a) * grad_y.to(acc) * m
+    z = conv(pooled, w * scale, bias.to(acc) * bias_gain)
+    coef = torch.where(z > 0, 1 - a, (1 - a) * negative_slope)  # dz / grad_y = (1 - alpha) * lrelu'(z)
     h = None
-    if gg_bias is not None:
-        h = bias_gain * gg_bias.to(acc).view(1, -1, 1, 1)
-    if gg_weight is not None:
-        term = scale * torch.einsum("ck,nkhw->nchw", gg_weight.to(acc).flatten(1), pooled)
-        h = term if h is None else h + term
+    if gg_weight is not None or gg_bias is not None:
+        h = conv(pooled, torch.zeros_like(w) if gg_weight is None else gg_weight.to(acc) * scale,
+                 None if gg_bias is None else gg_bias.to(acc) * bias_gain)
     gg_pooled = None
     if gg_images is not None:
         gg_pooled = reference.avg_pool2(gg_images.to(acc))
-        term = scale * torch.einsum("ck,nkhw->nchw", w, gg_pooled)
+        term = conv(gg_pooled, w * scale)
         h = term if h is None else h + term
-    grad_grad_y = torch.zeros_like(dz) if h is None else (1 - a) * m * h
+    grad_grad_y = torch.zeros_like(z) if h is None else coef * h
     if gg_new is not None:
         grad_grad_y = grad_grad_y + a * gg_new.to(acc)
+    if gg_weight is not None or gg_pooled is not None:
+        dz = coef * grad_y.to(acc)
     if gg_weight is not None:
-        grad_pooled = scale * torch.einsum("ck,nchw->nkhw", gg_weight.to(acc).flatten(1), dz)
-        grad_images = reference.nearest_up(grad_pooled) * 0.25
+        gg_w_t = gg_weight.to(acc).flatten(1).t().reshape(images.shape[1], -1, 1, 1)
+        grad_images = reference.nearest_up(conv(dz, gg_w_t * scale)) * 0.25
     else:
         grad_images = torch.zeros_like(images, dtype=acc)
     if gg_pooled is not None:

@@ -20,9 +20,8 @@ DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 LAYOUT_IDS = ["nchw", "channels_last"]
 # (low shape, factor): odd sizes, one pixel, a single channel, RGB, factors 1 (a plain lerp) to 8
-UP_CASES = [((2, 3, 4, 4), 2), ((1, 1, 1, 1), 2), ((3, 2, 3, 5), 2), ((2, 3, 2, 3), 4), ((1, 3, 1, 2), 8),
-            ((2, 3, 3, 2), 1)]
-REALS_SHAPES = [(2, 3, 4, 4), (1, 1, 2, 2), (3, 2, 6, 10), (2, 5, 2, 8)]
+UP_CASES = [((1, 1, 1, 1), 2), ((3, 2, 3, 5), 2), ((2, 3, 2, 3), 4), ((1, 3, 1, 2), 8), ((2, 3, 3, 2), 1)]
+REALS_SHAPES = [(1, 1, 2, 2), (3, 2, 6, 10), (2, 3, 2, 8)]
 
 
 def up_loop(x, factor=2):
@@ -82,8 +81,7 @@ def test_fade_reals_parity(backend, dtype, memory_format, shape):
 
 
 @pytest.mark.parametrize("backend", UP_BACKENDS)
-@pytest.mark.parametrize("alpha", [0.0, 0.25, 0.5, 0.7, 1.0])
-@pytest.mark.parametrize("kind", ["float", "tensor"])
+@pytest.mark.parametrize("alpha,kind", [(0.25, "float"), (0.5, "tensor"), (0.7, "tensor"), (0.0, "float")])
 def test_formulas_float64(backend, alpha, kind):
     low = torch.randn(2, 3, 3, 5, dtype=torch.float64)
     high = torch.randn(2, 3, 6, 10, dtype=torch.float64)
@@ -113,12 +111,13 @@ def test_endpoints_are_exact(backend, memory_format):
 def test_gradcheck_and_gradgradcheck(backend, memory_format):
     low = layout(torch.randn(2, 3, 2, 3, dtype=torch.float64), memory_format).requires_grad_()
     high = layout(torch.randn(2, 3, 4, 6, dtype=torch.float64), memory_format).requires_grad_()
+    fast = backend == "triton"  # random projections of the Jacobians: the full ones take half a minute interpreted
     with progan_fast.use_backend(backend):
         for fn, args in [(lambda lo, hi: upsample_blend(lo, hi, 0.3), (low, high)),
                          (lambda lo, hi: upsample_blend(lo, hi, 0.6, 1), (high, high.detach().clone().requires_grad_())),
                          (lambda hi: fade_reals(hi, torch.tensor(0.3)), (high,))]:
-            assert torch.autograd.gradcheck(fn, args)
-            assert torch.autograd.gradgradcheck(fn, args)
+            assert torch.autograd.gradcheck(fn, args, fast_mode=fast)
+            assert torch.autograd.gradgradcheck(fn, args, fast_mode=fast)
 
 
 @pytest.mark.parametrize("backend", UP_BACKENDS)
