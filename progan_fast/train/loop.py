@@ -292,7 +292,7 @@ class Trainer:
                                torch.as_tensor(gp_ok, dtype=torch.float32, device=self.device).reshape(())])
         if self.distributed:
             flat = torch.cat([g.reshape(-1).float() for g in grads] + [scalars])
-            dist.all_reduce(flat)
+            self._all_reduce(flat)
             flat /= self.world_size
             torch._foreach_copy_(grads, [chunk.view_as(g) for chunk, g in zip(
                 flat[:-2].split([g.numel() for g in grads]), grads)])
@@ -505,11 +505,20 @@ class Trainer:
         if self.distributed:
             dist.barrier()
 
+    def _all_reduce(self, tensor, op=None):
+        # Gloo's worker thread releases its reference to the tensor just after wait() returns here. Were that the
+        # last reference, the release would take the GIL; after the final collective of a run the interpreter may
+        # already be finalizing, and the thread then aborts the whole process ("terminate called without an active
+        # exception", seen at the end of a torchrun job under load). Holding the latest tensor until the trainer
+        # itself is freed keeps that release a plain C++ refcount decrement.
+        self._last_collective_tensor = tensor
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op is None else op)
+
     def _agree_stop(self):
         if not self.distributed:
             return self._stop_requested
         flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self._all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
     def _on_signal(self, signum, frame):
@@ -609,6 +618,8 @@ class Trainer:
             if interrupted:
                 path = self.save_checkpoint()
                 self.log(f"interrupted at kimg {self.cur_nimg / 1000:.3f}; checkpoint: {path}", flush=True)
+            # Every rank leaves with its collectives finished: none is still in flight at destroy_process_group.
+            self._barrier()
         finally:
             if bar is not None:
                 bar.close()

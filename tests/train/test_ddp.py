@@ -11,6 +11,7 @@ from progan_fast.train import checkpoint
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 WORKER = r'''
+import faulthandler; faulthandler.enable()  # an abort prints where each thread was
 import json, sys
 import torch
 import torch.distributed as dist
