@@ -8,9 +8,11 @@ eq_conv2d does):
   matmul      [O*I, 9] @ a constant 0/1 [9, 16] matrix (sums in the GEMM's order, bf16 rounded once)
   function    progan_fast.ops._resample_kernel, what the ops use: whole-buffer adds of shifted flat views, its
               backward the "valid" 2x2 box sum, each the other's backward
-in three directions: forward; forward+backward (what D's and G's steps run, the gradient penalty included);
-forward+backward with create_graph and the backward of that backward (double backward). Prints a Markdown table
-of medians and minima, and whether each candidate's K and gradients equal the reference's bit for bit.
+and the up conv's conv_transpose2d weight K.flip(-1, -2).transpose(0, 1) made contiguous (as the conv needs it),
+by the reference and by progan_fast.ops._resample_kernel.transposed_resample_kernel; in three directions:
+forward; forward+backward (what D's and G's steps run, the gradient penalty included); forward+backward with
+create_graph and the backward of that backward (double backward). Prints a Markdown table of medians and minima,
+and whether each candidate's kernel and gradients equal the reference's bit for bit.
 """
 import argparse
 import sys
@@ -44,15 +46,23 @@ def box_matmul(weight):
         out_channels, in_channels, k + 1, k + 1)
 
 
-CANDIDATES = {"reference": reference.resample_kernel, "box conv": box_conv, "matmul": box_matmul,
-              "function": _resample_kernel.resample_kernel}
+def reference_up_kernel(weight):
+    return reference.resample_kernel(weight).flip(-1, -2).transpose(0, 1).contiguous()
+
+
+# {kernel: {candidate: function}}, the first candidate of each the reference the others are compared with
+KERNELS = {
+    "K": {"reference": reference.resample_kernel, "box conv": box_conv, "matmul": box_matmul,
+          "function": _resample_kernel.resample_kernel},
+    "up": {"reference": reference_up_kernel, "function": _resample_kernel.transposed_resample_kernel},
+}
 
 
 def build(fn, direction, shape, precision):
     g = torch.Generator().manual_seed(0)
     weight = torch.randn(shape, generator=g)
-    kernel_shape = shape[:2] + (shape[2] + 1, shape[3] + 1)
-    grad_kernel = torch.randn(kernel_shape, generator=g)
+    with torch.no_grad():
+        grad_kernel = torch.randn(fn(weight).shape, generator=g)
     grad_grad_weight = torch.randn(shape, generator=g)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
@@ -71,13 +81,13 @@ def build(fn, direction, shape, precision):
     return run
 
 
-def bitwise_equal_to_reference(fn, precision):
-    """(K equal, dK/dW equal) against the reference on a random 32x16x3x3 weight."""
+def bitwise_equal(fn, reference_fn, precision):
+    """(kernel equal, gradient equal) against reference_fn on a random 32x16x3x3 weight."""
     g = torch.Generator().manual_seed(1)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     w = torch.randn(32, 16, 3, 3, generator=g, dtype=dtype, requires_grad=True)
-    grad_kernel = torch.randn(32, 16, 4, 4, generator=g, dtype=dtype)
-    expected = reference.resample_kernel(w)
+    expected = reference_fn(w)
+    grad_kernel = torch.randn(expected.shape, generator=g, dtype=dtype)
     got = fn(w)
     return (torch.equal(got, expected),
             torch.equal(torch.autograd.grad(got, w, grad_kernel)[0], torch.autograd.grad(expected, w, grad_kernel)[0]))
@@ -91,26 +101,29 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     print(f"allocator: {tune_allocator()}")
     print(f"CPU: {common.describe_cpu(common.cpu_info())}; {torch.get_num_threads()} threads\n")
-    for precision in ("float32", "bf16"):
-        for name, fn in CANDIDATES.items():
-            kernel_equal, grad_equal = bitwise_equal_to_reference(fn, precision)
-            print(f"{precision} {name}: K {'bit-identical' if kernel_equal else 'differs'}, "
-                  f"dK/dW {'bit-identical' if grad_equal else 'differs'} (against the reference)")
+    for kernel, candidates in KERNELS.items():
+        reference_fn = candidates["reference"]
+        for precision in ("float32", "bf16"):
+            for name, fn in candidates.items():
+                kernel_equal, grad_equal = bitwise_equal(fn, reference_fn, precision)
+                print(f"{kernel} {precision} {name}: kernel {'bit-identical' if kernel_equal else 'differs'}, "
+                      f"gradient {'bit-identical' if grad_equal else 'differs'} (against the reference)")
     print()
     clock = common.Clock("cpu")
-    print("| weight | precision | direction | impl | median ms | min ms | vs reference (min) |")
-    print("|---|---|---|---|---|---|---|")
-    for shape in SHAPES:
-        for precision in ("float32", "bf16"):
-            for direction in DIRECTIONS:
-                runs = {name: build(fn, direction, shape, precision) for name, fn in CANDIDATES.items()}
-                times = {k: common.summarize(v) for k, v in
-                         common.interleave(runs, args.rounds, clock, warmup=2).items()}
-                base = times["reference"]["min_s"]
-                for name, t in times.items():
-                    print(f"| {'x'.join(map(str, shape))} | {precision} | {direction} | {name} | "
-                          f"{t['median_s'] * 1e3:.3f} | {t['min_s'] * 1e3:.3f} | {base / t['min_s']:.2f}x |",
-                          flush=True)
+    print("| kernel | weight | precision | direction | impl | median ms | min ms | vs reference (min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kernel, candidates in KERNELS.items():
+        for shape in SHAPES:
+            for precision in ("float32", "bf16"):
+                for direction in DIRECTIONS:
+                    runs = {name: build(fn, direction, shape, precision) for name, fn in candidates.items()}
+                    times = {k: common.summarize(v) for k, v in
+                             common.interleave(runs, args.rounds, clock, warmup=2).items()}
+                    base = times["reference"]["min_s"]
+                    for name, t in times.items():
+                        print(f"| {kernel} | {'x'.join(map(str, shape))} | {precision} | {direction} | {name} | "
+                              f"{t['median_s'] * 1e3:.3f} | {t['min_s'] * 1e3:.3f} | {base / t['min_s']:.2f}x |",
+                              flush=True)
     return 0
 
 

@@ -45,12 +45,11 @@ def _check_fan_in(fan_in, weight):
 
 
 def _conv2d_resample(x, weight, up, down):
-    """reference.conv2d_resample(x, weight, up, down), the same ops on the same values, with the summed kernel
-    from _resample_kernel instead of the reference's pad + slices."""
+    """reference.conv2d_resample(x, weight, up, down), the same convs on the same values, with the summed kernel
+    from _resample_kernel instead of the reference's pad + slices (and, for up, its flip and transpose)."""
     pad = (weight.shape[-1] - 1) // 2
     if up:
-        kernel = _resample_kernel.resample_kernel(weight)
-        return F.conv_transpose2d(x, kernel.flip(-1, -2).transpose(0, 1), stride=2, padding=pad)
+        return F.conv_transpose2d(x, _resample_kernel.transposed_resample_kernel(weight), stride=2, padding=pad)
     if down:
         return F.conv2d(x, _resample_kernel.resample_kernel(weight) * 0.25, stride=2, padding=pad)
     return F.conv2d(x, weight, padding=pad)

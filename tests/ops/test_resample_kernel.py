@@ -28,6 +28,22 @@ def test_kernel_and_gradient_equal_reference_bitwise(shape, dtype, memory_format
     assert got.is_contiguous(memory_format=memory_format) or got.numel() == 0
 
 
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(48, 40, 3, 3), (5, 7, 1, 1), (3, 2, 5, 5), (0, 4, 3, 3)], ids=str)
+def test_transposed_kernel_and_gradient_equal_reference_bitwise(shape, dtype, memory_format):
+    # The up conv's weight, built flipped: the terms in reverse order, which is the reference's order read flipped.
+    w = torch.randn(shape, dtype=dtype).contiguous(memory_format=memory_format).requires_grad_(True)
+    expected = reference.resample_kernel(w).flip(-1, -2).transpose(0, 1)
+    kernel = _resample_kernel.transposed_resample_kernel(w)
+    assert torch.equal(kernel, expected)
+    assert kernel.is_contiguous()
+    grad_kernel = torch.randn(expected.shape, dtype=dtype)
+    got, = torch.autograd.grad(kernel, w, grad_kernel)
+    want, = torch.autograd.grad(expected, w, grad_kernel)
+    assert torch.equal(got, want)
+
+
 def test_gradient_of_non_dense_grad_kernel():
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     grad_kernel = torch.randn(3, 4, 4, 4).transpose(0, 1)  # neither contiguous nor channels_last
@@ -36,16 +52,23 @@ def test_gradient_of_non_dense_grad_kernel():
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("fn", [_resample_kernel.resample_kernel, _resample_kernel.transposed_resample_kernel],
+                         ids=["kernel", "transposed"])
 @pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("k", [1, 3])
-def test_gradcheck_gradgradcheck(k, memory_format):
+def test_gradcheck_gradgradcheck(k, memory_format, fn):
     w = torch.randn(2, 3, k, k, dtype=torch.float64).contiguous(memory_format=memory_format).requires_grad_(True)
-    assert torch.autograd.gradcheck(_resample_kernel.resample_kernel, (w,))
-    assert torch.autograd.gradgradcheck(_resample_kernel.resample_kernel, (w,))
+    assert torch.autograd.gradcheck(fn, (w,))
+    assert torch.autograd.gradgradcheck(fn, (w,))
 
 
-def test_third_order_equals_reference():
+@pytest.mark.parametrize("transposed", [False, True])
+def test_third_order_equals_reference(transposed):
     # The op is linear: differentiating its backward's backward again must give the reference's values too.
+    def reference_kernel(w):
+        kernel = reference.resample_kernel(w)
+        return kernel.flip(-1, -2).transpose(0, 1) if transposed else kernel
+
     def third(fn, w, grad_kernel, grad_grad_weight, grad_3):
         gk = grad_kernel.clone().requires_grad_(True)
         gw, = torch.autograd.grad(fn(w), w, gk, create_graph=True)
@@ -54,9 +77,12 @@ def test_third_order_equals_reference():
         return torch.autograd.grad(ggk, gg, grad_3)[0]
 
     w = torch.randn(3, 2, 3, 3, requires_grad=True)
-    grad_kernel, grad_grad_weight, grad_3 = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 3, 3), torch.randn(3, 2, 4, 4)
-    assert torch.equal(third(_resample_kernel.resample_kernel, w, grad_kernel, grad_grad_weight, grad_3),
-                       third(reference.resample_kernel, w, grad_kernel, grad_grad_weight, grad_3))
+    kernel_shape = (2, 3, 4, 4) if transposed else (3, 2, 4, 4)
+    grad_kernel, grad_grad_weight = torch.randn(kernel_shape), torch.randn(3, 2, 3, 3)
+    grad_3 = torch.randn(kernel_shape)
+    fn = _resample_kernel.transposed_resample_kernel if transposed else _resample_kernel.resample_kernel
+    assert torch.equal(third(fn, w, grad_kernel, grad_grad_weight, grad_3),
+                       third(reference_kernel, w, grad_kernel, grad_grad_weight, grad_3))
 
 
 def test_meta():
