@@ -2,10 +2,10 @@
 
 The conv or matmul runs with the UNSCALED stored weight (torch's own convolution kernels; the fused up/down
 variants are one stride-2 conv with the summed 4x4 kernel, see progan_fast.reference.conv2d_resample, built by
-_resample_kernel with the reference's values and a cheaper autograd), then the
-runtime scale gain * lr_mul / sqrt(fan_in), the bias and the activation (and pixel norm) are applied to the
-output by the scaled_bias_act op: one pass each way on the kernel backends, saving only its output (and one
-float per pixel with pixel norm) for backward. No scaled weight copy is ever made.
+_resample_kernel with the reference's values and a cheaper autograd), then the runtime scale
+gain * lr_mul / sqrt(fan_in), the bias and the activation (and pixel norm) are applied to the output by the
+scaled_bias_act op: one pass each way on the kernel backends, saving only its output (and one float per pixel
+with pixel norm) for backward. No scaled weight copy is ever made.
 """
 import math
 
