@@ -428,6 +428,12 @@ def test_raw_ops_refuse_what_the_kernels_cannot_take(backend):
         ops.minibatch_stddev_forward(torch.empty(8, 4, 3, 3, device="meta"), 4, "strided", False, 1e-8, 3)
     with pytest.raises((RuntimeError, ValueError), match="grouping must be one of"):
         ops.minibatch_stddev_forward(x, 4, "random", False, 1e-8, 1)
+    # found by tests/test_fuzz_raw_ops.py: an empty int x was accepted, a full one refused with torch's message
+    for bad in (torch.ones(1, 6, 2, 0, dtype=torch.int32), torch.ones(3, 3, 2, 5, dtype=torch.int64)):
+        with pytest.raises(TypeError, match="x must be float16, bfloat16, float32 or float64"):
+            ops.minibatch_stddev_forward(bad, 4, "strided", False, 1e-8, 1)
+    with pytest.raises(ValueError, match="eps must be finite"):
+        ops.minibatch_stddev_forward(x, 4, "strided", False, math.nan, 1)
 
 
 # ---- properties ----
