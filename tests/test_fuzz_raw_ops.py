@@ -299,7 +299,9 @@ def scaled_bias_act_backward(g):
             raise Invalid("saved missing")
         if saved is not None:
             d(saved)
-        if saved_is_input:  # the kernel recomputes the pre-activation from x = saved and bias_arg
+        if not reads_saved(slope, pixel_norm):  # linear: the derivative is scale wherever it is taken
+            x_ref, b_ref = torch.zeros(grad_y.shape), None
+        elif saved_is_input:  # the kernel recomputes the pre-activation from x = saved and bias_arg
             x_ref, b_ref = saved, bias_arg
         else:  # the kernel reads y; its derivative is the one at the x and bias that gave y
             x_ref, b_ref = x, bias
