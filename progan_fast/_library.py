@@ -85,13 +85,14 @@ def _arguments(schema):
 
 def check_operands(arguments, args):
     """What every raw op refuses, whatever its own check says (the C++ kernels: csrc/common/checks.h): a tensor
-    that is not float16/bfloat16/float32/float64, tensors on different devices (a meta tensor among CPU ones
+    that is not float16/bfloat16/float32/float64 (0-dim ones are left to the op's check), tensors on different devices (a meta tensor among CPU ones
     would route a real call to the fake kernel, which returns uninitialised memory; a 0-dim CPU tensor such as
     alpha goes with any device, like torch's CPU scalars), and a float argument that is not finite."""
     placed = []
     for (kind, name), value in zip(arguments, args):
         if isinstance(value, torch.Tensor):
-            if value.dtype not in KERNEL_DTYPES:
+            # a 0-dim operand (alpha) is checked by its op's check, which says what it must be (as the kernels do)
+            if value.dim() > 0 and value.dtype not in KERNEL_DTYPES:
                 raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {value.dtype}")
             if value.dim() > 0 or value.device.type != "cpu":
                 placed.append((name, value.device))
