@@ -16,6 +16,7 @@ and traces the same way. The C++ extension only registers kernels (TORCH_LIBRARY
 import dataclasses
 import functools
 import importlib
+import math
 from typing import Callable, Optional
 
 import torch
@@ -73,13 +74,46 @@ def define(*raw_ops):
                                                 setup_context=op.setup_context, lib=lib)
 
 
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _arguments(schema):
+    """[(type, name)] of a schema "(Tensor x, Tensor? bias, float eps) -> ..."."""
+    params = schema[schema.index("(") + 1:schema.index(")")]
+    return [tuple(p.strip().rsplit(" ", 1)) for p in params.split(",") if p.strip()]
+
+
+def check_operands(arguments, args):
+    """What every raw op refuses, whatever its own check says (the C++ kernels: csrc/common/checks.h): a tensor
+    that is not float16/bfloat16/float32/float64 (0-dim ones are left to the op's check), tensors on different devices (a meta tensor among CPU ones
+    would route a real call to the fake kernel, which returns uninitialised memory; a 0-dim CPU tensor such as
+    alpha goes with any device, like torch's CPU scalars), and a float argument that is not finite."""
+    placed = []
+    for (kind, name), value in zip(arguments, args):
+        if isinstance(value, torch.Tensor):
+            # a 0-dim operand (alpha) is checked by its op's check, which says what it must be (as the kernels do)
+            if value.dim() > 0 and value.dtype not in KERNEL_DTYPES:
+                raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {value.dtype}")
+            if value.dim() > 0 or value.device.type != "cpu":
+                placed.append((name, value.device))
+        elif kind == "float" and not math.isfinite(value):
+            raise ValueError(f"{name} must be finite; got {value}")
+    if len({device for _, device in placed}) > 1:
+        # name the odd one out: a meta tensor among real ones, else the first that differs from the first
+        real = [(name, device) for name, device in placed if device.type != "meta"]
+        first_name, first_device = real[0] if real else placed[0]
+        name, device = next((n, d) for n, d in placed if d != first_device)
+        raise RuntimeError(f"{name} must be on {first_device} like {first_name}; got {device}")
+
+
 def _checked(op, fn):
-    if op.check is None:
-        return fn
+    arguments = _arguments(op.schema)
 
     @functools.wraps(fn)
     def checked(*args):
-        op.check(*args)
+        check_operands(arguments, args)
+        if op.check is not None:
+            op.check(*args)
         return fn(*args)
     return checked
 

@@ -11,6 +11,7 @@
 
 #include <cmath>
 
+#include "common/checks.h"
 #include "common/reduction_layout.h"
 
 namespace progan_fast {
@@ -88,6 +89,7 @@ struct UpsampleBlendOperands {
   UpsampleBlendOperands(const at::Tensor& low_in, const at::Tensor& high_in, const at::Tensor& alpha,
                         int64_t factor_in)
       : factor(factor_in) {
+    check_float_tensor(high_in, "high");
     check_fade_4d(low_in, "low");
     check_fade_4d(high_in, "high");
     check_fade_same(low_in, "low", high_in, "high");
@@ -113,6 +115,7 @@ struct UpsampleBlendBackwardOperands {
 
   UpsampleBlendBackwardOperands(const at::Tensor& grad_y_in, const at::Tensor& alpha, int64_t factor_in)
       : factor(factor_in) {
+    check_float_tensor(grad_y_in, "grad_y");
     check_fade_4d(grad_y_in, "grad_y");
     check_fade_alpha(alpha, grad_y_in);
     check_fade_factor(factor);
@@ -133,6 +136,7 @@ struct FadeRealsOperands {
   FadePlanes planes;
 
   FadeRealsOperands(const at::Tensor& x_in, const at::Tensor& alpha) {
+    check_float_tensor(x_in, "x");
     check_fade_4d(x_in, "x");
     check_fade_alpha(alpha, x_in);
     TORCH_CHECK(x_in.size(2) % 2 == 0 && x_in.size(3) % 2 == 0, "x must have even height and width; got shape ",
@@ -152,7 +156,12 @@ struct FadeFromRgbOperands {
   at::Tensor main, images, weight, bias;
 
   FadeFromRgbOperands(const at::Tensor& main_in, const char* main_name, const at::Tensor& images_in,
-                      const at::Tensor& weight_in, const at::Tensor& bias_in, const at::Tensor& alpha) {
+                      const at::Tensor& weight_in, const at::Tensor& bias_in, const at::Tensor& alpha,
+                      double scale, double bias_gain, double negative_slope) {
+    check_float_tensor(main_in, main_name);
+    check_finite(scale, "scale");
+    check_finite(bias_gain, "bias_gain");
+    check_finite(negative_slope, "negative_slope");
     check_fade_4d(main_in, main_name);
     check_fade_4d(images_in, "images");
     check_fade_4d(weight_in, "weight");

@@ -6,6 +6,7 @@
 
 #include <string_view>
 
+#include "common/checks.h"
 #include "common/reduction_layout.h"
 #include "ops/minibatch_stddev_geometry.h"
 
@@ -13,7 +14,9 @@ namespace progan_fast {
 
 inline minibatch_stddev::Geometry minibatch_stddev_geometry(const at::Tensor& x, int64_t group_size,
                                                             std::string_view grouping, bool unbiased,
-                                                            int64_t features) {
+                                                            double eps, int64_t features) {
+  check_float_tensor(x, "x");
+  check_finite(eps, "eps");
   TORCH_CHECK(x.dim() == 4, "x must be 4-D; got a ", x.dim(), "-D tensor of shape ", x.sizes());
   const int64_t n = x.size(0), c = x.size(1);
   TORCH_CHECK(n > 0, "x has an empty batch (shape ", x.sizes(), "); at least one sample is needed");
@@ -42,8 +45,8 @@ struct MinibatchStddevForwardOperands {
   at::Tensor x, y;
 
   MinibatchStddevForwardOperands(const at::Tensor& x_in, int64_t group_size, std::string_view grouping,
-                                 bool unbiased, int64_t features)
-      : geo(minibatch_stddev_geometry(x_in, group_size, grouping, unbiased, features)),
+                                 bool unbiased, double eps, int64_t features)
+      : geo(minibatch_stddev_geometry(x_in, group_size, grouping, unbiased, eps, features)),
         x(x_in.contiguous(minibatch_stddev_format(geo))) {
     y = at::empty({x.size(0), x.size(1) + features, x.size(2), x.size(3)},
                   x.options().memory_format(minibatch_stddev_format(geo)));
@@ -55,8 +58,8 @@ struct MinibatchStddevBackwardOperands {
   at::Tensor grad_y, x, grad_x;
 
   MinibatchStddevBackwardOperands(const at::Tensor& grad_y_in, const at::Tensor& x_in, int64_t group_size,
-                                  std::string_view grouping, bool unbiased, int64_t features)
-      : geo(minibatch_stddev_geometry(x_in, group_size, grouping, unbiased, features)) {
+                                  std::string_view grouping, bool unbiased, double eps, int64_t features)
+      : geo(minibatch_stddev_geometry(x_in, group_size, grouping, unbiased, eps, features)) {
     // The kernels read grad_y as x's type, laid out like y: anything else would be read out of bounds.
     TORCH_CHECK_TYPE(grad_y_in.scalar_type() == x_in.scalar_type(), "grad_y must have x's dtype ",
                      x_in.scalar_type(), "; got ", grad_y_in.scalar_type());

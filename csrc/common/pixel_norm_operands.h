@@ -7,16 +7,23 @@
 
 #include <limits>
 
+#include "common/checks.h"
 #include "common/reduction_layout.h"
 
 namespace progan_fast {
+
+inline ReductionLayout checked_layout(const at::Tensor& x, int64_t dim, double eps) {
+  check_float_tensor(x, "x");
+  check_finite(eps, "eps");
+  return ReductionLayout::of(x, checked_dim(x, dim));
+}
 
 struct PixelNormForwardOperands {
   ReductionLayout layout;
   at::Tensor x, y, rsqrt;
 
-  PixelNormForwardOperands(const at::Tensor& x_in, int64_t dim)
-      : layout(ReductionLayout::of(x_in, dim)), x(layout.dense(x_in)) {
+  PixelNormForwardOperands(const at::Tensor& x_in, int64_t dim, double eps)
+      : layout(checked_layout(x_in, dim, eps)), x(layout.dense(x_in)) {
     y = at::empty_like(x);
     rsqrt = at::empty(layout.stat_sizes(x_in), x.options().dtype(at::toOpMathType(x.scalar_type())));
     if (layout.channels == 0) rsqrt.fill_(std::numeric_limits<double>::quiet_NaN());  // mean of nothing, as the reference
@@ -29,12 +36,13 @@ struct PixelNormBackwardOperands {
 
   PixelNormBackwardOperands(const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& rsqrt_in,
                             int64_t dim)
-      : layout(ReductionLayout::of(x_in, dim)) {
+      : layout(checked_layout(x_in, dim, 0.0)) {
     // The kernels read grad_y as x's type and index rsqrt per vector: anything else would be read out of bounds.
     TORCH_CHECK_TYPE(grad_y_in.scalar_type() == x_in.scalar_type(), "grad_y must have x's dtype ",
                      x_in.scalar_type(), "; got ", grad_y_in.scalar_type());
     TORCH_CHECK(grad_y_in.sizes() == x_in.sizes(), "grad_y must have x's shape ", x_in.sizes(), "; got ",
                 grad_y_in.sizes());
+    check_stat_dtype(rsqrt_in, "rsqrt", x_in);
     TORCH_CHECK(rsqrt_in.numel() == layout.outer * layout.inner, "rsqrt must have one value per reduced vector (",
                 layout.outer * layout.inner, "); got ", rsqrt_in.numel());
     x = layout.dense(x_in);

@@ -9,6 +9,7 @@
 #include <limits>
 #include <optional>
 
+#include "common/checks.h"
 #include "common/reduction_layout.h"
 #include "common/scaled_bias_act_math.h"
 
@@ -21,6 +22,12 @@ inline bool scaled_bias_act_saves_input(double slope) { return slope < 0.0; }
 
 
 namespace scaled_bias_act_detail {
+
+inline void check_scalars(double scale, double slope, double eps) {
+  check_finite(scale, "scale");
+  check_finite(slope, "slope");
+  check_finite(eps, "eps");
+}
 
 inline at::Tensor checked_bias(const std::optional<at::Tensor>& bias, const at::Tensor& x) {
   if (!bias.has_value() || !bias->defined()) return at::Tensor();
@@ -38,7 +45,10 @@ struct ScaledBiasActForwardOperands {
   ReductionLayout layout;
   at::Tensor x, bias, y, rsqrt;  // bias undefined when absent; rsqrt empty without pixel norm
 
-  ScaledBiasActForwardOperands(const at::Tensor& x_in, const std::optional<at::Tensor>& bias_in, bool pixel_norm) {
+  ScaledBiasActForwardOperands(const at::Tensor& x_in, const std::optional<at::Tensor>& bias_in, double scale,
+                               double slope, bool pixel_norm, double eps) {
+    check_float_tensor(x_in, "x");
+    scaled_bias_act_detail::check_scalars(scale, slope, eps);
     TORCH_CHECK(x_in.dim() >= 2, "x must have at least 2 dimensions (batch and channels); got shape ", x_in.sizes());
     layout = ReductionLayout::of(x_in, 1);
     x = layout.dense(x_in);
@@ -61,13 +71,21 @@ struct ScaledBiasActBackwardOperands {
 
   ScaledBiasActBackwardOperands(const at::Tensor& grad_y_in, const std::optional<at::Tensor>& saved_in,
                                 const std::optional<at::Tensor>& rsqrt_in, const std::optional<at::Tensor>& bias_in,
-                                double slope, bool pixel_norm, bool saved_is_input_, bool bias_grad)
+                                double scale, double slope, bool pixel_norm, double eps, bool saved_is_input_,
+                                bool bias_grad)
       : saved_is_input(saved_is_input_) {
+    check_float_tensor(grad_y_in, "grad_y");
+    scaled_bias_act_detail::check_scalars(scale, slope, eps);
     TORCH_CHECK(grad_y_in.dim() >= 2, "grad_y must have at least 2 dimensions; got shape ", grad_y_in.sizes());
     const bool has_saved = saved_in.has_value() && saved_in->defined();
     if (scaled_bias_act_reads_saved(slope, pixel_norm)) {
       TORCH_CHECK(has_saved, "saved (y, or x for a negative slope) is required unless the activation is linear "
                   "without pixel norm");
+      // y > 0 tells the two sides of the activation apart only for slope >= 0
+      TORCH_CHECK_VALUE(saved_is_input || !scaled_bias_act_saves_input(slope), "saved_is_input must be true for "
+                        "slope ", slope, " < 0 (the derivative needs x: y cannot tell its sign)");
+    }
+    if (has_saved) {
       TORCH_CHECK(saved_in->device() == grad_y_in.device(), "saved must be on ", grad_y_in.device(),
                   " like grad_y; got ", saved_in->device());
       TORCH_CHECK_TYPE(saved_in->scalar_type() == grad_y_in.scalar_type(), "saved must have dtype ",
@@ -86,6 +104,7 @@ struct ScaledBiasActBackwardOperands {
                   " like grad_y; got ", rsqrt_in->device());
       TORCH_CHECK(rsqrt_in->numel() == layout.outer * layout.inner, "rsqrt must have one value per pixel (",
                   layout.outer * layout.inner, "); got ", rsqrt_in->numel());
+      check_stat_dtype(*rsqrt_in, "rsqrt", grad_y_in);
       rsqrt = rsqrt_in->to(at::toOpMathType(grad_y_in.scalar_type())).contiguous();
     }
     bias = scaled_bias_act_detail::checked_bias(bias_in, grad_y_in);

@@ -859,7 +859,7 @@ void backward(const FadeFromRgbOperands& o, at::Tensor& grad_images, at::Tensor&
 at::Tensor fade_from_rgb_forward_cpu(const at::Tensor& images, const at::Tensor& new_, const at::Tensor& weight,
                                      const at::Tensor& bias, const at::Tensor& alpha, double scale, double bias_gain,
                                      double negative_slope) {
-  FadeFromRgbOperands o(new_, "new", images, weight, bias, alpha);
+  FadeFromRgbOperands o(new_, "new", images, weight, bias, alpha, scale, bias_gain, negative_slope);
   const double a = fade_alpha_value(alpha);
   at::Tensor y = fade_empty(o.main.sizes(), o.main, o.channels_last);
   if (y.numel() > 0)
@@ -872,7 +872,7 @@ at::Tensor fade_from_rgb_forward_cpu(const at::Tensor& images, const at::Tensor&
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fade_from_rgb_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& images, const at::Tensor& weight, const at::Tensor& bias,
     const at::Tensor& alpha, double scale, double bias_gain, double negative_slope) {
-  FadeFromRgbOperands o(grad_y, "grad_y", images, weight, bias, alpha);
+  FadeFromRgbOperands o(grad_y, "grad_y", images, weight, bias, alpha, scale, bias_gain, negative_slope);
   const double a = fade_alpha_value(alpha);
   at::Tensor grad_images = fade_empty(o.images.sizes(), o.main, o.channels_last);
   at::Tensor grad_new = fade_empty(o.main.sizes(), o.main, o.channels_last);

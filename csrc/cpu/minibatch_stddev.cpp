@@ -465,7 +465,7 @@ void backward(const Geometry& g, const T* dy, const T* x, T* dx, double eps_in) 
 at::Tensor minibatch_stddev_forward_cpu(const at::Tensor& x_in, int64_t group_size, c10::string_view grouping,
                                         bool unbiased, double eps, int64_t features) {
   MinibatchStddevForwardOperands o(x_in, group_size, std::string_view(grouping.data(), grouping.size()), unbiased,
-                                   features);
+                                   eps, features);
   if (o.y.numel() == 0) return o.y;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, o.x.scalar_type(), "minibatch_stddev_forward", [&] {
     forward<scalar_t>(o.geo, o.x.const_data_ptr<scalar_t>(), o.y.mutable_data_ptr<scalar_t>(), eps);
@@ -476,7 +476,7 @@ at::Tensor minibatch_stddev_forward_cpu(const at::Tensor& x_in, int64_t group_si
 at::Tensor minibatch_stddev_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor& x_in, int64_t group_size,
                                          c10::string_view grouping, bool unbiased, double eps, int64_t features) {
   MinibatchStddevBackwardOperands o(grad_y_in, x_in, group_size, std::string_view(grouping.data(), grouping.size()),
-                                    unbiased, features);
+                                    unbiased, eps, features);
   if (o.grad_x.numel() == 0) return o.grad_x;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, o.x.scalar_type(), "minibatch_stddev_backward", [&] {
     backward<scalar_t>(o.geo, o.grad_y.const_data_ptr<scalar_t>(), o.x.const_data_ptr<scalar_t>(),

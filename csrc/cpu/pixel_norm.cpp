@@ -346,7 +346,7 @@ void backward_f64(const ReductionLayout& l, const double* dy, const double* x, c
 }
 
 std::tuple<at::Tensor, at::Tensor> pixel_norm_forward_cpu(const at::Tensor& x_in, int64_t dim, double eps) {
-  PixelNormForwardOperands operands(x_in, dim);
+  PixelNormForwardOperands operands(x_in, dim, eps);
   const ReductionLayout& layout = operands.layout;
   const at::Tensor& x = operands.x;
   at::Tensor& y = operands.y;

@@ -745,7 +745,7 @@ std::vector<float> bias_as_float(const at::Tensor& bias, int64_t C) {
 
 std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x_in, const std::optional<at::Tensor>& bias_in,
                                                double scale, double slope, bool pixel_norm, double eps) {
-  ScaledBiasActForwardOperands o(x_in, bias_in, pixel_norm);
+  ScaledBiasActForwardOperands o(x_in, bias_in, scale, slope, pixel_norm, eps);
   if (o.x.numel() == 0) return {o.y, o.rsqrt};
   const ReductionLayout& l = o.layout;
   const Args a{static_cast<float>(scale), static_cast<float>(slope), static_cast<float>(eps)};
@@ -804,7 +804,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_y_in, con
                                                 const std::optional<at::Tensor>& rsqrt_in,
                                                 const std::optional<at::Tensor>& bias_in, double scale, double slope,
                                                 bool pixel_norm, double eps, bool saved_is_input, bool bias_grad) {
-  ScaledBiasActBackwardOperands o(grad_y_in, saved_in, rsqrt_in, bias_in, slope, pixel_norm, saved_is_input,
+  ScaledBiasActBackwardOperands o(grad_y_in, saved_in, rsqrt_in, bias_in, scale, slope, pixel_norm, eps, saved_is_input,
                                   bias_grad);
   const ReductionLayout& l = o.layout;
   if (o.grad_y.numel() == 0) {

@@ -23,7 +23,7 @@ std::vector<int64_t> pixel_norm_launch_config(const at::Tensor& x, int64_t dim) 
 std::vector<int64_t> minibatch_stddev_launch_config(const at::Tensor& x, int64_t group_size,
                                                     c10::string_view grouping, bool unbiased, int64_t features) {
   const auto geo = minibatch_stddev_geometry(x, group_size, std::string_view(grouping.data(), grouping.size()),
-                                             unbiased, features);
+                                             unbiased, /*eps=*/0.0, features);
   const auto cfg = minibatch_stddev_cuda::launch_config(geo);
   return {geo.groups * geo.features * cfg.chunks, cfg.chunk, geo.samples * geo.features * cfg.pixel_runs};
 }

@@ -113,7 +113,7 @@ at::Tensor fade_from_rgb_forward(const at::Tensor& images, const at::Tensor& new
                                  const at::Tensor& bias, const at::Tensor& alpha, double scale, double bias_gain,
                                  double negative_slope) {
   check_from_rgb_devices<Device>(new_, "new", images, weight, bias);
-  FadeFromRgbOperands o(new_, "new", images, weight, bias, alpha);
+  FadeFromRgbOperands o(new_, "new", images, weight, bias, alpha, scale, bias_gain, negative_slope);
   const hd::DType dtype = launcher_dtype(o.main, "new");
   const Device device(o.main);
   const DeviceAlpha a(alpha, o.main);
@@ -132,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fade_from_rgb_backwar
     const at::Tensor& grad_y, const at::Tensor& images, const at::Tensor& weight, const at::Tensor& bias,
     const at::Tensor& alpha, double scale, double bias_gain, double negative_slope) {
   check_from_rgb_devices<Device>(grad_y, "grad_y", images, weight, bias);
-  FadeFromRgbOperands o(grad_y, "grad_y", images, weight, bias, alpha);
+  FadeFromRgbOperands o(grad_y, "grad_y", images, weight, bias, alpha, scale, bias_gain, negative_slope);
   const hd::DType dtype = launcher_dtype(o.main, "grad_y");
   const Device device(o.main);
   const DeviceAlpha a(alpha, o.main);
@@ -149,7 +149,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fade_from_rgb_backwar
   const auto cfg = fade_from_rgb_cuda::channel_config(shape);
   at::Tensor partials = at::empty({cfg.chunks, o.channels, o.image_channels + 1},
                                   o.main.options().dtype(at::toOpMathType(o.main.scalar_type())));
-  for (int64_t group = 0; group < shape.groups(); ++group) {  // one launch each for up to 4 image channels
+  // One launch each for up to 4 image channels; group 0 also writes grad_new and the bias sums, so it runs even
+  // without image channels.
+  const int64_t groups = shape.groups() > 0 ? shape.groups() : 1;
+  for (int64_t group = 0; group < groups; ++group) {
     device.launch(fade_from_rgb_cuda::PixelBackwardParams{common, o.main.const_data_ptr(), grad_new.mutable_data_ptr(),
                                                           grad_images.mutable_data_ptr(), group});
     device.launch(fade_from_rgb_cuda::ChannelBackwardParams{common, o.main.const_data_ptr(),

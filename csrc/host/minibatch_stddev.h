@@ -25,7 +25,7 @@ at::Tensor forward(const at::Tensor& x_in, int64_t group_size, c10::string_view 
   const hd::DType dtype = launcher_dtype(x_in, "x");
   const Device device(x_in);
   MinibatchStddevForwardOperands o(x_in, group_size, std::string_view(grouping.data(), grouping.size()), unbiased,
-                                   features);
+                                   eps, features);
   if (o.y.numel() == 0) return o.y;
   check_32bit_positions(o.geo);
   const auto cfg = minibatch_stddev_cuda::launch_config(o.geo);
@@ -46,7 +46,7 @@ at::Tensor backward(const at::Tensor& grad_y_in, const at::Tensor& x_in, int64_t
   const hd::DType dtype = launcher_dtype(x_in, "x");
   const Device device(x_in);
   MinibatchStddevBackwardOperands o(grad_y_in, x_in, group_size, std::string_view(grouping.data(), grouping.size()),
-                                    unbiased, features);
+                                    unbiased, eps, features);
   if (o.grad_x.numel() == 0) return o.grad_x;
   check_32bit_positions(o.geo);
   at::Tensor a = at::empty({o.geo.groups * o.geo.features}, o.x.options().dtype(at::toOpMathType(o.x.scalar_type())));

@@ -14,7 +14,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_in, int64_t dim, 
   Device::check(x_in, "x", x_in);
   const hd::DType dtype = launcher_dtype(x_in, "x");
   const Device device(x_in);
-  PixelNormForwardOperands o(x_in, dim);
+  PixelNormForwardOperands o(x_in, dim, eps);
   if (o.x.numel() > 0)
     device.launch(pixel_norm_cuda::ForwardParams{o.x.const_data_ptr(), o.y.mutable_data_ptr(),
                                                  o.rsqrt.mutable_data_ptr(), o.layout.outer, o.layout.channels,

@@ -21,7 +21,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_in, const std::op
   if (bias_in.has_value() && bias_in->defined()) Device::check(*bias_in, "bias", x_in);
   const hd::DType dtype = launcher_dtype(x_in, "x");
   const Device device(x_in);
-  ScaledBiasActForwardOperands o(x_in, bias_in, pixel_norm);
+  ScaledBiasActForwardOperands o(x_in, bias_in, scale, slope, pixel_norm, eps);
   if (o.x.numel() > 0)
     device.launch(scaled_bias_act_cuda::ForwardParams{
         o.x.const_data_ptr(), data_or_null(o.bias), o.y.mutable_data_ptr(),
@@ -41,7 +41,7 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_y_in, const s
     if (named.second->has_value() && (*named.second)->defined()) Device::check(**named.second, named.first, grad_y_in);
   const hd::DType dtype = launcher_dtype(grad_y_in, "grad_y");
   const Device device(grad_y_in);
-  ScaledBiasActBackwardOperands o(grad_y_in, saved_in, rsqrt_in, bias_in, slope, pixel_norm, saved_is_input,
+  ScaledBiasActBackwardOperands o(grad_y_in, saved_in, rsqrt_in, bias_in, scale, slope, pixel_norm, eps, saved_is_input,
                                   bias_grad);
   const ReductionLayout& l = o.layout;
   if (o.grad_y.numel() == 0) {

@@ -234,8 +234,9 @@ struct BackwardKernel {
       for (int64_t k = 0; k < g.group_size; ++k) {
         const int64_t n = g.sample(c.group, k);
         const int64_t xi = n * g.x_sample_stride() + x_off;
-        grad_x[xi] = hd::from_acc<scalar_t>(hd::to_acc(grad_y[n * g.y_sample_stride() + y_off]) +
-                                            (hd::to_acc(x[xi]) - mean) * scale);
+        acc_t dx = hd::to_acc(grad_y[n * g.y_sample_stride() + y_off]);
+        if (!g.zero) dx += (hd::to_acc(x[xi]) - mean) * scale;  // not 0 * x: a NaN/Inf x has no gradient here
+        grad_x[xi] = hd::from_acc<scalar_t>(dx);
       }
     }
   }

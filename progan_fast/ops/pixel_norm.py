@@ -66,6 +66,8 @@ def _check_backward(grad_y, x, rsqrt, dim):
         raise TypeError(f"grad_y must have x's dtype {x.dtype}; got {grad_y.dtype}")
     if grad_y.shape != x.shape:
         raise RuntimeError(f"grad_y must have x's shape {tuple(x.shape)}; got {tuple(grad_y.shape)}")
+    if rsqrt.dtype != _layout.stat_dtype(x.dtype):
+        raise TypeError(f"rsqrt must be {_layout.stat_dtype(x.dtype)} (the math dtype of {x.dtype}); got {rsqrt.dtype}")
     vectors = torch.Size(_stat_shape(x, dim)).numel()
     if rsqrt.numel() != vectors:
         raise RuntimeError(f"rsqrt must have one value per reduced vector ({vectors}); got {rsqrt.numel()}")

@@ -130,6 +130,9 @@ def _check_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, s
             raise RuntimeError("saved (y, or x for a negative slope) is required unless the activation is linear "
                                "without pixel norm")
     else:
+        if reads_saved(slope, pixel_norm) and saves_input(slope) and not saved_is_input:
+            raise ValueError(f"saved_is_input must be true for slope {slope} < 0 (the derivative needs x: y cannot "
+                             "tell its sign)")
         _check_channels_tensor("saved", saved, grad_y)
         if saved.shape != grad_y.shape:
             raise RuntimeError(f"saved must have grad_y's shape {tuple(grad_y.shape)}; got {tuple(saved.shape)}")
@@ -138,6 +141,9 @@ def _check_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, s
             raise RuntimeError("rsqrt is required with pixel_norm")
         if rsqrt.device != grad_y.device:
             raise RuntimeError(f"rsqrt must be on {grad_y.device} like grad_y; got {rsqrt.device}")
+        if rsqrt.dtype != _layout.stat_dtype(grad_y.dtype):
+            raise TypeError(f"rsqrt must be {_layout.stat_dtype(grad_y.dtype)} (the math dtype of {grad_y.dtype}); "
+                            f"got {rsqrt.dtype}")
         pixels = _numel(_stat_shape(grad_y))
         if rsqrt.numel() != pixels:
             raise RuntimeError(f"rsqrt must have one value per pixel ({pixels}); got {rsqrt.numel()}")
@@ -154,14 +160,15 @@ def _numel(shape):
     return n
 
 
-def _layout_source(grad_y, saved):
-    """The tensor whose memory format the backward computes in (and returns): saved when there is one."""
-    return saved if saved is not None else grad_y
+def layout_source(grad_y, saved, slope, pixel_norm):
+    """The tensor whose memory format the backward computes in (and returns): saved when the backward reads it
+    (csrc/common/scaled_bias_act_operands.h makes the same choice)."""
+    return saved if saved is not None and reads_saved(slope, pixel_norm) else grad_y
 
 
 def _fake_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, saved_is_input, bias_grad):
     grad_x = grad_y.new_empty(grad_y.shape).contiguous(
-        memory_format=_layout.memory_format(_layout_source(grad_y, saved)))
+        memory_format=_layout.memory_format(layout_source(grad_y, saved, slope, pixel_norm)))
     return grad_x, grad_y.new_empty([grad_y.shape[1] if bias_grad else 0])
 
 

@@ -17,6 +17,7 @@ from . import aot
 from ._common import check_device, device_scope, split_float
 from .._layout import reduction_output_format, stat_dtype
 from .pixel_norm import NUM_WARPS, _tile_offsets, geometry
+from ..ops.scaled_bias_act import reads_saved
 
 
 @triton.jit
@@ -179,6 +180,8 @@ def scaled_bias_act_forward(x, bias, scale, slope, pixel_norm, eps):
 def scaled_bias_act_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, saved_is_input,
                              bias_grad):
     check_device(grad_y, "scaled_bias_act")
+    if not reads_saved(slope, pixel_norm):
+        saved = None  # not read: the layout follows grad_y (as the C++ kernels and the fake do)
     source = saved if saved is not None else grad_y
     dense, args, meta, grid = geometry(source, 1)
     gy = grad_y.contiguous(memory_format=reduction_output_format(source, 1))

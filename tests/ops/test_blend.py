@@ -301,6 +301,21 @@ def test_fade_reals_bad_x(x, exc):
         fade_reals(x, 0.5)
 
 
+@pytest.mark.parametrize("backend", UP_BACKENDS)
+def test_raw_ops_refuse_int_tensors_even_empty(backend):
+    """Found by tests/test_fuzz_raw_ops.py: an empty int or bool tensor was accepted (the kernels returned before
+    looking at the dtype)."""
+    ops = _library.family_ops(backend)
+    alpha = torch.tensor(0.5)
+    with pytest.raises(TypeError, match="grad_y must be float16, bfloat16, float32 or float64"):
+        ops.upsample_blend_backward(torch.zeros(0, 4, 4, 4, dtype=torch.bool), alpha, 2)
+    with pytest.raises(TypeError, match="(low|high) must be float16, bfloat16, float32 or float64"):
+        ops.upsample_blend_forward(torch.zeros(0, 4, 2, 2, dtype=torch.int32), torch.zeros(0, 4, 4, 4, dtype=torch.int32),
+                                   alpha, 2)
+    with pytest.raises(TypeError, match="x must be float16, bfloat16, float32 or float64"):
+        ops.fade_reals_forward(torch.zeros(0, 4, 2, 2, dtype=torch.int32), alpha)
+
+
 @st.composite
 def blend_inputs(draw):
     n, c, h, w = (draw(st.integers(1, 4)) for _ in range(4))

@@ -214,6 +214,41 @@ def test_raw_ops_refuse_mismatched_operands(backend):
         ops.fade_from_rgb_forward(images, new, weight, bias, torch.tensor(1.5), 1.0, 1.0, 0.2)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_raw_ops_refuse_non_finite_scalars(backend):
+    """Found by tests/test_fuzz_raw_ops.py: a NaN/Inf scale, bias_gain or slope gave results that differ from
+    the reference's (e.g. NaN where it has finite values)."""
+    ops = _library.family_ops(backend)
+    images, new, weight, bias = operands(2, 4, 2, 3, 3)
+    alpha = torch.tensor(0.5)
+    for name, floats in (("scale", (math.inf, 1.0, 0.2)), ("bias_gain", (1.0, math.nan, 0.2)),
+                         ("negative_slope", (1.0, 1.0, math.nan))):
+        with pytest.raises(ValueError, match=f"{name} must be finite"):
+            ops.fade_from_rgb_forward(images, new, weight, bias, alpha, *floats)
+        with pytest.raises(ValueError, match=f"{name} must be finite"):
+            ops.fade_from_rgb_backward(new, images, weight, bias, alpha, *floats)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_without_image_channels(backend):
+    """Found by tests/test_fuzz_raw_ops.py: with C_img = 0 the emulated (and CUDA) host launched no kernel, so
+    grad_new and grad_bias were uninitialised memory. The old path is then lrelu(bias_gain * bias)."""
+    ops = _library.family_ops(backend)
+    grad_y, new = torch.randn(2, 3, 2, 2, dtype=torch.float64), torch.randn(2, 3, 2, 2, dtype=torch.float64)
+    images, weight = torch.empty(2, 0, 4, 4, dtype=torch.float64), torch.empty(3, 0, 1, 1, dtype=torch.float64)
+    bias = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    alpha = torch.tensor(0.25)
+    old = torch.nn.functional.leaky_relu(0.5 * bias, 0.2).reshape(1, 3, 1, 1).expand(new.shape)
+    torch.testing.assert_close(ops.fade_from_rgb_forward(images, new, weight, bias.detach(), alpha, 1.0, 0.5, 0.2),
+                               torch.lerp(old, new, 0.25))
+    grad_images, grad_new, grad_weight, grad_bias = ops.fade_from_rgb_backward(grad_y, images, weight, bias.detach(),
+                                                                               alpha, 1.0, 0.5, 0.2)
+    (expected_bias,) = torch.autograd.grad(torch.lerp(old, new, 0.25), bias, grad_y)
+    torch.testing.assert_close(grad_new, 0.25 * grad_y)
+    torch.testing.assert_close(grad_bias, expected_bias)
+    assert grad_images.shape == images.shape and grad_weight.shape == weight.shape
+
+
 IMAGES, NEW, WEIGHT, BIAS = operands(2, 4, 3, 3, 3)
 
 

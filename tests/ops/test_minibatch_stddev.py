@@ -428,6 +428,24 @@ def test_raw_ops_refuse_what_the_kernels_cannot_take(backend):
         ops.minibatch_stddev_forward(torch.empty(8, 4, 3, 3, device="meta"), 4, "strided", False, 1e-8, 3)
     with pytest.raises((RuntimeError, ValueError), match="grouping must be one of"):
         ops.minibatch_stddev_forward(x, 4, "random", False, 1e-8, 1)
+    # found by tests/test_fuzz_raw_ops.py: an empty int x was accepted, a full one refused with torch's message
+    for bad in (torch.ones(1, 6, 2, 0, dtype=torch.int32), torch.ones(3, 3, 2, 5, dtype=torch.int64)):
+        with pytest.raises(TypeError, match="x must be float16, bfloat16, float32 or float64"):
+            ops.minibatch_stddev_forward(bad, 4, "strided", False, 1e-8, 1)
+    with pytest.raises(ValueError, match="eps must be finite"):
+        ops.minibatch_stddev_forward(x, 4, "strided", False, math.nan, 1)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_zero_statistic_backward_ignores_non_finite_x(backend):
+    """Found by tests/test_fuzz_raw_ops.py: with contiguous groups of one the statistic is the constant 0 and
+    dx = grad_y[:, :C] exactly; the emulated (CUDA) kernel added (x - 0) * 0, NaN where x is NaN or Inf."""
+    ops = _library.family_ops(backend)
+    x = torch.randn(1, 6, 3, 5)
+    x[0, 5, 2, 1], x[0, 0, 0, 0] = math.inf, math.nan
+    grad_y = torch.randn(1, 8, 3, 5)
+    dx = ops.minibatch_stddev_backward(grad_y, x, 3, "contiguous", False, 1e-8, 2)
+    assert torch.equal(dx, grad_y[:, :6])
 
 
 # ---- properties ----

@@ -144,6 +144,27 @@ def test_meta_or_mismatched_arguments_are_refused(backend):
                                 torch.empty(4, 1, device="meta"), 1)
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_raw_ops_refuse_int_tensors_a_foreign_rsqrt_and_bad_scalars(backend):
+    """Found by tests/test_fuzz_raw_ops.py: an int rsqrt was read as its values (silently truncated statistics),
+    an int x was accepted when empty, eps = NaN went through, and the C++ kernels' dim error named no argument."""
+    ops = _library.family_ops(backend)
+    x, g = torch.randn(4, 3), torch.randn(4, 3)
+    r = torch.rsqrt(x.square().mean(1, keepdim=True) + 1e-8)
+    for bad in (r.long(), r.double(), r.half()):
+        with pytest.raises(TypeError, match="rsqrt must be"):
+            ops.pixel_norm_backward(g, x, bad, 1)
+    for bad in (torch.ones(0, 3, dtype=torch.int32), torch.ones(2, 3, dtype=torch.int64)):
+        with pytest.raises(TypeError, match="x must be float16, bfloat16, float32 or float64"):
+            ops.pixel_norm_forward(bad, 1, 1e-8)
+    with pytest.raises(ValueError, match="eps must be finite"):
+        ops.pixel_norm_forward(x, 1, math.nan)
+    with pytest.raises(IndexError, match="dim must be in"):
+        ops.pixel_norm_forward(x, 5, 1e-8)
+    with pytest.raises(IndexError, match="dim must be in"):
+        ops.pixel_norm_backward(g, x, r, -3)
+
+
 @pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
 def test_compile_fullgraph(memory_format):
     torch._dynamo.reset()

@@ -357,6 +357,37 @@ def test_raw_ops_refuse_mismatched_operands(backend):
                                      0.2, True, 1e-8, False, True)
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_raw_ops_refuse_what_would_give_a_wrong_gradient(backend):
+    """Found by tests/test_fuzz_raw_ops.py, each returned a wrong number: the derivative of a negative slope read
+    from y (y > 0 on both sides of 0), a NaN/Inf slope or scale, an int rsqrt read as its values, and a meta
+    rsqrt that the backward does not read, which routed a CPU call to the fake (uninitialised grad_x)."""
+    ops = _library.family_ops(backend)
+    x = torch.tensor([[-1.0, 2.0]], dtype=torch.float64)
+    g = torch.ones_like(x)
+    y, _ = ops.scaled_bias_act_forward(x, None, 1.0, -0.3, False, 1e-8)
+    with pytest.raises(ValueError, match="saved_is_input must be true for slope -0.3"):
+        ops.scaled_bias_act_backward(g, y, None, None, 1.0, -0.3, False, 1e-8, False, False)
+    torch.testing.assert_close(ops.scaled_bias_act_backward(g, x, None, None, 1.0, -0.3, False, 1e-8, True, False)[0],
+                               torch.tensor([[-0.3, 1.0]], dtype=torch.float64))
+    for name, scale, slope, eps in (("slope", 1.0, math.nan, 1e-8), ("slope", 1.0, math.inf, 1e-8),
+                                    ("scale", math.inf, 0.2, 1e-8), ("eps", 1.0, 0.2, math.nan)):
+        with pytest.raises(ValueError, match=f"{name} must be finite"):
+            ops.scaled_bias_act_forward(x, None, scale, slope, True, eps)
+        with pytest.raises(ValueError, match=f"{name} must be finite"):
+            ops.scaled_bias_act_backward(g, x, None, None, scale, slope, False, eps, True, False)
+    x = torch.randn(2, 4, 3, 3)
+    y, r = ops.scaled_bias_act_forward(x, None, 1.0, 0.2, True, 1e-8)
+    with pytest.raises(TypeError, match="rsqrt must be"):
+        ops.scaled_bias_act_backward(torch.randn_like(x), y, r.long(), None, 1.0, 0.2, True, 1e-8, False, False)
+    with pytest.raises(RuntimeError, match="rsqrt must be on cpu"):
+        ops.scaled_bias_act_backward(torch.randn_like(x), y, torch.empty(0, device="meta"), None, 1.0, 0.2, False,
+                                     1e-8, False, False)
+    for bad in (torch.ones(0, 4, dtype=torch.int32), torch.ones(2, 4, dtype=torch.int64)):
+        with pytest.raises(TypeError, match="x must be float16, bfloat16, float32 or float64"):
+            ops.scaled_bias_act_forward(bad, None, 1.0, 0.2, True, 1e-8)
+
+
 X = torch.randn(2, 3, 4, 4)
 
 
