@@ -40,7 +40,9 @@ struct LaunchConfig {
   int64_t inner = 1;     // distance between consecutive channels of a pixel (1: rows layout)
   int64_t blocks = 0;
   int lanes = 1;            // threads per item, a power of two <= kThreads
+  int lanes_log2 = 0;       // lanes and items per block are powers of two: thread index math is shifts and masks
   int items_per_block = 1;  // kThreads / lanes
+  int items_per_block_log2 = 0;
   bool rows = true;
   // The bias contributions of a block fit its shared tile; otherwise a block has one item and each lane
   // writes its channels' sums straight to the block's workspace row.
@@ -71,7 +73,9 @@ inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner
             slice(cfg.lanes) > kTileElems))
       cfg.lanes *= 2;
   }
+  cfg.lanes_log2 = hd::log2_of(cfg.lanes);
   cfg.items_per_block = kThreads / cfg.lanes;
+  cfg.items_per_block_log2 = hd::log2_of(cfg.items_per_block);
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
   return cfg;
 }
@@ -89,12 +93,12 @@ struct Slot {
 PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
   Slot s;
   if (cfg.rows) {
-    s.item_in_block = tid / cfg.lanes;
-    s.lane = tid % cfg.lanes;
-    s.lane0 = s.item_in_block * cfg.lanes;
+    s.item_in_block = tid >> cfg.lanes_log2;
+    s.lane = tid & (cfg.lanes - 1);
+    s.lane0 = s.item_in_block << cfg.lanes_log2;
   } else {
-    s.item_in_block = tid % cfg.items_per_block;
-    s.lane = tid / cfg.items_per_block;
+    s.item_in_block = tid & (cfg.items_per_block - 1);
+    s.lane = tid >> cfg.items_per_block_log2;
     s.lane0 = s.item_in_block;
   }
   s.item = block * cfg.items_per_block + s.item_in_block;
@@ -135,15 +139,9 @@ struct BackwardShared {
 // One step of the tree reduction over an item's lanes (called for half = lanes/2, ..., 1, a barrier before each).
 template <typename acc_t>
 PF_HD void reduce_step(const LaunchConfig& cfg, acc_t* partial, int tid, int half) {
-  const int lane = cfg.rows ? tid % cfg.lanes : tid / cfg.items_per_block;
+  const int lane = cfg.rows ? tid & (cfg.lanes - 1) : tid >> cfg.items_per_block_log2;
   const int lane_stride = cfg.rows ? 1 : cfg.items_per_block;
   if (lane < half) partial[tid] += partial[tid + half * lane_stride];
-}
-
-inline int log2_of(int pow2) {
-  int steps = 0;
-  while ((1 << steps) < pow2) ++steps;
-  return steps;
 }
 
 // ---- forward ----
@@ -160,10 +158,9 @@ struct ForwardKernel {
   acc_t eps;
   bool pixel_norm;
   LaunchConfig cfg;
-  int reduce_steps;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return pixel_norm ? reduce_steps + 2 : 1; }
+  PF_HD int phases() const { return pixel_norm ? cfg.lanes_log2 + 2 : 1; }
 
   // Phase 1 with pixel norm: this lane's share of sum(a^2).
   PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
@@ -218,11 +215,10 @@ struct BackwardKernel {
   acc_t eps;
   bool pixel_norm, saved_is_input;
   LaunchConfig cfg;
-  int reduce_steps;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
   PF_HD int phases() const {
-    return (pixel_norm ? reduce_steps + 2 : 1) + (workspace && cfg.tiled() ? 1 : 0);
+    return (pixel_norm ? cfg.lanes_log2 + 2 : 1) + (workspace && cfg.tiled() ? 1 : 0);
   }
 
   struct Element {
@@ -292,7 +288,7 @@ struct BackwardKernel {
   }
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    const int write_phase = pixel_norm ? reduce_steps + 1 : 0;
+    const int write_phase = pixel_norm ? cfg.lanes_log2 + 1 : 0;
     if (p == write_phase) {
       write(sh, block, tid);
     } else if (p > write_phase) {
@@ -371,7 +367,7 @@ auto run(const ForwardParams& p, const Exec& exec) {
                                       static_cast<acc_t>(p.slope)};
     return exec(ForwardKernel<scalar_t>{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y),
                                         static_cast<acc_t*>(p.rsqrt), epilogue, static_cast<acc_t>(p.eps),
-                                        p.pixel_norm, cfg, log2_of(cfg.lanes)});
+                                        p.pixel_norm, cfg});
   });
 }
 
@@ -387,7 +383,7 @@ auto run(const BackwardParams& p, const Exec& exec) {
     const auto error = exec(BackwardKernel<scalar_t>{
         static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.saved),
         static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x), workspace, epilogue,
-        static_cast<acc_t>(p.eps), p.pixel_norm, p.saved_is_input, cfg, log2_of(cfg.lanes)});
+        static_cast<acc_t>(p.eps), p.pixel_norm, p.saved_is_input, cfg});
     if (error != decltype(error){} || !workspace) return error;
     return exec(FinishBiasKernel<scalar_t>{workspace, static_cast<scalar_t*>(p.grad_bias), cfg.blocks, p.channels});
   });
