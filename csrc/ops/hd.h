@@ -4,6 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
@@ -118,5 +119,12 @@ struct Divisor {
     else return n / value;
   }
 };
+
+// Calls f(std::bool_constant<d.pow2()>{}): the kernel instantiated for d's case.
+template <typename F>
+auto with_divisor_case(const Divisor& d, F&& f) {
+  if (d.pow2()) return f(std::true_type{});
+  return f(std::false_type{});
+}
 
 }  // namespace progan_fast::hd

@@ -338,8 +338,8 @@ struct BackwardParams {
 template <typename scalar_t, typename F>
 auto with_instantiation(int vector, int64_t inner, F&& f) {
   if (vector > 1) return f(std::integral_constant<int, hd::kVec128<scalar_t>>{}, std::true_type{});
-  if (hd::Divisor::of(inner).pow2()) return f(std::integral_constant<int, 1>{}, std::true_type{});
-  return f(std::integral_constant<int, 1>{}, std::false_type{});
+  return hd::with_divisor_case(hd::Divisor::of(inner),
+                               [&](auto pow2_inner) { return f(std::integral_constant<int, 1>{}, pow2_inner); });
 }
 
 // Builds the kernel for p's dtype and hands it to `exec` (hd::CudaLaunch on the GPU, hd::Emulate in tests).

@@ -38,6 +38,7 @@ struct LaunchConfig {
   int64_t items = 0;     // pixels: outer * inner
   int64_t channels = 1;  // channels of each pixel
   int64_t inner = 1;     // distance between consecutive channels of a pixel (1: rows layout)
+  hd::Divisor inner_divisor;  // item -> its outer index (a shift in the kernels instantiated for pow2())
   int64_t blocks = 0;
   int lanes = 1;            // threads per item, a power of two <= kThreads
   int lanes_log2 = 0;       // lanes and items per block are powers of two: thread index math is shifts and masks
@@ -57,6 +58,7 @@ inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner
   cfg.items = outer * inner;
   cfg.channels = channels;
   cfg.inner = inner;
+  cfg.inner_divisor = hd::Divisor::of(inner);
   cfg.rows = inner == 1;
   const int channel_lanes = hd::next_pow2(channels);
   auto slice = [&](int lanes) { return (kThreads / lanes) * channels; };
@@ -90,6 +92,7 @@ struct Slot {
   int64_t base;  // element offset of the item's channel 0
 };
 
+template <bool kPow2Inner>
 PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
   Slot s;
   if (cfg.rows) {
@@ -103,7 +106,7 @@ PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
   }
   s.item = block * cfg.items_per_block + s.item_in_block;
   s.active = s.item < cfg.items;
-  const int64_t outer = s.item / cfg.inner;
+  const int64_t outer = cfg.inner_divisor.divide<kPow2Inner>(s.item);
   s.base = outer * cfg.channels * cfg.inner + (s.item - outer * cfg.inner);
   return s;
 }
@@ -146,7 +149,8 @@ PF_HD void reduce_step(const LaunchConfig& cfg, acc_t* partial, int tid, int hal
 
 // ---- forward ----
 
-template <typename scalar_t>
+// Both kernels are instantiated for `inner` a power of two or not (hd::Divisor).
+template <typename scalar_t, bool kPow2Inner>
 struct ForwardKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
@@ -164,7 +168,7 @@ struct ForwardKernel {
 
   // Phase 1 with pixel norm: this lane's share of sum(a^2).
   PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
-    const Slot s = slot_of(cfg, block, tid);
+    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     acc_t sum = 0;
     if (s.active)
       for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
@@ -176,7 +180,7 @@ struct ForwardKernel {
 
   // Last phase: y = a (* rsqrt(mean(a^2) + eps)); lane 0 stores the rsqrt for backward.
   PF_HD void write(const Shared& sh, int64_t block, int tid) const {
-    const Slot s = slot_of(cfg, block, tid);
+    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     if (!s.active) return;
     acc_t rs = 1;
     if (pixel_norm) {
@@ -201,7 +205,7 @@ struct ForwardKernel {
 // gv = act'(v) * ga with ga = rsqrt * (grad_y - y * mean(grad_y * y)) under pixel norm, grad_y otherwise;
 // grad_x = scale * gv; grad_bias = sum of gv over every pixel. `saved` is y, or x when saved_is_input (then y and
 // the sign of v are recomputed), or null for a linear activation without pixel norm.
-template <typename scalar_t>
+template <typename scalar_t, bool kPow2Inner>
 struct BackwardKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
@@ -239,7 +243,7 @@ struct BackwardKernel {
 
   // Phase 1 with pixel norm: this lane's share of sum(grad_y * y) and of sum(y * y).
   PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
-    const Slot s = slot_of(cfg, block, tid);
+    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     acc_t sum = 0, sum_sq = 0;
     if (s.active) {
       const acc_t rs = item_rsqrt(s);
@@ -257,7 +261,7 @@ struct BackwardKernel {
   // With pixel norm, mean(grad_y * y) is scaled by the factor that restores y's exact norm (it was rounded to
   // scalar_t when saved; see csrc/common/scaled_bias_act_math.h).
   PF_HD void write(Shared& sh, int64_t block, int tid) const {
-    const Slot s = slot_of(cfg, block, tid);
+    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     if (!s.active) return;
     const acc_t rs = item_rsqrt(s);
     const acc_t n = acc_t(cfg.channels);
@@ -365,9 +369,11 @@ auto run(const ForwardParams& p, const Exec& exec) {
     const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
     const Epilogue<scalar_t> epilogue{static_cast<const scalar_t*>(p.bias), static_cast<acc_t>(p.scale),
                                       static_cast<acc_t>(p.slope)};
-    return exec(ForwardKernel<scalar_t>{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y),
-                                        static_cast<acc_t*>(p.rsqrt), epilogue, static_cast<acc_t>(p.eps),
-                                        p.pixel_norm, cfg});
+    return hd::with_divisor_case(cfg.inner_divisor, [&](auto pow2_inner) {
+      return exec(ForwardKernel<scalar_t, decltype(pow2_inner)::value>{
+          static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y), static_cast<acc_t*>(p.rsqrt), epilogue,
+          static_cast<acc_t>(p.eps), p.pixel_norm, cfg});
+    });
   });
 }
 
@@ -380,10 +386,12 @@ auto run(const BackwardParams& p, const Exec& exec) {
     const Epilogue<scalar_t> epilogue{static_cast<const scalar_t*>(p.bias), static_cast<acc_t>(p.scale),
                                       static_cast<acc_t>(p.slope)};
     acc_t* workspace = static_cast<acc_t*>(p.workspace);
-    const auto error = exec(BackwardKernel<scalar_t>{
-        static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.saved),
-        static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x), workspace, epilogue,
-        static_cast<acc_t>(p.eps), p.pixel_norm, p.saved_is_input, cfg});
+    const auto error = hd::with_divisor_case(cfg.inner_divisor, [&](auto pow2_inner) {
+      return exec(BackwardKernel<scalar_t, decltype(pow2_inner)::value>{
+          static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.saved),
+          static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x), workspace, epilogue,
+          static_cast<acc_t>(p.eps), p.pixel_norm, p.saved_is_input, cfg});
+    });
     if (error != decltype(error){} || !workspace) return error;
     return exec(FinishBiasKernel<scalar_t>{workspace, static_cast<scalar_t*>(p.grad_bias), cfg.blocks, p.channels});
   });
