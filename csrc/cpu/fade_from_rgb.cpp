@@ -47,8 +47,9 @@ constexpr int64_t kStreamBytes = 8 << 20;
 constexpr int64_t kChunk = 256;
 
 // Streaming copies of an L1 buffer to memory, with the widest non-temporal store of the active ISA variant (isa.h;
-// written with intrinsics like isa.cpp's F16C conversions): the loops above compute into L1 buffers because GCC's vectorizer has no
-// non-temporal stores, and this copy then costs one load and one store per vector instead of four of each.
+// written with intrinsics like isa.cpp's F16C conversions): the loops above compute into L1 buffers because GCC's
+// vectorizer has no non-temporal stores, and this copy then costs one load and one store per vector instead of
+// four of each.
 namespace {
 #if PROGAN_FAST_X86_DISPATCH
 __attribute__((target("avx512f"))) void stream_copy_avx512(float* dst, const float* src, int64_t n) {
