@@ -40,7 +40,7 @@ def sources(pattern: str) -> list:
 def extension():
     with_cuda = want_cuda()
     sanitize = os.environ.get("PROGAN_FAST_SANITIZE", "0") not in ("", "0")
-    # Portable baseline only: hot loops are multi-versioned with target_clones (see csrc/cpu/isa.h),
+    # Portable baseline only: hot loops are compiled per ISA variant (see csrc/cpu/isa.h),
     # so one wheel runs on any x86-64 and still uses AVX2/AVX-512 where the CPU has them.
     cxx = ["-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-DPROGAN_FAST_TORCH_VERSION=\"%s\"" % torch.__version__]
     link = ["-fopenmp"]

@@ -17,6 +17,9 @@ def report():
     lines.append(f"triton       {triton_version}")
     lines.append(f"GPU          {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none visible'}")
     lines.append(f"forced       {backends.get_backend() or 'no (automatic choice)'}")
+    if backends.available("cpu")[0]:
+        variants = list(torch.ops.progan_fast._cpu_isa_variants())
+        lines.append(f"CPU ISA      {variants[0]} (variants this CPU runs: {', '.join(variants)})")
     lines.append("")
     lines.append("backends:")
     for name in backends.BACKENDS:

@@ -111,3 +111,5 @@ def test_env_report_lists_versions_backends_and_ops():
     for name in backends.BACKENDS:
         assert f"  {name}" in text
     assert "pixel_norm" in text
+    if backends.available("cpu")[0]:
+        assert f"CPU ISA      {torch.ops.progan_fast._cpu_isa_variants()[0]} " in text

@@ -88,21 +88,27 @@ FADE_INLINE void add_rows(A* __restrict out, const A* __restrict a, const A* __r
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
-// float32 entry points (external linkage for the ifunc resolvers).
-PROGAN_FAST_MULTIVERSION
-void lerp_row_f32(float* out, const float* a, const float* b, int64_t n, float alpha) { lerp_row(out, a, b, n, alpha); }
-PROGAN_FAST_MULTIVERSION
-void expand_row_f32(float* dst, const float* src, int64_t width, int64_t factor, int64_t vec) {
+// float32 entry points, one per ISA variant (isa.h).
+PROGAN_FAST_MULTIVERSION(lerp_row_f32, (float* out, const float* a, const float* b, int64_t n, float alpha),
+                         (out, a, b, n, alpha)) {
+  lerp_row(out, a, b, n, alpha);
+}
+PROGAN_FAST_MULTIVERSION(expand_row_f32,
+                         (float* dst, const float* src, int64_t width, int64_t factor, int64_t vec),
+                         (dst, src, width, factor, vec)) {
   expand_row(dst, src, width, factor, vec);
 }
-PROGAN_FAST_MULTIVERSION
-void pool_row_f32(float* dst, const float* src, int64_t width, int64_t factor, int64_t vec, float scale) {
+PROGAN_FAST_MULTIVERSION(pool_row_f32,
+                         (float* dst, const float* src, int64_t width, int64_t factor, int64_t vec, float scale),
+                         (dst, src, width, factor, vec, scale)) {
   pool_row(dst, src, width, factor, vec, scale);
 }
-PROGAN_FAST_MULTIVERSION
-void scale_row_f32(float* out, const float* x, int64_t n, float s) { scale_row(out, x, n, s); }
-PROGAN_FAST_MULTIVERSION
-void add_rows_f32(float* out, const float* a, const float* b, int64_t n) { add_rows(out, a, b, n); }
+PROGAN_FAST_MULTIVERSION(scale_row_f32, (float* out, const float* x, int64_t n, float s), (out, x, n, s)) {
+  scale_row(out, x, n, s);
+}
+PROGAN_FAST_MULTIVERSION(add_rows_f32, (float* out, const float* a, const float* b, int64_t n), (out, a, b, n)) {
+  add_rows(out, a, b, n);
+}
 
 namespace {
 

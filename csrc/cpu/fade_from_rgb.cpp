@@ -46,9 +46,10 @@ constexpr int64_t kStreamBytes = 8 << 20;
 // Values computed into an L1 buffer before a streaming copy, and the generic path's scratch run.
 constexpr int64_t kChunk = 256;
 
-// Streaming copies of an L1 buffer to memory, with the widest non-temporal store the CPU has (chosen once, at load
-// time, like isa.cpp's F16C conversions): the loops above compute into L1 buffers because GCC's vectorizer has no
-// non-temporal stores, and this copy then costs one load and one store per vector instead of four of each.
+// Streaming copies of an L1 buffer to memory, with the widest non-temporal store of the active ISA variant (isa.h;
+// written with intrinsics like isa.cpp's F16C conversions): the loops above compute into L1 buffers because GCC's
+// vectorizer has no non-temporal stores, and this copy then costs one load and one store per vector instead of
+// four of each.
 namespace {
 #if PROGAN_FAST_X86_DISPATCH
 __attribute__((target("avx512f"))) void stream_copy_avx512(float* dst, const float* src, int64_t n) {
@@ -75,15 +76,16 @@ void stream_copy_sse(float* dst, const float* src, int64_t n) {
   for (; i < n; ++i) dst[i] = src[i];
 }
 
-using StreamCopy = void (*)(float*, const float*, int64_t);
-StreamCopy choose_stream_copy() {
+void stream_copy(float* dst, const float* src, int64_t n) {
 #if PROGAN_FAST_X86_DISPATCH
-  if (__builtin_cpu_supports("avx512f")) return stream_copy_avx512;
-  if (__builtin_cpu_supports("avx")) return stream_copy_avx;
+  switch (isa::enter()) {
+    case isa::kX86_64_V4: return stream_copy_avx512(dst, src, n);
+    case isa::kX86_64_V3: return stream_copy_avx(dst, src, n);
+    default: break;
+  }
 #endif
-  return stream_copy_sse;
+  stream_copy_sse(dst, src, n);
 }
-const StreamCopy stream_copy = choose_stream_copy();
 }  // namespace
 
 // dst = src (an L1 buffer), with non-temporal stores when `stream`.
@@ -575,29 +577,33 @@ FADE_INLINE void rows_backward(A* gn, const A* g, int64_t pixels, int64_t C, con
 }
 #undef FADE_CI_SWITCH
 
-PROGAN_FAST_MULTIVERSION
-void fade_planes_forward_f32(float* out, const float* nw, int64_t channels, int64_t cs, const float* pool, int64_t P,
-                             int64_t ci, const float* ws, const float* bb, float alpha, float slope, bool stream) {
+PROGAN_FAST_MULTIVERSION(fade_planes_forward_f32,
+                         (float* out, const float* nw, int64_t channels, int64_t cs, const float* pool, int64_t P,
+                          int64_t ci, const float* ws, const float* bb, float alpha, float slope, bool stream),
+                         (out, nw, channels, cs, pool, P, ci, ws, bb, alpha, slope, stream)) {
   planes_forward(out, nw, channels, cs, pool, P, ci, ws, bb, alpha, slope, stream);
 }
 
-PROGAN_FAST_MULTIVERSION
-void fade_planes_backward_f32(float* gn, const float* g, int64_t channels, int64_t cs, const float* pool, float* gpool,
-                              int64_t P, int64_t ci, const float* ws, const float* bb, float alpha, float slope,
-                              float* partial, bool stream) {
+PROGAN_FAST_MULTIVERSION(fade_planes_backward_f32,
+                         (float* gn, const float* g, int64_t channels, int64_t cs, const float* pool, float* gpool,
+                          int64_t P, int64_t ci, const float* ws, const float* bb, float alpha, float slope,
+                          float* partial, bool stream),
+                         (gn, g, channels, cs, pool, gpool, P, ci, ws, bb, alpha, slope, partial, stream)) {
   planes_backward(gn, g, channels, cs, pool, gpool, P, ci, ws, bb, alpha, slope, partial, stream);
 }
 
-PROGAN_FAST_MULTIVERSION
-void fade_rows_forward_f32(float* out, const float* nw, int64_t pixels, int64_t C, const float* pool, int64_t ci,
-                           const float* wsT, const float* bb, float alpha, float slope, bool stream) {
+PROGAN_FAST_MULTIVERSION(fade_rows_forward_f32,
+                         (float* out, const float* nw, int64_t pixels, int64_t C, const float* pool, int64_t ci,
+                          const float* wsT, const float* bb, float alpha, float slope, bool stream),
+                         (out, nw, pixels, C, pool, ci, wsT, bb, alpha, slope, stream)) {
   rows_forward(out, nw, pixels, C, pool, ci, wsT, bb, alpha, slope, stream);
 }
 
-PROGAN_FAST_MULTIVERSION
-void fade_rows_backward_f32(float* gn, const float* g, int64_t pixels, int64_t C, const float* pool, float* gpool,
-                            int64_t ci, const float* wsT, const float* bb, float alpha, float slope, float* acc,
-                            bool stream) {
+PROGAN_FAST_MULTIVERSION(fade_rows_backward_f32,
+                         (float* gn, const float* g, int64_t pixels, int64_t C, const float* pool, float* gpool,
+                          int64_t ci, const float* wsT, const float* bb, float alpha, float slope, float* acc,
+                          bool stream),
+                         (gn, g, pixels, C, pool, gpool, ci, wsT, bb, alpha, slope, acc, stream)) {
   rows_backward(gn, g, pixels, C, pool, gpool, ci, wsT, bb, alpha, slope, acc, stream);
 }
 

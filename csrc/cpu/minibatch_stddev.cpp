@@ -55,7 +55,7 @@ MS_INLINE float to_acc(c10::Half v) { return static_cast<float>(v); }
 MS_INLINE float to_acc(c10::BFloat16 v) { return static_cast<float>(v); }
 template <typename T> MS_INLINE T from_acc(acc_t<T> v) { return static_cast<T>(v); }
 
-// ---- stores, plain or streaming (always inlined: they take the ISA of the clone that calls them) ----
+// ---- stores, plain or streaming (always inlined: they take the ISA of the variant that calls them) ----
 
 template <typename T>
 MS_INLINE void copy(T* __restrict dst, const T* __restrict src, int64_t n, bool /*stream*/) {
@@ -116,7 +116,7 @@ MS_INLINE void block_moments(const T* __restrict x, const int64_t* x_off, T* __r
 
 // float: 16 positions at a time in registers, the member loop inside (the generic loop above keeps mean and the
 // sum of squares in memory and re-reads them for every member: ~1.5x slower forward in cache). GCC vector types
-// take the width of the clone's ISA (one zmm, two ymm or four xmm).
+// take the width of the variant's ISA (one zmm, two ymm or four xmm).
 typedef float vec16 __attribute__((vector_size(64)));
 // The helpers taking vec16 are always inlined: no call passes one, so the ABI note about 64-byte vectors is moot.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -247,26 +247,30 @@ MS_INLINE void backward_task(const T* dy, const T* x, T* dx, const int64_t* x_of
       }
 }
 
-// float32: one clone per ISA (external linkage so the ifunc resolvers can be emitted).
-PROGAN_FAST_MULTIVERSION
-void forward_task_f32(const float* x, float* y, const int64_t* x_off, const int64_t* y_off, int64_t members,
-                      int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row, float inv_divisor,
-                      float eps, bool stream, double* sums) {
+// float32: one variant per ISA (isa.h).
+PROGAN_FAST_MULTIVERSION(forward_task_f32,
+                         (const float* x, float* y, const int64_t* x_off, const int64_t* y_off, int64_t members,
+                          int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
+                          float inv_divisor, float eps, bool stream, double* sums),
+                         (x, y, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, inv_divisor, eps, stream,
+                          sums)) {
   forward_task<float>(x, y, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, inv_divisor, eps, stream,
                       sums);
 }
 
-PROGAN_FAST_MULTIVERSION
-void backward_task_f32(const float* dy, const float* x, float* dx, const int64_t* x_off, const int64_t* y_off,
-                       int64_t members, int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row,
-                       const float* coef, float inv_divisor, float eps, bool stream) {
+PROGAN_FAST_MULTIVERSION(backward_task_f32,
+                         (const float* dy, const float* x, float* dx, const int64_t* x_off, const int64_t* y_off,
+                          int64_t members, int64_t rows, int64_t segments, int64_t seg_len, int64_t x_row,
+                          int64_t y_row, const float* coef, float inv_divisor, float eps, bool stream),
+                         (dy, x, dx, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, coef, inv_divisor,
+                          eps, stream)) {
   backward_task<float>(dy, x, dx, x_off, y_off, members, rows, segments, seg_len, x_row, y_row, coef, inv_divisor,
                        eps, stream);
 }
 
 namespace {
 
-// The task loops for any element type: float32 through its ISA clones, the others compiled for the baseline.
+// The task loops for any element type: float32 through its ISA variants, the others compiled for the baseline.
 template <typename T>
 void run_forward_task(const T* x, T* y, const int64_t* x_off, const int64_t* y_off, int64_t members, int64_t rows,
                       int64_t segments, int64_t seg_len, int64_t x_row, int64_t y_row, acc_t<T> inv_divisor,

@@ -28,7 +28,7 @@ using cpu::prefetch_row;
 using cpu::stream_fence;
 using cpu::until_aligned;
 
-// ---- output stores, plain or streaming (always inlined, so they take the ISA of the clone that calls them) ----
+// ---- output stores, plain or streaming (always inlined, so they take the ISA of the variant that calls them) ----
 
 // y[i] = x[i] * s[i]
 PF_CPU_INLINE void store_mul(float* __restrict y, const float* __restrict x, const float* __restrict s, int64_t n,
@@ -86,13 +86,14 @@ PF_CPU_INLINE void store_axpby_scalar(float* __restrict dx, const float* __restr
   for (; i < n; ++i) dx[i] = a * dy[i] - b * x[i];
 }
 
-// ---- float32 loops (multi-versioned; external linkage so the ifunc resolvers can be emitted) ----
+// ---- float32 loops (multi-versioned, isa.h) ----
 // Planes: a block of n <= kMaxBlock neighbouring pixels; channel c of pixel i is at [c * stride + i]. `next` (may be
 // null): the same thread's next block, next_n pixels wide, prefetched during the second pass.
 
-PROGAN_FAST_MULTIVERSION
-void forward_planes_f32(const float* __restrict x, float* __restrict y, float* __restrict r, int64_t C, int64_t stride,
-                        int64_t n, float eps, bool stream, const float* next, int64_t next_n) {
+PROGAN_FAST_MULTIVERSION(forward_planes_f32,
+                         (const float* __restrict x, float* __restrict y, float* __restrict r, int64_t C,
+                          int64_t stride, int64_t n, float eps, bool stream, const float* next, int64_t next_n),
+                         (x, y, r, C, stride, n, eps, stream, next, next_n)) {
   float acc[kMaxBlock];
   for (int64_t i = 0; i < n; ++i) acc[i] = 0.f;
   for (int64_t c = 0; c < C; ++c) {
@@ -110,10 +111,11 @@ void forward_planes_f32(const float* __restrict x, float* __restrict y, float* _
 }
 
 // dx = r * dy - x * r^3 * mean_c(dy * x)
-PROGAN_FAST_MULTIVERSION
-void backward_planes_f32(const float* __restrict dy, const float* __restrict x, const float* __restrict r,
-                         float* __restrict dx, int64_t C, int64_t stride, int64_t n, bool stream, const float* next_dy,
-                         const float* next_x, int64_t next_n) {
+PROGAN_FAST_MULTIVERSION(backward_planes_f32,
+                         (const float* __restrict dy, const float* __restrict x, const float* __restrict r,
+                          float* __restrict dx, int64_t C, int64_t stride, int64_t n, bool stream, const float* next_dy,
+                          const float* next_x, int64_t next_n),
+                         (dy, x, r, dx, C, stride, n, stream, next_dy, next_x, next_n)) {
   float k[kMaxBlock];
   float rs[kMaxBlock];
   for (int64_t i = 0; i < n; ++i) k[i] = 0.f;
@@ -149,9 +151,10 @@ PF_CPU_INLINE int64_t row_group(int64_t C, int64_t streams) {
                              kRowGroup);
 }
 
-PROGAN_FAST_MULTIVERSION
-void forward_rows_f32(const float* __restrict x, float* __restrict y, float* __restrict r, int64_t rows, int64_t C,
-                      float eps, bool stream) {
+PROGAN_FAST_MULTIVERSION(forward_rows_f32,
+                         (const float* __restrict x, float* __restrict y, float* __restrict r, int64_t rows, int64_t C,
+                          float eps, bool stream),
+                         (x, y, r, rows, C, eps, stream)) {
   const float fc = static_cast<float>(C);
   const int64_t group = row_group(C, 1);
   for (int64_t row0 = 0; row0 < rows; row0 += group) {
@@ -173,9 +176,10 @@ void forward_rows_f32(const float* __restrict x, float* __restrict y, float* __r
   stream_fence(stream);
 }
 
-PROGAN_FAST_MULTIVERSION
-void backward_rows_f32(const float* __restrict dy, const float* __restrict x, const float* __restrict r,
-                       float* __restrict dx, int64_t rows, int64_t C, bool stream) {
+PROGAN_FAST_MULTIVERSION(backward_rows_f32,
+                         (const float* __restrict dy, const float* __restrict x, const float* __restrict r,
+                          float* __restrict dx, int64_t rows, int64_t C, bool stream),
+                         (dy, x, r, dx, rows, C, stream)) {
   const float fc = static_cast<float>(C);
   const int64_t group = row_group(C, 2);
   for (int64_t row0 = 0; row0 < rows; row0 += group) {

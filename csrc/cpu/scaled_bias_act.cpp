@@ -147,12 +147,13 @@ PF_CPU_INLINE int64_t row_group(int64_t C, int64_t streams) {
                              kRowGroup);
 }
 
-// ---- float32 loops (multi-versioned; external linkage so the ifunc resolvers can be emitted) ----
+// ---- float32 loops (multi-versioned, isa.h) ----
 
 // Rows form, forward: `rows` rows of L elements, y = act(scale * x + bias[j]) with bias the row's pattern.
-PROGAN_FAST_MULTIVERSION
-void forward_rows_f32(const float* __restrict x, float* __restrict y, const float* __restrict bias, float scale,
-                      float slope, int64_t rows, int64_t L, bool stream) {
+PROGAN_FAST_MULTIVERSION(forward_rows_f32,
+                         (const float* __restrict x, float* __restrict y, const float* __restrict bias, float scale,
+                          float slope, int64_t rows, int64_t L, bool stream),
+                         (x, y, bias, scale, slope, rows, L, stream)) {
   for (int64_t row = 0; row < rows; ++row)
     write_elements(y + row * L, L, stream, ActPattern{x + row * L, bias, scale, slope});
   stream_fence(stream);
@@ -161,18 +162,20 @@ void forward_rows_f32(const float* __restrict x, float* __restrict y, const floa
 // Rows form, backward: gv = act'(v) * grad_y, grad_x = scale * gv, acc[j] += gv (the bias pattern's partial sums).
 // Called once per flush of acc; the caller fences its streaming stores once at the end (a fence per call cost
 // ~2x at S3 channels_last).
-PROGAN_FAST_MULTIVERSION
-void backward_rows_f32(const float* __restrict gy, const float* __restrict sign, float* __restrict gx,
-                       float* __restrict acc, float scale, float slope, int64_t rows, int64_t L, bool stream) {
+PROGAN_FAST_MULTIVERSION(backward_rows_f32,
+                         (const float* __restrict gy, const float* __restrict sign, float* __restrict gx,
+                          float* __restrict acc, float scale, float slope, int64_t rows, int64_t L, bool stream),
+                         (gy, sign, gx, acc, scale, slope, rows, L, stream)) {
   for (int64_t row = 0; row < rows; ++row)
     write_scaled_accumulate(gx + row * L, acc, L, scale, stream, Gate{gy + row * L, sign + row * L, slope});
 }
 
 // Planes form, forward: planes [p0, p1) of `inner` elements from x, y (pointing at plane p0); plane p is
 // channel p % C.
-PROGAN_FAST_MULTIVERSION
-void forward_planes_f32(const float* __restrict x, float* __restrict y, const float* __restrict bias, float scale,
-                        float slope, int64_t p0, int64_t p1, int64_t C, int64_t inner, bool stream) {
+PROGAN_FAST_MULTIVERSION(forward_planes_f32,
+                         (const float* __restrict x, float* __restrict y, const float* __restrict bias, float scale,
+                          float slope, int64_t p0, int64_t p1, int64_t C, int64_t inner, bool stream),
+                         (x, y, bias, scale, slope, p0, p1, C, inner, stream)) {
   int64_t c = p0 % C;
   for (int64_t p = p0; p < p1; ++p, c = c + 1 == C ? 0 : c + 1) {
     const int64_t off = (p - p0) * inner;
@@ -182,10 +185,11 @@ void forward_planes_f32(const float* __restrict x, float* __restrict y, const fl
 }
 
 // Planes form, backward; bias_sum[c] += sum over the plane of gv, in float over kFloatSum elements at a time.
-PROGAN_FAST_MULTIVERSION
-void backward_planes_f32(const float* __restrict gy, const float* __restrict sign, float* __restrict gx,
-                         double* __restrict bias_sum, float scale, float slope, int64_t p0, int64_t p1, int64_t C,
-                         int64_t inner, bool stream) {
+PROGAN_FAST_MULTIVERSION(backward_planes_f32,
+                         (const float* __restrict gy, const float* __restrict sign, float* __restrict gx,
+                          double* __restrict bias_sum, float scale, float slope, int64_t p0, int64_t p1, int64_t C,
+                          int64_t inner, bool stream),
+                         (gy, sign, gx, bias_sum, scale, slope, p0, p1, C, inner, stream)) {
   int64_t c = p0 % C;
   for (int64_t p = p0; p < p1; ++p, c = c + 1 == C ? 0 : c + 1) {
     double total = 0;
@@ -201,10 +205,11 @@ void backward_planes_f32(const float* __restrict gy, const float* __restrict sig
 
 // Pixel norm, planes: a block of n <= kMaxBlock neighbouring pixels; channel c of pixel i at [c * stride + i].
 // `next` (may be null): the same thread's next block, prefetched during the second pass.
-PROGAN_FAST_MULTIVERSION
-void forward_planes_pn_f32(const float* __restrict x, float* __restrict y, float* __restrict r,
-                           const float* __restrict bias, float scale, float slope, int64_t C, int64_t stride,
-                           int64_t n, float eps, bool stream, const float* next, int64_t next_n) {
+PROGAN_FAST_MULTIVERSION(forward_planes_pn_f32,
+                         (const float* __restrict x, float* __restrict y, float* __restrict r,
+                          const float* __restrict bias, float scale, float slope, int64_t C, int64_t stride, int64_t n,
+                          float eps, bool stream, const float* next, int64_t next_n),
+                         (x, y, r, bias, scale, slope, C, stride, n, eps, stream, next, next_n)) {
   float acc[kMaxBlock];
   for (int64_t i = 0; i < n; ++i) acc[i] = 0.f;
   for (int64_t c = 0; c < C; ++c) {
@@ -227,11 +232,13 @@ void forward_planes_pn_f32(const float* __restrict x, float* __restrict y, float
 
 // ga = r * (gy - y * mean_c(gy * y) * fix) with y's norm restored (norm_fix), gv = act'(v) * ga,
 // grad_x = scale * gv, bias_sum[c] += sum_i gv.
-PROGAN_FAST_MULTIVERSION
-void backward_planes_pn_f32(const float* __restrict gy, const float* __restrict y, const float* __restrict sign,
-                            const float* __restrict r, float* __restrict gx, double* __restrict bias_sum,
-                            float scale, float slope, float eps, int64_t C, int64_t stride, int64_t n, bool stream,
-                            const float* next_gy, const float* next_y, int64_t next_n) {
+PROGAN_FAST_MULTIVERSION(backward_planes_pn_f32,
+                         (const float* __restrict gy, const float* __restrict y, const float* __restrict sign,
+                          const float* __restrict r, float* __restrict gx, double* __restrict bias_sum, float scale,
+                          float slope, float eps, int64_t C, int64_t stride, int64_t n, bool stream,
+                          const float* next_gy, const float* next_y, int64_t next_n),
+                         (gy, y, sign, r, gx, bias_sum, scale, slope, eps, C, stride, n, stream, next_gy, next_y,
+                          next_n)) {
   float m[kMaxBlock];
   float q[kMaxBlock];
   for (int64_t i = 0; i < n; ++i) m[i] = q[i] = 0.f;
@@ -259,10 +266,11 @@ void backward_planes_pn_f32(const float* __restrict gy, const float* __restrict 
 
 // Pixel norm, rows: `rows` contiguous rows of C channels, in groups: the group's activations into `scratch`
 // (group * C floats, L1) with their sums of squares, then the group's rsqrts, then y = a * r.
-PROGAN_FAST_MULTIVERSION
-void forward_rows_pn_f32(const float* __restrict x, float* __restrict y, float* __restrict r,
-                         const float* __restrict bias, float scale, float slope, int64_t rows, int64_t C, float eps,
-                         bool stream, float* __restrict scratch) {
+PROGAN_FAST_MULTIVERSION(forward_rows_pn_f32,
+                         (const float* __restrict x, float* __restrict y, float* __restrict r,
+                          const float* __restrict bias, float scale, float slope, int64_t rows, int64_t C, float eps,
+                          bool stream, float* __restrict scratch),
+                         (x, y, r, bias, scale, slope, rows, C, eps, stream, scratch)) {
   const float fc = static_cast<float>(C);
   const int64_t group = row_group(C, 1);
   for (int64_t row0 = 0; row0 < rows; row0 += group) {
@@ -290,10 +298,11 @@ void forward_rows_pn_f32(const float* __restrict x, float* __restrict y, float* 
 }
 
 // acc[c] += gv over the rows. The caller fences, as for backward_rows_f32.
-PROGAN_FAST_MULTIVERSION
-void backward_rows_pn_f32(const float* __restrict gy, const float* __restrict y, const float* __restrict sign,
+PROGAN_FAST_MULTIVERSION(backward_rows_pn_f32,
+                         (const float* __restrict gy, const float* __restrict y, const float* __restrict sign,
                           const float* __restrict r, float* __restrict gx, float* __restrict acc, float scale,
-                          float slope, float eps, int64_t rows, int64_t C, bool stream) {
+                          float slope, float eps, int64_t rows, int64_t C, bool stream),
+                         (gy, y, sign, r, gx, acc, scale, slope, eps, rows, C, stream)) {
   const float fc = static_cast<float>(C);
   const int64_t group = row_group(C, 2);
   for (int64_t row0 = 0; row0 < rows; row0 += group) {

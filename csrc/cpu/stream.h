@@ -2,8 +2,8 @@
 // stores, their fence, software prefetch.
 //
 // Everything here is always inlined, so it takes the ISA of the multi-versioned loop that calls it (isa.h). The
-// streaming stores are SSE2 (the x86-64 baseline, legal in every clone) of 4-float vectors computed in registers
-// (GCC vector extensions, which every clone compiles at its own encoding); at DRAM bandwidth 4 lanes keep up,
+// streaming stores are SSE2 (the x86-64 baseline, legal in every variant) of 4-float vectors computed in registers
+// (GCC vector extensions, which every variant compiles at its own encoding); at DRAM bandwidth 4 lanes keep up,
 // and the write-combining buffers merge the stores into whole lines. Computing into an L1 scratch row and
 // streaming that out instead was measured ~1.5x slower (the extra load/store traffic stalls the streams).
 #pragma once
@@ -45,7 +45,7 @@ inline __attribute__((always_inline)) V load(const float* p) {
 
 // Elementwise output loops over a functor `f` with `template <typename V> V at(int64_t i) const` (V = float or
 // v4f: the value of elements i..i+lanes-1), a pure function of i. Without `stream` they are plain loops, which
-// the compiler vectorizes at the clone's full width (outputs that stay in cache); with it, a scalar head up to
+// the compiler vectorizes at the variant's full width (outputs that stay in cache); with it, a scalar head up to
 // 16-byte alignment, 4-float non-temporal stores, a scalar tail.
 
 // out[i] = f(i)

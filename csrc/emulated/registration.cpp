@@ -11,12 +11,17 @@
 namespace progan_fast {
 namespace {
 
-// The launch geometry the CUDA launcher picks, so tests can check that every schedule is exercised:
-// (items, blocks, lanes, items_per_block, rows).
+// The launch geometry the CUDA launcher picks for the forward of x, so tests can check that every schedule is
+// exercised: (items, blocks, lanes, items_per_block, rows, elements per access).
 std::vector<int64_t> pixel_norm_launch_config(const at::Tensor& x, int64_t dim) {
-  const ReductionLayout layout = ReductionLayout::of(x, dim);
-  const auto cfg = pixel_norm_cuda::launch_config(layout.outer, layout.channels, layout.inner);
-  return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0};
+  const PixelNormForwardOperands o(x, dim);
+  const int vector = hd::dispatch(launcher_dtype(x, "x"), [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
+    return pixel_norm_cuda::vector_width<scalar_t>(o.layout.channels, o.layout.inner, {o.x.const_data_ptr(),
+                                                                                       o.y.const_data_ptr()});
+  });
+  const auto cfg = pixel_norm_cuda::launch_config(o.layout.outer, o.layout.channels, o.layout.inner, vector);
+  return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector};
 }
 
 // (blocks of the position kernels, positions per block, blocks writing the statistic channels).

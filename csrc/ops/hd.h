@@ -4,6 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
@@ -89,6 +90,41 @@ constexpr int next_pow2(int64_t v) {
   int p = 1;
   while (p < v && p < (1 << 30)) p <<= 1;
   return p;
+}
+// log2 of a power of two (lanes, items per block: thread index math is then shifts and masks).
+constexpr int log2_of(int64_t pow2) {
+  int exponent = 0;
+  while ((int64_t(1) << exponent) < pow2) ++exponent;
+  return exponent;
+}
+
+// Division of a non-negative index by a launch constant. A kernel is instantiated for both cases (kPow2 =
+// pow2()): a power of two (every ProGAN feature map, 4x4 to 1024x1024) divides with a shift; anything else takes
+// a 64-bit divide, a subroutine of tens of instructions on the GPU (it has no integer divider). A run-time
+// choice between the two in one kernel costs the registers of the call on the fast path too (it spilled).
+struct Divisor {
+  int64_t value = 1;
+  int shift = 0;  // log2(value) when value is a power of two, else -1
+
+  static constexpr Divisor of(int64_t value) {
+    Divisor d;
+    d.value = value;
+    d.shift = value > 0 && (value & (value - 1)) == 0 ? log2_of(value) : -1;
+    return d;
+  }
+  constexpr bool pow2() const { return shift >= 0; }
+  template <bool kPow2>
+  PF_HD int64_t divide(int64_t n) const {
+    if constexpr (kPow2) return n >> shift;
+    else return n / value;
+  }
+};
+
+// Calls f(std::bool_constant<d.pow2()>{}): the kernel instantiated for d's case.
+template <typename F>
+auto with_divisor_case(const Divisor& d, F&& f) {
+  if (d.pow2()) return f(std::true_type{});
+  return f(std::false_type{});
 }
 
 }  // namespace progan_fast::hd

@@ -10,11 +10,15 @@
 //          to fill the GPU (4x4 and 8x8 feature maps), one thread per pixel when there are enough.
 // A kernel is three phases separated by block barriers: accumulate a partial sum per thread into shared
 // memory, a tree reduction over the lanes (one barrier per halving), then every lane reads its item's total
-// and writes its channels. The write phase re-reads x: a block's slice (items_per_block * channels elements)
+// and writes its channels. Rows move 16 bytes per access where they are aligned (csrc/ops/vec.h): a lane takes
+// whole vectors of channels. The write phase re-reads x: a block's slice (items_per_block * channels elements)
 // is kept small (kMaxBlockElems) so the slices of all resident blocks, about 8 per SM, stay in L2 (40-50 MB
 // on A100/H100) and the second read does not go back to DRAM.
 #pragma once
 #include "ops/phases.h"
+#include "ops/vec.h"
+
+#include <type_traits>
 
 #if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
 #include <cuda_runtime_api.h>
@@ -36,21 +40,42 @@ constexpr int kMinPixelsPerBlock = 8;
 struct LaunchConfig {
   int64_t items = 0;     // reductions: outer * inner
   int64_t channels = 1;  // length of each reduction
+  double inv_channels = 1;  // the mean multiplies by it: a float division is a subroutine call on the GPU
   int64_t inner = 1;     // distance between consecutive channels of an item (1: rows layout)
+  hd::Divisor inner_divisor;  // item -> its outer index (a shift in the kernels instantiated for pow2())
   int64_t blocks = 0;
+  int vector = 1;             // elements per access: hd::kVec128 for aligned rows, else 1 (see vector_width)
+  int64_t vectors = 1;        // accesses per item: channels / vector
+  int64_t vector_stride = 1;  // elements between an item's consecutive accesses: vector (rows) or inner (planes)
   int lanes = 1;            // threads per item, a power of two <= kThreads
+  int lanes_log2 = 0;
   int items_per_block = 1;  // kThreads / lanes
+  int items_per_block_log2 = 0;
   bool rows = true;
 };
 
-// The launch geometry, shared by the launcher and the emulation so both run the same threads.
-inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner) {
+// Elements per access of the kernels over these tensors (csrc/ops/vec.h). A rows item is `channels` contiguous
+// elements, so it splits into 128-bit vectors when `channels` divides; a planes thread reads one element per
+// channel, `inner` apart (coalesced across the threads of neighbouring pixels instead).
+template <typename scalar_t>
+int vector_width(int64_t channels, int64_t inner, std::initializer_list<const void*> tensors) {
+  return hd::vector_width<scalar_t>(inner == 1 && channels % hd::kVec128<scalar_t> == 0, tensors);
+}
+
+// The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
+// vector_width.
+inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
   LaunchConfig cfg;
   cfg.items = outer * inner;
   cfg.channels = channels;
+  cfg.inv_channels = 1.0 / static_cast<double>(channels);
   cfg.inner = inner;
+  cfg.inner_divisor = hd::Divisor::of(inner);
   cfg.rows = inner == 1;
-  const int channel_lanes = hd::next_pow2(channels);
+  cfg.vector = vector;
+  cfg.vectors = channels / vector;
+  cfg.vector_stride = cfg.rows ? vector : inner;
+  const int channel_lanes = hd::next_pow2(cfg.vectors);
   if (cfg.rows) {
     // A warp per row (fewer lanes for short rows); wide rows get more of the block to bound its slice.
     cfg.lanes = channel_lanes < 32 ? channel_lanes : 32;
@@ -63,7 +88,9 @@ inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner
                                      (kThreads / cfg.lanes) * channels > kMaxBlockElems))
       cfg.lanes *= 2;
   }
+  cfg.lanes_log2 = hd::log2_of(cfg.lanes);
   cfg.items_per_block = kThreads / cfg.lanes;
+  cfg.items_per_block_log2 = hd::log2_of(cfg.items_per_block);
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
   return cfg;
 }
@@ -82,28 +109,33 @@ struct Slot {
   int64_t base;  // element offset of the item's channel 0
 };
 
+template <bool kPow2Inner>
 PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
   Slot s;
   int item_in_block;
   if (cfg.rows) {
-    item_in_block = tid / cfg.lanes;
-    s.lane = tid % cfg.lanes;
-    s.lane0 = item_in_block * cfg.lanes;
+    item_in_block = tid >> cfg.lanes_log2;
+    s.lane = tid & (cfg.lanes - 1);
+    s.lane0 = item_in_block << cfg.lanes_log2;
   } else {
-    item_in_block = tid % cfg.items_per_block;
-    s.lane = tid / cfg.items_per_block;
+    item_in_block = tid & (cfg.items_per_block - 1);
+    s.lane = tid >> cfg.items_per_block_log2;
     s.lane0 = item_in_block;
   }
   s.item = block * cfg.items_per_block + item_in_block;
   s.active = s.item < cfg.items;
-  const int64_t outer = s.item / cfg.inner;
+  const int64_t outer = cfg.inner_divisor.divide<kPow2Inner>(s.item);
   s.base = outer * cfg.channels * cfg.inner + (s.item - outer * cfg.inner);
   return s;
 }
 
-template <typename scalar_t>
+// The kernels' arguments, with what they are instantiated for: N elements per access (vector_width), and whether
+// `inner` is a power of two (hd::Divisor).
+template <typename scalar_t, int N, bool kPow2Inner>
 struct ForwardArgs {
   using acc_t = opmath_t<scalar_t>;
+  static constexpr int kVector = N;
+  static constexpr bool kShiftInner = kPow2Inner;
   const scalar_t* x;
   scalar_t* y;
   acc_t* rsqrt;  // one per item
@@ -113,9 +145,11 @@ struct ForwardArgs {
   PF_HD void write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block, int tid) const;
 };
 
-template <typename scalar_t>
+template <typename scalar_t, int N, bool kPow2Inner>
 struct BackwardArgs {
   using acc_t = opmath_t<scalar_t>;
+  static constexpr int kVector = N;
+  static constexpr bool kShiftInner = kPow2Inner;
   const scalar_t* grad_y;
   const scalar_t* x;
   const acc_t* rsqrt;
@@ -129,90 +163,136 @@ struct BackwardArgs {
 // half = lanes/2, lanes/4, ..., 1 with a barrier before each).
 template <typename acc_t>
 PF_HD void reduce_step(const LaunchConfig& cfg, Shared<acc_t>& sh, int tid, int half) {
-  const int lane = cfg.rows ? tid % cfg.lanes : tid / cfg.items_per_block;
+  const int lane = cfg.rows ? tid & (cfg.lanes - 1) : tid >> cfg.items_per_block_log2;
   const int lane_stride = cfg.rows ? 1 : cfg.items_per_block;
   if (lane < half) sh.partial[tid] += sh.partial[tid + half * lane_stride];
 }
 
-// Forward phase 1: this lane's share of sum(x^2).
-template <typename scalar_t>
-PF_HD void forward_accumulate(const ForwardArgs<scalar_t>& a, const LaunchConfig& cfg,
-                              Shared<opmath_t<scalar_t>>& sh, int64_t block, int tid) {
-  using acc_t = opmath_t<scalar_t>;
-  const Slot s = slot_of(cfg, block, tid);
+// A lane's accesses: vectors lane, lane + lanes, ... of its item's cfg.vectors, N elements each, the pointers
+// stepped from one to the next. The tensors come in as __restrict__ parameters of these (inlined) functions because
+// nvcc ignores __restrict__ on struct members: only then are the loads read-only (ld.global.nc) and free to be
+// issued ahead of the stores.
+
+template <int N, typename scalar_t, typename acc_t = opmath_t<scalar_t>>
+PF_HD acc_t lane_sum_squares(const scalar_t* __restrict__ x, const LaunchConfig& cfg, const Slot& s) {
+  const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
   acc_t acc = 0;
-  if (s.active) {
-    for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
-      const acc_t v = hd::to_acc(a.x[s.base + c * cfg.inner]);
-      acc += v * v;
+  x += first;
+  for (int64_t v = s.lane; v < cfg.vectors; v += cfg.lanes, x += step) {
+    const hd::Vec<scalar_t, N> xv = hd::load_vec<N>(x);
+    for (int i = 0; i < N; ++i) {
+      const acc_t e = hd::to_acc(xv.e[i]);
+      acc += e * e;
     }
   }
-  sh.partial[tid] = acc;
+  return acc;
+}
+
+// y = x * rs
+template <int N, typename scalar_t, typename acc_t>
+PF_HD void lane_scale(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, acc_t rs, const LaunchConfig& cfg,
+                      const Slot& s) {
+  const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
+  x += first;
+  y += first;
+  for (int64_t v = s.lane; v < cfg.vectors; v += cfg.lanes, x += step, y += step) {
+    const hd::Vec<scalar_t, N> xv = hd::load_vec<N>(x);
+    hd::Vec<scalar_t, N> yv;
+    for (int i = 0; i < N; ++i) yv.e[i] = hd::from_acc<scalar_t>(hd::to_acc(xv.e[i]) * rs);
+    hd::store_vec<N>(y, yv);
+  }
+}
+
+template <int N, typename scalar_t, typename acc_t = opmath_t<scalar_t>>
+PF_HD acc_t lane_dot(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, const LaunchConfig& cfg,
+                     const Slot& s) {
+  const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
+  acc_t acc = 0;
+  a += first;
+  b += first;
+  for (int64_t v = s.lane; v < cfg.vectors; v += cfg.lanes, a += step, b += step) {
+    const hd::Vec<scalar_t, N> av = hd::load_vec<N>(a);
+    const hd::Vec<scalar_t, N> bv = hd::load_vec<N>(b);
+    for (int i = 0; i < N; ++i) acc += hd::to_acc(av.e[i]) * hd::to_acc(bv.e[i]);
+  }
+  return acc;
+}
+
+// dx = r * dy - k * x
+template <int N, typename scalar_t, typename acc_t>
+PF_HD void lane_axpby(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x, scalar_t* __restrict__ dx,
+                      acc_t r, acc_t k, const LaunchConfig& cfg, const Slot& s) {
+  const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
+  dy += first;
+  x += first;
+  dx += first;
+  for (int64_t v = s.lane; v < cfg.vectors; v += cfg.lanes, dy += step, x += step, dx += step) {
+    const hd::Vec<scalar_t, N> dyv = hd::load_vec<N>(dy);
+    const hd::Vec<scalar_t, N> xv = hd::load_vec<N>(x);
+    hd::Vec<scalar_t, N> dxv;
+    for (int i = 0; i < N; ++i) dxv.e[i] = hd::from_acc<scalar_t>(r * hd::to_acc(dyv.e[i]) - k * hd::to_acc(xv.e[i]));
+    hd::store_vec<N>(dx, dxv);
+  }
+}
+
+// Forward phase 1: this lane's share of sum(x^2).
+template <typename Args>
+PF_HD void forward_accumulate(const Args& a, const LaunchConfig& cfg, Shared<typename Args::acc_t>& sh, int64_t block,
+                              int tid) {
+  const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
+  sh.partial[tid] = s.active ? lane_sum_squares<Args::kVector>(a.x, cfg, s) : 0;
 }
 
 // Forward phase 3: y = x * rsqrt(mean(x^2) + eps); lane 0 stores the rsqrt for backward.
-template <typename scalar_t>
-PF_HD void forward_write(const ForwardArgs<scalar_t>& a, const LaunchConfig& cfg, const Shared<opmath_t<scalar_t>>& sh,
-                         int64_t block, int tid) {
-  using acc_t = opmath_t<scalar_t>;
-  const Slot s = slot_of(cfg, block, tid);
+template <typename Args>
+PF_HD void forward_write(const Args& a, const LaunchConfig& cfg, const Shared<typename Args::acc_t>& sh, int64_t block,
+                         int tid) {
+  using acc_t = typename Args::acc_t;
+  const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
   if (!s.active) return;
-  const acc_t rs = hd::rsqrt_acc(sh.partial[s.lane0] / acc_t(cfg.channels) + a.eps);
+  const acc_t rs = hd::rsqrt_acc(sh.partial[s.lane0] * acc_t(cfg.inv_channels) + a.eps);
   if (s.lane == 0) a.rsqrt[s.item] = rs;
-  for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
-    const int64_t off = s.base + c * cfg.inner;
-    a.y[off] = hd::from_acc<scalar_t>(hd::to_acc(a.x[off]) * rs);
-  }
+  lane_scale<Args::kVector>(a.x, a.y, rs, cfg, s);
 }
 
 // Backward phase 1: this lane's share of sum(dy * x).
-template <typename scalar_t>
-PF_HD void backward_accumulate(const BackwardArgs<scalar_t>& a, const LaunchConfig& cfg,
-                               Shared<opmath_t<scalar_t>>& sh, int64_t block, int tid) {
-  using acc_t = opmath_t<scalar_t>;
-  const Slot s = slot_of(cfg, block, tid);
-  acc_t acc = 0;
-  if (s.active) {
-    for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
-      const int64_t off = s.base + c * cfg.inner;
-      acc += hd::to_acc(a.grad_y[off]) * hd::to_acc(a.x[off]);
-    }
-  }
-  sh.partial[tid] = acc;
+template <typename Args>
+PF_HD void backward_accumulate(const Args& a, const LaunchConfig& cfg, Shared<typename Args::acc_t>& sh,
+                               int64_t block, int tid) {
+  const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
+  sh.partial[tid] = s.active ? lane_dot<Args::kVector>(a.grad_y, a.x, cfg, s) : 0;
 }
 
 // Backward phase 3: dx = r * dy - x * r^3 * mean(dy * x).
-template <typename scalar_t>
-PF_HD void backward_write(const BackwardArgs<scalar_t>& a, const LaunchConfig& cfg, const Shared<opmath_t<scalar_t>>& sh,
+template <typename Args>
+PF_HD void backward_write(const Args& a, const LaunchConfig& cfg, const Shared<typename Args::acc_t>& sh,
                           int64_t block, int tid) {
-  using acc_t = opmath_t<scalar_t>;
-  const Slot s = slot_of(cfg, block, tid);
+  using acc_t = typename Args::acc_t;
+  const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
   if (!s.active) return;
   const acc_t rs = a.rsqrt[s.item];
-  const acc_t k = rs * rs * rs * sh.partial[s.lane0] / acc_t(cfg.channels);
-  for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
-    const int64_t off = s.base + c * cfg.inner;
-    a.grad_x[off] = hd::from_acc<scalar_t>(rs * hd::to_acc(a.grad_y[off]) - k * hd::to_acc(a.x[off]));
-  }
+  const acc_t k = rs * rs * rs * sh.partial[s.lane0] * acc_t(cfg.inv_channels);
+  lane_axpby<Args::kVector>(a.grad_y, a.x, a.grad_x, rs, k, cfg, s);
 }
 
-template <typename scalar_t>
-PF_HD void ForwardArgs<scalar_t>::accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block, int tid) const {
+template <typename scalar_t, int N, bool P>
+PF_HD void ForwardArgs<scalar_t, N, P>::accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block,
+                                                   int tid) const {
   forward_accumulate(*this, cfg, sh, block, tid);
 }
-template <typename scalar_t>
-PF_HD void ForwardArgs<scalar_t>::write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block,
-                                        int tid) const {
+template <typename scalar_t, int N, bool P>
+PF_HD void ForwardArgs<scalar_t, N, P>::write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block,
+                                              int tid) const {
   forward_write(*this, cfg, sh, block, tid);
 }
-template <typename scalar_t>
-PF_HD void BackwardArgs<scalar_t>::accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block,
-                                              int tid) const {
+template <typename scalar_t, int N, bool P>
+PF_HD void BackwardArgs<scalar_t, N, P>::accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block,
+                                                    int tid) const {
   backward_accumulate(*this, cfg, sh, block, tid);
 }
-template <typename scalar_t>
-PF_HD void BackwardArgs<scalar_t>::write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block,
-                                         int tid) const {
+template <typename scalar_t, int N, bool P>
+PF_HD void BackwardArgs<scalar_t, N, P>::write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block,
+                                               int tid) const {
   backward_write(*this, cfg, sh, block, tid);
 }
 
@@ -224,22 +304,15 @@ struct LaneReductionKernel {
   using Shared = pixel_norm_cuda::Shared<typename Args::acc_t>;
   Args args;
   LaunchConfig cfg;
-  int reduce_steps;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return reduce_steps + 2; }
+  PF_HD int phases() const { return cfg.lanes_log2 + 2; }
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
     if (p == 0) args.accumulate(cfg, sh, block, tid);
-    else if (p <= reduce_steps) reduce_step(cfg, sh, tid, cfg.lanes >> p);
+    else if (p <= cfg.lanes_log2) reduce_step(cfg, sh, tid, cfg.lanes >> p);
     else args.write(cfg, sh, block, tid);
   }
 };
-
-inline int log2_of(int pow2) {
-  int steps = 0;
-  while ((1 << steps) < pow2) ++steps;
-  return steps;
-}
 
 // Type-erased launch parameters: what the host side (csrc/host/pixel_norm.h) hands to a family's executor.
 struct ForwardParams {
@@ -260,16 +333,28 @@ struct BackwardParams {
   hd::DType dtype;
 };
 
+// Calls f(N, kPow2Inner) (integral constants) for the three instantiations of each kernel: 128-bit accesses
+// (rows only, so `inner` is 1), and one element per access with `inner` a power of two or not.
+template <typename scalar_t, typename F>
+auto with_instantiation(int vector, int64_t inner, F&& f) {
+  if (vector > 1) return f(std::integral_constant<int, hd::kVec128<scalar_t>>{}, std::true_type{});
+  return hd::with_divisor_case(hd::Divisor::of(inner),
+                               [&](auto pow2_inner) { return f(std::integral_constant<int, 1>{}, pow2_inner); });
+}
+
 // Builds the kernel for p's dtype and hands it to `exec` (hd::CudaLaunch on the GPU, hd::Emulate in tests).
 template <typename Exec>
 auto run(const ForwardParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
-    const ForwardArgs<scalar_t> args{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y),
-                                     static_cast<acc_t*>(p.rsqrt), static_cast<acc_t>(p.eps)};
-    return exec(LaneReductionKernel<ForwardArgs<scalar_t>>{args, cfg, log2_of(cfg.lanes)});
+    const int vector = vector_width<scalar_t>(p.channels, p.inner, {p.x, p.y});
+    return with_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+      using Args = ForwardArgs<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>;
+      const Args args{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y), static_cast<acc_t*>(p.rsqrt),
+                      static_cast<acc_t>(p.eps)};
+      return exec(LaneReductionKernel<Args>{args, launch_config(p.outer, p.channels, p.inner, vector)});
+    });
   });
 }
 
@@ -278,10 +363,13 @@ auto run(const BackwardParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
-    const BackwardArgs<scalar_t> args{static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.x),
-                                      static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x)};
-    return exec(LaneReductionKernel<BackwardArgs<scalar_t>>{args, cfg, log2_of(cfg.lanes)});
+    const int vector = vector_width<scalar_t>(p.channels, p.inner, {p.grad_y, p.x, p.grad_x});
+    return with_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+      using Args = BackwardArgs<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>;
+      const Args args{static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.x),
+                      static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x)};
+      return exec(LaneReductionKernel<Args>{args, launch_config(p.outer, p.channels, p.inner, vector)});
+    });
   });
 }
 

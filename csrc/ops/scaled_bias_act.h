@@ -38,9 +38,12 @@ struct LaunchConfig {
   int64_t items = 0;     // pixels: outer * inner
   int64_t channels = 1;  // channels of each pixel
   int64_t inner = 1;     // distance between consecutive channels of a pixel (1: rows layout)
+  hd::Divisor inner_divisor;  // item -> its outer index (a shift in the kernels instantiated for pow2())
   int64_t blocks = 0;
   int lanes = 1;            // threads per item, a power of two <= kThreads
+  int lanes_log2 = 0;       // lanes and items per block are powers of two: thread index math is shifts and masks
   int items_per_block = 1;  // kThreads / lanes
+  int items_per_block_log2 = 0;
   bool rows = true;
   // The bias contributions of a block fit its shared tile; otherwise a block has one item and each lane
   // writes its channels' sums straight to the block's workspace row.
@@ -55,6 +58,7 @@ inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner
   cfg.items = outer * inner;
   cfg.channels = channels;
   cfg.inner = inner;
+  cfg.inner_divisor = hd::Divisor::of(inner);
   cfg.rows = inner == 1;
   const int channel_lanes = hd::next_pow2(channels);
   auto slice = [&](int lanes) { return (kThreads / lanes) * channels; };
@@ -71,7 +75,9 @@ inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner
             slice(cfg.lanes) > kTileElems))
       cfg.lanes *= 2;
   }
+  cfg.lanes_log2 = hd::log2_of(cfg.lanes);
   cfg.items_per_block = kThreads / cfg.lanes;
+  cfg.items_per_block_log2 = hd::log2_of(cfg.items_per_block);
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
   return cfg;
 }
@@ -86,20 +92,21 @@ struct Slot {
   int64_t base;  // element offset of the item's channel 0
 };
 
+template <bool kPow2Inner>
 PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
   Slot s;
   if (cfg.rows) {
-    s.item_in_block = tid / cfg.lanes;
-    s.lane = tid % cfg.lanes;
-    s.lane0 = s.item_in_block * cfg.lanes;
+    s.item_in_block = tid >> cfg.lanes_log2;
+    s.lane = tid & (cfg.lanes - 1);
+    s.lane0 = s.item_in_block << cfg.lanes_log2;
   } else {
-    s.item_in_block = tid % cfg.items_per_block;
-    s.lane = tid / cfg.items_per_block;
+    s.item_in_block = tid & (cfg.items_per_block - 1);
+    s.lane = tid >> cfg.items_per_block_log2;
     s.lane0 = s.item_in_block;
   }
   s.item = block * cfg.items_per_block + s.item_in_block;
   s.active = s.item < cfg.items;
-  const int64_t outer = s.item / cfg.inner;
+  const int64_t outer = cfg.inner_divisor.divide<kPow2Inner>(s.item);
   s.base = outer * cfg.channels * cfg.inner + (s.item - outer * cfg.inner);
   return s;
 }
@@ -135,20 +142,15 @@ struct BackwardShared {
 // One step of the tree reduction over an item's lanes (called for half = lanes/2, ..., 1, a barrier before each).
 template <typename acc_t>
 PF_HD void reduce_step(const LaunchConfig& cfg, acc_t* partial, int tid, int half) {
-  const int lane = cfg.rows ? tid % cfg.lanes : tid / cfg.items_per_block;
+  const int lane = cfg.rows ? tid & (cfg.lanes - 1) : tid >> cfg.items_per_block_log2;
   const int lane_stride = cfg.rows ? 1 : cfg.items_per_block;
   if (lane < half) partial[tid] += partial[tid + half * lane_stride];
 }
 
-inline int log2_of(int pow2) {
-  int steps = 0;
-  while ((1 << steps) < pow2) ++steps;
-  return steps;
-}
-
 // ---- forward ----
 
-template <typename scalar_t>
+// Both kernels are instantiated for `inner` a power of two or not (hd::Divisor).
+template <typename scalar_t, bool kPow2Inner>
 struct ForwardKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
@@ -160,14 +162,13 @@ struct ForwardKernel {
   acc_t eps;
   bool pixel_norm;
   LaunchConfig cfg;
-  int reduce_steps;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return pixel_norm ? reduce_steps + 2 : 1; }
+  PF_HD int phases() const { return pixel_norm ? cfg.lanes_log2 + 2 : 1; }
 
   // Phase 1 with pixel norm: this lane's share of sum(a^2).
   PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
-    const Slot s = slot_of(cfg, block, tid);
+    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     acc_t sum = 0;
     if (s.active)
       for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
@@ -179,7 +180,7 @@ struct ForwardKernel {
 
   // Last phase: y = a (* rsqrt(mean(a^2) + eps)); lane 0 stores the rsqrt for backward.
   PF_HD void write(const Shared& sh, int64_t block, int tid) const {
-    const Slot s = slot_of(cfg, block, tid);
+    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     if (!s.active) return;
     acc_t rs = 1;
     if (pixel_norm) {
@@ -204,7 +205,7 @@ struct ForwardKernel {
 // gv = act'(v) * ga with ga = rsqrt * (grad_y - y * mean(grad_y * y)) under pixel norm, grad_y otherwise;
 // grad_x = scale * gv; grad_bias = sum of gv over every pixel. `saved` is y, or x when saved_is_input (then y and
 // the sign of v are recomputed), or null for a linear activation without pixel norm.
-template <typename scalar_t>
+template <typename scalar_t, bool kPow2Inner>
 struct BackwardKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
@@ -218,11 +219,10 @@ struct BackwardKernel {
   acc_t eps;
   bool pixel_norm, saved_is_input;
   LaunchConfig cfg;
-  int reduce_steps;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
   PF_HD int phases() const {
-    return (pixel_norm ? reduce_steps + 2 : 1) + (workspace && cfg.tiled() ? 1 : 0);
+    return (pixel_norm ? cfg.lanes_log2 + 2 : 1) + (workspace && cfg.tiled() ? 1 : 0);
   }
 
   struct Element {
@@ -243,7 +243,7 @@ struct BackwardKernel {
 
   // Phase 1 with pixel norm: this lane's share of sum(grad_y * y) and of sum(y * y).
   PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
-    const Slot s = slot_of(cfg, block, tid);
+    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     acc_t sum = 0, sum_sq = 0;
     if (s.active) {
       const acc_t rs = item_rsqrt(s);
@@ -261,7 +261,7 @@ struct BackwardKernel {
   // With pixel norm, mean(grad_y * y) is scaled by the factor that restores y's exact norm (it was rounded to
   // scalar_t when saved; see csrc/common/scaled_bias_act_math.h).
   PF_HD void write(Shared& sh, int64_t block, int tid) const {
-    const Slot s = slot_of(cfg, block, tid);
+    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     if (!s.active) return;
     const acc_t rs = item_rsqrt(s);
     const acc_t n = acc_t(cfg.channels);
@@ -292,7 +292,7 @@ struct BackwardKernel {
   }
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    const int write_phase = pixel_norm ? reduce_steps + 1 : 0;
+    const int write_phase = pixel_norm ? cfg.lanes_log2 + 1 : 0;
     if (p == write_phase) {
       write(sh, block, tid);
     } else if (p > write_phase) {
@@ -369,9 +369,11 @@ auto run(const ForwardParams& p, const Exec& exec) {
     const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
     const Epilogue<scalar_t> epilogue{static_cast<const scalar_t*>(p.bias), static_cast<acc_t>(p.scale),
                                       static_cast<acc_t>(p.slope)};
-    return exec(ForwardKernel<scalar_t>{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y),
-                                        static_cast<acc_t*>(p.rsqrt), epilogue, static_cast<acc_t>(p.eps),
-                                        p.pixel_norm, cfg, log2_of(cfg.lanes)});
+    return hd::with_divisor_case(cfg.inner_divisor, [&](auto pow2_inner) {
+      return exec(ForwardKernel<scalar_t, decltype(pow2_inner)::value>{
+          static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y), static_cast<acc_t*>(p.rsqrt), epilogue,
+          static_cast<acc_t>(p.eps), p.pixel_norm, cfg});
+    });
   });
 }
 
@@ -384,10 +386,12 @@ auto run(const BackwardParams& p, const Exec& exec) {
     const Epilogue<scalar_t> epilogue{static_cast<const scalar_t*>(p.bias), static_cast<acc_t>(p.scale),
                                       static_cast<acc_t>(p.slope)};
     acc_t* workspace = static_cast<acc_t*>(p.workspace);
-    const auto error = exec(BackwardKernel<scalar_t>{
-        static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.saved),
-        static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x), workspace, epilogue,
-        static_cast<acc_t>(p.eps), p.pixel_norm, p.saved_is_input, cfg, log2_of(cfg.lanes)});
+    const auto error = hd::with_divisor_case(cfg.inner_divisor, [&](auto pow2_inner) {
+      return exec(BackwardKernel<scalar_t, decltype(pow2_inner)::value>{
+          static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.saved),
+          static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x), workspace, epilogue,
+          static_cast<acc_t>(p.eps), p.pixel_norm, p.saved_is_input, cfg});
+    });
     if (error != decltype(error){} || !workspace) return error;
     return exec(FinishBiasKernel<scalar_t>{workspace, static_cast<scalar_t*>(p.grad_bias), cfg.blocks, p.channels});
   });

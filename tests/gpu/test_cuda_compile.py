@@ -76,6 +76,32 @@ def test_every_cu_file_compiles_for_sm80_and_sm90_without_spills(tmp_path):
     assert not problems, "\n".join(problems)
 
 
+def _includes(path):
+    with open(path) as f:
+        return re.findall(r'#\s*include\s*"([^"]+)"', f.read())
+
+
+def _built_on_vec(path):
+    """Whether a .cu file's kernels are built on csrc/ops/vec.h (through the op headers it includes)."""
+    headers = [os.path.join(ROOT, "csrc", inc) for inc in _includes(path) if inc.startswith("ops/")]
+    return any("ops/vec.h" in _includes(h) for h in headers)
+
+
+@pytest.mark.skipif(not os.path.exists(NVCC), reason=f"{NVCC} is absent: no CUDA toolkit to compile with")
+@pytest.mark.parametrize("path", [p for p in CU_FILES if _built_on_vec(p)], ids=os.path.basename)
+def test_vectorised_kernels_make_128_bit_accesses_through_restrict_pointers(path, tmp_path):
+    """Kernels built on csrc/ops/vec.h move 16 bytes per load and per store where their tensors allow (the .v4/.v2
+    forms in PTX), and every load takes the read-only path (ld.global.nc: the tensors reach the loops as
+    __restrict__ parameters, so no load waits for an earlier store)."""
+    ptx = tmp_path / "kernels.ptx"
+    subprocess.run([NVCC, "-ptx", "-arch=sm_90", *NVCC_FLAGS, path, "-o", str(ptx)], check=True, capture_output=True,
+                   timeout=600)
+    accesses = re.findall(r"\b(ld|st)\.global(\.nc)?(\.v[24])?\.\w+", ptx.read_text())
+    assert any(op == "ld" and vector for op, _, vector in accesses), "no 128-bit loads"
+    assert any(op == "st" and vector for op, _, vector in accesses), "no 128-bit stores"
+    assert all(nc for op, nc, _ in accesses if op == "ld"), "loads outside the read-only path"
+
+
 def _built_with_cuda():
     if not backends.available("cpu")[0]:
         return False

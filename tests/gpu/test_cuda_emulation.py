@@ -7,14 +7,25 @@ import torch
 from progan_fast import backends, reference
 from progan_fast.ops import minibatch_stddev, pixel_norm
 
-from ops.parity import check_parity, layout
+from ops.parity import assert_close, check_parity, layout
 
 pytestmark = pytest.mark.skipif(not backends.available("emulated")[0], reason="progan_fast._C is not built")
 
 
 def launch(x, dim):
-    items, blocks, lanes, items_per_block, rows = torch.ops.progan_fast_emulated.pixel_norm_launch_config(x, dim)
-    return dict(items=items, blocks=blocks, lanes=lanes, items_per_block=items_per_block, rows=bool(rows))
+    items, blocks, lanes, items_per_block, rows, vector = \
+        torch.ops.progan_fast_emulated.pixel_norm_launch_config(x, dim)
+    return dict(items=items, blocks=blocks, lanes=lanes, items_per_block=items_per_block, rows=bool(rows),
+                vector=vector)
+
+
+def misaligned(shape, dtype, memory_format=torch.contiguous_format):
+    """A dense tensor one element past a 16-byte boundary: the kernels must take the scalar path."""
+    like = torch.empty(shape, dtype=dtype).contiguous(memory_format=memory_format)
+    storage = torch.randn(like.numel() + 1, dtype=dtype)
+    x = storage[1:].as_strided(like.shape, like.stride())
+    assert x.data_ptr() % 16 != 0
+    return x
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
@@ -35,7 +46,7 @@ def test_one_thread_per_pixel_schedule(dtype):
     """Enough NCHW pixels to fill the GPU: one lane per pixel, no reduction steps, a partial last block."""
     x = torch.randn(1, 3, 362, 362, dtype=dtype)
     assert launch(x, 1) == dict(items=362 * 362, blocks=-(-362 * 362 // 256), lanes=1, items_per_block=256,
-                                rows=False)
+                                rows=False, vector=1)
     check_parity("emulated", pixel_norm, reference.pixel_norm, [x], dtype, check_double_backward=False,
                  op="pixel_norm")
 
@@ -43,20 +54,61 @@ def test_one_thread_per_pixel_schedule(dtype):
 def test_launch_geometry_covers_both_layouts():
     """The shapes above and in tests/ops exercise every schedule: rows with a warp per row, with fewer lanes than a
     warp and with the whole block on one row, planes with lanes splitting the channel loop, several blocks."""
-    assert launch(torch.randn(5, 512), 1) == dict(items=5, blocks=1, lanes=32, items_per_block=8, rows=True)
+    assert launch(torch.randn(5, 512), 1) == dict(items=5, blocks=1, lanes=32, items_per_block=8, rows=True,
+                                                  vector=4)
     cl = torch.randn(2, 3, 5, 7).contiguous(memory_format=torch.channels_last)
-    assert launch(cl, 1) == dict(items=70, blocks=2, lanes=4, items_per_block=64, rows=True)
+    assert launch(cl, 1) == dict(items=70, blocks=2, lanes=4, items_per_block=64, rows=True, vector=1)
     planes = launch(torch.randn(4, 32, 8, 8), 1)
-    assert planes == dict(items=256, blocks=32, lanes=32, items_per_block=8, rows=False)
+    assert planes == dict(items=256, blocks=32, lanes=32, items_per_block=8, rows=False, vector=1)
     odd = launch(torch.randn(3, 67, 5, 9), 1)
     assert not odd["rows"] and odd["lanes"] == 32 and odd["items"] % odd["items_per_block"] != 0
     # S2/S3 NCHW: lanes grow until the grid has 512 blocks and a block's slice of x is at most 4096 elements
     assert launch(torch.empty(16, 256, 32, 32), 1) == dict(items=16384, blocks=1024, lanes=16, items_per_block=16,
-                                                           rows=False)
+                                                           rows=False, vector=1)
     assert launch(torch.empty(16, 128, 64, 64), 1) == dict(items=65536, blocks=2048, lanes=8, items_per_block=32,
-                                                           rows=False)
+                                                           rows=False, vector=1)
     # rows wider than 4096 / 8 elements get more than a warp each
-    assert launch(torch.empty(2, 3000), 1) == dict(items=2, blocks=2, lanes=256, items_per_block=1, rows=True)
+    assert launch(torch.empty(2, 3000), 1) == dict(items=2, blocks=2, lanes=256, items_per_block=1, rows=True,
+                                                   vector=4)
+
+
+@pytest.mark.parametrize("dtype,vector", [(torch.float64, 2), (torch.float32, 4), (torch.float16, 8),
+                                          (torch.bfloat16, 8)], ids=str)
+def test_aligned_rows_move_16_bytes_per_access(dtype, vector):
+    """Rows (channels_last, latents) whose length divides into 16-byte vectors take the 128-bit path, a lane per
+    vector: the S2 channels_last rows of 256 channels need 64 float32 vectors (a warp, two each), 32 of half."""
+    s2 = torch.empty(16, 256, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    assert launch(s2, 1) == dict(items=16384, blocks=16384 // 8, lanes=32, items_per_block=8, rows=True,
+                                 vector=vector)
+    assert launch(torch.empty(3, 2 * vector, dtype=dtype), 1)["lanes"] == 2  # lanes from the vector count
+    # the scalar fallback: a row length that does not divide, a misaligned tensor, planes
+    assert launch(torch.empty(3, 2 * vector + 1, dtype=dtype), 1)["vector"] == 1
+    assert launch(misaligned((3, 4 * vector), dtype), 1)["vector"] == 1
+    assert launch(torch.empty(2, 4 * vector, 4, 4, dtype=dtype), 1)["vector"] == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape,memory_format", [
+    ((3, 64), torch.contiguous_format),              # 128-bit rows
+    ((2, 24, 3, 5), torch.channels_last),            # 128-bit rows (24 divides by 2, 4 and 8), odd pixel count
+    ((2, 40, 3, 3), torch.contiguous_format),        # planes, inner 9: divided, not shifted
+])
+def test_vector_and_scalar_paths_agree_with_the_reference(dtype, shape, memory_format):
+    """Each tensor taking the vector path, and the same values one element off alignment (the scalar fallback),
+    forward and backward; gradients of a misaligned grad_y through the raw backward op against the cpu family."""
+    aligned = layout(torch.randn(shape, dtype=dtype), memory_format)
+    shifted = misaligned(shape, dtype, memory_format)
+    shifted.copy_(aligned)
+    assert launch(shifted, 1)["vector"] == 1
+    for x in (aligned, shifted):
+        check_parity("emulated", pixel_norm, reference.pixel_norm, [x], dtype, check_double_backward=False,
+                     op="pixel_norm")
+    _, r = torch.ops.progan_fast.pixel_norm_forward(aligned, 1, 1e-8)
+    grad_y = misaligned(shape, dtype, memory_format)
+    expected = torch.ops.progan_fast.pixel_norm_backward(grad_y, aligned, r, 1)
+    for x in (aligned, shifted):
+        actual = torch.ops.progan_fast_emulated.pixel_norm_backward(grad_y, x, r, 1)
+        assert_close(actual, expected, dtype, grad=True)
 
 
 def test_uninitialised_shared_memory_would_show():

@@ -12,6 +12,23 @@ from progan_fast import _library, backends, use_backend
 FAMILIES = [f for f in ("cpu", "emulated", "triton") if backends.available(f)[0]]
 
 
+# The ISA variants of the CPU kernels' multi-versioned loops (csrc/cpu/isa.h) that this CPU runs, best first: the
+# first is the one chosen at load time. check_parity runs the cpu family under each of them.
+CPU_ISA_VARIANTS = list(torch.ops.progan_fast._cpu_isa_variants()) if "cpu" in FAMILIES else []
+
+
+@contextlib.contextmanager
+def cpu_isa(variant):
+    """The CPU kernels run their `variant` loops inside (test-only: torch.ops.progan_fast._force_cpu_isa), the
+    load-time choice again after. Yields a function that lists the variants whose loops have run since entering."""
+    ops = torch.ops.progan_fast
+    ops._force_cpu_isa(variant)
+    try:
+        yield lambda: list(ops._cpu_isa_ran())
+    finally:
+        ops._force_cpu_isa(CPU_ISA_VARIANTS[0])
+
+
 def families_of(op):
     """The families above that have a kernel for public op `op` (the others would run the reference)."""
     return [f for f in FAMILIES if _served_by(op, f)]
@@ -115,7 +132,29 @@ def check_parity(backend, fn, reference_fn, inputs, dtype, check_double_backward
     `op` (the public op's name), the forward must have run that family's kernel. The output must keep the memory
     format of inputs[layout_input].
 
-    The reference runs in float64 on the same values, so the comparison measures the kernel's error only."""
+    The reference runs in float64 on the same values, so the comparison measures the kernel's error only.
+
+    The cpu family is checked under every ISA variant this CPU runs, on the same random weights, and each variant
+    must be the one that ran; a case whose kernels run no multi-versioned loop (float64) is checked once."""
+    args = (backend, fn, reference_fn, inputs, dtype, check_double_backward, op, layout_input)
+    if backend != "cpu":
+        return _check_parity_once(*args)
+    rng = torch.random.get_rng_state()
+    for variant in CPU_ISA_VARIANTS:
+        torch.random.set_rng_state(rng)
+        with cpu_isa(variant) as variants_ran:
+            try:
+                _check_parity_once(*args)
+            except AssertionError as e:
+                e.add_note(f"under the CPU ISA variant {variant}")
+                raise
+            ran = variants_ran()
+        if not ran and variant == CPU_ISA_VARIANTS[0]:
+            return
+        assert ran == [variant], f"forced the CPU ISA variant {variant}, but the loops of {ran} ran"
+
+
+def _check_parity_once(backend, fn, reference_fn, inputs, dtype, check_double_backward, op, layout_input):
     inputs = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
     ref_inputs = [t.detach().double().requires_grad_(t.is_floating_point()) for t in inputs]
     with kernel_ran(backend, op) if op is not None else use_backend(backend):
