@@ -14,7 +14,7 @@ namespace {
 // The launch geometry the CUDA launcher picks for the forward of x, so tests can check that every schedule is
 // exercised: (items, blocks, lanes, items_per_block, rows, elements per access).
 std::vector<int64_t> pixel_norm_launch_config(const at::Tensor& x, int64_t dim) {
-  const PixelNormForwardOperands o(x, dim);
+  const PixelNormForwardOperands o(x, dim, /*eps=*/1e-8);  // the geometry does not depend on eps
   const int vector = hd::dispatch(launcher_dtype(x, "x"), [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     return pixel_norm_cuda::vector_width<scalar_t>(o.layout.channels, o.layout.inner, {o.x.const_data_ptr(),
