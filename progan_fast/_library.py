@@ -61,11 +61,12 @@ def define(*raw_ops):
             lib = _libraries[ns]
             lib.define(op.name + op.schema)
             qualname = f"{ns}::{op.name}"
+            # Composites run the same checks as kernels: a wrongly shaped operand would otherwise broadcast.
             if op.composite is not None:
-                lib.impl(op.name, op.composite, "CompositeImplicitAutograd")
+                lib.impl(op.name, _checked(op, op.composite), "CompositeImplicitAutograd")
                 continue
             if op.family_composite is not None:
-                lib.impl(op.name, functools.partial(op.family_composite, getattr(torch.ops, ns)),
+                lib.impl(op.name, _checked(op, functools.partial(op.family_composite, getattr(torch.ops, ns))),
                          "CompositeImplicitAutograd")
                 continue
             torch.library.register_fake(qualname, _checked(op, op.fake), lib=lib)

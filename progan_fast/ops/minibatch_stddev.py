@@ -87,6 +87,12 @@ def _fake_forward(x, *params):
                        memory_format=_layout.memory_format(x))
 
 
+def _check_double_backward(g, grad_y, x, *params):
+    _check_backward(grad_y, x, *params)
+    if g.shape != x.shape:
+        raise RuntimeError(f"g must have x's shape {tuple(x.shape)}; got {tuple(g.shape)}")
+
+
 def _check_backward(grad_y, x, *params):
     _check_params(x, *params)
     if grad_y.device != x.device:
@@ -186,5 +192,5 @@ _library.define(
                    setup_context=_save_backward, cpp_autograd=("progan_fast",)),
     _library.RawOp("minibatch_stddev_double_backward",
                    f"(Tensor g, Tensor grad_y, Tensor x, {PARAMS_SCHEMA}) -> (Tensor, Tensor)",
-                   composite=_double_backward_formula),
+                   check=_check_double_backward, composite=_double_backward_formula),
 )

@@ -57,6 +57,12 @@ def _fake_forward(x, dim, eps):
     return y, x.new_empty(_stat_shape(x, dim), dtype=_layout.stat_dtype(x.dtype))
 
 
+def _check_double_backward(g, grad_y, x, rsqrt, dim):
+    _check_backward(grad_y, x, rsqrt, dim)
+    if g.shape != x.shape:
+        raise RuntimeError(f"g must have x's shape {tuple(x.shape)}; got {tuple(g.shape)}")
+
+
 def _check_backward(grad_y, x, rsqrt, dim):
     dim = _check_dim(x, dim)
     for name, t in (("grad_y", grad_y), ("rsqrt", rsqrt)):
@@ -133,5 +139,5 @@ _library.define(
                    cpp_autograd=("progan_fast",)),
     _library.RawOp("pixel_norm_double_backward",
                    "(Tensor g, Tensor grad_y, Tensor x, Tensor rsqrt, int dim) -> (Tensor, Tensor)",
-                   composite=_double_backward_formula),
+                   check=_check_double_backward, composite=_double_backward_formula),
 )

@@ -480,3 +480,14 @@ def test_property_random_shapes_strides_dtypes(case):
     with progan_fast.use_backend("cpu"):
         y = minibatch_stddev(x, *params)
     assert_close(y, reference.minibatch_stddev(x.double(), *params), x.dtype)
+
+
+@pytest.mark.parametrize("namespace", _library.FAMILY_NAMESPACES)
+def test_double_backward_formula_refuses_a_misshaped_gradient(namespace):
+    """The double-backward raw op is a composite of torch ops: without the check a wrongly shaped g would broadcast
+    into a wrong result instead of an error."""
+    x = torch.randn(8, 4, 3, 3, dtype=torch.float64)
+    grad_y = torch.randn(8, 5, 3, 3, dtype=torch.float64)
+    ops = getattr(torch.ops, namespace)
+    with pytest.raises(RuntimeError, match="g must have x's shape"):
+        ops.minibatch_stddev_double_backward(x[:, :1], grad_y, x, 4, "strided", False, 1e-8, 1)

@@ -286,3 +286,16 @@ def test_backward_op_rejects_mismatched_operands(backend):
         op(torch.randn(2, 4, 3, 2), x, r, 1)
     with pytest.raises(RuntimeError, match=r"rsqrt must have one value per reduced vector \(18\)"):
         op(torch.randn(2, 4, 3, 3), x, r[:1], 1)
+
+
+@pytest.mark.parametrize("namespace", _library.FAMILY_NAMESPACES)
+def test_double_backward_formula_refuses_a_misshaped_gradient(namespace):
+    """The double-backward raw op is a composite of torch ops: without the check a wrongly shaped g would broadcast
+    into a wrong result instead of an error."""
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    rsqrt = torch.rand(2, 1, 3, 3, dtype=torch.float64)
+    ops = getattr(torch.ops, namespace)
+    with pytest.raises(RuntimeError, match="g must have x's shape"):
+        ops.pixel_norm_double_backward(x[:1], x, x, rsqrt, 1)
+    with pytest.raises(RuntimeError, match="grad_y must have x's shape"):
+        ops.pixel_norm_double_backward(x, x[:1], x, rsqrt, 1)
