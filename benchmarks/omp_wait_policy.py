@@ -3,11 +3,12 @@
 idle machine and with busy processes competing for the same cores.
 
     python -m benchmarks.omp_wait_policy [--cores 0,1] [--rounds 3] [--iterations 12] [--hogs 2] [--resolution 16]
+                                         [--policies default,PASSIVE,ACTIVE] [--loads idle,contended]
 
 Each measurement is a fresh process (libgomp reads the policy once, at load) that trains the demo's networks at
 --resolution (minibatch 16, on the embedded dataset) for two warm-up iterations, then times --iterations more. The
 policies alternate within every round, so both see the same background load; the report gives the median images/s
-of each case and the PASSIVE / default ratio. --cores pins the trainers and the competing processes to those cores
+of each case and its ratio to the first policy. --cores pins the trainers and the competing processes to those cores
 (taskset), which makes a many-core machine behave like the 2-core one the demo targets.
 """
 import argparse
@@ -60,15 +61,20 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--resolution", type=int, default=16, help="4, 8, 16 or 32 (16)")
+    parser.add_argument("--policies", default="default,PASSIVE",
+                        help="comma-separated OMP_WAIT_POLICY values; 'default' leaves it unset (default,PASSIVE)")
+    parser.add_argument("--loads", default="idle,contended", help="idle and/or contended (idle,contended)")
     args = parser.parse_args(argv)
+    policies = args.policies.split(",")
+    loads = args.loads.split(",")
 
     results = {}
-    for contended in (False, True):
+    for contended in [load == "contended" for load in loads]:
         hogs = [subprocess.Popen(_pinned([sys.executable, "-c", HOG], args.cores))
                 for _ in range(args.hogs if contended else 0)]
         try:
             for _ in range(args.rounds):
-                for policy in ("default", "PASSIVE"):
+                for policy in policies:
                     key = ("contended" if contended else "idle", policy)
                     value = measure(policy, args.cores, args.threads, args.iterations, args.resolution)
                     results.setdefault(key, []).append(value)
@@ -80,12 +86,13 @@ def main(argv=None):
     print(f"{args.resolution}x{args.resolution}, cores {args.cores or 'all'}, {args.threads} torch threads, "
           f"{args.hogs} competing busy processes, {args.rounds} rounds of {args.iterations} iterations "
           "(img/s, median [all])")
-    for load in ("idle", "contended"):
-        default = statistics.median(results[(load, "default")])
-        passive = statistics.median(results[(load, "PASSIVE")])
-        print(f"  {load:<10} default {default:7.1f} {[round(v, 1) for v in results[(load, 'default')]]}   "
-              f"PASSIVE {passive:7.1f} {[round(v, 1) for v in results[(load, 'PASSIVE')]]}   "
-              f"PASSIVE/default {passive / default:.2f}x")
+    for load in loads:
+        default = statistics.median(results[(load, policies[0])])
+        cells = [f"{policy} {statistics.median(results[(load, policy)]):7.1f} "
+                 f"{[round(v, 1) for v in results[(load, policy)]]}" for policy in policies]
+        ratios = [f"{policy}/{policies[0]} {statistics.median(results[(load, policy)]) / default:.2f}x"
+                  for policy in policies[1:]]
+        print(f"  {load:<10} " + "   ".join(cells + ratios))
 
 
 if __name__ == "__main__":
