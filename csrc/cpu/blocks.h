@@ -20,26 +20,24 @@ namespace progan_fast::cpu {
 
 // Most pixels one planes block holds; sizes per-pixel accumulators on the stack.
 constexpr int64_t kMaxBlock = 1024;
-// Bytes of input one planes block spans (all of its input tensors together): inside a core's L2 with room for
-// the output, and long contiguous runs per channel so the hardware prefetchers stream them. A single-input pass
-// (the forwards) takes twice as much: its runs grow from 2 KB to 4 KB at (16, 128, 64, 64), measured ~10 %
-// faster on a 2-core Zen 4; the two- and three-input backwards measured no better with bigger blocks.
+// Bytes of input one planes block spans (all of its input tensors together): well inside a core's L2 with room
+// for the output, and long contiguous runs per channel so the hardware prefetchers stream them.
 constexpr int64_t kPlanesBlockBytes = 256 * 1024;
-constexpr int64_t kSingleInputBlockBytes = 512 * 1024;
-// A single-input pass takes a whole sample (one contiguous slab instead of C separate runs) up to this size:
-// 1.3-1.5x faster forwards at (16, 256, 32, 32) than 512 KB blocks of 2 KB runs; bigger slabs (2 MB at
-// (16, 128, 64, 64)) spill out of L2 before the second pass re-reads them and measured slower.
+// A single-input pass (the pixel-norm forwards) takes a whole sample, one contiguous slab instead of C separate
+// runs, up to this size: at (16, 256, 32, 32) 1.4x faster with 2 threads and 1.1x with one than 256 KB blocks of
+// 1 KB runs (interleaved A/B, Zen 4). Bigger slabs spill out of L2 before the second pass re-reads them; 512 KB
+// blocks of 4 KB runs at (16, 128, 64, 64) were faster with 2 threads but slower with one, so they stay 256 KB.
 constexpr int64_t kWholeSampleBytes = 1024 * 1024;
 // Elements one rows chunk holds (half-precision inputs convert whole chunks to float scratch).
 constexpr int64_t kRowsChunkElems = 16 * 1024;
 
 // Pixels per planes block: about kPlanesBlockBytes of input (`streams` tensors of C float channels; one stream:
-// kSingleInputBlockBytes, or the whole sample), a multiple of 16 (whole vectors and cache lines), never more than
-// one plane.
+// the whole sample up to kWholeSampleBytes), a multiple of 16 (whole vectors and cache lines), never more than one
+// plane.
 inline int64_t planes_block(int64_t C, int64_t inner, int64_t streams) {
   const int64_t pixel_bytes = streams * std::max<int64_t>(C, 1) * static_cast<int64_t>(sizeof(float));
   if (streams == 1 && inner <= kMaxBlock && inner * pixel_bytes <= kWholeSampleBytes) return inner;
-  int64_t n = (streams == 1 ? kSingleInputBlockBytes : kPlanesBlockBytes) / pixel_bytes;
+  int64_t n = kPlanesBlockBytes / pixel_bytes;
   n = std::clamp<int64_t>(n / 16 * 16, 16, kMaxBlock);
   return std::min(n, inner);
 }
