@@ -2,10 +2,10 @@
 
 The conv or matmul runs with the UNSCALED stored weight (torch's own convolution kernels; the fused up/down
 variants are one stride-2 conv with the summed 4x4 kernel, see progan_fast.reference.conv2d_resample, built by
-_resample_kernel with the reference's values and a cheaper autograd), then the runtime scale
-gain * lr_mul / sqrt(fan_in), the bias and the activation (and pixel norm) are applied to the output by the
-scaled_bias_act op: one pass each way on the kernel backends, saving only its output (and one float per pixel
-with pixel norm) for backward. No scaled weight copy is ever made.
+_resample_kernel with the reference's values and a cheaper autograd, and rebuilt in backward instead of saved,
+_resample_conv), then the runtime scale gain * lr_mul / sqrt(fan_in), the bias and the activation (and pixel
+norm) are applied to the output by the scaled_bias_act op: one pass each way on the kernel backends, saving only
+its output (and one float per pixel with pixel norm) for backward. No scaled weight copy is ever made.
 """
 import math
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import backends, reference
-from . import _checks, _resample_kernel
+from . import _checks, _resample_conv
 from . import scaled_bias_act as _sba
 
 backends.register_op("eq_conv2d", ())
@@ -46,13 +46,11 @@ def _check_fan_in(fan_in, weight):
 
 def _conv2d_resample(x, weight, up, down):
     """reference.conv2d_resample(x, weight, up, down), the same convs on the same values, with the summed kernel
-    from _resample_kernel instead of the reference's pad + slices (and, for up, its flip and transpose)."""
-    pad = (weight.shape[-1] - 1) // 2
-    if up:
-        return F.conv_transpose2d(x, _resample_kernel.transposed_resample_kernel(weight), stride=2, padding=pad)
-    if down:
-        return F.conv2d(x, _resample_kernel.resample_kernel(weight) * 0.25, stride=2, padding=pad)
-    return F.conv2d(x, weight, padding=pad)
+    from _resample_kernel instead of the reference's pad + slices (and, for up, its flip and transpose), rebuilt
+    in backward rather than saved (_resample_conv)."""
+    if up or down:
+        return _resample_conv.conv2d_resample(x, weight, transposed=up)
+    return F.conv2d(x, weight, padding=(weight.shape[-1] - 1) // 2)
 
 
 def eq_conv2d(x, weight, bias=None, *, gain=math.sqrt(2), lr_mul=1.0, activation="lrelu", negative_slope=0.2,
