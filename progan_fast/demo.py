@@ -45,13 +45,42 @@ def gate(swd_start, swd_end, fakes, reals):
     return details["swd_ok"] and details["diversity_ok"], details
 
 
+# /proc/cpuinfo flags of CPUs that compute in bf16 natively (oneDNN then runs bf16 convolutions at about twice the
+# float32 rate); elsewhere bf16 is emulated and no faster.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def auto_precision(device, flags=None):
+    """(amp, reason) for --amp auto: bf16 on a CPU run whose CPU has native bf16 math (measured on an AMD EPYC with
+    AVX-512 BF16: same SWD after the demo's budget, 1.23x the images/s), float32 everywhere else."""
+    on_cpu = str(device).startswith("cpu") or (device in (None, "auto") and not torch.cuda.is_available())
+    if not on_cpu:
+        return "none", "GPU run"
+    found = sorted(set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else set(flags)))
+    if found:
+        return "bf16", f"the CPU computes in bf16 natively ({', '.join(found)})"
+    return "none", "the CPU has no native bf16 math (no AVX-512 BF16 or AMX)"
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m progan_fast.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", help="run directory (default: runs/demo-<date>-<time>)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--kimg", type=float, default=DEMO["total_kimg"], help="total kimg (default %(default)s)")
-    parser.add_argument("--amp", choices=("none", "bf16"), default="none",
-                        help="bf16: torch.autocast with float32 master weights (default %(default)s)")
+    parser.add_argument("--amp", choices=("auto", "none", "bf16"), default="auto",
+                        help="bf16: torch.autocast with float32 master weights; auto: bf16 on a CPU with native bf16 "
+                             "math (AVX-512 BF16 or AMX), float32 otherwise (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -66,12 +95,14 @@ def main(argv=None):
 
     start = time.time()
     out = args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
-    config = TrainConfig(data=default_dataset(resolution=32), **dict(DEMO, total_kimg=args.kimg, amp=args.amp))
+    amp, amp_reason = auto_precision(args.device) if args.amp == "auto" else (args.amp, "--amp " + args.amp)
+    config = TrainConfig(data=default_dataset(resolution=32), **dict(DEMO, total_kimg=args.kimg, amp=amp))
     trainer = Trainer(config, out, device=args.device, progress=not args.no_progress)
     R = trainer.resolution_log2
     precision = "float32" if config.amp == "none" else f"{config.amp} autocast"
     print(f"progan_fast demo: {config.total_kimg:g} kimg on {trainer.dataset_path} ({trainer.device}, "
-          f"{torch.get_num_threads()} threads, {precision}, NCHW), run directory {os.path.abspath(out)}", flush=True)
+          f"{torch.get_num_threads()} threads, {precision}: {amp_reason}, NCHW), run directory {os.path.abspath(out)}",
+          flush=True)
     swd_start = evaluate_generator(trainer.Gs, trainer.dataset, R, 1.0, num=SWD_IMAGES, msssim=False)
     summary = trainer.run()
     if summary["interrupted"]:

@@ -38,3 +38,12 @@ def test_a_generator_that_memorised_8_training_images_fails_the_demo_gate():
     # A generator as diverse as the data (new images from the same distribution) passes with the same SWDs.
     passed, details = demo.gate(SWD_START, SWD_MEMORISER, held_out, reals)
     assert passed and details["nn_distance_fakes"] > 0.9 * details["nn_distance_reals"]
+
+
+def test_the_demo_picks_bf16_only_on_a_cpu_with_native_bf16_math():
+    assert demo.auto_precision("cpu", {"avx512f", "avx512_bf16"})[0] == "bf16"
+    assert demo.auto_precision("cpu", {"amx_tile", "amx_bf16"})[0] == "bf16"
+    amp, reason = demo.auto_precision("cpu", {"avx2", "avx512f"})
+    assert amp == "none" and "no native bf16" in reason
+    assert demo.auto_precision("cuda:0", {"avx512_bf16"}) == ("none", "GPU run")
+    assert demo.build_parser().parse_args([]).amp == "auto"
