@@ -10,8 +10,10 @@ tolerances of tests/ops/parity.py. An all-meta call must refuse or return the me
 of the same family's real call; a call mixing meta and CPU tensors must refuse (the meta argument would route a
 real call to the fake kernel, which returns uninitialised memory).
 
-The raw ops come from the registry (`_library.kernel_ops()`); each has a small description below (`SPECS`):
-how to build valid operands, and its float64 reference. A raw op without one fails `test_every_raw_op_is_fuzzed`.
+The raw ops come from the registry (`_library.raw_ops()`): the ops with kernels and the composites (the formulas
+of higher derivatives, torch ops behind the same operand checks). Each has a small description below (`SPECS`):
+how to build valid operands, and its float64 reference; a composite's is the autograd of its backward's reference
+(see `composite_spec`). A raw op without one fails `test_every_raw_op_is_fuzzed`.
 """
 import dataclasses
 import math
@@ -25,10 +27,14 @@ import torch
 
 from progan_fast import _layout, _library, reference
 from progan_fast.ops import blend as _blend  # noqa: F401 (defines the raw ops)
+from progan_fast.ops.scaled_bias_act import reads_saved, saves_input
 
 from ops.parity import FAMILIES, GRAD_TOLERANCES, TOLERANCES
 
 CALLS = {"cpu": 400, "emulated": 400, "triton": 8}
+# The composite raw ops (the formulas of higher derivatives) are the same torch code in every namespace, except
+# that scaled_bias_act's call their family's kernels: fewer calls outside the cpu family.
+COMPOSITE_CALLS = {"cpu": 300, "emulated": 150, "triton": 8}
 ERRORS = (TypeError, ValueError, RuntimeError, IndexError)
 FLOATS = (torch.float32, torch.float32, torch.float64, torch.float16, torch.bfloat16)
 OTHER_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.bool)
@@ -151,14 +157,34 @@ def lrelu(v, slope):
 
 
 def vjp(fn, inputs, grads):
-    """Gradients of <fn(*inputs), grads> w.r.t. inputs, in float64."""
+    """Gradients of <fn(*inputs), grads> w.r.t. inputs, in float64. A None grad leaves its output out (no gradient
+    flows from it), as does an output that depends on no input."""
     leaves = [t.detach().double().requires_grad_() for t in inputs]
     outs = fn(*leaves)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    pairs = []
+    for o, g in zip(outs, grads):
+        if g is None:
+            continue
+        if o.shape != g.shape:
+            raise Invalid(f"gradient of shape {tuple(g.shape)} for an output of shape {tuple(o.shape)}")
+        if o.requires_grad:
+            pairs.append((o, g))
+    if not pairs:
+        return tuple(torch.zeros_like(t) for t in leaves)
+    return torch.autograd.grad([o for o, _ in pairs], leaves, [g for _, g in pairs], allow_unused=True,
+                               materialize_grads=True)
+
+
+def dvjp(fn, inputs, grads):
+    """vjp kept differentiable (create_graph): a backward as a function of its operands, whose own vjp is then the
+    double backward's reference. `inputs` require grad (the outer vjp's leaves, or tensors computed from them)."""
+    outs = fn(*inputs)
     outs = outs if isinstance(outs, (tuple, list)) else (outs,)
     for o, g in zip(outs, grads):
         if o.shape != g.shape:
             raise Invalid(f"gradient of shape {tuple(g.shape)} for an output of shape {tuple(o.shape)}")
-    return torch.autograd.grad(outs, leaves, grads, allow_unused=True, materialize_grads=True)
+    return torch.autograd.grad(outs, inputs, grads, create_graph=True, allow_unused=True, materialize_grads=True)
 
 
 def pinned_rsqrt(a, r, dim):
@@ -166,6 +192,14 @@ def pinned_rsqrt(a, r, dim):
     and whose derivative is that of the rsqrt, -r^3 a / C, whatever eps was."""
     half_mean_sq = (a * a).sum(dim, keepdim=True) / (2 * a.shape[dim])
     return r - r ** 3 * (half_mean_sq - half_mean_sq.detach())
+
+
+def tracked_rsqrt(a, r, dim):
+    """rsqrt(mean over dim of a^2 + c) with the constant c that gives it the value r (what a double backward reads):
+    every derivative is the rsqrt's, at any order (pinned_rsqrt has only the first). It is r / sqrt(1 + r^2 dm) with
+    dm the change of the mean square, which stays exact where r^-2 - mean(a^2) would cancel."""
+    mean_sq = (a * a).mean(dim, keepdim=True)
+    return r * torch.rsqrt(1 + r * r * (mean_sq - mean_sq.detach()))
 
 
 def stat_view(r, x, dim):
@@ -184,6 +218,27 @@ SPECS = {}
 def spec(fn):
     SPECS[fn.__name__] = fn
     return fn
+
+
+def composite_spec(fn):
+    """A composite raw op's description (a formula of a higher derivative). Its reference is the autograd of the
+    backward's float64 reference, as above, when every floating operand is finite. With a NaN or Inf operand the
+    derivative has no defined value and where the Infs cancel depends on how the sum is arranged, so the reference
+    is then the formula itself evaluated in float64 on the same operands (the cpu family's op): the non-finite
+    values must propagate as the formula propagates them, and the dtypes be handled as in float64."""
+    def described(g):
+        call = fn(g)
+
+        def reference(args):
+            expected = call.reference(args)  # raises for arguments without a result
+            if all(torch.isfinite(a).all() for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()):
+                return expected
+            formula = getattr(torch.ops.progan_fast, fn.__name__)
+            out = _outputs(formula(*[d(a) if isinstance(a, torch.Tensor) else a for a in args]))
+            return [(o, dtype, grad) for o, (_, dtype, grad) in zip(out, expected)]
+        return Call(call.args, reference)
+    described.__name__ = fn.__name__
+    return spec(described)
 
 
 @spec
@@ -271,9 +326,8 @@ def scaled_bias_act_forward(g):
     return Call([x, bias, scale, slope, pixel_norm, eps], ref)
 
 
-@spec
-def scaled_bias_act_backward(g):
-    from progan_fast.ops.scaled_bias_act import reads_saved, saves_input
+def _sba_backward_operands(g):
+    """The forward's x and bias, and the backward's arguments computed from them."""
     x, bias, scale, slope, pixel_norm, eps = _sba_operands(g)
     saved_is_input = g.pick(saves_input(slope), not saves_input(slope))
     bias_grad = g.rng.random() < 0.5
@@ -287,24 +341,38 @@ def scaled_bias_act_backward(g):
     rsqrt = g.layout(r.to(stat(x.dtype))) if pixel_norm else g.rng.choice((None, torch.empty(0)))
     bias_arg = bias if saved_is_input or g.rng.random() < 0.5 else None
     grad_y = g.tensor(x.shape)
+    return x, bias, [grad_y, saved, rsqrt, bias_arg, scale, slope, pixel_norm, eps, saved_is_input, bias_grad]
+
+
+def _sba_check_backward_ref(grad_y, saved, bias_arg, slope, pixel_norm):
+    if grad_y.dim() < 2:
+        raise Invalid("grad_y rank")
+    _check_bias_ref(bias_arg, grad_y)
+    if saved is not None and saved.shape != grad_y.shape:
+        raise Invalid("saved shape")
+    if reads_saved(slope, pixel_norm) and saved is None:
+        raise Invalid("saved missing")
+    if saved is not None:
+        d(saved)
+
+
+def _sba_linearization(x, bias, grad_y, saved, bias_arg, slope, pixel_norm, saved_is_input):
+    """The (x, bias) at which the backward kernel takes the derivative."""
+    if not reads_saved(slope, pixel_norm):  # linear: the derivative is scale wherever it is taken
+        return torch.zeros(grad_y.shape), None
+    if saved_is_input:  # the kernel recomputes the pre-activation from x = saved and bias_arg
+        return saved, bias_arg
+    return x, bias  # the kernel reads y; its derivative is the one at the x and bias that gave y
+
+
+@spec
+def scaled_bias_act_backward(g):
+    x, bias, args = _sba_backward_operands(g)
 
     def ref(args):
         grad_y, saved, rsqrt, bias_arg, scale, slope, pixel_norm, eps, saved_is_input, bias_grad = args
-        if grad_y.dim() < 2:
-            raise Invalid("grad_y rank")
-        _check_bias_ref(bias_arg, grad_y)
-        if saved is not None and saved.shape != grad_y.shape:
-            raise Invalid("saved shape")
-        if reads_saved(slope, pixel_norm) and saved is None:
-            raise Invalid("saved missing")
-        if saved is not None:
-            d(saved)
-        if not reads_saved(slope, pixel_norm):  # linear: the derivative is scale wherever it is taken
-            x_ref, b_ref = torch.zeros(grad_y.shape), None
-        elif saved_is_input:  # the kernel recomputes the pre-activation from x = saved and bias_arg
-            x_ref, b_ref = saved, bias_arg
-        else:  # the kernel reads y; its derivative is the one at the x and bias that gave y
-            x_ref, b_ref = x, bias
+        _sba_check_backward_ref(grad_y, saved, bias_arg, slope, pixel_norm)
+        x_ref, b_ref = _sba_linearization(x, bias, grad_y, saved, bias_arg, slope, pixel_norm, saved_is_input)
         rr = stat_view(rsqrt, grad_y, 1) if pixel_norm else None
         b = torch.zeros(grad_y.shape[1], dtype=torch.float64) if b_ref is None else d(b_ref)
         grad_x, grad_b = vjp(lambda x, b: _sba_forward_ref(x, b, scale, slope, pixel_norm, eps, rr)[0],
@@ -312,7 +380,117 @@ def scaled_bias_act_backward(g):
         if not bias_grad:
             grad_b = torch.empty(0, dtype=torch.float64)
         return [(grad_x, grad_y.dtype, True), (grad_b, grad_y.dtype, True)]
-    return Call([grad_y, saved, rsqrt, bias_arg, scale, slope, pixel_norm, eps, saved_is_input, bias_grad], ref)
+    return Call(args, ref)
+
+
+def _sum_channels(t):
+    return t.sum([k for k in range(t.dim()) if k != 1])
+
+
+def _restored_norm(y, r, eps):
+    """The constant factor that gives y the norm of the forward's output, mean_c(y^2) = 1 - eps * r^2 (1 where y is
+    all zero): the backward with pixel norm reads y so (progan_fast/ops/scaled_bias_act.py), and the derivatives
+    along the forward's y(x), r(x) are the same with the factor held constant (it is 1 there)."""
+    with torch.no_grad():
+        mean_sq = (y * y).mean(1, keepdim=True)
+        return torch.where(mean_sq > 0, (1 - eps * r * r) / mean_sq, torch.ones_like(mean_sq)).sqrt()
+
+
+def _act_grad(v, slope):
+    return torch.where(v > 0, 1.0, torch.tensor(slope, dtype=torch.float64))
+
+
+def _sba_pixel_norm_backward(grad_y, saved, r, bias, scale, slope, eps, saved_is_input):
+    """The backward with pixel norm as a differentiable function of its operands, r an operand of its own (one value
+    per pixel, shaped [N, 1, ...]; its dependence on x is the forward's rsqrt output, differentiated apart):
+    pixel norm's vjp at a = y / r, r grad_y - r^3 a mean_c(grad_y a), with y = act(scale * x + bias) * r
+    recomputed from x or read (saved) at its restored norm; then act' (piecewise constant) and the chain to x and
+    bias."""
+    if saved_is_input:
+        v = saved * scale + bias.reshape([1, -1] + [1] * (saved.dim() - 2))
+        y = lrelu(v, slope) * r
+    else:
+        v = y = saved
+    a = y * _restored_norm(y, r, eps) / r
+    grad_a = r * grad_y - r ** 3 * a * (grad_y * a).mean(1, keepdim=True)
+    grad_v = _act_grad(v.detach(), slope) * grad_a
+    return grad_v * scale, _sum_channels(grad_v)
+
+
+@composite_spec
+def scaled_bias_act_double_backward(g):
+    x, bias, backward_args = _sba_backward_operands(g)
+    grad_grad_x = None if g.rng.random() < 0.25 else g.tensor(x.shape)
+    grad_grad_bias = g.rng.choice((None, torch.empty(0, dtype=x.dtype), [x.shape[1]], [x.shape[1]]))
+    if isinstance(grad_grad_bias, list):
+        grad_grad_bias = g.tensor(grad_grad_bias)
+
+    def ref(args):
+        grad_grad_x, grad_grad_bias, grad_y, saved, rsqrt, bias_arg, scale, slope, pixel_norm, eps, saved_is_input = \
+            args
+        _sba_check_backward_ref(grad_y, saved, bias_arg, slope, pixel_norm)
+        if grad_grad_bias is not None and tuple(grad_grad_bias.shape) == (0,):  # the backward had no bias gradient
+            grad_grad_bias = None
+        grads = [None if t is None else d(t) for t in (grad_grad_x, grad_grad_bias)]
+        empty = (torch.empty(0, dtype=torch.float64), grad_y.dtype, True)
+        if grads == [None, None]:
+            return [empty] * 4
+        if not pixel_norm:  # the backward is linear in grad_y, and only grad_y has a gradient
+            x_ref, b_ref = _sba_linearization(x, bias, grad_y, saved, bias_arg, slope, pixel_norm, saved_is_input)
+            x_ref = d(x_ref).requires_grad_()
+            b_ref = (torch.zeros(grad_y.shape[1], dtype=torch.float64) if b_ref is None else d(b_ref)).requires_grad_()
+
+            def backward(grad_y):
+                return dvjp(lambda x, b: _sba_forward_ref(x, b, scale, slope, False, eps)[0], [x_ref, b_ref], [grad_y])
+            (grad_grad_y,) = vjp(backward, [d(grad_y)], grads)
+            return [(grad_grad_y, grad_y.dtype, True), empty, empty, empty]
+        r = stat_view(rsqrt, grad_y, 1)
+        with_bias = saved_is_input and bias_arg is not None
+        b = d(bias_arg) if with_bias else torch.zeros(grad_y.shape[1], dtype=torch.float64)
+        g_grad_y, g_saved, g_r, g_b = vjp(
+            lambda gy, s, r, b: _sba_pixel_norm_backward(gy, s, r, b, scale, slope, eps, saved_is_input),
+            [d(grad_y), d(saved), r, b], grads)
+        return [(g_grad_y, grad_y.dtype, True), (g_saved, saved.dtype, True),
+                (g_r.reshape(rsqrt.shape), rsqrt.dtype, True), (g_b, bias_arg.dtype, True) if with_bias else empty]
+    return Call([grad_grad_x, grad_grad_bias, *backward_args[:-1]], ref)  # all but bias_grad
+
+
+@composite_spec
+def scaled_bias_act_rsqrt_backward(g):
+    x, bias, scale, slope, _, eps = _sba_operands(g)
+    saved_is_input = g.pick(saves_input(slope), not saves_input(slope))
+    bias_grad = g.rng.random() < 0.5
+    y, r = _sba_forward_ref(d(x), d(bias), scale, slope, True, eps)
+    saved = y_saved = x if saved_is_input else g.layout(y.to(x.dtype))
+    rsqrt = g.layout(r.to(stat(x.dtype)))
+    bias_arg = bias if saved_is_input or g.rng.random() < 0.5 else None
+    grad_rsqrt = g.tensor(r.shape, dtype=stat(x.dtype))
+
+    def ref(args):
+        grad_rsqrt, saved, rsqrt, bias_arg, scale, slope, saved_is_input, bias_grad = args
+        if saved.dim() < 2:
+            raise Invalid("saved rank")
+        _check_bias_ref(bias_arg, saved)
+        if grad_rsqrt.shape != rsqrt.shape:
+            raise Invalid("grad_rsqrt shape")
+        r = stat_view(rsqrt, saved, 1)
+        gr = d(grad_rsqrt).reshape(r.shape)
+        # the gradient through the forward's rsqrt output alone: r as a function of the activation a, pinned to its
+        # value, with a recomputed from x = saved and bias_arg, or from the x and bias that gave y = saved; for
+        # another y (a mutated one the op accepts), dr/da = -r^3 a / C written with y = a r
+        if saved_is_input or saved is y_saved:
+            x_ref, b_ref = (saved, bias_arg) if saved_is_input else (x, bias)
+            b = torch.zeros(saved.shape[1], dtype=torch.float64) if b_ref is None else d(b_ref)
+            grad_x, grad_b = vjp(lambda x, b: pinned_rsqrt(_sba_forward_ref(x, b, scale, slope, False, eps)[0], r, 1),
+                                 [d(x_ref), b], [gr])
+        else:
+            grad_a = -gr * r * r * d(saved) / saved.shape[1]
+            grad_v = _act_grad(d(saved), slope) * grad_a
+            grad_x, grad_b = grad_v * scale, _sum_channels(grad_v)
+        if not bias_grad:
+            grad_b = torch.empty(0, dtype=torch.float64)
+        return [(grad_x, saved.dtype, True), (grad_b, saved.dtype, True)]
+    return Call([grad_rsqrt, saved, rsqrt, bias_arg, scale, slope, saved_is_input, bias_grad], ref)
 
 
 def _mbstd_operands(g):
@@ -478,6 +656,62 @@ def fade_from_rgb_backward(g):
     return Call([grad_y, images, weight, bias, g.alpha(), *floats], ref)
 
 
+@composite_spec
+def fade_from_rgb_double_backward(g):
+    shape, images, weight, bias, *floats = _from_rgb_operands(g)
+    grad_y = g.tensor(shape)
+    alpha = g.alpha()
+    ggs = [None if g.rng.random() < 0.25 else g.tensor(s) for s in (images.shape, shape, weight.shape, bias.shape)]
+
+    def ref(args):
+        *ggs, grad_y, images, weight, bias, alpha, scale, bias_gain, slope = args
+        for t in (images, weight, bias):
+            d(t)
+
+        def backward(gy, i, w, b):
+            new = torch.zeros(gy.shape, dtype=torch.float64, requires_grad=True)
+            return dvjp(lambda i, nw, w, b: _from_rgb_ref(i, nw, w, b, alpha, scale, bias_gain, slope),
+                        [i, new, w, b], [gy])
+        grads = vjp(backward, [d(grad_y), images, weight, bias], [None if t is None else d(t) for t in ggs])
+        dtypes = (grad_y.dtype, images.dtype, weight.dtype, bias.dtype)
+        return [(gr, dt, True) for gr, dt in zip(grads, dtypes)]
+    return Call([*ggs, grad_y, images, weight, bias, alpha, *floats], ref)
+
+
+@composite_spec
+def pixel_norm_double_backward(g):
+    grad_y, x, rsqrt, dim = pixel_norm_backward(g).args
+    gg = g.tensor(x.shape)
+
+    def ref(args):
+        gg, grad_y, x, rsqrt, dim = args
+        if x.dim() == 0 or not -x.dim() <= dim < x.dim():
+            raise Invalid("dim")
+        dim %= x.dim()
+        r = stat_view(rsqrt, x, dim)
+
+        def backward(grad_y, x):
+            return dvjp(lambda x: x * tracked_rsqrt(x, r, dim), [x], [grad_y])
+        grad_grad_y, grad_x = vjp(backward, [d(grad_y), d(x)], [d(gg)])
+        return [(grad_grad_y, x.dtype, True), (grad_x, x.dtype, True)]
+    return Call([gg, grad_y, x, rsqrt, dim], ref)
+
+
+@composite_spec
+def minibatch_stddev_double_backward(g):
+    grad_y, x, *params = minibatch_stddev_backward(g).args
+    gg = g.tensor(x.shape)
+
+    def ref(args):
+        gg, grad_y, x, *params = args
+
+        def backward(grad_y, x):
+            return dvjp(lambda x: _mbstd_ref(x, *params), [x], [grad_y])
+        grad_grad_y, grad_x = vjp(backward, [d(grad_y), d(x)], [d(gg)])
+        return [(grad_grad_y, x.dtype, True), (grad_x, x.dtype, True)]
+    return Call([gg, grad_y, x, *params], ref)
+
+
 # ---- hostile mutations of a call's tensors ----
 
 def _tensor_slots(args):
@@ -599,17 +833,21 @@ def check_call(op, args, cpu_args, call):
 # ---- the tests ----
 
 def test_every_raw_op_is_fuzzed():
-    assert sorted(_library.kernel_ops()) == sorted(SPECS), \
-        "every raw op with kernels needs a description in tests/test_fuzz_raw_ops.py (SPECS)"
+    assert sorted(_library.raw_ops()) == sorted(SPECS), \
+        "every raw op (kernels and composites) needs a description in tests/test_fuzz_raw_ops.py (SPECS)"
+
+
+def _calls(name, family):
+    return (CALLS if name in _library.kernel_ops() else COMPOSITE_CALLS)[family]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("name", sorted(_library.kernel_ops()))
+@pytest.mark.parametrize("name", sorted(_library.raw_ops()))
 def test_fuzz_raw_op(name, family):
     op = getattr(_library.family_ops(family), name)
     rng = random.Random(f"{name}-{family}")
     outcomes = {}
-    calls = CALLS[family]
+    calls = _calls(name, family)
     start = time.perf_counter()
     failures = []
     for i in range(calls):

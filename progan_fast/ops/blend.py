@@ -19,6 +19,7 @@ run by the emulated family), progan_fast/triton/fade.py; the cpu/cuda family's a
 import numbers
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from .. import _layout, backends, reference
 from .. import _library
@@ -115,6 +116,14 @@ def check_alpha(alpha, like):
         raise RuntimeError(f"alpha must be a 0-dim floating tensor; got shape {tuple(alpha.shape)} and {alpha.dtype}")
     if alpha.device.type != "cpu" and alpha.device != like.device:
         raise RuntimeError(f"alpha must be on the CPU or on {like.device}; got {alpha.device}")
+
+
+def check_alpha_value(alpha, like):
+    """alpha's value, for the composites (which have no kernel to read it): finite and in [0, 1] as the kernels
+    require (csrc/common/fade_operands.h: fade_alpha_value), by _checks.alpha (a device alpha by an asynchronous
+    assert, no host sync). A traced (fake) alpha has no value to read."""
+    if not is_fake(alpha):
+        _checks.alpha("alpha", alpha, like.device)
 
 
 def check_same(name, t, ref_name, ref):

@@ -26,8 +26,8 @@ import torch
 from .. import _layout, backends, reference
 from .. import _library
 from . import _checks
-from .blend import alpha_operand, check_4d, check_alpha, check_same, differentiable, empty_in_format, \
-    no_alpha_gradient
+from .blend import alpha_operand, check_4d, check_alpha, check_alpha_value, check_same, differentiable, \
+    empty_in_format, no_alpha_gradient
 
 OP = "fade_from_rgb"
 backends.register_op(OP, ("cpu", "cuda", "triton"))
@@ -105,6 +105,26 @@ def _check_backward(grad_y, images, weight, bias, alpha, scale, bias_gain, negat
     _check_operands("grad_y", grad_y, images, weight, bias, alpha)
 
 
+def _check_double_backward(gg_images, gg_new, gg_weight, gg_bias, grad_y, images, weight, bias, alpha, scale,
+                           bias_gain, negative_slope):
+    """The backward's operands as the backward kernels check them, alpha's value included (the formula has no
+    kernel to refuse one outside [0, 1]), and each gradient placed, typed and shaped like the backward output it
+    is the gradient of (the formula would broadcast a misshaped one into a wrong result): gg_images like
+    grad_images (images' shape), gg_new like grad_new (grad_y's), gg_weight like weight, gg_bias like bias."""
+    _check_backward(grad_y, images, weight, bias, alpha, scale, bias_gain, negative_slope)
+    check_alpha_value(alpha, grad_y)
+    for name, gg, primal_name, primal in (("gg_images", gg_images, "images", images),
+                                          ("gg_new", gg_new, "grad_y", grad_y),
+                                          ("gg_weight", gg_weight, "weight", weight),
+                                          ("gg_bias", gg_bias, "bias", bias)):
+        if gg is None:
+            continue
+        check_same(name, gg, "grad_y", grad_y)
+        if gg.shape != primal.shape:
+            owner = primal_name + ("'" if primal_name.endswith("s") else "'s")
+            raise RuntimeError(f"{name} must have {owner} shape {tuple(primal.shape)}; got {tuple(gg.shape)}")
+
+
 def _fake_backward(grad_y, images, weight, bias, alpha, scale, bias_gain, negative_slope):
     grad_images = torch.empty(images.shape, dtype=images.dtype, device=images.device,
                               memory_format=_layout.memory_format(grad_y))
@@ -141,6 +161,31 @@ def _double_backward(ops, ctx, gg_images, gg_new, gg_weight, gg_bias):
     return (*grads, None, None, None, None)
 
 
+def _pool(x):
+    """avg_pool2 (reference.avg_pool2), also of an empty tensor (avg_pool2d refuses a dimension of size 0)."""
+    if x.numel() == 0:
+        n, c, h, w = x.shape
+        return x.new_zeros(n, c, h // 2, w // 2)
+    return reference.avg_pool2(x)
+
+
+def _up(x):
+    """reference.nearest_up, also of an empty tensor."""
+    if x.numel() == 0:
+        n, c, h, w = x.shape
+        return x.new_zeros(n, c, 2 * h, 2 * w)
+    return reference.nearest_up(x)
+
+
+def _conv(x, w, b=None):
+    """The 1x1 conv of x by w [C_out, C_in, 1, 1] (plus b): oneDNN's kernel in x's own memory format; over zero
+    input channels (or of an empty x) a sum of nothing, b alone."""
+    if x.numel() == 0 or w.numel() == 0:
+        out = x.new_zeros(x.shape[0], w.shape[0], x.shape[2], x.shape[3])
+        return out if b is None else out + b.view(1, -1, 1, 1)
+    return torch.nn.functional.conv2d(x, w, b)
+
+
 def _double_backward_formula(gg_images, gg_new, gg_weight, gg_bias, grad_y, images, weight, bias, alpha, scale,
                              bias_gain, negative_slope):
     """Gradients of <gg_images, grad_images> + <gg_new, grad_new> + <gg_weight, grad_weight> + <gg_bias, grad_bias>
@@ -153,22 +198,26 @@ def _double_backward_formula(gg_images, gg_new, gg_weight, gg_bias, grad_y, imag
       d/d images  = nearest_up(scale * gg_weight^T dz) / 4
       d/d weight  = scale * sum over pixels of dz (x) avg_pool2(gg_images)
       d/d bias    = 0
-    Written in differentiable torch ops of every input, so the derivatives of this are right too."""
+    A None gradient contributes nothing (not a zero times the other operands, which would turn their Inf into
+    NaN). Written in differentiable torch ops of every input, so the derivatives of this are right too. The
+    feature-map outputs are laid out as the backward's (grad_y's memory format)."""
     acc = _layout.stat_dtype(grad_y.dtype)
+    fmt = _layout.memory_format(grad_y)
     a = alpha.to(device=grad_y.device, dtype=acc)
-    conv = torch.nn.functional.conv2d  # the 1x1 convs: oneDNN kernels in the tensors' own memory format
     w = weight.to(acc)
-    pooled = reference.avg_pool2(images.to(acc))
-    z = conv(pooled, w * scale, bias.to(acc) * bias_gain)
+    pooled = _pool(images.to(acc))
+    z = _conv(pooled, w * scale, bias.to(acc) * bias_gain)
     coef = torch.where(z > 0, 1 - a, (1 - a) * negative_slope)  # dz / grad_y = (1 - alpha) * lrelu'(z)
     h = None
-    if gg_weight is not None or gg_bias is not None:
-        h = conv(pooled, torch.zeros_like(w) if gg_weight is None else gg_weight.to(acc) * scale,
-                 None if gg_bias is None else gg_bias.to(acc) * bias_gain)
+    if gg_weight is not None:
+        h = _conv(pooled, gg_weight.to(acc) * scale)
+    if gg_bias is not None:
+        term = (gg_bias.to(acc) * bias_gain).view(1, -1, 1, 1)
+        h = term if h is None else h + term
     gg_pooled = None
     if gg_images is not None:
-        gg_pooled = reference.avg_pool2(gg_images.to(acc))
-        term = conv(gg_pooled, w * scale)
+        gg_pooled = _pool(gg_images.to(acc))
+        term = _conv(gg_pooled, w * scale)
         h = term if h is None else h + term
     grad_grad_y = torch.zeros_like(z) if h is None else coef * h
     if gg_new is not None:
@@ -176,16 +225,17 @@ def _double_backward_formula(gg_images, gg_new, gg_weight, gg_bias, grad_y, imag
     if gg_weight is not None or gg_pooled is not None:
         dz = coef * grad_y.to(acc)
     if gg_weight is not None:
-        gg_w_t = gg_weight.to(acc).flatten(1).t().reshape(images.shape[1], -1, 1, 1)
-        grad_images = reference.nearest_up(conv(dz, gg_w_t * scale)) * 0.25
+        gg_w_t = gg_weight.to(acc).flatten(1).t().reshape(images.shape[1], weight.shape[0], 1, 1)
+        grad_images = _up(_conv(dz, gg_w_t * scale)) * 0.25
     else:
-        grad_images = torch.zeros_like(images, dtype=acc)
+        grad_images = images.new_zeros(images.shape, dtype=acc)
     if gg_pooled is not None:
-        grad_weight = (scale * torch.einsum("nchw,nkhw->ck", dz, gg_pooled)).view(weight.shape)
+        grad_weight = (scale * torch.einsum("nchw,nkhw->ck", dz, gg_pooled)).reshape(weight.shape)
     else:
-        grad_weight = torch.zeros_like(weight, dtype=acc)
-    return (grad_grad_y.to(grad_y.dtype), grad_images.to(images.dtype), grad_weight.to(weight.dtype),
-            torch.zeros_like(bias))
+        grad_weight = weight.new_zeros(weight.shape, dtype=acc)
+    return (grad_grad_y.expand(grad_y.shape).to(grad_y.dtype).contiguous(memory_format=fmt),
+            grad_images.to(images.dtype).contiguous(memory_format=fmt), grad_weight.to(weight.dtype).contiguous(),
+            bias.new_zeros(bias.shape))
 
 
 _FLOATS = "float scale, float bias_gain, float negative_slope"
@@ -203,5 +253,5 @@ _library.define(
                    "(Tensor? gg_images, Tensor? gg_new, Tensor? gg_weight, Tensor? gg_bias, Tensor grad_y, "
                    f"Tensor images, Tensor weight, Tensor bias, Tensor alpha, {_FLOATS}) -> "
                    "(Tensor, Tensor, Tensor, Tensor)",
-                   composite=_double_backward_formula),
+                   check=_check_double_backward, composite=_double_backward_formula),
 )

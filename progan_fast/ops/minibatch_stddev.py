@@ -88,7 +88,13 @@ def _fake_forward(x, *params):
 
 
 def _check_double_backward(g, grad_y, x, *params):
+    """The backward's operands as the backward checks them, and g (the gradient of dx) placed, typed and shaped
+    like x."""
     _check_backward(grad_y, x, *params)
+    if g.device != x.device:
+        raise RuntimeError(f"g must be on {x.device} like x; got {g.device}")
+    if g.dtype != x.dtype:
+        raise TypeError(f"g must have x's dtype {x.dtype}; got {g.dtype}")
     if g.shape != x.shape:
         raise RuntimeError(f"g must have x's shape {tuple(x.shape)}; got {tuple(g.shape)}")
 
@@ -144,7 +150,7 @@ def _ungrouped(t, grouping):
     """Inverse of _grouped: [M, G, ...] -> [N, ...]."""
     if grouping == "strided":
         t = t.transpose(0, 1)
-    return t.reshape(-1, *t.shape[2:])
+    return t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])  # not -1: ambiguous for an empty t
 
 
 def _double_backward_formula(g, grad_y, x, group_size, grouping, unbiased, eps, num_new_features):
@@ -153,21 +159,27 @@ def _double_backward_formula(g, grad_y, x, group_size, grouping, unbiased, eps, 
         u = x - mean_m(x),  sigma = sqrt(sum_m(u^2) / D + eps),  dx = grad_y[:, :C] + a[m, f] * u / sigma,
         a[m, f] = sum over m's samples and H x W of grad_y[:, C + f] / (K * D).
     Nothing saved depends on x (sigma is recomputed from it), so these torch ops are differentiable to every order.
+
+    With groups of two, u is +-(x_1 - x_2) / 2: the centred group values span one direction, that of v, and
+    grad_x, what the projection off v leaves of it, is a multiple of 1 - sum_m(v^2) / D = eps / sigma^2, a
+    difference of nearly equal terms: float32 math would leave only its rounding (errors of several times the
+    value where the two samples are close), so that case is computed in float64.
     """
     n, c, h, w = x.shape
     nf = num_new_features
     fmt = _layout.memory_format(x)
     gs, m, zero = _layout.minibatch_groups(n, group_size, grouping)
-    if zero:  # the statistic is the constant 0: dx = grad_y[:, :C]
+    if zero or x.numel() == 0:  # the statistic is the constant 0, or dx is empty: dx = grad_y[:, :C]
         grad_stat = grad_y.new_zeros(n, nf, h, w)
         return torch.cat([g, grad_stat], 1).contiguous(memory_format=fmt), torch.zeros_like(x, memory_format=fmt)
-    acc = _layout.stat_dtype(x.dtype)
+    acc = torch.float64 if gs == 2 else _layout.stat_dtype(x.dtype)
     k = (c // nf) * h * w
     divisor = gs - 1 if unbiased else gs
     kd = k * divisor
     xg = _grouped(x.to(acc), gs, m, grouping).reshape(m, gs, nf, k)
     gg = _grouped(g.to(acc), gs, m, grouping).reshape(m, gs, nf, k)
-    u = xg - xg.mean(1, keepdim=True)
+    shifted = xg - xg[:, :1]  # centred about a member: exactly 0 for a group of equal values (a rounded mean is not,
+    u = shifted - shifted.mean(1, keepdim=True)  # and u / sigma would amplify its rounding by up to 1 / sqrt(eps))
     sigma = torch.sqrt(u.square().sum(1, keepdim=True) / divisor + eps)
     v = u / sigma
     t = (gg * v).sum((1, 3))  # [M, F]

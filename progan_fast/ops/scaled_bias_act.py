@@ -100,20 +100,41 @@ def _stat_shape(x):
     return [x.shape[0], 1] + list(x.shape[2:])
 
 
-def _check_channels_tensor(name, t, x, dtype=None):
+def _check_channels_tensor(name, t, x, dtype=None, like="x"):
     if t.device != x.device:
-        raise RuntimeError(f"{name} must be on {x.device} like x; got {t.device}")
+        raise RuntimeError(f"{name} must be on {x.device} like {like}; got {t.device}")
     if t.dtype != (dtype or x.dtype):
         raise TypeError(f"{name} must have dtype {dtype or x.dtype}; got {t.dtype}")
+
+
+def _check_bias(bias, x):
+    if bias is not None:
+        _check_channels_tensor("bias", bias, x)
+        if bias.dim() != 1 or bias.shape[0] != x.shape[1]:
+            raise RuntimeError(f"bias must have shape ({x.shape[1]},); got {tuple(bias.shape)}")
+
+
+def _check_per_pixel(name, t, x, x_name):
+    """One value per pixel of x (every position but the channel) in x's math dtype: rsqrt and its gradient."""
+    if t.device != x.device:
+        raise RuntimeError(f"{name} must be on {x.device} like {x_name}; got {t.device}")
+    if t.dtype != _layout.stat_dtype(x.dtype):
+        raise TypeError(f"{name} must be {_layout.stat_dtype(x.dtype)} (the math dtype of {x.dtype}); got {t.dtype}")
+    pixels = _numel(_stat_shape(x))
+    if t.numel() != pixels:
+        raise RuntimeError(f"{name} must have one value per pixel ({pixels}); got {t.numel()}")
+
+
+def _check_saved_is_input(slope, saved_is_input):
+    if saves_input(slope) and not saved_is_input:
+        raise ValueError(f"saved_is_input must be true for slope {slope} < 0 (the derivative needs x: y cannot "
+                         "tell its sign)")
 
 
 def _check_forward(x, bias, scale, slope, pixel_norm, eps):
     if x.dim() < 2:
         raise RuntimeError(f"x must have at least 2 dimensions (batch and channels); got shape {tuple(x.shape)}")
-    if bias is not None:
-        _check_channels_tensor("bias", bias, x)
-        if bias.dim() != 1 or bias.shape[0] != x.shape[1]:
-            raise RuntimeError(f"bias must have shape ({x.shape[1]},); got {tuple(bias.shape)}")
+    _check_bias(bias, x)
 
 
 def _fake_forward(x, bias, scale, slope, pixel_norm, eps):
@@ -130,27 +151,51 @@ def _check_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, s
             raise RuntimeError("saved (y, or x for a negative slope) is required unless the activation is linear "
                                "without pixel norm")
     else:
-        if reads_saved(slope, pixel_norm) and saves_input(slope) and not saved_is_input:
-            raise ValueError(f"saved_is_input must be true for slope {slope} < 0 (the derivative needs x: y cannot "
-                             "tell its sign)")
+        if reads_saved(slope, pixel_norm):
+            _check_saved_is_input(slope, saved_is_input)
         _check_channels_tensor("saved", saved, grad_y)
         if saved.shape != grad_y.shape:
             raise RuntimeError(f"saved must have grad_y's shape {tuple(grad_y.shape)}; got {tuple(saved.shape)}")
     if pixel_norm:
         if rsqrt is None:
             raise RuntimeError("rsqrt is required with pixel_norm")
-        if rsqrt.device != grad_y.device:
-            raise RuntimeError(f"rsqrt must be on {grad_y.device} like grad_y; got {rsqrt.device}")
-        if rsqrt.dtype != _layout.stat_dtype(grad_y.dtype):
-            raise TypeError(f"rsqrt must be {_layout.stat_dtype(grad_y.dtype)} (the math dtype of {grad_y.dtype}); "
-                            f"got {rsqrt.dtype}")
-        pixels = _numel(_stat_shape(grad_y))
-        if rsqrt.numel() != pixels:
-            raise RuntimeError(f"rsqrt must have one value per pixel ({pixels}); got {rsqrt.numel()}")
-    if bias is not None:
-        _check_channels_tensor("bias", bias, grad_y)
-        if bias.dim() != 1 or bias.shape[0] != grad_y.shape[1]:
-            raise RuntimeError(f"bias must have shape ({grad_y.shape[1]},); got {tuple(bias.shape)}")
+        _check_per_pixel("rsqrt", rsqrt, grad_y, "grad_y")
+    _check_bias(bias, grad_y)
+
+
+def _check_double_backward(grad_grad_x, grad_grad_bias, grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps,
+                           saved_is_input):
+    """The backward's operands as the backward checks them, and each gradient placed, typed and shaped like the
+    backward output it is the gradient of (the formula would broadcast a misshaped one into a wrong result):
+    grad_grad_x like grad_x (grad_y's shape), grad_grad_bias like grad_bias ([C], or [0] when the backward ran
+    without a bias gradient)."""
+    _check_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_norm, eps, saved_is_input, False)
+    if grad_grad_x is not None:
+        _check_channels_tensor("grad_grad_x", grad_grad_x, grad_y, like="grad_y")
+        if grad_grad_x.shape != grad_y.shape:
+            raise RuntimeError(f"grad_grad_x must have grad_y's shape {tuple(grad_y.shape)}; got "
+                               f"{tuple(grad_grad_x.shape)}")
+    if grad_grad_bias is not None:
+        _check_channels_tensor("grad_grad_bias", grad_grad_bias, grad_y, like="grad_y")
+        channels = grad_y.shape[1]
+        if tuple(grad_grad_bias.shape) not in ((channels,), (0,)):
+            raise RuntimeError(f"grad_grad_bias must have shape ({channels},) (or (0,): no bias gradient); got "
+                               f"{tuple(grad_grad_bias.shape)}")
+
+
+def _check_rsqrt_backward(grad_rsqrt, saved, rsqrt, bias, scale, slope, saved_is_input, bias_grad):
+    """What the backward with pixel norm reads, checked as it checks it (saved: y, or x for a negative slope; one
+    rsqrt per pixel; bias [C]), and grad_rsqrt, the gradient of the forward's rsqrt, placed, typed and shaped like
+    rsqrt."""
+    if saved.dim() < 2:
+        raise RuntimeError(f"saved must have at least 2 dimensions (batch and channels); got shape "
+                           f"{tuple(saved.shape)}")
+    _check_saved_is_input(slope, saved_is_input)
+    _check_per_pixel("rsqrt", rsqrt, saved, "saved")
+    _check_bias(bias, saved)
+    _check_per_pixel("grad_rsqrt", grad_rsqrt, saved, "saved")
+    if grad_rsqrt.shape != rsqrt.shape:
+        raise RuntimeError(f"grad_rsqrt must have rsqrt's shape {tuple(rsqrt.shape)}; got {tuple(grad_rsqrt.shape)}")
 
 
 def _numel(shape):
@@ -241,13 +286,26 @@ def _sum_channels(t):
     return t.sum([d for d in range(t.dim()) if d != 1])
 
 
+def _activation_grad(saved, bias, scale, slope, saved_is_input, math_dtype):
+    """(v, act'(v)) in the math dtype, v as the backward kernels take it: recomputed from x = saved and bias, or
+    y = saved itself (y > 0 exactly where v > 0 for slope >= 0)."""
+    if saved_is_input:
+        v = saved.to(math_dtype) * scale
+        if bias is not None:
+            v = v + _view_channels(bias.to(math_dtype), v)
+    else:
+        v = saved.to(math_dtype)
+    return v, (v > 0).to(math_dtype) * (1.0 - slope) + slope
+
+
 def _double_backward_formula(ops, grad_grad_x, grad_grad_bias, grad_y, saved, rsqrt, bias, scale, slope,
                              pixel_norm, eps, saved_is_input):
     """Gradients of <G_x, grad_x> + <G_b, grad_bias> w.r.t. (grad_y, saved, rsqrt, bias) of the backward.
 
     With d = act'(v) (1 or slope: piecewise constant), Gv = scale * G_x + G_b[c] and Ga = d * Gv:
       no pixel norm: grad_x = scale * d * grad_y is linear in grad_y and locally constant in x, so only grad_y has
-        a gradient, d * Gv: the backward kernel itself (again differentiable, so every order is right).
+        a gradient, d * Gv: the backward kernel itself without G_b (again differentiable, so every order is right),
+        torch ops with it (the kernel applies its one scale to grad_y and to the pre-activation it recomputes).
       pixel norm, m = mean_c(grad_y * y), q = mean_c(Ga * y) (the forward's y, with r held fixed):
         d grad_y = r * (Ga - y * q)
         d y      = -r * (m * Ga + q * grad_y)
@@ -263,27 +321,26 @@ def _double_backward_formula(ops, grad_grad_x, grad_grad_bias, grad_y, saved, rs
         grad_grad_bias = None
     if grad_grad_x is None and grad_grad_bias is None:
         return empty, empty, empty, empty
+    math_dtype = _layout.stat_dtype(grad_y.dtype)
     if not pixel_norm:
         if grad_grad_bias is None:
-            gv, gv_scale = grad_grad_x, scale
-        else:
-            gv = _view_channels(grad_grad_bias, grad_y).expand(grad_y.shape)
-            gv = gv if grad_grad_x is None else grad_grad_x * scale + gv
-            gv_scale = 1.0
-        g_grad_y = ops.scaled_bias_act_backward(gv.to(grad_y.dtype), saved, None, bias, gv_scale, slope, False, eps,
-                                                saved_is_input, False)[0]
-        return g_grad_y, empty, empty, empty
-    math_dtype = _layout.stat_dtype(grad_y.dtype)
+            g_grad_y = ops.scaled_bias_act_backward(grad_grad_x, saved, None, bias, scale, slope, False, eps,
+                                                    saved_is_input, False)[0]
+            return g_grad_y, empty, empty, empty
+        # d * (scale * G_x + G_b[c]) in torch ops: the kernel would also apply its scale to the pre-activation it
+        # recomputes from x, so it cannot take gv with scale 1
+        gv = _view_channels(grad_grad_bias.to(math_dtype), grad_y)
+        if grad_grad_x is not None:
+            gv = grad_grad_x.to(math_dtype) * scale + gv
+        if reads_saved(slope, False):
+            gv = _activation_grad(saved, bias, scale, slope, saved_is_input, math_dtype)[1] * gv
+        fmt = _layout.memory_format(layout_source(grad_y, saved, slope, False))
+        return gv.expand(grad_y.shape).to(grad_y.dtype).contiguous(memory_format=fmt), empty, empty, empty
+    if grad_y.shape[1] == 1:  # one channel: each output is a multiple of 1 - y^2 = eps r^2, a difference of nearly
+        math_dtype = torch.float64  # equal terms that float32 math would leave as its rounding (as pixel norm's)
     r = rsqrt.to(math_dtype).reshape(_stat_shape(grad_y))
     gy = grad_y.to(math_dtype)
-    if saved_is_input:
-        v = saved.to(math_dtype) * scale
-        if bias is not None:
-            v = v + _view_channels(bias.to(math_dtype), v)
-    else:
-        v = saved.to(math_dtype)
-    positive = v > 0
-    d = positive.to(math_dtype) * (1.0 - slope) + slope
+    v, d = _activation_grad(saved, bias, scale, slope, saved_is_input, math_dtype)
     y = d * v * r if saved_is_input else v
     y_exact = y * restored_norm(y, r, eps).detach()
     gv = None
@@ -340,9 +397,9 @@ _library.define(
                    "(Tensor? grad_grad_x, Tensor? grad_grad_bias, Tensor grad_y, Tensor? saved, Tensor? rsqrt, "
                    "Tensor? bias, float scale, float slope, bool pixel_norm, float eps, bool saved_is_input) "
                    "-> (Tensor, Tensor, Tensor, Tensor)",
-                   family_composite=_double_backward_formula),
+                   check=_check_double_backward, family_composite=_double_backward_formula),
     _library.RawOp("scaled_bias_act_rsqrt_backward",
                    "(Tensor grad_rsqrt, Tensor saved, Tensor rsqrt, Tensor? bias, float scale, float slope, "
                    "bool saved_is_input, bool bias_grad) -> (Tensor, Tensor)",
-                   family_composite=_rsqrt_backward_formula),
+                   check=_check_rsqrt_backward, family_composite=_rsqrt_backward_formula),
 )

@@ -249,6 +249,98 @@ def test_backward_without_image_channels(backend):
     assert grad_images.shape == images.shape and grad_weight.shape == weight.shape
 
 
+@pytest.mark.parametrize("namespace", _library.FAMILY_NAMESPACES)
+def test_double_backward_formula_refuses_misshaped_operands(namespace):
+    """The double-backward raw op is a composite of torch ops: without its check a wrongly shaped gradient would
+    broadcast into a wrong result (also on meta tensors, which no kernel sees), and an alpha outside [0, 1] would
+    extrapolate."""
+    op = getattr(torch.ops, namespace).fade_from_rgb_double_backward
+    images, grad_y, weight, bias = operands(2, 4, 2, 3, 3)
+    alpha, floats = torch.tensor(0.5), (0.5, 1.0, 0.2)
+    backward_args = (grad_y, images, weight, bias, alpha, *floats)
+    with pytest.raises(RuntimeError, match=r"gg_images must have images' shape \(2, 3, 4, 6\)"):
+        op(images[:, :1], None, None, None, *backward_args)
+    with pytest.raises(RuntimeError, match=r"gg_new must have grad_y's shape \(2, 4, 2, 3\)"):
+        op(None, grad_y[:, :, :1], None, None, *backward_args)
+    with pytest.raises(RuntimeError, match=r"gg_weight must have weight's shape \(4, 3, 1, 1\)"):
+        op(None, None, weight[:, :1], None, *backward_args)
+    with pytest.raises(RuntimeError, match=r"gg_bias must have bias' shape \(4,\)"):
+        op(None, None, None, bias[:1], *backward_args)
+    with pytest.raises(RuntimeError, match=r"gg_bias must have bias' shape \(4,\)"):
+        op(None, None, None, bias[:1].to("meta"), *(a.to("meta") for a in backward_args[:5]), *floats)
+    with pytest.raises(TypeError, match="gg_new must have grad_y's dtype"):
+        op(None, grad_y.double(), None, None, *backward_args)
+    with pytest.raises(RuntimeError, match="bias must have shape"):
+        op(None, grad_y, None, None, grad_y, images, weight, bias[:2], alpha, *floats)
+    with pytest.raises(RuntimeError, match="images must have shape"):
+        op(None, grad_y, None, None, grad_y, images[:, :, :2], weight, bias, alpha, *floats)
+    with pytest.raises(ValueError, match=r"alpha must be finite and in \[0, 1\]"):
+        op(None, grad_y, None, None, grad_y, images, weight, bias, torch.tensor(1.5), *floats)
+
+
+def _double_backward_reference(gg, grad_y, images, weight, bias, alpha, scale, bias_gain, slope):
+    """The double backward by autograd of the float64 reference, with the old path written out (F.avg_pool2d and
+    F.conv2d refuse empty maps)."""
+    leaves = [t.double().requires_grad_() for t in (grad_y, images, weight, bias)]
+    gy, i, w, b = leaves
+    new = torch.zeros_like(gy, requires_grad=True)
+    n, c_img, h2, w2 = i.shape
+    pooled = i.reshape(n, c_img, h2 // 2, 2, w2 // 2, 2).mean((3, 5))
+    z = torch.einsum("nkhw,ck->nchw", pooled, w.flatten(1)) * scale + b.view(1, -1, 1, 1) * bias_gain
+    y = torch.lerp(torch.where(z > 0, z, z * slope), new, alpha)
+    grads = torch.autograd.grad(y, (i, new, w, b), gy, create_graph=True)
+    pairs = [(o, t.double()) for o, t in zip(grads, gg) if t is not None and o.requires_grad]
+    return torch.autograd.grad([o for o, _ in pairs], leaves, [t for _, t in pairs], materialize_grads=True,
+                               allow_unused=True)
+
+
+@pytest.mark.parametrize("namespace", _library.FAMILY_NAMESPACES)
+@pytest.mark.parametrize("shape", [(2, 3, 2, 2, 0), (2, 3, 0, 2, 3), (0, 3, 2, 2, 3), (2, 0, 2, 2, 3)],
+                         ids=["no_image_channels", "empty_maps", "empty_batch", "no_channels"])
+def test_double_backward_formula_on_empty_tensors(namespace, shape):
+    """Found by tests/test_fuzz_raw_ops.py: the formula's avg_pool2d, interpolate and reshape(..., -1) refused empty
+    tensors that the kernels take (no image channels: the old path is lrelu(bias_gain * bias))."""
+    op = getattr(torch.ops, namespace).fade_from_rgb_double_backward
+    images, grad_y, weight, bias = operands(*shape, dtype=torch.float64)
+    gg = operands(*shape, dtype=torch.float64)  # gg_images, gg_new, gg_weight, gg_bias
+    floats = (0.5, 2.0, 0.2)
+    got = op(*gg, grad_y, images, weight, bias, torch.tensor(0.25), *floats)
+    expected = _double_backward_reference(gg, grad_y, images, weight, bias, 0.25, *floats)
+    for o, e in zip(got, expected):
+        torch.testing.assert_close(o, e)
+
+
+def test_double_backward_formula_leaves_out_a_missing_gradient():
+    """Found by tests/test_fuzz_raw_ops.py: a missing gg_weight was a conv with zeros, whose product with an
+    infinite pooled image made grad_grad_y NaN where the other gradients give finite values."""
+    images, grad_y, weight, bias = operands(1, 2, 2, 2, 3, dtype=torch.float64)
+    images[0, 0, 0, 0] = math.inf
+    gg_bias = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    got = torch.ops.progan_fast.fade_from_rgb_double_backward(None, None, None, gg_bias, grad_y, images, weight, bias,
+                                                              torch.tensor(0.25), 0.5, 2.0, 0.2)[0]
+    assert torch.isfinite(got).all()
+    z = torch.einsum("nkhw,ck->nchw", F.avg_pool2d(images, 2), weight.flatten(1)) * 0.5 + 2.0 * bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(got, 0.75 * torch.where(z > 0, 1.0, 0.2) * 2.0 * gg_bias.view(1, -1, 1, 1))
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
+def test_double_backward_formula_meta_layout(memory_format):
+    """Found by tests/test_fuzz_raw_ops.py: the outputs took the layout conv2d chose from the images (channels_last
+    images gave a channels_last grad_grad_y for an NCHW grad_y), which the same call on meta tensors did not
+    reproduce. They now follow grad_y, as the backward's."""
+    images, grad_y, weight, bias = operands(2, 4, 3, 2, 3)
+    images = layout(images, memory_format)
+    grad_y = layout(grad_y, torch.channels_last if memory_format == torch.contiguous_format else
+                    torch.contiguous_format)
+    gg = (torch.randn_like(images), torch.randn_like(grad_y), torch.randn_like(weight), torch.randn_like(bias))
+    args = (*gg, grad_y, images, weight, bias, torch.tensor(0.5))
+    real = torch.ops.progan_fast.fade_from_rgb_double_backward(*args, 0.5, 1.0, 0.2)
+    meta = torch.ops.progan_fast.fade_from_rgb_double_backward(*(a.to("meta") for a in args), 0.5, 1.0, 0.2)
+    for r, m in zip(real, meta):
+        assert (r.shape, r.dtype, r.stride()) == (m.shape, m.dtype, m.stride())
+    assert real[0].is_contiguous(memory_format=torch.channels_last) == (memory_format == torch.contiguous_format)
+
+
 IMAGES, NEW, WEIGHT, BIAS = operands(2, 4, 3, 3, 3)
 
 

@@ -491,3 +491,48 @@ def test_double_backward_formula_refuses_a_misshaped_gradient(namespace):
     ops = getattr(torch.ops, namespace)
     with pytest.raises(RuntimeError, match="g must have x's shape"):
         ops.minibatch_stddev_double_backward(x[:, :1], grad_y, x, 4, "strided", False, 1e-8, 1)
+    with pytest.raises(TypeError, match="g must have x's dtype torch.float64"):
+        ops.minibatch_stddev_double_backward(x.float(), grad_y, x, 1, "contiguous", False, 1e-8, 1)
+
+
+def _double_backward_reference(g, grad_y, x, *params):
+    """The double backward by autograd of the float64 reference."""
+    grad_y, x = (t.double().requires_grad_() for t in (grad_y, x))
+    (dx,) = torch.autograd.grad(reference.minibatch_stddev(x, *params), x, grad_y, create_graph=True)
+    return torch.autograd.grad(dx, (grad_y, x), g.double())
+
+
+@pytest.mark.parametrize("namespace", _library.FAMILY_NAMESPACES)
+@pytest.mark.parametrize("shape", [(4, 3, 0, 2), (4, 0, 2, 2), (4, 3, 2, 0)], ids=str)
+def test_double_backward_formula_on_empty_maps(namespace, shape):
+    """Found by tests/test_fuzz_raw_ops.py: reshape(-1, ...) of an empty tensor is ambiguous, so the formula
+    refused empty maps (an error naming no argument) that the kernels take."""
+    ops = getattr(torch.ops, namespace)
+    x = torch.randn(shape, dtype=torch.float64)
+    g = torch.randn(shape, dtype=torch.float64)
+    grad_y = torch.randn(shape[0], shape[1] + 1, *shape[2:], dtype=torch.float64)
+    got = ops.minibatch_stddev_double_backward(g, grad_y, x, 2, "strided", False, 1e-8, 1)
+    for o, e in zip(got, _double_backward_reference(g, grad_y, x, 2, "strided", False, 1e-8, 1)):
+        torch.testing.assert_close(o, e)
+
+
+@pytest.mark.parametrize("namespace", _library.FAMILY_NAMESPACES)
+@pytest.mark.parametrize("case", ["groups_of_two", "equal_samples"])
+def test_double_backward_formula_is_accurate_in_float32(namespace, case):
+    """Found by tests/test_fuzz_raw_ops.py. Groups of two: grad_x is a multiple of eps / sigma^2, which float32
+    math left as its rounding. A group of equal samples: the rounded float32 mean made u ~ 1e-7 instead of 0,
+    amplified by 1 / sigma = 1 / sqrt(eps) into the statistic's gradient."""
+    ops = getattr(torch.ops, namespace)
+    gen = torch.Generator().manual_seed(0)
+    if case == "groups_of_two":
+        params = (2, "strided", False, 1e-8, 1)
+        x = torch.randn(4, 4, 3, 3, generator=gen)
+        x[2:] = x[:2] + 0.01 * torch.randn(2, 4, 3, 3, generator=gen)  # close pairs: a small sigma
+    else:
+        params = (8, "contiguous", False, 1e-8, 1)
+        x = (torch.randn(1, 4, 3, 3, generator=gen) * 1.7).expand(8, 4, 3, 3).contiguous()
+    g = torch.randn(x.shape, generator=gen)
+    grad_y = torch.randn(x.shape[0], 5, 3, 3, generator=gen)
+    got = ops.minibatch_stddev_double_backward(g, grad_y, x, *params)
+    for o, e in zip(got, _double_backward_reference(g, grad_y, x, *params)):
+        assert_close(o, e, torch.float32, grad=True)

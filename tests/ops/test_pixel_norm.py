@@ -299,3 +299,33 @@ def test_double_backward_formula_refuses_a_misshaped_gradient(namespace):
         ops.pixel_norm_double_backward(x[:1], x, x, rsqrt, 1)
     with pytest.raises(RuntimeError, match="grad_y must have x's shape"):
         ops.pixel_norm_double_backward(x, x[:1], x, rsqrt, 1)
+    with pytest.raises(TypeError, match="g must have x's dtype torch.float64"):
+        ops.pixel_norm_double_backward(x.float(), x, x, rsqrt, 1)
+
+
+@pytest.mark.parametrize("namespace", _library.FAMILY_NAMESPACES)
+def test_double_backward_formula_takes_rsqrt_of_any_shape(namespace):
+    """Found by tests/test_fuzz_raw_ops.py: the backward kernels read rsqrt as one value per vector whatever its
+    shape, the formula broadcast it as shaped (a wrong result, or an error naming no argument)."""
+    ops = getattr(torch.ops, namespace)
+    gen = torch.Generator().manual_seed(0)
+    g, grad_y, x = torch.randn(3, 2, 4, 3, 3, dtype=torch.float64, generator=gen)
+    rsqrt = torch.rsqrt(x.square().mean(1, keepdim=True) + 1e-8)
+    expected = ops.pixel_norm_double_backward(g, grad_y, x, rsqrt, 1)
+    for shape in ((18,), (2, 9), (2, 3, 3, 1)):
+        torch.testing.assert_close(ops.pixel_norm_double_backward(g, grad_y, x, rsqrt.reshape(shape), 1), expected)
+
+
+@pytest.mark.parametrize("namespace", _library.FAMILY_NAMESPACES)
+def test_double_backward_formula_with_one_element_per_vector(namespace):
+    """Found by tests/test_fuzz_raw_ops.py: with one element per vector every output is a multiple of
+    1 - r^2 x^2 = eps r^2, which float32 math left as its rounding (2 % errors at |x| ~ 0.1)."""
+    ops = getattr(torch.ops, namespace)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(2, 1, 4, 4, generator=gen) * 0.2 + 0.02) * torch.randn(2, 1, 4, 4, generator=gen).sign()
+    g, grad_y = torch.randn(2, 2, 1, 4, 4, generator=gen)
+    rsqrt = torch.rsqrt(x.double().square() + 1e-8).float()
+    got = ops.pixel_norm_double_backward(g, grad_y, x, rsqrt, 1)
+    expected = ops.pixel_norm_double_backward(g.double(), grad_y.double(), x.double(), rsqrt.double(), 1)
+    for o, e in zip(got, expected):
+        assert_close(o, e, torch.float32, grad=True)

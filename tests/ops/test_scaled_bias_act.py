@@ -388,6 +388,81 @@ def test_raw_ops_refuse_what_would_give_a_wrong_gradient(backend):
             ops.scaled_bias_act_forward(bad, None, 1.0, 0.2, True, 1e-8)
 
 
+@pytest.mark.parametrize("namespace", _library.FAMILY_NAMESPACES)
+def test_double_backward_formulas_refuse_misshaped_operands(namespace):
+    """The higher-derivative raw ops are composites of torch ops: without their checks a wrongly shaped operand
+    would broadcast into a wrong result instead of an error (also on meta tensors, which no kernel sees)."""
+    ops = getattr(torch.ops, namespace)
+    x = torch.randn(2, 4, 3, 3)
+    bias = torch.randn(4)
+    y, r = torch.ops.progan_fast.scaled_bias_act_forward(x, bias, 0.5, 0.2, True, 1e-8)
+    g = torch.randn_like(x)
+    double = ops.scaled_bias_act_double_backward
+    with pytest.raises(RuntimeError, match=r"grad_grad_x must have grad_y's shape \(2, 4, 3, 3\)"):
+        double(g[:, :1], None, g, y, r, None, 0.5, 0.2, True, 1e-8, False)
+    with pytest.raises(RuntimeError, match=r"grad_grad_x must have grad_y's shape"):
+        double(g[:, :1].to("meta"), None, g.to("meta"), y.to("meta"), r.to("meta"), None, 0.5, 0.2, True, 1e-8, False)
+    with pytest.raises(TypeError, match="grad_grad_x must have dtype torch.float32"):
+        double(g.double(), None, g, y, r, None, 0.5, 0.2, True, 1e-8, False)
+    with pytest.raises(RuntimeError, match=r"grad_grad_bias must have shape \(4,\)"):
+        double(None, torch.ones(1), g, y, r, None, 0.5, 0.2, True, 1e-8, False)
+    with pytest.raises(RuntimeError, match=r"grad_grad_bias must have shape \(4,\)"):
+        double(g, torch.ones(3), g, x, None, bias, 0.5, -0.3, False, 1e-8, True)
+    with pytest.raises(RuntimeError, match=r"rsqrt must have one value per pixel \(18\)"):
+        double(g, None, g, y, r[:1], None, 0.5, 0.2, True, 1e-8, False)
+    with pytest.raises(RuntimeError, match="saved must have grad_y's shape"):
+        double(g, None, g, y[:, :, :2], r, None, 0.5, 0.2, True, 1e-8, False)
+    with pytest.raises(RuntimeError, match=r"bias must have shape \(4,\)"):
+        double(g, None, g, x, r, bias[:3], 0.5, 0.2, True, 1e-8, True)
+    rsqrt_backward = ops.scaled_bias_act_rsqrt_backward
+    with pytest.raises(RuntimeError, match=r"grad_rsqrt must have rsqrt's shape \(2, 1, 3, 3\)"):
+        rsqrt_backward(r.flatten(), y, r, None, 0.5, 0.2, False, False)
+    with pytest.raises(RuntimeError, match=r"grad_rsqrt must have one value per pixel \(18\)"):
+        rsqrt_backward(r[:1], y, r, None, 0.5, 0.2, False, False)
+    with pytest.raises(TypeError, match="grad_rsqrt must be torch.float32"):
+        rsqrt_backward(r.double(), y, r, None, 0.5, 0.2, False, False)
+    with pytest.raises(RuntimeError, match=r"rsqrt must have one value per pixel \(18\)"):
+        rsqrt_backward(r[:1], y, r[:1], None, 0.5, 0.2, False, False)
+    with pytest.raises(RuntimeError, match=r"bias must have shape \(4,\)"):
+        rsqrt_backward(r, x, r, bias[:2], 0.5, 0.2, True, True)
+    with pytest.raises(RuntimeError, match="saved must have at least 2 dimensions"):
+        rsqrt_backward(r, x.flatten(), r, None, 0.5, 0.2, True, False)
+    with pytest.raises(ValueError, match="saved_is_input must be true for slope -0.3"):
+        rsqrt_backward(r, y, r, None, 0.5, -0.3, False, False)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_double_backward_of_bias_gradient_with_saved_input(backend):
+    """Found by tests/test_fuzz_raw_ops.py: without pixel norm and with a gradient for grad_bias, the formula ran
+    the backward kernel with scale 1 on scale * G_x + G_b, and the kernel, which recomputes the pre-activation from
+    the saved x (negative slope), took act' at x + bias instead of scale * x + bias."""
+    ops = _library.family_ops(backend)
+    x = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    bias = torch.tensor([-0.5, 1.0], dtype=torch.float64)  # scale * x + bias = [-0.13, 0.26]; x + bias = [0.5, -1]
+    ggx, ggb = torch.tensor([[2.0, 3.0]], dtype=torch.float64), torch.tensor([0.25, -1.0], dtype=torch.float64)
+    g_grad_y = ops.scaled_bias_act_double_backward(ggx, ggb, torch.ones_like(x), x, None, bias, 0.37, -0.3, False,
+                                                   1e-8, True)[0]
+    act_grad = torch.tensor([[-0.3, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(g_grad_y, act_grad * (0.37 * ggx + ggb))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_double_backward_with_one_channel_is_float64_accurate(backend):
+    """Found by tests/test_fuzz_raw_ops.py: with one channel pixel norm's derivatives are multiples of
+    1 - y^2 = eps r^2, which float32 math computed as its rounding (errors ~ 1e-7 r ga, 100 % of the value)."""
+    ops = _library.family_ops(backend)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 3, 3, generator=gen) * 0.05 + 0.01
+    y, r = ops.scaled_bias_act_forward(x, None, 1.0, 0.2, True, 1e-8)
+    gy, ggx = torch.randn(2, 4, 1, 3, 3, generator=gen)
+    args = (None, gy, y, r, None, 1.0, 0.2, True, 1e-8, False)
+    got = ops.scaled_bias_act_double_backward(ggx, *args)
+    expected = ops.scaled_bias_act_double_backward(ggx.double(), *(a.double() if isinstance(a, torch.Tensor) else a
+                                                                   for a in args))
+    for o, e in zip(got[:3], expected[:3]):
+        assert_close(o, e, o.dtype, grad=True)
+
+
 X = torch.randn(2, 3, 4, 4)
 
 
