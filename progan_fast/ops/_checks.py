@@ -34,6 +34,16 @@ def same_device_dtype(name, value, ref_name, ref):
         raise TypeError(f"{name} has dtype {value.dtype} but {ref_name} has dtype {ref.dtype}")
 
 
+def placed_like(name, value, ref_name, ref):
+    """A raw op's operand that must match another's device, dtype and shape (a gradient and its primal)."""
+    if value.device != ref.device:
+        raise RuntimeError(f"{name} must be on {ref.device} like {ref_name}; got {value.device}")
+    if value.dtype != ref.dtype:
+        raise TypeError(f"{name} must have {ref_name}'s dtype {ref.dtype}; got {value.dtype}")
+    if value.shape != ref.shape:
+        raise RuntimeError(f"{name} must have {ref_name}'s shape {tuple(ref.shape)}; got {tuple(value.shape)}")
+
+
 def dim(name, value, ndim):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int; got {type(value).__name__}")

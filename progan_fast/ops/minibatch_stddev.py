@@ -91,12 +91,7 @@ def _check_double_backward(g, grad_y, x, *params):
     """The backward's operands as the backward checks them, and g (the gradient of dx) placed, typed and shaped
     like x."""
     _check_backward(grad_y, x, *params)
-    if g.device != x.device:
-        raise RuntimeError(f"g must be on {x.device} like x; got {g.device}")
-    if g.dtype != x.dtype:
-        raise TypeError(f"g must have x's dtype {x.dtype}; got {g.dtype}")
-    if g.shape != x.shape:
-        raise RuntimeError(f"g must have x's shape {tuple(x.shape)}; got {tuple(g.shape)}")
+    _checks.placed_like("g", g, "x", x)
 
 
 def _check_backward(grad_y, x, *params):

@@ -61,23 +61,14 @@ def _check_double_backward(g, grad_y, x, rsqrt, dim):
     """The backward's operands as the backward checks them, and g (the gradient of dx) placed, typed and shaped
     like x."""
     _check_backward(grad_y, x, rsqrt, dim)
-    if g.device != x.device:
-        raise RuntimeError(f"g must be on {x.device} like x; got {g.device}")
-    if g.dtype != x.dtype:
-        raise TypeError(f"g must have x's dtype {x.dtype}; got {g.dtype}")
-    if g.shape != x.shape:
-        raise RuntimeError(f"g must have x's shape {tuple(x.shape)}; got {tuple(g.shape)}")
+    _checks.placed_like("g", g, "x", x)
 
 
 def _check_backward(grad_y, x, rsqrt, dim):
     dim = _check_dim(x, dim)
-    for name, t in (("grad_y", grad_y), ("rsqrt", rsqrt)):
-        if t.device != x.device:
-            raise RuntimeError(f"{name} must be on {x.device} like x; got {t.device}")
-    if grad_y.dtype != x.dtype:
-        raise TypeError(f"grad_y must have x's dtype {x.dtype}; got {grad_y.dtype}")
-    if grad_y.shape != x.shape:
-        raise RuntimeError(f"grad_y must have x's shape {tuple(x.shape)}; got {tuple(grad_y.shape)}")
+    _checks.placed_like("grad_y", grad_y, "x", x)
+    if rsqrt.device != x.device:
+        raise RuntimeError(f"rsqrt must be on {x.device} like x; got {rsqrt.device}")
     if rsqrt.dtype != _layout.stat_dtype(x.dtype):
         raise TypeError(f"rsqrt must be {_layout.stat_dtype(x.dtype)} (the math dtype of {x.dtype}); got {rsqrt.dtype}")
     vectors = torch.Size(_stat_shape(x, dim)).numel()
