@@ -26,6 +26,7 @@
 
 #include "common/fade_operands.h"
 #include "cpu/fade_io.h"
+#include "cpu/stream.h"
 
 #if defined(__SSE2__)
 #include <immintrin.h>
@@ -33,6 +34,7 @@
 
 namespace progan_fast {
 namespace fade_cpu {
+using cpu::prefetch_row;
 
 // Pixels per task. NCHW: whole planes where they fit, so that a task reads (and writes) one contiguous slab of the
 // feature map, channel after channel, which the prefetchers stream; with 512-pixel blocks every channel's run was
@@ -40,6 +42,10 @@ namespace fade_cpu {
 // for RGB at most) stay in L2. Channels last: a block is contiguous anyway; 512 pixels keep its sums in L1.
 constexpr int64_t kPlanesBlockPixels = 8192;
 constexpr int64_t kRowsBlockPixels = 512;
+// Every loop prefetches the input it reads next (the next chunk of its channels' planes, or the next group's
+// rows): a group interleaves 2-4 runs a plane or a row apart, which Zen 4's hardware prefetchers did not follow,
+// and the loads of `new` and grad_y waited on DRAM. Measured on one thread at S2/S3 (2-core Zen 4, interleaved in
+// one process): channels_last forward 1.3-1.8x and forward+backward 1.2-1.4x faster, NCHW 1.15-1.2x.
 // Outputs at least this large are written with non-temporal stores (as in csrc/cpu/pixel_norm.cpp: far larger
 // than the caches anyway, and streaming skips the read-for-ownership of every destination line).
 constexpr int64_t kStreamBytes = 8 << 20;
@@ -135,6 +141,7 @@ FADE_INLINE void planes_forward_group(A* __restrict out, const A* __restrict nw,
   }
   for (int64_t p0 = 0; p0 < P; p0 += kChunk) {
     const int64_t n = std::min(kChunk, P - p0);
+    for (int j = 0; j < G; ++j) prefetch_row(p0 + kChunk < P ? nw + j * cs + p0 + kChunk : nw + (G + j) * cs, kChunk);
     A* dst[G];
     for (int j = 0; j < G; ++j) dst[j] = stream ? buf + j * kChunk : out + j * cs + p0;
 #pragma omp simd
@@ -215,6 +222,7 @@ FADE_INLINE void planes_backward_group(A* __restrict gn, const A* __restrict g, 
   A s00 = 0, s01 = 0, s02 = 0, s03 = 0, s0b = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0, s1b = 0;
   for (int64_t p0 = 0; p0 < P; p0 += kChunk) {
     const int64_t n = std::min(kChunk, P - p0);
+    for (int j = 0; j < G; ++j) prefetch_row(p0 + kChunk < P ? g + j * cs + p0 + kChunk : g + (G + j) * cs, kChunk);
     const A* __restrict q = pool + p0;
     A* __restrict gq = gpool + p0;
     const A* __restrict g0 = g + p0;
@@ -376,8 +384,10 @@ FADE_INLINE void rows_forward_ci(A* __restrict out, const A* __restrict nw, int6
   StreamBuffer<A, 4> storage;
   A* buf = storage.data();
   int64_t px = 0;
-  for (; px + 4 <= pixels; px += 4)
+  for (; px + 4 <= pixels; px += 4) {
+    prefetch_row(nw + (px + 4) * C, 4 * C);
     rows_forward_group<A, CI, 4>(out + px * C, nw + px * C, C, pool + px * CI, wsT, bb, alpha, slope, stream, buf);
+  }
   for (; px < pixels; ++px)
     rows_forward_group<A, CI, 1>(out + px * C, nw + px * C, C, pool + px * CI, wsT, bb, alpha, slope, stream, buf);
   stream_fence(stream);
@@ -488,9 +498,11 @@ FADE_INLINE void rows_backward_ci(A* __restrict gn, const A* __restrict g, int64
   StreamBuffer<A, 2> storage;
   A* buf = storage.data();
   int64_t px = 0;
-  for (; px + 2 <= pixels; px += 2)
+  for (; px + 2 <= pixels; px += 2) {
+    prefetch_row(g + (px + 2) * C, 2 * C);
     rows_backward_group<A, CI, 2>(gn + px * C, g + px * C, C, pool + px * CI, gpool + px * CI, wsT, bb, alpha, slope,
                                   acc, stream, buf);
+  }
   if (px < pixels)
     rows_backward_group<A, CI, 1>(gn + px * C, g + px * C, C, pool + px * CI, gpool + px * CI, wsT, bb, alpha, slope,
                                   acc, stream, buf);

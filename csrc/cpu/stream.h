@@ -133,11 +133,12 @@ PF_CPU_INLINE void stream_fence(bool stream) {
 #endif
 }
 
-// Prefetches n floats from p into L2. Planes blocks run a DRAM-bound first pass and then a second pass from
+// Prefetches n elements from p into L2. Planes blocks run a DRAM-bound first pass and then a second pass from
 // cache, during which the hardware prefetchers (which only follow short runs of a strided block) leave DRAM idle;
 // prefetching the next block's channel rows while the second pass computes keeps it busy.
-PF_CPU_INLINE void prefetch_row(const float* p, int64_t n) {
-  for (int64_t i = 0; i < n; i += 64 / sizeof(float)) __builtin_prefetch(p + i, 0, 2);
+template <typename T>
+PF_CPU_INLINE void prefetch_row(const T* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(p + i, 0, 2);
 }
 
 }  // namespace progan_fast::cpu
