@@ -35,6 +35,7 @@
 namespace progan_fast {
 namespace fade_cpu {
 using cpu::prefetch_row;
+using cpu::prefetch_row_l1;
 
 // Pixels per task. NCHW: whole planes where they fit, so that a task reads (and writes) one contiguous slab of the
 // feature map, channel after channel, which the prefetchers stream; with 512-pixel blocks every channel's run was
@@ -45,7 +46,9 @@ constexpr int64_t kRowsBlockPixels = 512;
 // Every loop prefetches the input it reads next (the next chunk of its channels' planes, or the next group's
 // rows): a group interleaves 2-4 runs a plane or a row apart, which Zen 4's hardware prefetchers did not follow,
 // and the loads of `new` and grad_y waited on DRAM. Measured on one thread at S2/S3 (2-core Zen 4, interleaved in
-// one process): channels_last forward 1.3-1.8x and forward+backward 1.2-1.4x faster, NCHW 1.15-1.2x.
+// one process): channels_last forward 1.3-1.8x and forward+backward 1.2-1.4x faster, NCHW 1.15-1.2x. Rows are
+// prefetched into L1 (used within a group's time; 1.1-1.2x faster than into L2 there), planes' chunks into L2
+// (into L1 was 1.1x slower).
 // Outputs at least this large are written with non-temporal stores (as in csrc/cpu/pixel_norm.cpp: far larger
 // than the caches anyway, and streaming skips the read-for-ownership of every destination line).
 constexpr int64_t kStreamBytes = 8 << 20;
@@ -385,7 +388,7 @@ FADE_INLINE void rows_forward_ci(A* __restrict out, const A* __restrict nw, int6
   A* buf = storage.data();
   int64_t px = 0;
   for (; px + 4 <= pixels; px += 4) {
-    prefetch_row(nw + (px + 4) * C, 4 * C);
+    prefetch_row_l1(nw + (px + 4) * C, 4 * C);
     rows_forward_group<A, CI, 4>(out + px * C, nw + px * C, C, pool + px * CI, wsT, bb, alpha, slope, stream, buf);
   }
   for (; px < pixels; ++px)
@@ -499,7 +502,7 @@ FADE_INLINE void rows_backward_ci(A* __restrict gn, const A* __restrict g, int64
   A* buf = storage.data();
   int64_t px = 0;
   for (; px + 2 <= pixels; px += 2) {
-    prefetch_row(g + (px + 2) * C, 2 * C);
+    prefetch_row_l1(g + (px + 2) * C, 2 * C);
     rows_backward_group<A, CI, 2>(gn + px * C, g + px * C, C, pool + px * CI, gpool + px * CI, wsT, bb, alpha, slope,
                                   acc, stream, buf);
   }

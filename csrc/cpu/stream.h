@@ -141,4 +141,11 @@ PF_CPU_INLINE void prefetch_row(const T* p, int64_t n) {
   for (int64_t i = 0; i < n; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(p + i, 0, 2);
 }
 
+// Prefetches n elements from p into L1: for loops that consume a run within the next few hundred nanoseconds
+// (fade_from_rgb's next group of rows or chunk of planes), where the T1 hint above measured 1.1-1.2x slower.
+template <typename T>
+PF_CPU_INLINE void prefetch_row_l1(const T* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(p + i, 0, 3);
+}
+
 }  // namespace progan_fast::cpu
