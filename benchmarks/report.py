@@ -354,12 +354,13 @@ def render_train_steps(steps, stat="median", has_bf16=False):
 
     scale = sorted(r for g, r in steps if g == "train-step-scale")
     if scale:
-        lines += ["", "Scale: time per image of one iteration at each resolution (fading, 128 feature maps); "
+        lines += ["", "Scale: time per image of one iteration at each resolution (fading; `maps`: feature maps at "
+                  "that resolution); "
                   "`GFLOP/img`: convolution and matmul FLOPs of the baseline's iteration per image; `GFLOP/s`: that "
                   "over the time (the progan_fast column counts the baseline's FLOPs: its fused up/down convs do "
                   "fewer).", "",
-                  "| resolution | baseline ms/img | progan_fast ms/img | case | vs baseline | GFLOP/img | "
-                  "baseline GFLOP/s | progan_fast equiv. GFLOP/s |", "|---|---|---|---|---|---|---|---|"]
+                  "| resolution | maps | baseline ms/img | progan_fast ms/img | case | vs baseline | GFLOP/img | "
+                  "baseline GFLOP/s | progan_fast equiv. GFLOP/s |", "|---|---|---|---|---|---|---|---|---|"]
         for res in scale:
             info = steps[("train-step-scale", res)]
             cases = info["cases"]
@@ -370,7 +371,7 @@ def render_train_steps(steps, stat="median", has_bf16=False):
             name, c = others[0]
             per_img = lambda case: case[key] / info["images"]  # noqa: E731
             flops = info.get("flops_per_image", 0)
-            lines.append(f"| {res}x{res} | {per_img(base) * 1e3:.2f} | {per_img(c) * 1e3:.2f} | {name} | "
+            lines.append(f"| {res}x{res} | {_maps_at(info.get('config', {}), res)} | {per_img(base) * 1e3:.2f} | {per_img(c) * 1e3:.2f} | {name} | "
                          f"{base[key] / c[key]:.2f}x | {flops / 1e9:.2f} | {flops / per_img(base) / 1e9:.0f} | "
                          f"{flops / per_img(c) / 1e9:.0f} |")
         peaks = {k: v for k, v in steps[("train-step-scale", scale[0])].items() if k.endswith("_gflops")}
@@ -378,6 +379,14 @@ def render_train_steps(steps, stat="median", has_bf16=False):
             lines += ["", "Reference rates measured in the same run: " + ", ".join(
                 f"{k.replace('_gflops', '').replace('_', ' ')} {v:.0f} GFLOP/s" for k, v in sorted(peaks.items()))]
     return lines, shortfalls
+
+
+def _maps_at(config, resolution):
+    """Feature maps of the last block at `resolution` under a train-step config (num_features of its stage)."""
+    if "fmap_base" not in config:
+        return "?"
+    stage = resolution.bit_length() - 2
+    return min(int(config["fmap_base"] / 2.0 ** stage), config.get("fmap_max", 512))
 
 
 # ---- charts -------------------------------------------------------------------------------------------------------

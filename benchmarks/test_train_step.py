@@ -10,9 +10,11 @@ images/s, ratio to the baseline, bytes saved for backward per iteration and peak
                      progan_fast (channels_last) and the baseline.
   train-step-malloc  64x64 and 128x128: the baseline and the fastest float32 progan_fast case with glibc's default
                      malloc thresholds against the raised ones (progan_fast.tune_allocator) that the trainer uses.
-  train-step-scale   4x4 .. 128x128: time per image of the baseline and the fastest float32 progan_fast case, with
+  train-step-scale   4x4 .. 256x256: time per image of the baseline and the fastest float32 progan_fast case, with
                      the FLOPs of convolutions and matmuls per image (torch.utils.flop_counter), so the report can
-                     say where the step is compute-bound and where it is not.
+                     say where the step is compute-bound and where it is not. 256x256 runs with fewer feature
+                     maps (SCALE_CONFIGS: 32 at 256x256, 64 at 128x128, 128 below), as a full-resolution ProGAN
+                     does, so that one iteration stays in seconds on a small CPU.
 Smoke mode (--benchmark-disable) runs every case once with a small config on one thread. Timings are never
 asserted; only that the losses stay finite.
 """
@@ -25,9 +27,11 @@ from .train_step import CONFIG, SMOKE_CONFIG, Case, TrainStep
 ALPHA = 0.5
 RESOLUTIONS = (16, 32, 64)
 MALLOC_RESOLUTIONS = (64, 128)
-SCALE_RESOLUTIONS = (4, 8, 16, 32, 64, 128)
+SCALE_RESOLUTIONS = (4, 8, 16, 32, 64, 128, 256)
+# Resolutions of the scale group that do not run with CONFIG (fmap_base 4096: 4096 / 2^stage maps, at most 128).
+SCALE_CONFIGS = {256: dict(CONFIG, fmap_base=4096)}
 # Interleaved rounds per resolution (each round runs every case once), after one warm-up round.
-ROUNDS = {4: 10, 8: 10, 16: 8, 32: 5, 64: 3, 128: 2}
+ROUNDS = {4: 10, 8: 10, 16: 8, 32: 5, 64: 3, 128: 2, 256: 2}
 BASELINE = Case("baseline")
 
 
@@ -74,8 +78,8 @@ def _fastest_float32_case(session, resolution):
     return Case("progan_fast", backend=families[0] if families else None, layout="channels_last")
 
 
-def _run_cases(benchmark, session, request, group, resolution, cases, memory=True):
-    config = _config(session)
+def _run_cases(benchmark, session, request, group, resolution, cases, memory=True, config=None):
+    config = config or _config(session)
     res_log2 = resolution.bit_length() - 1
     mode = request.config.getoption("--compile-mode")
     steps = {case.name: TrainStep(case, res_log2, ALPHA, config=config, device=session.device, compile_mode=mode)
@@ -153,13 +157,14 @@ def test_train_step_malloc(benchmark, bench_session, request, resolution):
 def test_train_step_scale(benchmark, bench_session, request, resolution):
     if bench_session.smoke and resolution > 16:
         pytest.skip("smoke mode: the scale group's code paths are the same at every resolution")
+    config = _config(bench_session) if bench_session.smoke else SCALE_CONFIGS.get(resolution, CONFIG)
     cases = [BASELINE, _fastest_float32_case(bench_session, resolution)]
-    records = _run_cases(benchmark, bench_session, request, "train-step-scale", resolution, cases, memory=False)
-    step = TrainStep(BASELINE, resolution.bit_length() - 1, ALPHA, config=_config(bench_session),
-                     device=bench_session.device)
+    records = _run_cases(benchmark, bench_session, request, "train-step-scale", resolution, cases, memory=False,
+                         config=config)
+    step = TrainStep(BASELINE, resolution.bit_length() - 1, ALPHA, config=config, device=bench_session.device)
     flops = common.count_flops(step)
     benchmark.extra_info["flops_per_step"] = flops
-    benchmark.extra_info["flops_per_image"] = flops / _config(bench_session)["minibatch"]
+    benchmark.extra_info["flops_per_image"] = flops / config["minibatch"]
     with common.smoke_threads(bench_session):
         benchmark.extra_info.update(bench_session.compute_rates())
     assert records
