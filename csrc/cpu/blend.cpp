@@ -132,18 +132,6 @@ int64_t row_grain(int64_t elems_per_row) {
   return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(elems_per_row, 1));
 }
 
-// Calls f(type tag) for the storage type of t.
-template <typename F>
-void dispatch_float_types(const at::Tensor& t, const char* what, F&& f) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return f(float{});
-    case at::kDouble: return f(double{});
-    case at::kHalf: return f(at::Half{});
-    case at::kBFloat16: return f(at::BFloat16{});
-    default: TORCH_CHECK_TYPE(false, what, " must be float16, bfloat16, float32 or float64; got ", t.scalar_type());
-  }
-}
-
 // ---- upsample_blend ----
 
 template <typename T>

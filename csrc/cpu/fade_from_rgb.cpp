@@ -659,17 +659,6 @@ struct Loops {
   }
 };
 
-template <typename F>
-void dispatch_float_types(const at::Tensor& t, const char* what, F&& f) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return f(float{});
-    case at::kDouble: return f(double{});
-    case at::kHalf: return f(at::Half{});
-    case at::kBFloat16: return f(at::BFloat16{});
-    default: TORCH_CHECK_TYPE(false, what, " must be float16, bfloat16, float32 or float64; got ", t.scalar_type());
-  }
-}
-
 // The geometry of one call: tasks are (sample, block of `block_rows` feature rows).
 struct Geometry {
   int64_t n, C, H, W, ci, block_rows, blocks, tasks;

@@ -1,7 +1,8 @@
-// Shared by the fade-in CPU kernels (csrc/cpu/blend.cpp, csrc/cpu/fade_from_rgb.cpp): the lerp they all end in,
-// and rows of any storage type seen in the math type (float, double for double): float and double rows are used
-// in place, half-precision rows are widened into scratch and narrowed back (csrc/cpu/isa.h).
+// Shared by the fade-in CPU kernels (csrc/cpu/blend.cpp, csrc/cpu/fade_from_rgb.cpp): the storage-type dispatch,
+// the lerp they all end in, and rows of any storage type seen in the math type (float, double for double): float
+// and double rows are used in place, half-precision rows are widened into scratch and narrowed back (isa.h).
 #pragma once
+#include <ATen/core/Tensor.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -16,6 +17,18 @@ namespace progan_fast {
 namespace fade_cpu {
 
 #define FADE_INLINE static inline __attribute__((always_inline))
+
+// Calls f(type tag) for the storage type of t; `what` names t in the error for other types.
+template <typename F>
+void dispatch_float_types(const at::Tensor& t, const char* what, F&& f) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return f(float{});
+    case at::kDouble: return f(double{});
+    case at::kHalf: return f(at::Half{});
+    case at::kBFloat16: return f(at::BFloat16{});
+    default: TORCH_CHECK_TYPE(false, what, " must be float16, bfloat16, float32 or float64; got ", t.scalar_type());
+  }
+}
 
 // torch.lerp's formula (ATen's vectorized lerp): exact at both ends, alpha = 0 gives `a` and alpha = 1 gives `b`.
 // Callers hoist the branch on alpha out of their loops by passing small = (alpha < 0.5).
