@@ -28,3 +28,17 @@ def check_device(x, op):
 
 def device_scope(x):
     return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
+
+
+def reduction_aot_inputs():
+    """Meta inputs covering every path of the channel-reduction kernels (pixel norm, the epilogue with pixel norm):
+    planes in one pass and in two passes over the channels, rows in one pass and rows wider than a tile."""
+    shapes = [((16, 256, 32, 32), torch.contiguous_format),  # planes, one pass
+              ((16, 512, 8, 8), torch.contiguous_format),    # planes, two passes over the channels
+              ((16, 256, 32, 32), torch.channels_last),      # rows, one pass
+              ((4, 8192), None)]                              # rows wider than a tile: two passes
+    inputs = []
+    for shape, memory_format in shapes:
+        x = torch.empty(shape, device="meta")
+        inputs.append(x if memory_format is None else x.contiguous(memory_format=memory_format))
+    return inputs

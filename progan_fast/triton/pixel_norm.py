@@ -14,7 +14,7 @@ import triton.language as tl
 
 from .. import _library
 from . import aot
-from ._common import check_device, device_scope, split_float
+from ._common import check_device, device_scope, reduction_aot_inputs, split_float
 from .._layout import reduction_output_format, stat_dtype
 
 # Elements per tile: 8 per thread at 8 warps, so a one-pass tile stays in registers (about 60 per thread on
@@ -167,21 +167,14 @@ def pixel_norm_backward(grad_y, x, rsqrt, dim):
 
 def aot_cases():
     """AOT cases (see aot.cases) for pixel norm: both kernels, every dtype, rows and planes, single- and two-pass."""
-    shapes = [((16, 256, 32, 32), torch.contiguous_format),  # planes, one pass
-              ((16, 512, 8, 8), torch.contiguous_format),    # planes, two passes over the channels
-              ((16, 256, 32, 32), torch.channels_last),      # rows, one pass
-              ((4, 8192), None)]                              # rows wider than a tile: two passes
     cases = []
-    for shape, memory_format in shapes:
-        x = torch.empty(shape, device="meta")
-        if memory_format is not None:
-            x = x.contiguous(memory_format=memory_format)
+    for x in reduction_aot_inputs():
         _, args, meta, _ = geometry(x, 1)
         for dtype, ptr in aot.POINTER_TYPES.items():
             r_ptr = aot.POINTER_TYPES[stat_dtype(dtype)]
             layout = "rows" if args["stride_c"] == 1 else "planes"
             passes = "one-pass" if meta["SINGLE_PASS"] else "two-pass"
-            label = f"{'x'.join(map(str, shape))}-{layout}-{passes}-{ptr[1:]}"
+            label = f"{'x'.join(map(str, x.shape))}-{layout}-{passes}-{ptr[1:]}"
             cases.append((f"pixel_norm_forward[{label}]", pixel_norm_forward_kernel,
                           *aot.specialize(pixel_norm_forward_kernel, {"x_ptr": ptr, "y_ptr": ptr, "r_ptr": r_ptr},
                                           dict(args, eps_hi=1e-8, eps_lo=0.0), meta), NUM_WARPS))

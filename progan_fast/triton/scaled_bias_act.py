@@ -14,7 +14,7 @@ import triton.language as tl
 
 from .. import _library
 from . import aot
-from ._common import check_device, device_scope, split_float
+from ._common import check_device, device_scope, reduction_aot_inputs, split_float
 from .._layout import reduction_output_format, stat_dtype
 from .pixel_norm import NUM_WARPS, _tile_offsets, geometry
 from ..ops.scaled_bias_act import reads_saved
@@ -204,15 +204,8 @@ def scaled_bias_act_backward(grad_y, saved, rsqrt, bias, scale, slope, pixel_nor
 def aot_cases():
     """AOT cases (see aot.cases): both kernels, every dtype, rows and planes, single- and two-pass, with and without
     pixel norm (the backward also reading x for a negative slope)."""
-    shapes = [((16, 256, 32, 32), torch.contiguous_format),  # planes, one pass
-              ((16, 512, 8, 8), torch.contiguous_format),    # planes, two passes over the channels
-              ((16, 256, 32, 32), torch.channels_last),      # rows, one pass
-              ((4, 8192), None)]                              # rows wider than a tile: two passes
     cases = []
-    for shape, memory_format in shapes:
-        x = torch.empty(shape, device="meta")
-        if memory_format is not None:
-            x = x.contiguous(memory_format=memory_format)
+    for x in reduction_aot_inputs():
         _, args, meta, _ = geometry(x, 1)
         layout = "rows" if args["stride_c"] == 1 else "planes"
         passes = "one-pass" if meta["SINGLE_PASS"] else "two-pass"
@@ -221,7 +214,7 @@ def aot_cases():
             for pixel_norm, saved_is_input in ((True, False), (False, False), (True, True)):
                 if saved_is_input and dtype != torch.float32:
                     continue
-                label = (f"{'x'.join(map(str, shape))}-{layout}-{passes}-{ptr[1:]}"
+                label = (f"{'x'.join(map(str, x.shape))}-{layout}-{passes}-{ptr[1:]}"
                          f"{'-pn' if pixel_norm else ''}{'-input' if saved_is_input else ''}")
                 scalars = _scalars(scale=0.05, slope=-0.2 if saved_is_input else 0.2)
                 if not saved_is_input:
