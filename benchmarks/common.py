@@ -387,13 +387,39 @@ def measure_copy_bandwidth(numel, device="cpu", repeats=20):
     return 2 * tensor_bytes(src) / best / 1e9
 
 
-class Session:
-    """Per-session state: the device, the copy bandwidths and the medians measured so far."""
+def last_level_cache_bytes(device):
+    """Size of the cache nearest DRAM: the GPU's L2 on a CUDA device, else the CPU's largest cache (sysfs)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).L2_cache_size
+    return max(_cache_sizes().values(), default=0)
 
-    def __init__(self, smoke, malloc_tuned, device="cpu"):
+
+class CacheFlush:
+    """Evicts the op's tensors from the last-level cache by writing a buffer of twice its size (a write, so the
+    lines it displaces are not kept as clean copies), on the device and untimed: --cold runs call it before every
+    timed call, so each call starts from DRAM, as an op does in a step whose other layers filled the cache."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.bytes = 2 * last_level_cache_bytes(self.device)
+        self.buffer = torch.empty(max(self.bytes // 4, 1), dtype=torch.float32, device=self.device)
+
+    def __call__(self):
+        self.buffer.fill_(1.0)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class Session:
+    """Per-session state: the device, the copy bandwidths and the medians measured so far. cold: flush the
+    last-level cache before every timed call (CacheFlush) instead of timing calls back to back."""
+
+    def __init__(self, smoke, malloc_tuned, device="cpu", cold=False):
         self.smoke = smoke
         self.malloc_tuned = malloc_tuned
         self.device = torch.device(device)
+        self.flush = CacheFlush(self.device) if cold else None
         self.clock = Clock(self.device)
         self._bandwidth = {}
         self._compute_rates = None
@@ -416,17 +442,29 @@ class Session:
 
     def info(self):
         return {"threads": 1 if self.smoke else torch.get_num_threads(), "malloc_tuned": self.malloc_tuned,
-                "smoke": self.smoke, "torch": torch.__version__, "device": str(self.device)}
+                "smoke": self.smoke, "torch": torch.__version__, "device": str(self.device),
+                "cold": self.flush is not None}
 
 
-def _timed(benchmark, fn):
+# Timed calls per case of a --cold run (each after its own cache flush, so pytest-benchmark cannot calibrate them).
+COLD_ROUNDS = 20
+
+
+def _timed(benchmark, fn, session=None):
     """Median seconds of fn under pytest-benchmark; in smoke mode (--benchmark-disable) one call, timed here only
-    so that the extra_info code runs too."""
+    so that the extra_info code runs too. A --cold session flushes the last-level cache, untimed, before each
+    call."""
+    flush = session.flush if session is not None else None
     if benchmark.disabled:
+        if flush is not None:
+            flush()
         start = time.perf_counter()
         benchmark(fn)
         return time.perf_counter() - start
-    benchmark(fn)
+    if flush is not None:
+        benchmark.pedantic(fn, setup=flush, rounds=COLD_ROUNDS, iterations=1)
+    else:
+        benchmark(fn)
     return benchmark.stats.stats.median
 
 
@@ -441,7 +479,7 @@ def measure(benchmark, session, fn, *, op, direction, impl, shape_name, layout, 
     case = (op, direction, shape_name, layout)
     benchmark.group = f"{op}-{direction}"
     fn()
-    seconds = _timed(benchmark, fn)
+    seconds = _timed(benchmark, fn, session)
     session.medians[case + (impl,)] = seconds
 
     shape = shape or {**SHAPES, **RGB_SHAPES}[shape_name]

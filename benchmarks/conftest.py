@@ -14,6 +14,9 @@ def pytest_addoption(parser):
                      help="device every group runs on: cpu (default) or cuda[:N] (timed with CUDA events)")
     parser.addoption("--benchmark-default-malloc", action="store_true", default=False,
                      help="keep glibc's default malloc thresholds (large outputs are page-faulted in on every call)")
+    parser.addoption("--cold", action="store_true", default=False,
+                     help="op groups: flush the last-level cache (CPU L3, GPU L2) before every timed call, untimed "
+                          "(cold numbers; default: warm, calls back to back)")
     parser.addoption("--benchmark-threads", type=int, default=None,
                      help="torch.set_num_threads for the whole session (default: torch's default, all cores)")
     parser.addoption("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune"),
@@ -55,7 +58,8 @@ def bench_session(request):
     config = request.config
     smoke = bool(config.getoption("benchmark_disable", default=False))
     tuned = False if config.getoption("--benchmark-default-malloc") else common.set_glibc_thresholds(True)
-    return common.Session(smoke=smoke, malloc_tuned=tuned, device=config._progan_fast_device)
+    return common.Session(smoke=smoke, malloc_tuned=tuned, device=config._progan_fast_device,
+                          cold=config.getoption("--cold"))
 
 
 _compiled = {}

@@ -140,6 +140,16 @@ def judge(shape_name, kernel, compile_rec):
     return not reasons, reasons
 
 
+def _cache_state(infos):
+    """How the calls met the caches: warm (back to back) or cold (--cold: last-level cache flushed before each)."""
+    cold = {bool(i.get("cold")) for i in infos}
+    if cold == {True}:
+        return "Cold: the last-level cache was flushed (untimed) before every call."
+    if cold == {False}:
+        return "Warm: calls back to back (tensors that fit stay in the caches; `--cold` flushes them)."
+    return "Warm and cold (--cold) runs mixed: each case keeps its best, so read a case's run before comparing."
+
+
 def render_ops(cases, stat="median"):
     """(markdown lines, shortfalls) of the op groups."""
     ms = lambda rec: "n/a" if rec is None else f"{rec['median'] * 1e3:.3f}"  # noqa: E731
@@ -147,7 +157,8 @@ def render_ops(cases, stat="median"):
     lines = [f"Threads {sorted({i['threads'] for i in infos})}; glibc malloc thresholds raised: "
              f"{'yes' if all(i['malloc_tuned'] for i in infos) else 'no'}. Copy bandwidth, large `copy_` (read + "
              f"write, far beyond the caches): "
-             f"{', '.join(f'{b:.1f}' for b in sorted({i['copy_bandwidth_GBps'] for i in infos}))} GB/s. Times are "
+             f"{', '.join(f'{b:.1f}' for b in sorted({i['copy_bandwidth_GBps'] for i in infos}))} GB/s. "
+             f"{_cache_state(infos)} Times are "
              f"{'medians' if stat == 'median' else 'minima'} in ms (best run kept); progan_fast also shows (min). "
              "`% roofline`: bytes moved / DRAM copy bandwidth over the time; `% same-size`: the same against a copy "
              "of the op's tensor size (cache-resident where the tensor fits in the caches).", ""]
