@@ -14,8 +14,8 @@
 // Inside a phase, a thread's loops over its tensors belong in (inlined) functions taking the tensors as
 // __restrict__ parameters: nvcc ignores __restrict__ on the members of K, so without them no load may be issued
 // before an earlier store, and none takes the read-only path. They move 16 bytes per access where the tensors are
-// aligned (csrc/ops/vec.h) and divide indices by powers of two with shifts (hd::Divisor). Pixel norm's kernels do
-// all three; the other ops' kernels do not yet.
+// aligned (csrc/ops/vec.h) and divide indices by powers of two with shifts (hd::Divisor). Pixel norm, the epilogue
+// and the fade-in blends do all three; fade_from_rgb and minibatch stddev do not yet.
 #pragma once
 #include "ops/hd.h"
 

@@ -18,8 +18,6 @@
 #include "ops/phases.h"
 #include "ops/vec.h"
 
-#include <type_traits>
-
 #if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
 #include <cuda_runtime_api.h>
 #endif
@@ -44,7 +42,7 @@ struct LaunchConfig {
   int64_t inner = 1;     // distance between consecutive channels of an item (1: rows layout)
   hd::Divisor inner_divisor;  // item -> its outer index (a shift in the kernels instantiated for pow2())
   int64_t blocks = 0;
-  int vector = 1;             // elements per access: hd::kVec128 for aligned rows, else 1 (see vector_width)
+  int vector = 1;             // elements per access: hd::kVec128 for aligned rows, else 1 (rows_vector_width)
   int64_t vectors = 1;        // accesses per item: channels / vector
   int64_t vector_stride = 1;  // elements between an item's consecutive accesses: vector (rows) or inner (planes)
   int lanes = 1;            // threads per item, a power of two <= kThreads
@@ -54,16 +52,8 @@ struct LaunchConfig {
   bool rows = true;
 };
 
-// Elements per access of the kernels over these tensors (csrc/ops/vec.h). A rows item is `channels` contiguous
-// elements, so it splits into 128-bit vectors when `channels` divides; a planes thread reads one element per
-// channel, `inner` apart (coalesced across the threads of neighbouring pixels instead).
-template <typename scalar_t>
-int vector_width(int64_t channels, int64_t inner, std::initializer_list<const void*> tensors) {
-  return hd::vector_width<scalar_t>(inner == 1 && channels % hd::kVec128<scalar_t> == 0, tensors);
-}
-
 // The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
-// vector_width.
+// hd::rows_vector_width.
 inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
   LaunchConfig cfg;
   cfg.items = outer * inner;
@@ -129,8 +119,8 @@ PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
   return s;
 }
 
-// The kernels' arguments, with what they are instantiated for: N elements per access (vector_width), and whether
-// `inner` is a power of two (hd::Divisor).
+// The kernels' arguments, with what they are instantiated for: N elements per access (hd::rows_vector_width), and
+// whether `inner` is a power of two (hd::Divisor).
 template <typename scalar_t, int N, bool kPow2Inner>
 struct ForwardArgs {
   using acc_t = opmath_t<scalar_t>;
@@ -270,7 +260,7 @@ PF_HD void backward_write(const Args& a, const LaunchConfig& cfg, const Shared<t
   using acc_t = typename Args::acc_t;
   const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
   if (!s.active) return;
-  const acc_t rs = a.rsqrt[s.item];
+  const acc_t rs = hd::load_ro(a.rsqrt + s.item);
   const acc_t k = rs * rs * rs * sh.partial[s.lane0] * acc_t(cfg.inv_channels);
   lane_axpby<Args::kVector>(a.grad_y, a.x, a.grad_x, rs, k, cfg, s);
 }
@@ -333,23 +323,14 @@ struct BackwardParams {
   hd::DType dtype;
 };
 
-// Calls f(N, kPow2Inner) (integral constants) for the three instantiations of each kernel: 128-bit accesses
-// (rows only, so `inner` is 1), and one element per access with `inner` a power of two or not.
-template <typename scalar_t, typename F>
-auto with_instantiation(int vector, int64_t inner, F&& f) {
-  if (vector > 1) return f(std::integral_constant<int, hd::kVec128<scalar_t>>{}, std::true_type{});
-  return hd::with_divisor_case(hd::Divisor::of(inner),
-                               [&](auto pow2_inner) { return f(std::integral_constant<int, 1>{}, pow2_inner); });
-}
-
 // Builds the kernel for p's dtype and hands it to `exec` (hd::CudaLaunch on the GPU, hd::Emulate in tests).
 template <typename Exec>
 auto run(const ForwardParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    const int vector = vector_width<scalar_t>(p.channels, p.inner, {p.x, p.y});
-    return with_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+    const int vector = hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.x, p.y});
+    return hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
       using Args = ForwardArgs<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>;
       const Args args{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y), static_cast<acc_t*>(p.rsqrt),
                       static_cast<acc_t>(p.eps)};
@@ -363,8 +344,8 @@ auto run(const BackwardParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    const int vector = vector_width<scalar_t>(p.channels, p.inner, {p.grad_y, p.x, p.grad_x});
-    return with_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+    const int vector = hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.grad_y, p.x, p.grad_x});
+    return hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
       using Args = BackwardArgs<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>;
       const Args args{static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.x),
                       static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x)};
