@@ -488,23 +488,16 @@ auto run(const BackwardParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    // float64 (the gradcheck dtype) keeps one element per access here: ptxas spilled its two-wide backward on sm_90.
-    constexpr bool kVectors = !std::is_same_v<scalar_t, double>;
-    const int vector =
-        kVectors ? hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.grad_y, p.saved, p.bias, p.grad_x}) : 1;
+    const int vector = hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.grad_y, p.saved, p.bias, p.grad_x});
     const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner, vector);
     const Saved<acc_t> mode{{static_cast<acc_t>(p.scale), static_cast<acc_t>(p.slope)}, p.saved_is_input};
     acc_t* workspace = static_cast<acc_t*>(p.workspace);
-    const auto launch = [&](auto n, auto pow2_inner) {
+    const auto error = hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
       return exec(BackwardKernel<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>{
           static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.saved),
           static_cast<const acc_t*>(p.rsqrt), static_cast<const scalar_t*>(p.bias), static_cast<scalar_t*>(p.grad_x),
           workspace, mode, static_cast<acc_t>(p.eps), p.pixel_norm, cfg});
-    };
-    const auto error = [&] {
-      if constexpr (kVectors) return hd::with_rows_instantiation<scalar_t>(vector, p.inner, launch);
-      else return hd::with_divisor_case(cfg.inner_divisor, [&](auto pow2) { return launch(hd::Scalar{}, pow2); });
-    }();
+    });
     if (error != decltype(error){} || !workspace) return error;
     return exec(FinishBiasKernel<scalar_t>{workspace, static_cast<scalar_t*>(p.grad_bias), cfg.blocks, p.channels});
   });

@@ -46,20 +46,12 @@ PF_HD Vec<T, N> load_vec(const T* p) {
   return v;
 }
 
+// The compiler merges this struct copy into one st.global.v4 in every kernel but fade_reals' (where it stays 4
+// stores; an inline-asm st.global.v4 instead made ptxas spill pixel norm's kernels, the ones that shuffle).
 template <int N, typename T>
 PF_HD void store_vec(T* p, const Vec<T, N>& v) {
 #if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(v) == 16) {
-    // uint4 is a struct: a store of one is 4 scalar stores the compiler may or may not merge (it did not in
-    // fade_reals), so the instruction is spelled out. No "memory" clobber: no thread reads an output in the kernel
-    // that writes it, and loads stay free to move ahead of the store.
-    uint4 u;
-    memcpy(&u, &v, sizeof(u));
-    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)), "r"(u.x), "r"(u.y),
-                 "r"(u.z), "r"(u.w));
-  } else {
-    *reinterpret_cast<Vec<T, N>*>(p) = v;
-  }
+  *reinterpret_cast<Vec<T, N>*>(p) = v;
 #else
   std::memcpy(static_cast<void*>(p), &v, sizeof(v));
 #endif
