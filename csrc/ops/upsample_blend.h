@@ -8,7 +8,7 @@
 //             are one vector too; NCHW: N dividing a row, the low values are read one by one.
 //   backward: an item per low value; `lanes` threads share its factor x factor window (a 2x2 window: 4 lanes,
 //             so a warp reads 2 x 16 consecutive values of two rows), each writes alpha * g for its window values
-//             and sums them; a tree over the lanes in shared memory then gives grad_low = (1 - alpha) * sum.
+//             and sums them; a warp exchange over the lanes then gives grad_low = (1 - alpha) * sum.
 // Index math divides by the row lengths, `vec` and `factor`: shifts in the kernels instantiated for powers of two
 // (hd::Divisor; every ProGAN shape but RGB's 3 channels per pixel). Vectors are taken only there, which keeps the
 // forward to four instantiations per dtype.
@@ -139,10 +139,10 @@ struct ForwardKernel {
   }
 };
 
-// Backward launch geometry: lanes per low value (a power of two <= the window), items per block.
+// Backward launch geometry: lanes per low value (a power of two <= the window and a warp), items per block.
 struct BackwardConfig {
   int lanes = 1;
-  int reduce_steps = 0;  // log2(lanes)
+  int lanes_log2 = 0;
   int items_per_block = kThreads;
   int64_t blocks = 0;
   Index index;
@@ -153,7 +153,7 @@ inline BackwardConfig backward_config(const Geometry& geo) {
   const int64_t window = geo.factor * geo.factor;
   while (cfg.lanes < window && cfg.lanes < kMaxLanes) {
     cfg.lanes *= 2;
-    ++cfg.reduce_steps;
+    ++cfg.lanes_log2;
   }
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.blocks = hd::ceil_div(geo.low_numel(), cfg.items_per_block);
@@ -179,13 +179,13 @@ PF_HD acc_t lane_window(const scalar_t* __restrict__ grad_y, scalar_t* __restric
   return sum;
 }
 
+// One warp-exchange phase (csrc/ops/phases.h): an item's lanes are consecutive threads, at most a warp.
 template <typename scalar_t, bool kPow2>
 struct BackwardKernel {
   static constexpr int kThreads = upsample_blend_cuda::kThreads;
   using acc_t = opmath_t<scalar_t>;
-  struct Shared {
-    acc_t partial[kThreads];
-  };
+  struct Shared {};
+  using Exchange = hd::Sums<acc_t, 1>;
   const scalar_t* grad_y;
   scalar_t* grad_low;
   scalar_t* grad_high;
@@ -194,21 +194,20 @@ struct BackwardKernel {
   BackwardConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return cfg.reduce_steps + 2; }
+  PF_HD int phases() const { return 1; }
+  PF_HD int exchange_lanes() const { return cfg.lanes; }
+  PF_HD int64_t item(int64_t block, int tid) const { return block * cfg.items_per_block + (tid >> cfg.lanes_log2); }
 
-  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    const int lane = tid & (cfg.lanes - 1);
-    const int64_t item = block * cfg.items_per_block + (tid >> cfg.reduce_steps);
-    if (p == 0) {
-      sh.partial[tid] = item < low_numel ? lane_window<kPow2>(grad_y, grad_high, cfg.index, cfg.lanes, item, lane,
-                                                               alpha.load<acc_t>())
-                                         : acc_t(0);
-    } else if (p <= cfg.reduce_steps) {
-      const int half = cfg.lanes >> p;
-      if (lane < half) sh.partial[tid] += sh.partial[tid + half];
-    } else if (lane == 0 && item < low_numel) {
-      grad_low[item] = hd::from_acc<scalar_t>((acc_t(1) - alpha.load<acc_t>()) * sh.partial[tid]);
-    }
+  PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const {
+    const int64_t i = item(block, tid);
+    if (i >= low_numel) return {{acc_t(0)}};
+    return {{lane_window<kPow2>(grad_y, grad_high, cfg.index, cfg.lanes, i, tid & (cfg.lanes - 1),
+                                alpha.load<acc_t>())}};
+  }
+  PF_HD void after_exchange(Shared&, int64_t block, int tid, const Exchange& sums) const {
+    const int64_t i = item(block, tid);
+    if ((tid & (cfg.lanes - 1)) == 0 && i < low_numel)
+      grad_low[i] = hd::from_acc<scalar_t>((acc_t(1) - alpha.load<acc_t>()) * sums.v[0]);
   }
 };
 

@@ -118,6 +118,29 @@ def test_uninitialised_shared_memory_would_show():
     assert torch.equal(y, torch.zeros(2, 4, 3, 3)) and torch.isfinite(r).all()
 
 
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16, 32])
+def test_warp_exchange_is_the_gpu_butterfly_bit_for_bit(lanes):
+    """The emulated warp exchange (csrc/ops/phases.h) against a serial xor butterfly over each warp's values
+    (offsets lanes/2, ..., 1; each lane adds its partner's value from before the step), bit for bit; every lane of a
+    group ends with the bits of the shared-memory tree over the group (halves lanes/2, ..., 1), which the kernels
+    used before. Magnitudes from 1e-4 to 1e4, so that another order of additions would round differently."""
+    g = torch.Generator().manual_seed(lanes)
+    values = torch.randn(2 * 256, generator=g) * torch.pow(10.0, torch.randint(-4, 5, (512,), generator=g).float())
+    out = torch.ops.progan_fast_emulated.warp_exchange_sum(values, lanes)
+    expected = values.view(-1, 32)
+    offset = lanes // 2
+    while offset:
+        expected = expected + expected[:, torch.arange(32) ^ offset]
+        offset //= 2
+    assert torch.equal(out, expected.reshape(-1))
+    tree = values.view(-1, lanes).clone()
+    half = lanes // 2
+    while half:
+        tree[:, :half] += tree[:, half:2 * half]
+        half //= 2
+    assert torch.equal(out.view(-1, lanes), tree[:, :1].expand(-1, lanes))
+
+
 def fade_from_rgb_launch(new, image_channels):
     lanes, blocks, channel_lanes, chunks, channel_blocks, groups = \
         torch.ops.progan_fast_emulated.fade_from_rgb_launch_config(new, image_channels)
