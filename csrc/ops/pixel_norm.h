@@ -292,7 +292,10 @@ struct LaneReductionKernel {
   PF_HD bool wide_rows() const { return cfg.rows && cfg.lanes > hd::kWarpSize; }
   PF_HD int phases() const { return cfg.rows ? (wide_rows() ? 2 : 1) : cfg.lanes_log2 + 2; }
 
-  PF_HD int exchange_lanes() const { return cfg.rows ? (wide_rows() ? hd::kWarpSize : cfg.lanes) : 0; }
+  // Rows have `inner` 1, a power of two: the kernels instantiated for other `inner` leave the exchange out.
+  PF_HD int exchange_lanes() const {
+    return Args::kShiftInner && cfg.rows ? (wide_rows() ? hd::kWarpSize : cfg.lanes) : 0;
+  }
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{args.partial(cfg, block, tid)}}; }
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
     if (!wide_rows()) args.write(cfg, sums.v[0], block, tid);

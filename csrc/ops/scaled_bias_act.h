@@ -92,12 +92,11 @@ inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner
   return cfg;
 }
 
-// Where one thread works: its item, its lane, and the shared-memory slot of its item's lane 0.
+// Where one thread works: its item and its lane.
 struct Slot {
   int64_t item;
   int item_in_block;
   int lane;
-  int lane0;
   bool active;   // item < items (the last block may be partial)
   int64_t base;  // element offset of the item's channel 0
 };
@@ -108,11 +107,9 @@ PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
   if (cfg.rows) {
     s.item_in_block = tid >> cfg.lanes_log2;
     s.lane = tid & (cfg.lanes - 1);
-    s.lane0 = s.item_in_block << cfg.lanes_log2;
   } else {
     s.item_in_block = tid & (cfg.items_per_block - 1);
     s.lane = tid >> cfg.items_per_block_log2;
-    s.lane0 = s.item_in_block;
   }
   s.item = block * cfg.items_per_block + s.item_in_block;
   s.active = s.item < cfg.items;
@@ -143,12 +140,31 @@ struct BackwardShared {
   acc_t tile[kTileElems + kThreads];  // [item_in_block][tile_stride]: each element's bias gradient contribution
 };
 
-// One step of the tree reduction over an item's lanes (called for half = lanes/2, ..., 1, a barrier before each).
+// How an item's lanes add their sums under pixel norm. Rows: a warp exchange (csrc/ops/phases.h) in phase 0, in
+// registers; an item wider than a warp leaves each warp's sums in shared memory (slot tid / 32) for the next
+// phase to add. Planes (an item's lanes in different warps): a tree in shared memory, one barrier per halving.
+PF_HD bool wide_rows(const LaunchConfig& cfg) { return cfg.rows && cfg.lanes > hd::kWarpSize; }
+PF_HD int exchange_lanes(const LaunchConfig& cfg) {
+  return !cfg.rows ? 0 : wide_rows(cfg) ? hd::kWarpSize : cfg.lanes;
+}
+// Phases before the write: 0 (an exchange that writes), 1 (a wide row's exchange) or accumulate + tree steps. Rows
+// have `inner` 1, a power of two: the kernels instantiated for other `inner` leave the exchange out.
+PF_HD int reduction_phases(const LaunchConfig& cfg) { return !cfg.rows ? cfg.lanes_log2 + 1 : wide_rows(cfg) ? 1 : 0; }
+
+// The sum of the warp sums of thread tid's (wide) item, in warp order.
+template <typename acc_t>
+PF_HD acc_t wide_row_total(const LaunchConfig& cfg, const acc_t* warp_sums, int tid) {
+  const int warps = cfg.lanes / hd::kWarpSize, first = (tid >> cfg.lanes_log2) * warps;
+  acc_t total = 0;
+  for (int w = 0; w < warps; ++w) total += warp_sums[first + w];
+  return total;
+}
+
+// Planes: one step of the tree over an item's lanes, items_per_block apart (half = lanes/2, ..., 1, a barrier
+// before each); the item's total ends in slot tid & (items_per_block - 1).
 template <typename acc_t>
 PF_HD void reduce_step(const LaunchConfig& cfg, acc_t* partial, int tid, int half) {
-  const int lane = cfg.rows ? tid & (cfg.lanes - 1) : tid >> cfg.items_per_block_log2;
-  const int lane_stride = cfg.rows ? 1 : cfg.items_per_block;
-  if (lane < half) partial[tid] += partial[tid + half * lane_stride];
+  if ((tid >> cfg.items_per_block_log2) < half) partial[tid] += partial[tid + (half << cfg.items_per_block_log2)];
 }
 
 // A lane's accesses: vectors lane, lane + lanes, ... of its item's cfg.vectors, N elements each (channels v * N
@@ -211,6 +227,7 @@ struct ForwardKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
   using Shared = ReduceShared<acc_t>;
+  using Exchange = hd::Sums<acc_t, 1>;
   const scalar_t* x;
   const scalar_t* bias;  // null: no bias
   scalar_t* y;
@@ -221,30 +238,41 @@ struct ForwardKernel {
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return pixel_norm ? cfg.lanes_log2 + 2 : 1; }
-
-  // Phase 1 with pixel norm: this lane's share of sum(a^2).
-  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
-    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
-    sh.partial[tid] = s.active ? lane_sum_squares<N>(x, bias, epilogue, cfg, s) : acc_t(0);
+  PF_HD int phases() const { return (pixel_norm ? reduction_phases(cfg) : 0) + 1; }
+  PF_HD int exchange_lanes() const {
+    return kPow2Inner && pixel_norm ? scaled_bias_act_cuda::exchange_lanes(cfg) : 0;
   }
 
-  // Last phase: y = a (* rsqrt(mean(a^2) + eps)); lane 0 stores the rsqrt for backward.
-  PF_HD void write(const Shared& sh, int64_t block, int tid) const {
+  // With pixel norm: this lane's share of sum(a^2).
+  PF_HD acc_t partial(int64_t block, int tid) const {
+    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
+    return s.active ? lane_sum_squares<N>(x, bias, epilogue, cfg, s) : acc_t(0);
+  }
+
+  // y = a (* rsqrt(mean(a^2) + eps), `total` = sum(a^2)); lane 0 stores the rsqrt for backward.
+  PF_HD void write(acc_t total, int64_t block, int tid) const {
     const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     if (!s.active) return;
     acc_t rs = 1;
     if (pixel_norm) {
-      rs = hd::rsqrt_acc(sh.partial[s.lane0] / acc_t(cfg.channels) + eps);
+      rs = hd::rsqrt_acc(total / acc_t(cfg.channels) + eps);
       if (s.lane == 0) rsqrt[s.item] = rs;
     }
     lane_write<N>(x, bias, y, epilogue, rs, cfg, s);
   }
 
+  PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{partial(block, tid)}}; }
+  PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
+    if (!wide_rows(cfg)) write(sums.v[0], block, tid);
+    else if ((tid & (hd::kWarpSize - 1)) == 0) sh.partial[tid / hd::kWarpSize] = sums.v[0];
+  }
+
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (p == phases() - 1) write(sh, block, tid);
-    else if (p == 0) accumulate(sh, block, tid);
-    else reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
+    if (!pixel_norm) write(acc_t(0), block, tid);
+    else if (cfg.rows) write(wide_row_total(cfg, sh.partial, tid), block, tid);  // phase 1 of a wide row
+    else if (p == 0) sh.partial[tid] = partial(block, tid);
+    else if (p <= cfg.lanes_log2) reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
+    else write(sh.partial[tid & (cfg.items_per_block - 1)], block, tid);
   }
 };
 
@@ -348,6 +376,7 @@ struct BackwardKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
   using Shared = BackwardShared<acc_t>;
+  using Exchange = hd::Sums<acc_t, 2>;
   const scalar_t* grad_y;
   const scalar_t* saved;
   const acc_t* rsqrt;
@@ -360,44 +389,63 @@ struct BackwardKernel {
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const {
-    return (pixel_norm ? cfg.lanes_log2 + 2 : 1) + (workspace && cfg.tiled() ? 1 : 0);
+  PF_HD int write_phase() const { return pixel_norm ? reduction_phases(cfg) : 0; }
+  PF_HD int phases() const { return write_phase() + 1 + (workspace && cfg.tiled() ? 1 : 0); }
+  PF_HD int exchange_lanes() const {
+    return kPow2Inner && pixel_norm ? scaled_bias_act_cuda::exchange_lanes(cfg) : 0;
   }
 
   PF_HD acc_t item_rsqrt(const Slot& s) const { return pixel_norm ? hd::load_ro(rsqrt + s.item) : acc_t(1); }
 
-  // Phase 1 with pixel norm: this lane's share of sum(grad_y * y) and of sum(y * y).
-  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
+  // With pixel norm: this lane's share of sum(grad_y * y) and of sum(y * y).
+  PF_HD Exchange partials(int64_t block, int tid) const {
     const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
-    acc_t sum = 0, sum_sq = 0;
-    if (s.active) lane_backward_sums<N>(grad_y, saved, bias, mode, item_rsqrt(s), cfg, s, sum, sum_sq);
-    sh.partial[tid] = sum;
-    sh.partial_sq[tid] = sum_sq;
+    Exchange sums{{acc_t(0), acc_t(0)}};
+    if (s.active) lane_backward_sums<N>(grad_y, saved, bias, mode, item_rsqrt(s), cfg, s, sums.v[0], sums.v[1]);
+    return sums;
   }
 
-  // With pixel norm, mean(grad_y * y) is scaled by the factor that restores y's exact norm (it was rounded to
-  // scalar_t when saved; see csrc/common/scaled_bias_act_math.h).
-  PF_HD void write(Shared& sh, int64_t block, int tid) const {
+  // `totals`: the item's sum(grad_y * y) and sum(y * y) with pixel norm. mean(grad_y * y) is scaled by the factor
+  // that restores y's exact norm (it was rounded to scalar_t when saved; see csrc/common/scaled_bias_act_math.h).
+  PF_HD void write(const Exchange& totals, Shared& sh, int64_t block, int tid) const {
     const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     if (!s.active) return;
     const acc_t rs = item_rsqrt(s);
     const acc_t n = acc_t(cfg.channels);
     const acc_t mean =
-        pixel_norm ? sh.partial[s.lane0] / n * scaled_bias_act_norm_fix(sh.partial_sq[s.lane0] / n, rs, eps) : acc_t(0);
+        pixel_norm ? totals.v[0] / n * scaled_bias_act_norm_fix(totals.v[1] / n, rs, eps) : acc_t(0);
     acc_t* bias_row = !workspace ? nullptr
                       : cfg.tiled() ? sh.tile + s.item_in_block * cfg.tile_stride()
                                     : workspace + block * cfg.channels;  // the block's only item
     lane_backward_write<N>(grad_y, saved, bias, grad_x, bias_row, mode, pixel_norm, rs, mean, cfg, s);
   }
 
+  PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return partials(block, tid); }
+  PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
+    if (!wide_rows(cfg)) {
+      write(sums, sh, block, tid);
+    } else if ((tid & (hd::kWarpSize - 1)) == 0) {
+      sh.partial[tid / hd::kWarpSize] = sums.v[0];
+      sh.partial_sq[tid / hd::kWarpSize] = sums.v[1];
+    }
+  }
+
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    const int write_phase = pixel_norm ? cfg.lanes_log2 + 1 : 0;
-    if (p == write_phase) {
-      write(sh, block, tid);
-    } else if (p > write_phase) {
+    if (p > write_phase()) {
       sum_tile(sh.tile, workspace + block * cfg.channels, cfg, block, tid);
+    } else if (p == write_phase()) {
+      Exchange totals{{acc_t(0), acc_t(0)}};
+      if (pixel_norm && cfg.rows) {  // phase 1 of a wide row
+        totals = {{wide_row_total(cfg, sh.partial, tid), wide_row_total(cfg, sh.partial_sq, tid)}};
+      } else if (pixel_norm) {
+        const int slot = tid & (cfg.items_per_block - 1);
+        totals = {{sh.partial[slot], sh.partial_sq[slot]}};
+      }
+      write(totals, sh, block, tid);
     } else if (p == 0) {
-      accumulate(sh, block, tid);
+      const Exchange sums = partials(block, tid);
+      sh.partial[tid] = sums.v[0];
+      sh.partial_sq[tid] = sums.v[1];
     } else {
       reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
       reduce_step(cfg, sh.partial_sq, tid, cfg.lanes >> p);

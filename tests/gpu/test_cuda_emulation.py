@@ -141,6 +141,21 @@ def test_warp_exchange_is_the_gpu_butterfly_bit_for_bit(lanes):
     assert torch.equal(out.view(-1, lanes), tree[:, :1].expand(-1, lanes))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(5, 1000), (2, 3000), (2, 1000, 1, 3)], ids=str)
+@pytest.mark.parametrize("pixel_norm", [False, True], ids=["plain", "pn"])
+def test_epilogue_rows_wider_than_a_warp(dtype, shape, pixel_norm):
+    """The epilogue's rows of more than 512 channels get 64 to 256 lanes (a block's slice stays within 4096
+    elements): with pixel norm, each warp's exchange leaves its sums for the item's write phase to add."""
+    from progan_fast.ops import scaled_bias_act
+
+    x = layout(torch.randn(shape, dtype=dtype), torch.channels_last if len(shape) == 4 else torch.contiguous_format)
+    bias = torch.randn(shape[1], dtype=dtype)
+    check_parity("emulated", lambda t, b: scaled_bias_act(t, b, 0.5, pixel_norm=pixel_norm),
+                 lambda t, b: reference.scaled_bias_act(t, b, 0.5, pixel_norm=pixel_norm), [x, bias], dtype,
+                 check_double_backward=False, op="scaled_bias_act")
+
+
 def fade_from_rgb_launch(new, image_channels):
     lanes, blocks, channel_lanes, chunks, channel_blocks, groups = \
         torch.ops.progan_fast_emulated.fade_from_rgb_launch_config(new, image_channels)
