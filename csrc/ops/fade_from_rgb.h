@@ -11,8 +11,9 @@
 //                     consecutive threads take consecutive pixels of a channel (coalesced), and lanes split the
 //                     channel loop only when there are too few pixels to fill the GPU.
 //   backward, pixels  the same geometry: each lane writes grad_new = alpha * g for its channels and sums
-//                     W[c, k] * dz over them; a tree over the lanes in shared memory gives the pixel's image
-//                     gradient, written to its 2x2 image pixels. dz = (1 - alpha) * lrelu'(z) * g.
+//                     W[c, k] * dz over them; the pixel's lanes add their sums (channels last: a warp exchange,
+//                     csrc/ops/phases.h, in one phase; NCHW: a tree in shared memory) into its image gradient,
+//                     written to its 2x2 image pixels. dz = (1 - alpha) * lrelu'(z) * g.
 //   backward, weights "channel" geometry: an item per (channel, chunk of pixels), lanes split the chunk's pixels
 //                     (NCHW: a block's 256 lanes read consecutive pixels of one channel; channels last: 32
 //                     consecutive channels x 8 pixel lanes), each sums dz and dz * pool_k, a tree over the lanes
@@ -121,7 +122,7 @@ struct Operands {
 struct PixelConfig {
   int lanes = 1;
   int items_per_block = kThreads;
-  int reduce_steps = 0;
+  int reduce_steps = 0;  // log2(lanes)
   int64_t blocks = 0;
   bool rows = false;  // lanes of an item are consecutive threads (channels last)
 };
@@ -144,26 +145,24 @@ inline PixelConfig pixel_config(const Shape& s) {
 struct Slot {
   int64_t item;
   int lane;
-  int lane0;  // the thread index of this item's lane 0
 };
 
+// `lanes` and `items_per_block` = kThreads / lanes are powers of two: masks and shifts.
 PF_HD Slot slot_of(bool rows, int lanes, int items_per_block, int64_t block, int tid) {
   Slot s;
-  const int in_block = rows ? tid / lanes : tid % items_per_block;
-  s.lane = rows ? tid % lanes : tid / items_per_block;
-  s.lane0 = rows ? in_block * lanes : in_block;
+  const int lanes_log2 = hd::log2_of(lanes), items_log2 = hd::log2_of(items_per_block);
+  const int in_block = rows ? tid >> lanes_log2 : tid & (items_per_block - 1);
+  s.lane = rows ? tid & (lanes - 1) : tid >> items_log2;
   s.item = block * items_per_block + in_block;
   return s;
 }
 
-// One step of a tree over an item's lanes (half = lanes / 2, lanes / 4, ..., 1, a barrier before each).
+// One step of a tree over an item's lanes, items_per_block apart (half = lanes / 2, lanes / 4, ..., 1, a barrier
+// before each): lane 0's slot, the thread's own index, ends with the item's sums.
 template <typename acc_t, int kArrays>
-PF_HD void reduce_step(acc_t (&partial)[kArrays][kThreads], bool rows, int lanes, int items_per_block, int tid,
-                       int half) {
-  const int lane = rows ? tid % lanes : tid / items_per_block;
-  const int stride = rows ? 1 : items_per_block;
-  if (lane < half)
-    for (int e = 0; e < kArrays; ++e) partial[e][tid] += partial[e][tid + half * stride];
+PF_HD void reduce_step(acc_t (&partial)[kArrays][kThreads], int items_per_block, int tid, int half) {
+  if (tid < half * items_per_block)
+    for (int e = 0; e < kArrays; ++e) partial[e][tid] += partial[e][tid + half * items_per_block];
 }
 
 template <typename scalar_t>
@@ -197,7 +196,8 @@ struct ForwardKernel {
 };
 
 // Backward over pixels: grad_new (group 0) and grad_images of image channels group * kGroup + [0, kGroup).
-// Phases: accumulate, reduce over the lanes, write.
+// Phases: channels last, one warp exchange (an item's lanes are at most a warp of consecutive threads); NCHW,
+// accumulate, reduce over the lanes, write.
 template <typename scalar_t>
 struct PixelBackwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
@@ -208,6 +208,7 @@ struct PixelBackwardKernel {
     // across the reduction phases it made ptxas spill on sm_80.
     int64_t image_base[kThreads];
   };
+  using Exchange = hd::Sums<acc_t, kGroup>;
   Operands<scalar_t> o;
   const scalar_t* grad_y;
   scalar_t* grad_new;
@@ -216,15 +217,16 @@ struct PixelBackwardKernel {
   int64_t group;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return cfg.reduce_steps + 2; }
+  PF_HD int phases() const { return cfg.rows ? 1 : cfg.reduce_steps + 2; }
+  PF_HD int exchange_lanes() const { return cfg.rows ? cfg.lanes : 0; }
 
-  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
+  // This lane's share of the item's sums, W[c, k] * dz over its channels; the item's image_base to `base`.
+  PF_HD Exchange lane_sums(int64_t block, int tid, int64_t& base) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
-    acc_t sums[kGroup] = {};
+    Exchange sums{};
     if (s.item < o.shape.pixels()) {
       const Pixel px = o.shape.pixel(s.item);
-      const int64_t base = o.shape.image_base(px);
-      sh.image_base[tid] = base;
+      base = o.shape.image_base(px);
       acc_t pools[kGroup];
       o.first_pools(base, pools);
       const acc_t a = o.alpha.template load<acc_t>();
@@ -236,30 +238,43 @@ struct PixelBackwardKernel {
         if (group == 0) grad_new[i] = hd::from_acc<scalar_t>(a * g);
         const acc_t dz = o.dz_per_g(o.z(base, c, pools), a) * g;
         for (int e = 0; e < kGroup; ++e)
-          if (k0 + e < ci) sums[e] += hd::to_acc(o.weight[c * ci + k0 + e]) * dz;
+          if (k0 + e < ci) sums.v[e] += hd::to_acc(o.weight[c * ci + k0 + e]) * dz;
       }
     }
-    for (int e = 0; e < kGroup; ++e) sh.partial[e][tid] = sums[e];
+    return sums;
   }
 
-  PF_HD void write(const Shared& sh, int64_t block, int tid) const {
+  // Lane 0 of an item writes its image gradient, the item's sums scaled, to the 2x2 image pixels at `base`.
+  PF_HD void write(const acc_t (&sums)[kGroup], int64_t base, int64_t block, int tid) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
     if (s.lane != 0 || s.item >= o.shape.pixels()) return;
     for (int e = 0; e < kGroup; ++e) {
       const int64_t k = group * kGroup + e;
       if (k >= o.shape.image_channels) break;
-      const scalar_t v = hd::from_acc<scalar_t>(o.weight_scale * sh.partial[e][tid]);
-      const int64_t base = sh.image_base[tid];
+      const scalar_t v = hd::from_acc<scalar_t>(o.weight_scale * sums[e]);
       for (int dy = 0; dy < 2; ++dy)
         for (int dx = 0; dx < 2; ++dx) grad_images[o.shape.image(base, k, dy, dx)] = v;
     }
   }
 
+  PF_HD Exchange before_exchange(Shared& sh, int64_t block, int tid) const {
+    return lane_sums(block, tid, sh.image_base[tid]);
+  }
+  PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
+    write(sums.v, sh.image_base[tid], block, tid);
+  }
+
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (p == 0) accumulate(sh, block, tid);
-    else if (p <= cfg.reduce_steps)
-      reduce_step(sh.partial, cfg.rows, cfg.lanes, cfg.items_per_block, tid, cfg.lanes >> p);
-    else write(sh, block, tid);
+    if (p == 0) {
+      const Exchange sums = lane_sums(block, tid, sh.image_base[tid]);
+      for (int e = 0; e < kGroup; ++e) sh.partial[e][tid] = sums.v[e];
+    } else if (p <= cfg.reduce_steps) {
+      reduce_step(sh.partial, cfg.items_per_block, tid, cfg.lanes >> p);
+    } else {
+      acc_t sums[kGroup];
+      for (int e = 0; e < kGroup; ++e) sums[e] = sh.partial[e][tid];
+      write(sums, sh.image_base[tid], block, tid);
+    }
   }
 };
 
@@ -363,7 +378,7 @@ struct ChannelBackwardKernel {
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
     if (p == 0) accumulate(sh, block, tid);
-    else if (p <= cfg.reduce_steps) reduce_step(sh.partial, false, cfg.lanes, cfg.items_per_block, tid, cfg.lanes >> p);
+    else if (p <= cfg.reduce_steps) reduce_step(sh.partial, cfg.items_per_block, tid, cfg.lanes >> p);
     else write(sh, block, tid);
   }
 };
