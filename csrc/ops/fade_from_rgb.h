@@ -16,8 +16,9 @@
 //                     written to its 2x2 image pixels. dz = (1 - alpha) * lrelu'(z) * g.
 //   backward, weights "channel" geometry: an item per (channel, chunk of pixels), lanes split the chunk's pixels
 //                     (NCHW: a block's 256 lanes read consecutive pixels of one channel; channels last: 32
-//                     consecutive channels x 8 pixel lanes), each sums dz and dz * pool_k, a tree over the lanes
-//                     gives one partial sum per (chunk, channel, k) and the host adds the chunks' partials. This
+//                     consecutive channels x 8 pixel lanes), each sums dz and dz * pool_k, the lanes' sums added
+//                     (NCHW: warp exchanges, then the 8 warps'; channels last: a tree) give one partial sum per
+//                     (chunk, channel, k) and the host adds the chunks' partials. This
 //                     kernel reads grad_y a second time (from L2 when it fits): the price of reducing over pixels
 //                     and over channels in separate kernels, without atomics and deterministic.
 // Image channels beyond kGroup are handled kGroup at a time: the host launches the backward kernels once per group
@@ -308,14 +309,18 @@ struct ChannelBackwardKernel {
   struct Shared {
     acc_t partial[kGroup + 1][kThreads];
   };
+  using Exchange = hd::Sums<acc_t, kGroup + 1>;
   Operands<scalar_t> o;
   const scalar_t* grad_y;
   acc_t* partials;
   ChannelConfig cfg;
   int64_t group;
 
+  // A block with one item (NCHW: its 256 lanes are consecutive threads) adds its lanes' sums with a warp exchange
+  // and the 8 warps' sums after one barrier; channels last (8 lanes kChannelItems apart) with a tree.
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return cfg.reduce_steps + 2; }
+  PF_HD int phases() const { return cfg.items_per_block == 1 ? 2 : cfg.reduce_steps + 2; }
+  PF_HD int exchange_lanes() const { return cfg.items_per_block == 1 ? hd::kWarpSize : 0; }
 
   // item = chunk * C + c: with channels last a block's items are consecutive channels of one chunk.
   PF_HD Slot slot(int64_t block, int tid) const {
@@ -351,35 +356,56 @@ struct ChannelBackwardKernel {
     }
   }
 
-  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
+  // This lane's share of its item's sums.
+  PF_HD Exchange lane_sums(int64_t block, int tid) const {
     const Slot s = slot(block, tid);
-    acc_t sums[kGroup + 1] = {};
+    Exchange sums{};
     const int64_t C = o.shape.channels;
     if (s.item < cfg.chunks * C) {
       const int64_t chunk = s.item / C, c = s.item - chunk * C;
       const int64_t sample = chunk / cfg.sample_chunks, p0 = (chunk - sample * cfg.sample_chunks) * cfg.chunk_pixels;
       const int64_t end = p0 + cfg.chunk_pixels < o.shape.plane() ? p0 + cfg.chunk_pixels : o.shape.plane();
       const int64_t i = o.shape.feature({sample, p0 + s.lane}, c);
-      if (o.shape.image_channels <= kGroup) accumulate_pixels<true>(sums, sample, c, p0 + s.lane, end, i);
-      else accumulate_pixels<false>(sums, sample, c, p0 + s.lane, end, i);
+      if (o.shape.image_channels <= kGroup) accumulate_pixels<true>(sums.v, sample, c, p0 + s.lane, end, i);
+      else accumulate_pixels<false>(sums.v, sample, c, p0 + s.lane, end, i);
     }
-    for (int e = 0; e <= kGroup; ++e) sh.partial[e][tid] = sums[e];
+    return sums;
   }
 
-  PF_HD void write(const Shared& sh, int64_t block, int tid) const {
+  // Lane 0 of an item writes the item's sums.
+  PF_HD void write(const Exchange& totals, int64_t block, int tid) const {
     const Slot s = slot(block, tid);
     const int64_t C = o.shape.channels, ci = o.shape.image_channels;
     if (s.lane != 0 || s.item >= cfg.chunks * C) return;
     acc_t* out = partials + s.item * (ci + 1);  // [chunk][c] = item
     for (int e = 0; e < kGroup; ++e)
-      if (group * kGroup + e < ci) out[group * kGroup + e] = sh.partial[e][tid];
-    if (group == 0) out[ci] = sh.partial[kGroup][tid];
+      if (group * kGroup + e < ci) out[group * kGroup + e] = totals.v[e];
+    if (group == 0) out[ci] = totals.v[kGroup];
+  }
+
+  PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return lane_sums(block, tid); }
+  PF_HD void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const {
+    if ((tid & (hd::kWarpSize - 1)) == 0)
+      for (int e = 0; e <= kGroup; ++e) sh.partial[e][tid / hd::kWarpSize] = sums.v[e];
   }
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (p == 0) accumulate(sh, block, tid);
-    else if (p <= cfg.reduce_steps) reduce_step(sh.partial, cfg.items_per_block, tid, cfg.lanes >> p);
-    else write(sh, block, tid);
+    Exchange totals;
+    if (cfg.items_per_block == 1) {  // phase 1: the block's warp sums, in order
+      for (int e = 0; e <= kGroup; ++e) {
+        totals.v[e] = 0;
+        for (int w = 0; w < kThreads / hd::kWarpSize; ++w) totals.v[e] += sh.partial[e][w];
+      }
+      write(totals, block, tid);
+    } else if (p == 0) {
+      totals = lane_sums(block, tid);
+      for (int e = 0; e <= kGroup; ++e) sh.partial[e][tid] = totals.v[e];
+    } else if (p <= cfg.reduce_steps) {
+      reduce_step(sh.partial, cfg.items_per_block, tid, cfg.lanes >> p);
+    } else {
+      for (int e = 0; e <= kGroup; ++e) totals.v[e] = sh.partial[e][tid];
+      write(totals, block, tid);
+    }
   }
 };
 
