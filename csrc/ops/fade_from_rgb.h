@@ -56,8 +56,11 @@ struct Shape {
   PF_HD int64_t plane() const { return height * width; }
   PF_HD int64_t pixels() const { return n * plane(); }
   PF_HD int64_t groups() const { return hd::ceil_div(image_channels, kGroup); }
-  PF_HD Pixel pixel(int64_t index) const {
-    const int64_t s = index / plane();
+  // Feature pixel `index` (of pixels()), by `plane`: Divisor::of(plane()), a shift in kernels instantiated for
+  // kPow2 (every ProGAN map).
+  template <bool kPow2>
+  PF_HD Pixel pixel(const hd::Divisor& plane_divisor, int64_t index) const {
+    const int64_t s = plane_divisor.divide<kPow2>(index);
     return {s, index - s * plane()};
   }
   // Feature value (pixel, c), and the distances between channels and between pixels of a plane.
@@ -121,6 +124,7 @@ struct Operands {
 // ---- pixel geometry: an item per feature pixel, lanes over its channels ----
 
 struct PixelConfig {
+  hd::Divisor plane;  // H * W
   int lanes = 1;
   int items_per_block = kThreads;
   int reduce_steps = 0;  // log2(lanes)
@@ -130,6 +134,7 @@ struct PixelConfig {
 
 inline PixelConfig pixel_config(const Shape& s) {
   PixelConfig cfg;
+  cfg.plane = hd::Divisor::of(s.plane());
   cfg.rows = s.channels_last;
   const int64_t channel_lanes = hd::next_pow2(s.channels) < kMaxLanes ? hd::next_pow2(s.channels) : kMaxLanes;
   if (cfg.rows) {
@@ -166,7 +171,8 @@ PF_HD void reduce_step(acc_t (&partial)[kArrays][kThreads], int items_per_block,
     for (int e = 0; e < kArrays; ++e) partial[e][tid] += partial[e][tid + half * items_per_block];
 }
 
-template <typename scalar_t>
+// The pixel kernels are instantiated for H * W a power of two or not (PixelConfig::plane).
+template <typename scalar_t, bool kPow2Plane>
 struct ForwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
   using acc_t = opmath_t<scalar_t>;
@@ -181,7 +187,7 @@ struct ForwardKernel {
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
     if (s.item >= o.shape.pixels()) return;
-    const Pixel px = o.shape.pixel(s.item);
+    const Pixel px = o.shape.template pixel<kPow2Plane>(cfg.plane, s.item);
     const int64_t base = o.shape.image_base(px);
     acc_t pools[kGroup];
     o.first_pools(base, pools);
@@ -199,7 +205,7 @@ struct ForwardKernel {
 // Backward over pixels: grad_new (group 0) and grad_images of image channels group * kGroup + [0, kGroup).
 // Phases: channels last, one warp exchange (an item's lanes are at most a warp of consecutive threads); NCHW,
 // accumulate, reduce over the lanes, write.
-template <typename scalar_t>
+template <typename scalar_t, bool kPow2Plane>
 struct PixelBackwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
   using acc_t = opmath_t<scalar_t>;
@@ -226,7 +232,7 @@ struct PixelBackwardKernel {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
     Exchange sums{};
     if (s.item < o.shape.pixels()) {
-      const Pixel px = o.shape.pixel(s.item);
+      const Pixel px = o.shape.template pixel<kPow2Plane>(cfg.plane, s.item);
       base = o.shape.image_base(px);
       acc_t pools[kGroup];
       o.first_pools(base, pools);
@@ -455,8 +461,11 @@ template <typename Exec>
 auto run(const ForwardParams& p, const Exec& exec) {
   return hd::dispatch(p.common.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
-    return exec(ForwardKernel<scalar_t>{operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.new_),
-                                        static_cast<scalar_t*>(p.y), pixel_config(p.common.shape)});
+    const PixelConfig cfg = pixel_config(p.common.shape);
+    return hd::with_divisor_case(cfg.plane, [&](auto pow2) {
+      return exec(ForwardKernel<scalar_t, decltype(pow2)::value>{
+          operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.new_), static_cast<scalar_t*>(p.y), cfg});
+    });
   });
 }
 
@@ -464,10 +473,12 @@ template <typename Exec>
 auto run(const PixelBackwardParams& p, const Exec& exec) {
   return hd::dispatch(p.common.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
-    return exec(PixelBackwardKernel<scalar_t>{operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y),
-                                              static_cast<scalar_t*>(p.grad_new),
-                                              static_cast<scalar_t*>(p.grad_images), pixel_config(p.common.shape),
-                                              p.group});
+    const PixelConfig cfg = pixel_config(p.common.shape);
+    return hd::with_divisor_case(cfg.plane, [&](auto pow2) {
+      return exec(PixelBackwardKernel<scalar_t, decltype(pow2)::value>{
+          operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y), static_cast<scalar_t*>(p.grad_new),
+          static_cast<scalar_t*>(p.grad_images), cfg, p.group});
+    });
   });
 }
 
