@@ -7,14 +7,35 @@
 
 namespace progan_fast::hd {
 
+// The sums of groups of `lanes` consecutive lanes (see csrc/ops/phases.h): every lane of the warp takes part.
+template <typename T, int M>
+__device__ __forceinline__ Sums<T, M> warp_sum(Sums<T, M> values, int lanes) {
+  for (int offset = lanes >> 1; offset > 0; offset >>= 1) {
+    Sums<T, M> partner;
+    for (int m = 0; m < M; ++m) partner.v[m] = __shfl_xor_sync(0xffffffffu, values.v[m], offset);
+    add_partner(values, partner);
+  }
+  return values;
+}
+
 template <typename K>
 __global__ void __launch_bounds__(K::kThreads) run_phases(const K kernel) {
+  static_assert(K::kThreads % kWarpSize == 0, "blocks are whole warps");
   __shared__ typename K::Shared shared;
   const int phases = kernel.phases();
-  for (int p = 0; p < phases; ++p) {
-    if (p > 0) __syncthreads();
-    kernel.phase(p, shared, blockIdx.x, threadIdx.x);
+  int p = 0;
+  if constexpr (HasExchange<K>) {
+    if (const int lanes = kernel.exchange_lanes()) {
+      const auto sums = warp_sum(kernel.before_exchange(shared, blockIdx.x, threadIdx.x), lanes);
+      kernel.after_exchange(shared, blockIdx.x, threadIdx.x, sums);
+      p = 1;
+    }
   }
+  if constexpr (HasPhases<K>)
+    for (; p < phases; ++p) {
+      if (p > 0) __syncthreads();
+      kernel.phase(p, shared, blockIdx.x, threadIdx.x);
+    }
 }
 
 // The executor the CUDA family hands to an op's `run`: enqueue on `stream`, return the launch error.

@@ -17,8 +17,8 @@ std::vector<int64_t> pixel_norm_launch_config(const at::Tensor& x, int64_t dim) 
   const PixelNormForwardOperands o(x, dim, /*eps=*/1e-8);  // the geometry does not depend on eps
   const int vector = hd::dispatch(launcher_dtype(x, "x"), [&](auto type) {
     using scalar_t = typename decltype(type)::type;
-    return pixel_norm_cuda::vector_width<scalar_t>(o.layout.channels, o.layout.inner, {o.x.const_data_ptr(),
-                                                                                       o.y.const_data_ptr()});
+    return hd::rows_vector_width<scalar_t>(o.layout.channels, o.layout.inner,
+                                           {o.x.const_data_ptr(), o.y.const_data_ptr()});
   });
   const auto cfg = pixel_norm_cuda::launch_config(o.layout.outer, o.layout.channels, o.layout.inner, vector);
   return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector};
@@ -48,6 +48,64 @@ std::vector<int64_t> fade_from_rgb_launch_config(const at::Tensor& new_, int64_t
   return {pixels.lanes, pixels.blocks, channels.lanes, channels.chunks, channels.blocks, s.groups()};
 }
 
+// fade_reals' geometry for x: (blocks, elements per access, whether a thread takes the rows unit).
+std::vector<int64_t> fade_reals_launch_config(const at::Tensor& x) {
+  const FadeRealsOperands o(x, at::scalar_tensor(0.5, at::kDouble));
+  const fade_reals_cuda::Params p{o.x.const_data_ptr(), o.y.mutable_data_ptr(),
+                                  o.planes.planes * o.planes.height / 2, o.planes.width, o.planes.vec, {},
+                                  launcher_dtype(x, "x")};
+  const auto g = hd::dispatch(p.dtype, [&](auto type) {
+    return fade_reals_cuda::geometry<typename decltype(type)::type>(p);
+  });
+  return {g.blocks, g.vector, g.rows ? 1 : 0};
+}
+
+// upsample_blend's forward geometry: (blocks, elements per access, whether the low values are vectors too).
+std::vector<int64_t> upsample_blend_launch_config(const at::Tensor& low, const at::Tensor& high, int64_t factor) {
+  const UpsampleBlendOperands o(low, high, at::scalar_tensor(0.5, at::kDouble), factor);
+  const upsample_blend_cuda::ForwardParams p{o.low.const_data_ptr(), o.high.const_data_ptr(), o.y.mutable_data_ptr(),
+                                             fade_host::upsample_geometry(o.low_planes, factor), {},
+                                             launcher_dtype(high, "high")};
+  const auto cfg = hd::dispatch(p.dtype, [&](auto type) {
+    return upsample_blend_cuda::forward_config<typename decltype(type)::type>(p);
+  });
+  return {cfg.blocks, cfg.vector, cfg.pixels ? 1 : 0};
+}
+
+// A two-phase kernel: a warp exchange of one float per thread over groups of `lanes`, whose sums cross a barrier
+// in shared memory to the phase that writes them out. For the test that the emulated exchange is the GPU's
+// butterfly, bit for bit.
+struct WarpSumKernel {
+  static constexpr int kThreads = 256;
+  struct Shared {
+    float sums[kThreads];
+  };
+  using Exchange = hd::Sums<float, 1>;
+  const float* values;
+  float* out;
+  int64_t block_count;
+  int lanes;
+
+  int64_t blocks() const { return block_count; }
+  int phases() const { return 2; }
+  int exchange_lanes() const { return lanes; }
+  Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{values[block * kThreads + tid]}}; }
+  void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const { sh.sums[tid] = sums.v[0]; }
+  void phase(int, Shared& sh, int64_t block, int tid) const { out[block * kThreads + tid] = sh.sums[tid]; }
+};
+
+at::Tensor warp_exchange_sum(const at::Tensor& values, int64_t lanes) {
+  TORCH_CHECK(values.scalar_type() == at::kFloat && values.dim() == 1 && values.numel() % WarpSumKernel::kThreads == 0,
+              "values: a 1-d float32 tensor of whole blocks of ", WarpSumKernel::kThreads, " expected");
+  TORCH_CHECK(lanes >= 1 && lanes <= hd::kWarpSize && (lanes & (lanes - 1)) == 0,
+              "lanes: a power of two up to a warp expected, got ", lanes);
+  const at::Tensor v = values.contiguous();
+  at::Tensor out = at::empty_like(v);
+  hd::emulate(WarpSumKernel{v.const_data_ptr<float>(), out.mutable_data_ptr<float>(),
+                            v.numel() / WarpSumKernel::kThreads, static_cast<int>(lanes)});
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(progan_fast_emulated, CPU, m) {
@@ -70,6 +128,9 @@ TORCH_LIBRARY_FRAGMENT(progan_fast_emulated, m) {
   m.def("minibatch_stddev_launch_config(Tensor x, int group_size, str grouping, bool unbiased, int num_new_features)"
         " -> int[]", &minibatch_stddev_launch_config);
   m.def("fade_from_rgb_launch_config(Tensor new, int image_channels) -> int[]", &fade_from_rgb_launch_config);
+  m.def("fade_reals_launch_config(Tensor x) -> int[]", &fade_reals_launch_config);
+  m.def("upsample_blend_launch_config(Tensor low, Tensor high, int factor) -> int[]", &upsample_blend_launch_config);
+  m.def("warp_exchange_sum(Tensor values, int lanes) -> Tensor", &warp_exchange_sum);
 }
 
 }  // namespace progan_fast

@@ -14,7 +14,7 @@ struct Alpha {
 
   template <typename acc_t>
   PF_HD acc_t load() const {
-    return ptr != nullptr ? *static_cast<const acc_t*>(ptr) : static_cast<acc_t>(value);
+    return ptr != nullptr ? hd::load_ro(static_cast<const acc_t*>(ptr)) : static_cast<acc_t>(value);
   }
 };
 

@@ -11,12 +11,14 @@
 //                     consecutive threads take consecutive pixels of a channel (coalesced), and lanes split the
 //                     channel loop only when there are too few pixels to fill the GPU.
 //   backward, pixels  the same geometry: each lane writes grad_new = alpha * g for its channels and sums
-//                     W[c, k] * dz over them; a tree over the lanes in shared memory gives the pixel's image
-//                     gradient, written to its 2x2 image pixels. dz = (1 - alpha) * lrelu'(z) * g.
+//                     W[c, k] * dz over them; the pixel's lanes add their sums (channels last: a warp exchange,
+//                     csrc/ops/phases.h, in one phase; NCHW: a tree in shared memory) into its image gradient,
+//                     written to its 2x2 image pixels. dz = (1 - alpha) * lrelu'(z) * g.
 //   backward, weights "channel" geometry: an item per (channel, chunk of pixels), lanes split the chunk's pixels
 //                     (NCHW: a block's 256 lanes read consecutive pixels of one channel; channels last: 32
-//                     consecutive channels x 8 pixel lanes), each sums dz and dz * pool_k, a tree over the lanes
-//                     gives one partial sum per (chunk, channel, k) and the host adds the chunks' partials. This
+//                     consecutive channels x 8 pixel lanes), each sums dz and dz * pool_k, the lanes' sums added
+//                     (NCHW: warp exchanges, then the 8 warps'; channels last: a tree) give one partial sum per
+//                     (chunk, channel, k) and the host adds the chunks' partials. This
 //                     kernel reads grad_y a second time (from L2 when it fits): the price of reducing over pixels
 //                     and over channels in separate kernels, without atomics and deterministic.
 // Image channels beyond kGroup are handled kGroup at a time: the host launches the backward kernels once per group
@@ -54,8 +56,11 @@ struct Shape {
   PF_HD int64_t plane() const { return height * width; }
   PF_HD int64_t pixels() const { return n * plane(); }
   PF_HD int64_t groups() const { return hd::ceil_div(image_channels, kGroup); }
-  PF_HD Pixel pixel(int64_t index) const {
-    const int64_t s = index / plane();
+  // Feature pixel `index` (of pixels()), by `plane`: Divisor::of(plane()), a shift in kernels instantiated for
+  // kPow2 (every ProGAN map).
+  template <bool kPow2>
+  PF_HD Pixel pixel(const hd::Divisor& plane_divisor, int64_t index) const {
+    const int64_t s = plane_divisor.divide<kPow2>(index);
     return {s, index - s * plane()};
   }
   // Feature value (pixel, c), and the distances between channels and between pixels of a plane.
@@ -119,15 +124,17 @@ struct Operands {
 // ---- pixel geometry: an item per feature pixel, lanes over its channels ----
 
 struct PixelConfig {
+  hd::Divisor plane;  // H * W
   int lanes = 1;
   int items_per_block = kThreads;
-  int reduce_steps = 0;
+  int reduce_steps = 0;  // log2(lanes)
   int64_t blocks = 0;
   bool rows = false;  // lanes of an item are consecutive threads (channels last)
 };
 
 inline PixelConfig pixel_config(const Shape& s) {
   PixelConfig cfg;
+  cfg.plane = hd::Divisor::of(s.plane());
   cfg.rows = s.channels_last;
   const int64_t channel_lanes = hd::next_pow2(s.channels) < kMaxLanes ? hd::next_pow2(s.channels) : kMaxLanes;
   if (cfg.rows) {
@@ -144,29 +151,28 @@ inline PixelConfig pixel_config(const Shape& s) {
 struct Slot {
   int64_t item;
   int lane;
-  int lane0;  // the thread index of this item's lane 0
 };
 
+// `lanes` and `items_per_block` = kThreads / lanes are powers of two: masks and shifts.
 PF_HD Slot slot_of(bool rows, int lanes, int items_per_block, int64_t block, int tid) {
   Slot s;
-  const int in_block = rows ? tid / lanes : tid % items_per_block;
-  s.lane = rows ? tid % lanes : tid / items_per_block;
-  s.lane0 = rows ? in_block * lanes : in_block;
+  const int lanes_log2 = hd::log2_of(lanes), items_log2 = hd::log2_of(items_per_block);
+  const int in_block = rows ? tid >> lanes_log2 : tid & (items_per_block - 1);
+  s.lane = rows ? tid & (lanes - 1) : tid >> items_log2;
   s.item = block * items_per_block + in_block;
   return s;
 }
 
-// One step of a tree over an item's lanes (half = lanes / 2, lanes / 4, ..., 1, a barrier before each).
+// One step of a tree over an item's lanes, items_per_block apart (half = lanes / 2, lanes / 4, ..., 1, a barrier
+// before each): lane 0's slot, the thread's own index, ends with the item's sums.
 template <typename acc_t, int kArrays>
-PF_HD void reduce_step(acc_t (&partial)[kArrays][kThreads], bool rows, int lanes, int items_per_block, int tid,
-                       int half) {
-  const int lane = rows ? tid % lanes : tid / items_per_block;
-  const int stride = rows ? 1 : items_per_block;
-  if (lane < half)
-    for (int e = 0; e < kArrays; ++e) partial[e][tid] += partial[e][tid + half * stride];
+PF_HD void reduce_step(acc_t (&partial)[kArrays][kThreads], int items_per_block, int tid, int half) {
+  if (tid < half * items_per_block)
+    for (int e = 0; e < kArrays; ++e) partial[e][tid] += partial[e][tid + half * items_per_block];
 }
 
-template <typename scalar_t>
+// The pixel kernels are instantiated for H * W a power of two or not (PixelConfig::plane).
+template <typename scalar_t, bool kPow2Plane>
 struct ForwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
   using acc_t = opmath_t<scalar_t>;
@@ -181,7 +187,7 @@ struct ForwardKernel {
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
     if (s.item >= o.shape.pixels()) return;
-    const Pixel px = o.shape.pixel(s.item);
+    const Pixel px = o.shape.template pixel<kPow2Plane>(cfg.plane, s.item);
     const int64_t base = o.shape.image_base(px);
     acc_t pools[kGroup];
     o.first_pools(base, pools);
@@ -197,8 +203,9 @@ struct ForwardKernel {
 };
 
 // Backward over pixels: grad_new (group 0) and grad_images of image channels group * kGroup + [0, kGroup).
-// Phases: accumulate, reduce over the lanes, write.
-template <typename scalar_t>
+// Phases: channels last, one warp exchange (an item's lanes are at most a warp of consecutive threads); NCHW,
+// accumulate, reduce over the lanes, write.
+template <typename scalar_t, bool kPow2Plane>
 struct PixelBackwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
   using acc_t = opmath_t<scalar_t>;
@@ -208,6 +215,7 @@ struct PixelBackwardKernel {
     // across the reduction phases it made ptxas spill on sm_80.
     int64_t image_base[kThreads];
   };
+  using Exchange = hd::Sums<acc_t, kGroup>;
   Operands<scalar_t> o;
   const scalar_t* grad_y;
   scalar_t* grad_new;
@@ -216,15 +224,16 @@ struct PixelBackwardKernel {
   int64_t group;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return cfg.reduce_steps + 2; }
+  PF_HD int phases() const { return cfg.rows ? 1 : cfg.reduce_steps + 2; }
+  PF_HD int exchange_lanes() const { return cfg.rows ? cfg.lanes : 0; }
 
-  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
+  // This lane's share of the item's sums, W[c, k] * dz over its channels; the item's image_base to `base`.
+  PF_HD Exchange lane_sums(int64_t block, int tid, int64_t& base) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
-    acc_t sums[kGroup] = {};
+    Exchange sums{};
     if (s.item < o.shape.pixels()) {
-      const Pixel px = o.shape.pixel(s.item);
-      const int64_t base = o.shape.image_base(px);
-      sh.image_base[tid] = base;
+      const Pixel px = o.shape.template pixel<kPow2Plane>(cfg.plane, s.item);
+      base = o.shape.image_base(px);
       acc_t pools[kGroup];
       o.first_pools(base, pools);
       const acc_t a = o.alpha.template load<acc_t>();
@@ -236,30 +245,43 @@ struct PixelBackwardKernel {
         if (group == 0) grad_new[i] = hd::from_acc<scalar_t>(a * g);
         const acc_t dz = o.dz_per_g(o.z(base, c, pools), a) * g;
         for (int e = 0; e < kGroup; ++e)
-          if (k0 + e < ci) sums[e] += hd::to_acc(o.weight[c * ci + k0 + e]) * dz;
+          if (k0 + e < ci) sums.v[e] += hd::to_acc(o.weight[c * ci + k0 + e]) * dz;
       }
     }
-    for (int e = 0; e < kGroup; ++e) sh.partial[e][tid] = sums[e];
+    return sums;
   }
 
-  PF_HD void write(const Shared& sh, int64_t block, int tid) const {
+  // Lane 0 of an item writes its image gradient, the item's sums scaled, to the 2x2 image pixels at `base`.
+  PF_HD void write(const acc_t (&sums)[kGroup], int64_t base, int64_t block, int tid) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
     if (s.lane != 0 || s.item >= o.shape.pixels()) return;
     for (int e = 0; e < kGroup; ++e) {
       const int64_t k = group * kGroup + e;
       if (k >= o.shape.image_channels) break;
-      const scalar_t v = hd::from_acc<scalar_t>(o.weight_scale * sh.partial[e][tid]);
-      const int64_t base = sh.image_base[tid];
+      const scalar_t v = hd::from_acc<scalar_t>(o.weight_scale * sums[e]);
       for (int dy = 0; dy < 2; ++dy)
         for (int dx = 0; dx < 2; ++dx) grad_images[o.shape.image(base, k, dy, dx)] = v;
     }
   }
 
+  PF_HD Exchange before_exchange(Shared& sh, int64_t block, int tid) const {
+    return lane_sums(block, tid, sh.image_base[tid]);
+  }
+  PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
+    write(sums.v, sh.image_base[tid], block, tid);
+  }
+
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (p == 0) accumulate(sh, block, tid);
-    else if (p <= cfg.reduce_steps)
-      reduce_step(sh.partial, cfg.rows, cfg.lanes, cfg.items_per_block, tid, cfg.lanes >> p);
-    else write(sh, block, tid);
+    if (p == 0) {
+      const Exchange sums = lane_sums(block, tid, sh.image_base[tid]);
+      for (int e = 0; e < kGroup; ++e) sh.partial[e][tid] = sums.v[e];
+    } else if (p <= cfg.reduce_steps) {
+      reduce_step(sh.partial, cfg.items_per_block, tid, cfg.lanes >> p);
+    } else {
+      acc_t sums[kGroup];
+      for (int e = 0; e < kGroup; ++e) sums[e] = sh.partial[e][tid];
+      write(sums, sh.image_base[tid], block, tid);
+    }
   }
 };
 
@@ -293,14 +315,18 @@ struct ChannelBackwardKernel {
   struct Shared {
     acc_t partial[kGroup + 1][kThreads];
   };
+  using Exchange = hd::Sums<acc_t, kGroup + 1>;
   Operands<scalar_t> o;
   const scalar_t* grad_y;
   acc_t* partials;
   ChannelConfig cfg;
   int64_t group;
 
+  // A block with one item (NCHW: its 256 lanes are consecutive threads) adds its lanes' sums with a warp exchange
+  // and the 8 warps' sums after one barrier; channels last (8 lanes kChannelItems apart) with a tree.
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return cfg.reduce_steps + 2; }
+  PF_HD int phases() const { return cfg.items_per_block == 1 ? 2 : cfg.reduce_steps + 2; }
+  PF_HD int exchange_lanes() const { return cfg.items_per_block == 1 ? hd::kWarpSize : 0; }
 
   // item = chunk * C + c: with channels last a block's items are consecutive channels of one chunk.
   PF_HD Slot slot(int64_t block, int tid) const {
@@ -336,35 +362,56 @@ struct ChannelBackwardKernel {
     }
   }
 
-  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
+  // This lane's share of its item's sums.
+  PF_HD Exchange lane_sums(int64_t block, int tid) const {
     const Slot s = slot(block, tid);
-    acc_t sums[kGroup + 1] = {};
+    Exchange sums{};
     const int64_t C = o.shape.channels;
     if (s.item < cfg.chunks * C) {
       const int64_t chunk = s.item / C, c = s.item - chunk * C;
       const int64_t sample = chunk / cfg.sample_chunks, p0 = (chunk - sample * cfg.sample_chunks) * cfg.chunk_pixels;
       const int64_t end = p0 + cfg.chunk_pixels < o.shape.plane() ? p0 + cfg.chunk_pixels : o.shape.plane();
       const int64_t i = o.shape.feature({sample, p0 + s.lane}, c);
-      if (o.shape.image_channels <= kGroup) accumulate_pixels<true>(sums, sample, c, p0 + s.lane, end, i);
-      else accumulate_pixels<false>(sums, sample, c, p0 + s.lane, end, i);
+      if (o.shape.image_channels <= kGroup) accumulate_pixels<true>(sums.v, sample, c, p0 + s.lane, end, i);
+      else accumulate_pixels<false>(sums.v, sample, c, p0 + s.lane, end, i);
     }
-    for (int e = 0; e <= kGroup; ++e) sh.partial[e][tid] = sums[e];
+    return sums;
   }
 
-  PF_HD void write(const Shared& sh, int64_t block, int tid) const {
+  // Lane 0 of an item writes the item's sums.
+  PF_HD void write(const Exchange& totals, int64_t block, int tid) const {
     const Slot s = slot(block, tid);
     const int64_t C = o.shape.channels, ci = o.shape.image_channels;
     if (s.lane != 0 || s.item >= cfg.chunks * C) return;
     acc_t* out = partials + s.item * (ci + 1);  // [chunk][c] = item
     for (int e = 0; e < kGroup; ++e)
-      if (group * kGroup + e < ci) out[group * kGroup + e] = sh.partial[e][tid];
-    if (group == 0) out[ci] = sh.partial[kGroup][tid];
+      if (group * kGroup + e < ci) out[group * kGroup + e] = totals.v[e];
+    if (group == 0) out[ci] = totals.v[kGroup];
+  }
+
+  PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return lane_sums(block, tid); }
+  PF_HD void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const {
+    if ((tid & (hd::kWarpSize - 1)) == 0)
+      for (int e = 0; e <= kGroup; ++e) sh.partial[e][tid / hd::kWarpSize] = sums.v[e];
   }
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (p == 0) accumulate(sh, block, tid);
-    else if (p <= cfg.reduce_steps) reduce_step(sh.partial, false, cfg.lanes, cfg.items_per_block, tid, cfg.lanes >> p);
-    else write(sh, block, tid);
+    Exchange totals;
+    if (cfg.items_per_block == 1) {  // phase 1: the block's warp sums, in order
+      for (int e = 0; e <= kGroup; ++e) {
+        totals.v[e] = 0;
+        for (int w = 0; w < kThreads / hd::kWarpSize; ++w) totals.v[e] += sh.partial[e][w];
+      }
+      write(totals, block, tid);
+    } else if (p == 0) {
+      totals = lane_sums(block, tid);
+      for (int e = 0; e <= kGroup; ++e) sh.partial[e][tid] = totals.v[e];
+    } else if (p <= cfg.reduce_steps) {
+      reduce_step(sh.partial, cfg.items_per_block, tid, cfg.lanes >> p);
+    } else {
+      for (int e = 0; e <= kGroup; ++e) totals.v[e] = sh.partial[e][tid];
+      write(totals, block, tid);
+    }
   }
 };
 
@@ -414,8 +461,11 @@ template <typename Exec>
 auto run(const ForwardParams& p, const Exec& exec) {
   return hd::dispatch(p.common.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
-    return exec(ForwardKernel<scalar_t>{operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.new_),
-                                        static_cast<scalar_t*>(p.y), pixel_config(p.common.shape)});
+    const PixelConfig cfg = pixel_config(p.common.shape);
+    return hd::with_divisor_case(cfg.plane, [&](auto pow2) {
+      return exec(ForwardKernel<scalar_t, decltype(pow2)::value>{
+          operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.new_), static_cast<scalar_t*>(p.y), cfg});
+    });
   });
 }
 
@@ -423,10 +473,12 @@ template <typename Exec>
 auto run(const PixelBackwardParams& p, const Exec& exec) {
   return hd::dispatch(p.common.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
-    return exec(PixelBackwardKernel<scalar_t>{operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y),
-                                              static_cast<scalar_t*>(p.grad_new),
-                                              static_cast<scalar_t*>(p.grad_images), pixel_config(p.common.shape),
-                                              p.group});
+    const PixelConfig cfg = pixel_config(p.common.shape);
+    return hd::with_divisor_case(cfg.plane, [&](auto pow2) {
+      return exec(PixelBackwardKernel<scalar_t, decltype(pow2)::value>{
+          operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y), static_cast<scalar_t*>(p.grad_new),
+          static_cast<scalar_t*>(p.grad_images), cfg, p.group});
+    });
   });
 }
 

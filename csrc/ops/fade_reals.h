@@ -1,11 +1,18 @@
 // fade_reals' CUDA kernel as a phase struct (csrc/ops/phases.h), compiled by nvcc (csrc/cuda/fade_reals.cu) and
-// by g++ for the emulated family. One thread per 2x2 block of one channel: it reads the 4 values, and writes
-// lerp(their mean, each value, alpha): one read and one write of x, nothing else. Consecutive threads take
-// consecutive blocks of a row pair (NCHW) or consecutive channels of a pixel pair (channels_last), so a warp's
-// loads and stores cover contiguous runs of both rows.
+// by g++ for the emulated family. Each thread reads whole 2x2 blocks and writes lerp(their mean, each value,
+// alpha): one read and one write of x, nothing else. A thread's unit of work, by elements per access N
+// (csrc/ops/vec.h):
+//   N == 1  one 2x2 block of one channel: 4 loads, 4 stores.
+//   pixels  (channels last, N dividing the channels) N channels of one 2x2 block of pixels: 4 vector loads and
+//           stores.
+//   rows    (NCHW, N dividing a row) N values of a top row and the N below them, N/2 blocks: 2 vector loads and
+//           stores.
+// Consecutive threads take consecutive units of a row pair, so a warp's loads and stores cover contiguous runs of
+// both rows.
 #pragma once
 #include "ops/fade_common.h"
 #include "ops/phases.h"
+#include "ops/vec.h"
 
 #if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
 #include <cuda_runtime_api.h>
@@ -27,32 +34,105 @@ struct Params {
   hd::DType dtype;
 };
 
+struct Geometry {
+  int vector = 1;                // elements per access N
+  bool rows = false;             // the rows unit (else pixels, or N == 1)
+  int64_t units = 0;             // threads with work
+  hd::Divisor units_per_pair;    // per row pair
+  hd::Divisor units_per_block;   // per 2x2 block of pixels: vec / N (1 for the rows unit)
+  int64_t row = 0, vec = 1;      // values per row and per pixel
+  int64_t blocks = 0;
+  // Every unit's index math is shifts (kernels instantiated for it); vectors are taken only then, which keeps
+  // the instantiations to four per dtype: every ProGAN shape is a power of two, except RGB's 3 channels per pixel.
+  bool pow2() const { return units_per_pair.pow2() && units_per_block.pow2(); }
+};
+
+// The launch geometry, shared by the launcher and the emulation (and the tests' introspection).
 template <typename scalar_t>
+Geometry geometry(const Params& p) {
+  constexpr int kN = hd::kVec128<scalar_t>;
+  Geometry g;
+  g.row = p.width * p.vec;
+  g.vec = p.vec;
+  const bool rows = p.vec == 1 && p.width % kN == 0, pixels = p.vec > 1 && p.vec % kN == 0;
+  const auto pow2 = [](int64_t v) { return hd::Divisor::of(v).pow2(); };
+  if ((rows && pow2(p.width / kN)) || (pixels && pow2(p.width / 2) && pow2(p.vec / kN)))
+    g.vector = hd::vector_width<scalar_t>(true, {p.x, p.y});
+  g.rows = g.vector > 1 && rows;
+  const int64_t units_per_pair = g.rows ? p.width / g.vector : (p.width / 2) * (p.vec / g.vector);
+  g.units_per_pair = hd::Divisor::of(units_per_pair);
+  g.units_per_block = hd::Divisor::of(g.rows ? 1 : p.vec / g.vector);
+  g.units = p.row_pairs * units_per_pair;
+  g.blocks = hd::ceil_div(g.units, kThreads);
+  return g;
+}
+
+// One 2x2 block: y = lerp(mean, v, alpha) for its values v (top left, top right, bottom left, bottom right).
+template <typename acc_t>
+PF_HD void blend_block(const acc_t (&v)[4], acc_t a, acc_t (&y)[4]) {
+  const acc_t mean = ((v[0] + v[1]) + (v[2] + v[3])) * acc_t(0.25);
+  for (int e = 0; e < 4; ++e) y[e] = fade_cuda::lerp(mean, v[e], a);
+}
+
+// The rows unit: N values of the top row from `top` and the N below them.
+template <int N, typename scalar_t, typename acc_t>
+PF_HD void blend_rows(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t top, int64_t row, acc_t a) {
+  const hd::Vec<scalar_t, N> t = hd::load_vec<N>(x + top), b = hd::load_vec<N>(x + top + row);
+  hd::Vec<scalar_t, N> yt, yb;
+  for (int i = 0; i < N; i += 2) {
+    const acc_t v[4] = {hd::to_acc(t.e[i]), hd::to_acc(t.e[i + 1]), hd::to_acc(b.e[i]), hd::to_acc(b.e[i + 1])};
+    acc_t out[4];
+    blend_block(v, a, out);
+    yt.e[i] = hd::from_acc<scalar_t>(out[0]);
+    yt.e[i + 1] = hd::from_acc<scalar_t>(out[1]);
+    yb.e[i] = hd::from_acc<scalar_t>(out[2]);
+    yb.e[i + 1] = hd::from_acc<scalar_t>(out[3]);
+  }
+  hd::store_vec<N>(y + top, yt);
+  hd::store_vec<N>(y + top + row, yb);
+}
+
+// The pixels unit (and N == 1): N channels of the 2x2 pixels from `top`, `vec` apart in a row.
+template <int N, typename scalar_t, typename acc_t>
+PF_HD void blend_pixels(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t top, int64_t row,
+                        int64_t vec, acc_t a) {
+  const int64_t offsets[4] = {top, top + vec, top + row, top + row + vec};
+  hd::Vec<scalar_t, N> in[4], out[4];
+  for (int e = 0; e < 4; ++e) in[e] = hd::load_vec<N>(x + offsets[e]);
+  for (int i = 0; i < N; ++i) {
+    const acc_t v[4] = {hd::to_acc(in[0].e[i]), hd::to_acc(in[1].e[i]), hd::to_acc(in[2].e[i]),
+                        hd::to_acc(in[3].e[i])};
+    acc_t blended[4];
+    blend_block(v, a, blended);
+    for (int e = 0; e < 4; ++e) out[e].e[i] = hd::from_acc<scalar_t>(blended[e]);
+  }
+  for (int e = 0; e < 4; ++e) hd::store_vec<N>(y + offsets[e], out[e]);
+}
+
+// Instantiated for N elements per access, the rows unit, and power-of-two index math (Geometry::pow2).
+template <typename scalar_t, int N, bool kRows, bool kPow2>
 struct Kernel {
   static constexpr int kThreads = fade_reals_cuda::kThreads;
   struct Shared {};
   const scalar_t* x;
   scalar_t* y;
-  int64_t row_pairs, width, vec;
+  Geometry g;
   fade_cuda::Alpha alpha;
 
-  PF_HD int64_t items() const { return row_pairs * (width / 2) * vec; }
-  PF_HD int64_t blocks() const { return hd::ceil_div(items(), kThreads); }
+  PF_HD int64_t blocks() const { return g.blocks; }
   PF_HD int phases() const { return 1; }
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
     using acc_t = opmath_t<scalar_t>;
-    const int64_t item = block * kThreads + tid;
-    if (item >= items()) return;
-    const int64_t per_pair = (width / 2) * vec, row = width * vec;
-    const int64_t pair = item / per_pair, j = item - pair * per_pair;
-    const int64_t bx = j / vec, k = j - bx * vec;
-    const int64_t top = 2 * pair * row + 2 * bx * vec + k;
-    const int64_t offsets[4] = {top, top + vec, top + row, top + row + vec};
-    acc_t v[4];
-    for (int e = 0; e < 4; ++e) v[e] = hd::to_acc(x[offsets[e]]);
-    const acc_t mean = ((v[0] + v[1]) + (v[2] + v[3])) * acc_t(0.25);
+    const int64_t unit = block * kThreads + tid;
+    if (unit >= g.units) return;
+    const int64_t pair = g.units_per_pair.divide<kPow2>(unit), j = unit - pair * g.units_per_pair.value;
     const acc_t a = alpha.load<acc_t>();
-    for (int e = 0; e < 4; ++e) y[offsets[e]] = hd::from_acc<scalar_t>(fade_cuda::lerp(mean, v[e], a));
+    if constexpr (kRows) {
+      blend_rows<N>(x, y, 2 * pair * g.row + j * N, g.row, a);
+    } else {
+      const int64_t bx = g.units_per_block.divide<kPow2>(j), k = (j - bx * g.units_per_block.value) * N;
+      blend_pixels<N>(x, y, 2 * pair * g.row + 2 * bx * g.vec + k, g.row, g.vec, a);
+    }
   }
 };
 
@@ -60,8 +140,15 @@ template <typename Exec>
 auto run(const Params& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
-    return exec(Kernel<scalar_t>{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y), p.row_pairs, p.width,
-                                 p.vec, p.alpha});
+    const Geometry g = geometry<scalar_t>(p);
+    const auto launch = [&](auto n, auto rows, auto pow2) {
+      return exec(Kernel<scalar_t, decltype(n)::value, decltype(rows)::value, decltype(pow2)::value>{
+          static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y), g, p.alpha});
+    };
+    using Vector = std::integral_constant<int, hd::kVec128<scalar_t>>;
+    if (g.vector > 1 && g.rows) return launch(Vector{}, std::true_type{}, std::true_type{});
+    if (g.vector > 1) return launch(Vector{}, std::false_type{}, std::true_type{});
+    return hd::with_pow2_case(g.pow2(), [&](auto pow2) { return launch(hd::Scalar{}, std::false_type{}, pow2); });
   });
 }
 

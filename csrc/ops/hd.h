@@ -61,6 +61,18 @@ PF_HD double rsqrt_acc(double v) {
 #endif
 }
 
+// A load of a tensor no thread of the kernel writes, through the read-only data path (ld.global.nc). nvcc picks that
+// path by itself only where it proves it from __restrict__, which it does not always (a loop loading and storing
+// at the same computed index, two restrict pointers, defeated it), so the kernels ask for it.
+template <typename T>
+PF_HD T load_ro(const T* p) {
+#if defined(__CUDA_ARCH__)
+  return __ldg(p);
+#else
+  return *p;
+#endif
+}
+
 // Storage types of the launchers' element types on this side of the compiler (device: CUDA's half types).
 #if defined(__CUDACC__)
 using half_t = __half;
@@ -120,11 +132,18 @@ struct Divisor {
   }
 };
 
+// Calls f(std::bool_constant<pow2>{}): the kernel instantiated for index math by shifts (every divisor a power of
+// two) or by divisions.
+template <typename F>
+auto with_pow2_case(bool pow2, F&& f) {
+  if (pow2) return f(std::true_type{});
+  return f(std::false_type{});
+}
+
 // Calls f(std::bool_constant<d.pow2()>{}): the kernel instantiated for d's case.
 template <typename F>
 auto with_divisor_case(const Divisor& d, F&& f) {
-  if (d.pow2()) return f(std::true_type{});
-  return f(std::false_type{});
+  return with_pow2_case(d.pow2(), f);
 }
 
 }  // namespace progan_fast::hd

@@ -7,11 +7,11 @@
 //   ForwardStatKernel  one block per (group m, channel group f, chunk of positions). Each thread takes positions
 //                      kThreads apart (consecutive threads, consecutive addresses: coalesced in both layouts), and
 //                      for each reads the G members twice (mean, then variance; the second read hits L1), copies
-//                      them into y, and adds sqrt(var + eps) to its partial sum. Phases: accumulate -> tree
-//                      reduction over the block (one barrier per halving) -> thread 0 writes the chunk's partial.
+//                      them into y, and adds sqrt(var + eps) to its partial sum. Phases: accumulate and a warp
+//                      exchange -> thread 0 adds the warps' sums and writes the chunk's partial.
 //   ForwardStatWrite   one block per (sample n, channel group f, run of pixels): the threads add the chunks'
-//                      partials of (m(n), f) (tree reduction, fixed order), and write s = total / K to y's channel
-//                      C + f over the run. x is read once and y written once: no separate concatenation.
+//                      partials of (m(n), f) (the same block sum, fixed order), and write s = total / K to y's
+//                      channel C + f over the run. x is read once and y written once: no separate concatenation.
 // Backward, two kernels: BackwardStatKernel, one block per (m, f), reduces grad_y's statistic channel over the
 // group and H x W into a[m, f] = sum / (K * D); BackwardKernel, one thread per position of a group, recomputes the
 // members' mean and sigma and writes dx = grad_y[:, :C] + (x - mean) * a / sigma for every member.
@@ -29,7 +29,7 @@ using hd::opmath_t;
 using minibatch_stddev::Geometry;
 
 constexpr int kThreads = 256;
-constexpr int kReduceSteps = 8;  // log2(kThreads)
+constexpr int kWarps = kThreads / hd::kWarpSize;
 // Positions per thread and block in the position kernels: up to kMaxIterations, fewer until the grid has
 // kMinBlocks blocks (two waves of 2 blocks per SM on a 132-SM H100).
 constexpr int64_t kMaxIterations = 16;
@@ -55,14 +55,23 @@ inline LaunchConfig launch_config(const Geometry& g) {
   return cfg;
 }
 
+// The block sums of the reduction kernels: phase 0 is a warp exchange (csrc/ops/phases.h) that leaves each warp's
+// sum in shared memory; phase 1 adds the kWarps of them in order. One barrier, where a tree took eight.
 template <typename acc_t>
 struct Shared {
-  acc_t partial[kThreads];
+  acc_t warp_sums[kWarps];
 };
 
 template <typename acc_t>
-PF_HD void reduce_step(Shared<acc_t>& sh, int tid, int half) {
-  if (tid < half) sh.partial[tid] += sh.partial[tid + half];
+PF_HD void keep_warp_sum(Shared<acc_t>& sh, int tid, acc_t sum) {
+  if ((tid & (hd::kWarpSize - 1)) == 0) sh.warp_sums[tid / hd::kWarpSize] = sum;
+}
+
+template <typename acc_t>
+PF_HD acc_t block_total(const Shared<acc_t>& sh) {
+  acc_t total = 0;
+  for (int w = 0; w < kWarps; ++w) total += sh.warp_sums[w];
+  return total;
 }
 
 // The members' mean and sigma^2 = var + eps at one position (x + member offsets + `offset`); with `copy_to`, the
@@ -123,23 +132,26 @@ struct ForwardStatKernel {
   acc_t* partial;  // one per block
   acc_t eps;
 
+  using Exchange = hd::Sums<acc_t, 1>;
+
   PF_HD int64_t blocks() const { return g.groups * g.features * cfg.chunks; }
-  PF_HD int phases() const { return kReduceSteps + 2; }
-  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (p == 0) {
-      const Chunk c = chunk_of(g, cfg, block);
-      acc_t acc = 0;
-      for (uint32_t j = c.start + tid; j < c.end; j += kThreads) {
-        const Moments<scalar_t> mo = moments_at(g, x, c.group, g.x_offset(c.feature, j), y, g.y_offset(c.feature, j),
-                                                eps);
-        acc += std::sqrt(mo.sigma_sq);
-      }
-      sh.partial[tid] = acc;
-    } else if (p <= kReduceSteps) {
-      reduce_step(sh, tid, kThreads >> p);
-    } else if (tid == 0) {
-      partial[block] = sh.partial[0];
+  PF_HD int phases() const { return 2; }
+  PF_HD int exchange_lanes() const { return hd::kWarpSize; }
+  PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const {
+    const Chunk c = chunk_of(g, cfg, block);
+    acc_t acc = 0;
+    for (uint32_t j = c.start + tid; j < c.end; j += kThreads) {
+      const Moments<scalar_t> mo = moments_at(g, x, c.group, g.x_offset(c.feature, j), y, g.y_offset(c.feature, j),
+                                              eps);
+      acc += std::sqrt(mo.sigma_sq);
     }
+    return {{acc}};
+  }
+  PF_HD void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const {
+    keep_warp_sum(sh, tid, sums.v[0]);
+  }
+  PF_HD void phase(int, Shared& sh, int64_t block, int tid) const {
+    if (tid == 0) partial[block] = block_total(sh);
   }
 };
 
@@ -153,26 +165,38 @@ struct ForwardStatWrite {
   const acc_t* partial;
   scalar_t* y;
 
-  PF_HD int64_t blocks() const { return g.samples * g.features * cfg.pixel_runs; }
-  PF_HD int phases() const { return kReduceSteps + 2; }
-  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
+  using Exchange = hd::Sums<acc_t, 1>;
+
+  // Block b: (sample n, channel group f, run of pixels).
+  struct Run {
+    uint32_t run, f, n;
+  };
+  PF_HD Run run_of(int64_t block) const {
     const uint32_t b = static_cast<uint32_t>(block), runs = static_cast<uint32_t>(cfg.pixel_runs);
     const uint32_t features = static_cast<uint32_t>(g.features);
-    const uint32_t run = b % runs, f = b / runs % features, n = b / runs / features;
-    if (p == 0) {
-      const uint32_t m = g.strided ? n % static_cast<uint32_t>(g.groups) : n / static_cast<uint32_t>(g.group_size);
-      const acc_t* chunks = partial + (int64_t(m) * g.features + f) * cfg.chunks;
-      acc_t acc = 0;
-      for (int64_t i = tid; i < cfg.chunks; i += kThreads) acc += chunks[i];
-      sh.partial[tid] = acc;
-    } else if (p <= kReduceSteps) {
-      reduce_step(sh, tid, kThreads >> p);
-    } else {
-      const scalar_t s = hd::from_acc<scalar_t>(g.zero ? acc_t(0) : sh.partial[0] / acc_t(g.positions()));
-      const int64_t end = (run + 1) * kWritePixels < g.pixels ? (run + 1) * kWritePixels : g.pixels;
-      scalar_t* yn = y + int64_t(n) * g.y_sample_stride();
-      for (int64_t pixel = run * kWritePixels + tid; pixel < end; pixel += kThreads) yn[g.stat_offset(f, pixel)] = s;
-    }
+    return {b % runs, b / runs % features, b / runs / features};
+  }
+
+  PF_HD int64_t blocks() const { return g.samples * g.features * cfg.pixel_runs; }
+  PF_HD int phases() const { return 2; }
+  PF_HD int exchange_lanes() const { return hd::kWarpSize; }
+  PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const {
+    const Run r = run_of(block);
+    const uint32_t m = g.strided ? r.n % static_cast<uint32_t>(g.groups) : r.n / static_cast<uint32_t>(g.group_size);
+    const acc_t* chunks = partial + (int64_t(m) * g.features + r.f) * cfg.chunks;
+    acc_t acc = 0;
+    for (int64_t i = tid; i < cfg.chunks; i += kThreads) acc += hd::load_ro(chunks + i);
+    return {{acc}};
+  }
+  PF_HD void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const {
+    keep_warp_sum(sh, tid, sums.v[0]);
+  }
+  PF_HD void phase(int, Shared& sh, int64_t block, int tid) const {
+    const Run r = run_of(block);
+    const scalar_t s = hd::from_acc<scalar_t>(g.zero ? acc_t(0) : block_total(sh) / acc_t(g.positions()));
+    const int64_t end = (r.run + 1) * kWritePixels < g.pixels ? (r.run + 1) * kWritePixels : g.pixels;
+    scalar_t* yn = y + int64_t(r.n) * g.y_sample_stride();
+    for (int64_t pixel = r.run * kWritePixels + tid; pixel < end; pixel += kThreads) yn[g.stat_offset(r.f, pixel)] = s;
   }
 };
 
@@ -185,23 +209,26 @@ struct BackwardStatKernel {
   const scalar_t* grad_y;
   acc_t* a;  // one per (group, channel group)
 
+  using Exchange = hd::Sums<acc_t, 1>;
+
   PF_HD int64_t blocks() const { return g.groups * g.features; }
-  PF_HD int phases() const { return kReduceSteps + 2; }
-  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
+  PF_HD int phases() const { return 2; }
+  PF_HD int exchange_lanes() const { return hd::kWarpSize; }
+  PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const {
     const uint32_t features = static_cast<uint32_t>(g.features);
     const uint32_t m = static_cast<uint32_t>(block) / features, f = static_cast<uint32_t>(block) % features;
-    if (p == 0) {
-      acc_t acc = 0;
-      for (int64_t k = 0; k < g.group_size; ++k) {
-        const scalar_t* dyn = grad_y + g.sample(m, k) * g.y_sample_stride();
-        for (int64_t pixel = tid; pixel < g.pixels; pixel += kThreads) acc += hd::to_acc(dyn[g.stat_offset(f, pixel)]);
-      }
-      sh.partial[tid] = acc;
-    } else if (p <= kReduceSteps) {
-      reduce_step(sh, tid, kThreads >> p);
-    } else if (tid == 0) {
-      a[block] = g.zero ? acc_t(0) : sh.partial[0] * acc_t(g.inv_divisor) / acc_t(g.positions());
+    acc_t acc = 0;
+    for (int64_t k = 0; k < g.group_size; ++k) {
+      const scalar_t* dyn = grad_y + g.sample(m, k) * g.y_sample_stride();
+      for (int64_t pixel = tid; pixel < g.pixels; pixel += kThreads) acc += hd::to_acc(dyn[g.stat_offset(f, pixel)]);
     }
+    return {{acc}};
+  }
+  PF_HD void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const {
+    keep_warp_sum(sh, tid, sums.v[0]);
+  }
+  PF_HD void phase(int, Shared& sh, int64_t block, int tid) const {
+    if (tid == 0) a[block] = g.zero ? acc_t(0) : block_total(sh) * acc_t(g.inv_divisor) / acc_t(g.positions());
   }
 };
 

@@ -11,30 +11,96 @@
 // finishes phase p before any thread starts phase p + 1, which is exactly what the barriers guarantee. An
 // elementwise kernel is one phase; a reduction is accumulate -> reduction steps -> write.
 //
+// The first phase may instead sum values across the lanes of a warp, with no barrier and no shared memory: groups
+// of `lanes` consecutive threads (a power of two <= 32, aligned) each get their group's sum. K then also has
+//   using Exchange = hd::Sums<acc_t, M>;          the M values a thread contributes
+//   int exchange_lanes() const;                   group size if phase 0 is an exchange, else 0
+//   Exchange before_exchange(Shared&, int64_t block, int tid) const;   thread tid's values (PF_HD)
+//   void after_exchange(Shared&, int64_t block, int tid, const Exchange& sums) const;   the rest of phase 0
+// (a kernel that is only that phase has no `phase`). Only phase 0, which keeps the shuffles out of the loop over
+// phases and its barriers. The GPU sums with a __shfl_xor_sync butterfly, offsets lanes/2, ..., 2, 1
+// (csrc/cuda/launch.cuh); `emulate` runs every lane of a warp up to the exchange, performs the same butterfly on
+// their values in the same order, then runs every lane's rest: the sums are bit-identical. Every lane of a group ends with the same bits (a + b == b + a),
+// which are also those of the shared-memory tree over the group's lanes (halves lanes/2, ..., 1).
+//
 // Inside a phase, a thread's loops over its tensors belong in (inlined) functions taking the tensors as
 // __restrict__ parameters: nvcc ignores __restrict__ on the members of K, so without them no load may be issued
 // before an earlier store, and none takes the read-only path. They move 16 bytes per access where the tensors are
-// aligned (csrc/ops/vec.h) and divide indices by powers of two with shifts (hd::Divisor). Pixel norm's kernels do
-// all three; the other ops' kernels do not yet.
+// aligned (csrc/ops/vec.h) and divide indices by powers of two with shifts (hd::Divisor). Pixel norm, the epilogue
+// and the fade-in blends do all three; fade_from_rgb and minibatch stddev do not yet.
 #pragma once
 #include "ops/hd.h"
+
+namespace progan_fast::hd {
+
+constexpr int kWarpSize = 32;
+
+// M values summed together across a warp's lanes (an exchange phase's contribution).
+template <typename T, int M>
+struct Sums {
+  T v[M];
+};
+
+// One butterfly step of a lane: its values plus its partner's. The GPU and the emulation both add in this order.
+template <typename T, int M>
+PF_HD void add_partner(Sums<T, M>& mine, const Sums<T, M>& partner) {
+  for (int m = 0; m < M; ++m) mine.v[m] += partner.v[m];
+}
+
+template <typename K>
+concept HasExchange = requires(const K& k) { k.exchange_lanes(); };
+template <typename K>
+concept HasPhases = requires(const K& k, typename K::Shared& shared) { k.phase(0, shared, int64_t(0), 0); };
+
+}  // namespace progan_fast::hd
 
 #if !defined(__CUDACC__)
 #include <cstring>
 
 namespace progan_fast::hd {
 
+// The GPU's __shfl_xor_sync butterfly over the `values` of a warp's lanes, in lockstep: at each offset every lane
+// adds its partner's value from before the step.
+template <typename V>
+void butterfly(V (&values)[kWarpSize], int lanes) {
+  for (int offset = lanes >> 1; offset > 0; offset >>= 1) {
+    V before[kWarpSize];
+    for (int lane = 0; lane < kWarpSize; ++lane) before[lane] = values[lane];
+    for (int lane = 0; lane < kWarpSize; ++lane) add_partner(values[lane], before[lane ^ offset]);
+  }
+}
+
+// An exchange phase of one block: warp by warp, every lane up to the exchange, the butterfly, every lane's rest.
+template <typename K>
+void emulate_exchange(const K& k, typename K::Shared& shared, int64_t block, int lanes) {
+  for (int warp = 0; warp < K::kThreads; warp += kWarpSize) {
+    typename K::Exchange values[kWarpSize];
+    for (int lane = 0; lane < kWarpSize; ++lane) values[lane] = k.before_exchange(shared, block, warp + lane);
+    butterfly(values, lanes);
+    for (int lane = 0; lane < kWarpSize; ++lane) k.after_exchange(shared, block, warp + lane, values[lane]);
+  }
+}
+
 // Runs kernel k for every thread of its real launch, block by block, phase by phase. Shared memory starts as
 // all-ones bytes (NaN for floats) in every block, as uninitialised as on the GPU, so a phase that reads a slot
 // no earlier phase wrote shows up in the results.
 template <typename K>
 void emulate(const K& k) {
+  static_assert(K::kThreads % kWarpSize == 0, "blocks are whole warps");
   typename K::Shared shared;
   const int phases = k.phases();
   for (int64_t block = 0; block < k.blocks(); ++block) {
     std::memset(static_cast<void*>(&shared), 0xff, sizeof(shared));
-    for (int p = 0; p < phases; ++p)
-      for (int tid = 0; tid < K::kThreads; ++tid) k.phase(p, shared, block, tid);
+    int p = 0;
+    if constexpr (HasExchange<K>) {
+      if (const int lanes = k.exchange_lanes()) {
+        emulate_exchange(k, shared, block, lanes);
+        p = 1;
+      }
+    }
+    if constexpr (HasPhases<K>)
+      for (; p < phases; ++p)
+        for (int tid = 0; tid < K::kThreads; ++tid) k.phase(p, shared, block, tid);
   }
 }
 

@@ -8,17 +8,17 @@
 //   planes (NCHW, channels `inner` apart): consecutive threads take consecutive pixels, so every load of a
 //          channel is coalesced across the block; lanes split the channel loop when there are too few pixels
 //          to fill the GPU (4x4 and 8x8 feature maps), one thread per pixel when there are enough.
-// A kernel is three phases separated by block barriers: accumulate a partial sum per thread into shared
-// memory, a tree reduction over the lanes (one barrier per halving), then every lane reads its item's total
-// and writes its channels. Rows move 16 bytes per access where they are aligned (csrc/ops/vec.h): a lane takes
+// Each lane sums its channels, the item's lanes add their sums, then every lane writes its channels with the
+// item's total. Rows add them with a warp exchange (csrc/ops/phases.h), in registers: one phase, no barrier, for
+// an item of up to a warp; a wider item then adds its warps' sums in shared memory after one barrier. Planes, whose
+// lanes lie in different warps, take three phases over shared memory: accumulate, a tree reduction over the lanes
+// (one barrier per halving), write. Rows move 16 bytes per access where they are aligned (csrc/ops/vec.h): a lane takes
 // whole vectors of channels. The write phase re-reads x: a block's slice (items_per_block * channels elements)
 // is kept small (kMaxBlockElems) so the slices of all resident blocks, about 8 per SM, stay in L2 (40-50 MB
 // on A100/H100) and the second read does not go back to DRAM.
 #pragma once
 #include "ops/phases.h"
 #include "ops/vec.h"
-
-#include <type_traits>
 
 #if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
 #include <cuda_runtime_api.h>
@@ -44,7 +44,7 @@ struct LaunchConfig {
   int64_t inner = 1;     // distance between consecutive channels of an item (1: rows layout)
   hd::Divisor inner_divisor;  // item -> its outer index (a shift in the kernels instantiated for pow2())
   int64_t blocks = 0;
-  int vector = 1;             // elements per access: hd::kVec128 for aligned rows, else 1 (see vector_width)
+  int vector = 1;             // elements per access: hd::kVec128 for aligned rows, else 1 (rows_vector_width)
   int64_t vectors = 1;        // accesses per item: channels / vector
   int64_t vector_stride = 1;  // elements between an item's consecutive accesses: vector (rows) or inner (planes)
   int lanes = 1;            // threads per item, a power of two <= kThreads
@@ -54,16 +54,8 @@ struct LaunchConfig {
   bool rows = true;
 };
 
-// Elements per access of the kernels over these tensors (csrc/ops/vec.h). A rows item is `channels` contiguous
-// elements, so it splits into 128-bit vectors when `channels` divides; a planes thread reads one element per
-// channel, `inner` apart (coalesced across the threads of neighbouring pixels instead).
-template <typename scalar_t>
-int vector_width(int64_t channels, int64_t inner, std::initializer_list<const void*> tensors) {
-  return hd::vector_width<scalar_t>(inner == 1 && channels % hd::kVec128<scalar_t> == 0, tensors);
-}
-
 // The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
-// vector_width.
+// hd::rows_vector_width.
 inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
   LaunchConfig cfg;
   cfg.items = outer * inner;
@@ -100,11 +92,10 @@ struct Shared {
   acc_t partial[kThreads];  // indexed by thread: a warp's accesses hit distinct banks in both layouts
 };
 
-// Where one thread works: its item, its lane, and the shared-memory slot of its item's lane 0.
+// Where one thread works: its item and its lane.
 struct Slot {
   int64_t item;
   int lane;
-  int lane0;     // shared-memory slot of this item's lane 0
   bool active;   // item < items (the last block may be partial)
   int64_t base;  // element offset of the item's channel 0
 };
@@ -116,11 +107,9 @@ PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
   if (cfg.rows) {
     item_in_block = tid >> cfg.lanes_log2;
     s.lane = tid & (cfg.lanes - 1);
-    s.lane0 = item_in_block << cfg.lanes_log2;
   } else {
     item_in_block = tid & (cfg.items_per_block - 1);
     s.lane = tid >> cfg.items_per_block_log2;
-    s.lane0 = item_in_block;
   }
   s.item = block * cfg.items_per_block + item_in_block;
   s.active = s.item < cfg.items;
@@ -129,8 +118,8 @@ PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
   return s;
 }
 
-// The kernels' arguments, with what they are instantiated for: N elements per access (vector_width), and whether
-// `inner` is a power of two (hd::Divisor).
+// The kernels' arguments, with what they are instantiated for: N elements per access (hd::rows_vector_width), and
+// whether `inner` is a power of two (hd::Divisor).
 template <typename scalar_t, int N, bool kPow2Inner>
 struct ForwardArgs {
   using acc_t = opmath_t<scalar_t>;
@@ -141,8 +130,8 @@ struct ForwardArgs {
   acc_t* rsqrt;  // one per item
   acc_t eps;
 
-  PF_HD void accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block, int tid) const;
-  PF_HD void write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block, int tid) const;
+  PF_HD acc_t partial(const LaunchConfig& cfg, int64_t block, int tid) const;
+  PF_HD void write(const LaunchConfig& cfg, acc_t total, int64_t block, int tid) const;
 };
 
 template <typename scalar_t, int N, bool kPow2Inner>
@@ -155,17 +144,15 @@ struct BackwardArgs {
   const acc_t* rsqrt;
   scalar_t* grad_x;
 
-  PF_HD void accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block, int tid) const;
-  PF_HD void write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block, int tid) const;
+  PF_HD acc_t partial(const LaunchConfig& cfg, int64_t block, int tid) const;
+  PF_HD void write(const LaunchConfig& cfg, acc_t total, int64_t block, int tid) const;
 };
 
-// Phase 2, shared by both directions: one step of the tree reduction over an item's lanes (called for
-// half = lanes/2, lanes/4, ..., 1 with a barrier before each).
+// Planes, shared by both directions: one step of the tree reduction over an item's lanes, items_per_block apart
+// (called for half = lanes/2, lanes/4, ..., 1 with a barrier before each).
 template <typename acc_t>
 PF_HD void reduce_step(const LaunchConfig& cfg, Shared<acc_t>& sh, int tid, int half) {
-  const int lane = cfg.rows ? tid & (cfg.lanes - 1) : tid >> cfg.items_per_block_log2;
-  const int lane_stride = cfg.rows ? 1 : cfg.items_per_block;
-  if (lane < half) sh.partial[tid] += sh.partial[tid + half * lane_stride];
+  if ((tid >> cfg.items_per_block_log2) < half) sh.partial[tid] += sh.partial[tid + (half << cfg.items_per_block_log2)];
 }
 
 // A lane's accesses: vectors lane, lane + lanes, ... of its item's cfg.vectors, N elements each, the pointers
@@ -235,82 +222,99 @@ PF_HD void lane_axpby(const scalar_t* __restrict__ dy, const scalar_t* __restric
   }
 }
 
-// Forward phase 1: this lane's share of sum(x^2).
+// Forward: this lane's share of sum(x^2).
 template <typename Args>
-PF_HD void forward_accumulate(const Args& a, const LaunchConfig& cfg, Shared<typename Args::acc_t>& sh, int64_t block,
-                              int tid) {
+PF_HD typename Args::acc_t forward_partial(const Args& a, const LaunchConfig& cfg, int64_t block, int tid) {
   const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
-  sh.partial[tid] = s.active ? lane_sum_squares<Args::kVector>(a.x, cfg, s) : 0;
+  return s.active ? lane_sum_squares<Args::kVector>(a.x, cfg, s) : 0;
 }
 
-// Forward phase 3: y = x * rsqrt(mean(x^2) + eps); lane 0 stores the rsqrt for backward.
+// Forward, with the item's sum(x^2): y = x * rsqrt(mean(x^2) + eps); lane 0 stores the rsqrt for backward.
 template <typename Args>
-PF_HD void forward_write(const Args& a, const LaunchConfig& cfg, const Shared<typename Args::acc_t>& sh, int64_t block,
-                         int tid) {
+PF_HD void forward_write(const Args& a, const LaunchConfig& cfg, typename Args::acc_t total, int64_t block, int tid) {
   using acc_t = typename Args::acc_t;
   const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
   if (!s.active) return;
-  const acc_t rs = hd::rsqrt_acc(sh.partial[s.lane0] * acc_t(cfg.inv_channels) + a.eps);
+  const acc_t rs = hd::rsqrt_acc(total * acc_t(cfg.inv_channels) + a.eps);
   if (s.lane == 0) a.rsqrt[s.item] = rs;
   lane_scale<Args::kVector>(a.x, a.y, rs, cfg, s);
 }
 
-// Backward phase 1: this lane's share of sum(dy * x).
+// Backward: this lane's share of sum(dy * x).
 template <typename Args>
-PF_HD void backward_accumulate(const Args& a, const LaunchConfig& cfg, Shared<typename Args::acc_t>& sh,
-                               int64_t block, int tid) {
+PF_HD typename Args::acc_t backward_partial(const Args& a, const LaunchConfig& cfg, int64_t block, int tid) {
   const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
-  sh.partial[tid] = s.active ? lane_dot<Args::kVector>(a.grad_y, a.x, cfg, s) : 0;
+  return s.active ? lane_dot<Args::kVector>(a.grad_y, a.x, cfg, s) : 0;
 }
 
-// Backward phase 3: dx = r * dy - x * r^3 * mean(dy * x).
+// Backward, with the item's sum(dy * x): dx = r * dy - x * r^3 * mean(dy * x).
 template <typename Args>
-PF_HD void backward_write(const Args& a, const LaunchConfig& cfg, const Shared<typename Args::acc_t>& sh,
-                          int64_t block, int tid) {
+PF_HD void backward_write(const Args& a, const LaunchConfig& cfg, typename Args::acc_t total, int64_t block, int tid) {
   using acc_t = typename Args::acc_t;
   const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
   if (!s.active) return;
-  const acc_t rs = a.rsqrt[s.item];
-  const acc_t k = rs * rs * rs * sh.partial[s.lane0] * acc_t(cfg.inv_channels);
+  const acc_t rs = hd::load_ro(a.rsqrt + s.item);
+  const acc_t k = rs * rs * rs * total * acc_t(cfg.inv_channels);
   lane_axpby<Args::kVector>(a.grad_y, a.x, a.grad_x, rs, k, cfg, s);
 }
 
 template <typename scalar_t, int N, bool P>
-PF_HD void ForwardArgs<scalar_t, N, P>::accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block,
-                                                   int tid) const {
-  forward_accumulate(*this, cfg, sh, block, tid);
+PF_HD opmath_t<scalar_t> ForwardArgs<scalar_t, N, P>::partial(const LaunchConfig& cfg, int64_t block, int tid) const {
+  return forward_partial(*this, cfg, block, tid);
 }
 template <typename scalar_t, int N, bool P>
-PF_HD void ForwardArgs<scalar_t, N, P>::write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block,
-                                              int tid) const {
-  forward_write(*this, cfg, sh, block, tid);
+PF_HD void ForwardArgs<scalar_t, N, P>::write(const LaunchConfig& cfg, acc_t total, int64_t block, int tid) const {
+  forward_write(*this, cfg, total, block, tid);
 }
 template <typename scalar_t, int N, bool P>
-PF_HD void BackwardArgs<scalar_t, N, P>::accumulate(const LaunchConfig& cfg, Shared<acc_t>& sh, int64_t block,
-                                                    int tid) const {
-  backward_accumulate(*this, cfg, sh, block, tid);
+PF_HD opmath_t<scalar_t> BackwardArgs<scalar_t, N, P>::partial(const LaunchConfig& cfg, int64_t block, int tid) const {
+  return backward_partial(*this, cfg, block, tid);
 }
 template <typename scalar_t, int N, bool P>
-PF_HD void BackwardArgs<scalar_t, N, P>::write(const LaunchConfig& cfg, const Shared<acc_t>& sh, int64_t block,
-                                               int tid) const {
-  backward_write(*this, cfg, sh, block, tid);
+PF_HD void BackwardArgs<scalar_t, N, P>::write(const LaunchConfig& cfg, acc_t total, int64_t block, int tid) const {
+  backward_write(*this, cfg, total, block, tid);
 }
 
-// Both kernels: accumulate, log2(lanes) tree-reduction steps, write. `Args` (ForwardArgs or BackwardArgs) brings
-// its direction's accumulate and write phases.
+// Both kernels; `Args` (ForwardArgs or BackwardArgs) brings its direction's partial sums and write. Rows: one
+// exchange phase (partial -> warp sum -> write), or for an item wider than a warp an exchange phase that leaves
+// each warp's sum in shared memory, then the write with the sum of its item's warps. Planes: accumulate,
+// log2(lanes) tree-reduction steps, write.
 template <typename Args>
 struct LaneReductionKernel {
   static constexpr int kThreads = pixel_norm_cuda::kThreads;
-  using Shared = pixel_norm_cuda::Shared<typename Args::acc_t>;
+  using acc_t = typename Args::acc_t;
+  using Shared = pixel_norm_cuda::Shared<acc_t>;
+  using Exchange = hd::Sums<acc_t, 1>;
   Args args;
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return cfg.lanes_log2 + 2; }
+  PF_HD bool wide_rows() const { return cfg.rows && cfg.lanes > hd::kWarpSize; }
+  PF_HD int phases() const { return cfg.rows ? (wide_rows() ? 2 : 1) : cfg.lanes_log2 + 2; }
+
+  // Rows have `inner` 1, a power of two: the kernels instantiated for other `inner` leave the exchange out.
+  PF_HD int exchange_lanes() const {
+    return Args::kShiftInner && cfg.rows ? (wide_rows() ? hd::kWarpSize : cfg.lanes) : 0;
+  }
+  PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{args.partial(cfg, block, tid)}}; }
+  PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
+    if (!wide_rows()) args.write(cfg, sums.v[0], block, tid);
+    else if ((tid & (hd::kWarpSize - 1)) == 0) sh.partial[tid / hd::kWarpSize] = sums.v[0];
+  }
+
+  // The sum of the warp sums of thread tid's item, in warp order.
+  PF_HD acc_t wide_row_total(const Shared& sh, int tid) const {
+    const int first = (tid >> cfg.lanes_log2) * (cfg.lanes / hd::kWarpSize);
+    acc_t total = 0;
+    for (int w = 0; w < cfg.lanes / hd::kWarpSize; ++w) total += sh.partial[first + w];
+    return total;
+  }
+
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (p == 0) args.accumulate(cfg, sh, block, tid);
+    if (cfg.rows) args.write(cfg, wide_row_total(sh, tid), block, tid);  // p == 1 of a wide row
+    else if (p == 0) sh.partial[tid] = args.partial(cfg, block, tid);
     else if (p <= cfg.lanes_log2) reduce_step(cfg, sh, tid, cfg.lanes >> p);
-    else args.write(cfg, sh, block, tid);
+    else args.write(cfg, sh.partial[tid & (cfg.items_per_block - 1)], block, tid);
   }
 };
 
@@ -333,23 +337,14 @@ struct BackwardParams {
   hd::DType dtype;
 };
 
-// Calls f(N, kPow2Inner) (integral constants) for the three instantiations of each kernel: 128-bit accesses
-// (rows only, so `inner` is 1), and one element per access with `inner` a power of two or not.
-template <typename scalar_t, typename F>
-auto with_instantiation(int vector, int64_t inner, F&& f) {
-  if (vector > 1) return f(std::integral_constant<int, hd::kVec128<scalar_t>>{}, std::true_type{});
-  return hd::with_divisor_case(hd::Divisor::of(inner),
-                               [&](auto pow2_inner) { return f(std::integral_constant<int, 1>{}, pow2_inner); });
-}
-
 // Builds the kernel for p's dtype and hands it to `exec` (hd::CudaLaunch on the GPU, hd::Emulate in tests).
 template <typename Exec>
 auto run(const ForwardParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    const int vector = vector_width<scalar_t>(p.channels, p.inner, {p.x, p.y});
-    return with_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+    const int vector = hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.x, p.y});
+    return hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
       using Args = ForwardArgs<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>;
       const Args args{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y), static_cast<acc_t*>(p.rsqrt),
                       static_cast<acc_t>(p.eps)};
@@ -363,8 +358,8 @@ auto run(const BackwardParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    const int vector = vector_width<scalar_t>(p.channels, p.inner, {p.grad_y, p.x, p.grad_x});
-    return with_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+    const int vector = hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.grad_y, p.x, p.grad_x});
+    return hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
       using Args = BackwardArgs<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>;
       const Args args{static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.x),
                       static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x)};

@@ -8,6 +8,8 @@
 //          consecutive channels;
 //   planes (NCHW): consecutive threads take consecutive pixels, so every load of a channel is coalesced; lanes
 //          split the channel loop when there are too few pixels to fill the GPU.
+// Rows move 16 bytes per access where the tensors are aligned and the channels divide (csrc/ops/vec.h): a lane then
+// takes whole vectors of channels.
 // Forward: [accumulate sum(a^2) -> tree reduction over the lanes ->] write y (and rsqrt). The write phase
 // recomputes a = act(scale * x + bias) from x, re-read from L2 (a block's slice is at most kTileElems elements).
 // Backward: [accumulate sum(grad_y * y) -> reduction ->] write grad_x, leaving each element's contribution to the
@@ -17,6 +19,7 @@
 #pragma once
 #include "common/scaled_bias_act_math.h"
 #include "ops/phases.h"
+#include "ops/vec.h"
 
 #if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
 #include <cuda_runtime_api.h>
@@ -40,6 +43,9 @@ struct LaunchConfig {
   int64_t inner = 1;     // distance between consecutive channels of a pixel (1: rows layout)
   hd::Divisor inner_divisor;  // item -> its outer index (a shift in the kernels instantiated for pow2())
   int64_t blocks = 0;
+  int vector = 1;             // elements per access: hd::kVec128 for aligned rows, else 1 (hd::rows_vector_width)
+  int64_t vectors = 1;        // accesses per item: channels / vector
+  int64_t vector_stride = 1;  // elements between an item's consecutive accesses: vector (rows) or inner (planes)
   int lanes = 1;            // threads per item, a power of two <= kThreads
   int lanes_log2 = 0;       // lanes and items per block are powers of two: thread index math is shifts and masks
   int items_per_block = 1;  // kThreads / lanes
@@ -52,15 +58,19 @@ struct LaunchConfig {
   PF_HD int64_t tile_stride() const { return channels + 1; }
 };
 
-// The launch geometry, shared by the launcher and the emulation so both run the same threads.
-inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner) {
+// The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
+// hd::rows_vector_width.
+inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
   LaunchConfig cfg;
   cfg.items = outer * inner;
   cfg.channels = channels;
   cfg.inner = inner;
   cfg.inner_divisor = hd::Divisor::of(inner);
   cfg.rows = inner == 1;
-  const int channel_lanes = hd::next_pow2(channels);
+  cfg.vector = vector;
+  cfg.vectors = channels / vector;
+  cfg.vector_stride = cfg.rows ? vector : inner;
+  const int channel_lanes = hd::next_pow2(cfg.vectors);
   auto slice = [&](int lanes) { return (kThreads / lanes) * channels; };
   if (cfg.rows) {
     // A warp per row (fewer lanes for short rows); wide rows get more of the block to bound its slice.
@@ -82,12 +92,11 @@ inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner
   return cfg;
 }
 
-// Where one thread works: its item, its lane, and the shared-memory slot of its item's lane 0.
+// Where one thread works: its item and its lane.
 struct Slot {
   int64_t item;
   int item_in_block;
   int lane;
-  int lane0;
   bool active;   // item < items (the last block may be partial)
   int64_t base;  // element offset of the item's channel 0
 };
@@ -98,11 +107,9 @@ PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
   if (cfg.rows) {
     s.item_in_block = tid >> cfg.lanes_log2;
     s.lane = tid & (cfg.lanes - 1);
-    s.lane0 = s.item_in_block << cfg.lanes_log2;
   } else {
     s.item_in_block = tid & (cfg.items_per_block - 1);
     s.lane = tid >> cfg.items_per_block_log2;
-    s.lane0 = s.item_in_block;
   }
   s.item = block * cfg.items_per_block + s.item_in_block;
   s.active = s.item < cfg.items;
@@ -116,15 +123,9 @@ PF_HD acc_t act(acc_t v, acc_t slope) {
   return v > acc_t(0) ? v : v * slope;
 }
 
-template <typename scalar_t>
+template <typename acc_t>
 struct Epilogue {
-  using acc_t = opmath_t<scalar_t>;
-  const scalar_t* bias;  // null: no bias
   acc_t scale, slope;
-
-  PF_HD acc_t pre_activation(scalar_t x, int64_t c) const {
-    return hd::to_acc(x) * scale + (bias ? hd::to_acc(bias[c]) : acc_t(0));
-  }
 };
 
 template <typename acc_t>
@@ -139,172 +140,327 @@ struct BackwardShared {
   acc_t tile[kTileElems + kThreads];  // [item_in_block][tile_stride]: each element's bias gradient contribution
 };
 
-// One step of the tree reduction over an item's lanes (called for half = lanes/2, ..., 1, a barrier before each).
+// How an item's lanes add their sums under pixel norm. Rows: a warp exchange (csrc/ops/phases.h) in phase 0, in
+// registers; an item wider than a warp leaves each warp's sums in shared memory (slot tid / 32) for the next
+// phase to add. Planes (an item's lanes in different warps): a tree in shared memory, one barrier per halving.
+PF_HD bool wide_rows(const LaunchConfig& cfg) { return cfg.rows && cfg.lanes > hd::kWarpSize; }
+PF_HD int exchange_lanes(const LaunchConfig& cfg) {
+  return !cfg.rows ? 0 : wide_rows(cfg) ? hd::kWarpSize : cfg.lanes;
+}
+// Phases before the write: 0 (an exchange that writes), 1 (a wide row's exchange) or accumulate + tree steps. Rows
+// have `inner` 1, a power of two: the kernels instantiated for other `inner` leave the exchange out.
+PF_HD int reduction_phases(const LaunchConfig& cfg) { return !cfg.rows ? cfg.lanes_log2 + 1 : wide_rows(cfg) ? 1 : 0; }
+
+// The sum of the warp sums of thread tid's (wide) item, in warp order.
+template <typename acc_t>
+PF_HD acc_t wide_row_total(const LaunchConfig& cfg, const acc_t* warp_sums, int tid) {
+  const int warps = cfg.lanes / hd::kWarpSize, first = (tid >> cfg.lanes_log2) * warps;
+  acc_t total = 0;
+  for (int w = 0; w < warps; ++w) total += warp_sums[first + w];
+  return total;
+}
+
+// Planes: one step of the tree over an item's lanes, items_per_block apart (half = lanes/2, ..., 1, a barrier
+// before each); the item's total ends in slot tid & (items_per_block - 1).
 template <typename acc_t>
 PF_HD void reduce_step(const LaunchConfig& cfg, acc_t* partial, int tid, int half) {
-  const int lane = cfg.rows ? tid & (cfg.lanes - 1) : tid >> cfg.items_per_block_log2;
-  const int lane_stride = cfg.rows ? 1 : cfg.items_per_block;
-  if (lane < half) partial[tid] += partial[tid + half * lane_stride];
+  if ((tid >> cfg.items_per_block_log2) < half) partial[tid] += partial[tid + (half << cfg.items_per_block_log2)];
+}
+
+// A lane's accesses: vectors lane, lane + lanes, ... of its item's cfg.vectors, N elements each (channels v * N
+// on), the pointers stepped from one to the next. The tensors come in as __restrict__ parameters of these (inlined)
+// functions because nvcc ignores __restrict__ on struct members: only then are the loads read-only (ld.global.nc)
+// and free to be issued ahead of the stores.
+
+// The pre-activations scale * x + bias[c] of one access, channels c0 to c0 + N - 1 (no bias: null).
+template <int N, typename scalar_t, typename acc_t>
+PF_HD void pre_activations(const hd::Vec<scalar_t, N>& xv, const scalar_t* __restrict__ bias, int64_t c0, acc_t scale,
+                           acc_t (&v)[N]) {
+  if (bias) {
+    const hd::Vec<scalar_t, N> bv = hd::load_vec<N>(bias + c0);
+    for (int i = 0; i < N; ++i) v[i] = hd::to_acc(xv.e[i]) * scale + hd::to_acc(bv.e[i]);
+  } else {
+    for (int i = 0; i < N; ++i) v[i] = hd::to_acc(xv.e[i]) * scale + acc_t(0);
+  }
 }
 
 // ---- forward ----
 
-// Both kernels are instantiated for `inner` a power of two or not (hd::Divisor).
-template <typename scalar_t, bool kPow2Inner>
+// sum(a^2) over this lane's channels, a = act(scale * x + bias).
+template <int N, typename scalar_t, typename acc_t>
+PF_HD acc_t lane_sum_squares(const scalar_t* __restrict__ x, const scalar_t* __restrict__ bias, Epilogue<acc_t> ep,
+                             const LaunchConfig& cfg, const Slot& s) {
+  const int64_t step = cfg.lanes * cfg.vector_stride;
+  acc_t sum = 0;
+  x += s.base + s.lane * cfg.vector_stride;
+  for (int64_t v = s.lane; v < cfg.vectors; v += cfg.lanes, x += step) {
+    acc_t pre[N];
+    pre_activations(hd::load_vec<N>(x), bias, v * N, ep.scale, pre);
+    for (int i = 0; i < N; ++i) {
+      const acc_t a = act(pre[i], ep.slope);
+      sum += a * a;
+    }
+  }
+  return sum;
+}
+
+// y = a * rs over this lane's channels.
+template <int N, typename scalar_t, typename acc_t>
+PF_HD void lane_write(const scalar_t* __restrict__ x, const scalar_t* __restrict__ bias, scalar_t* __restrict__ y,
+                      Epilogue<acc_t> ep, acc_t rs, const LaunchConfig& cfg, const Slot& s) {
+  const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
+  x += first;
+  y += first;
+  for (int64_t v = s.lane; v < cfg.vectors; v += cfg.lanes, x += step, y += step) {
+    acc_t pre[N];
+    pre_activations(hd::load_vec<N>(x), bias, v * N, ep.scale, pre);
+    hd::Vec<scalar_t, N> yv;
+    for (int i = 0; i < N; ++i) yv.e[i] = hd::from_acc<scalar_t>(act(pre[i], ep.slope) * rs);
+    hd::store_vec<N>(y, yv);
+  }
+}
+
+// The kernels are instantiated for N elements per access (hd::rows_vector_width) and for `inner` a power of two or
+// not (hd::Divisor).
+template <typename scalar_t, int N, bool kPow2Inner>
 struct ForwardKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
   using Shared = ReduceShared<acc_t>;
+  using Exchange = hd::Sums<acc_t, 1>;
   const scalar_t* x;
+  const scalar_t* bias;  // null: no bias
   scalar_t* y;
   acc_t* rsqrt;  // one per item, with pixel norm
-  Epilogue<scalar_t> epilogue;
+  Epilogue<acc_t> epilogue;
   acc_t eps;
   bool pixel_norm;
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return pixel_norm ? cfg.lanes_log2 + 2 : 1; }
-
-  // Phase 1 with pixel norm: this lane's share of sum(a^2).
-  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
-    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
-    acc_t sum = 0;
-    if (s.active)
-      for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
-        const acc_t a = act(epilogue.pre_activation(x[s.base + c * cfg.inner], c), epilogue.slope);
-        sum += a * a;
-      }
-    sh.partial[tid] = sum;
+  PF_HD int phases() const { return (pixel_norm ? reduction_phases(cfg) : 0) + 1; }
+  PF_HD int exchange_lanes() const {
+    return kPow2Inner && pixel_norm ? scaled_bias_act_cuda::exchange_lanes(cfg) : 0;
   }
 
-  // Last phase: y = a (* rsqrt(mean(a^2) + eps)); lane 0 stores the rsqrt for backward.
-  PF_HD void write(const Shared& sh, int64_t block, int tid) const {
+  // With pixel norm: this lane's share of sum(a^2).
+  PF_HD acc_t partial(int64_t block, int tid) const {
+    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
+    return s.active ? lane_sum_squares<N>(x, bias, epilogue, cfg, s) : acc_t(0);
+  }
+
+  // y = a (* rsqrt(mean(a^2) + eps), `total` = sum(a^2)); lane 0 stores the rsqrt for backward.
+  PF_HD void write(acc_t total, int64_t block, int tid) const {
     const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     if (!s.active) return;
     acc_t rs = 1;
     if (pixel_norm) {
-      rs = hd::rsqrt_acc(sh.partial[s.lane0] / acc_t(cfg.channels) + eps);
+      rs = hd::rsqrt_acc(total / acc_t(cfg.channels) + eps);
       if (s.lane == 0) rsqrt[s.item] = rs;
     }
-    for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
-      const int64_t off = s.base + c * cfg.inner;
-      y[off] = hd::from_acc<scalar_t>(act(epilogue.pre_activation(x[off], c), epilogue.slope) * rs);
-    }
+    lane_write<N>(x, bias, y, epilogue, rs, cfg, s);
+  }
+
+  PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{partial(block, tid)}}; }
+  PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
+    if (!wide_rows(cfg)) write(sums.v[0], block, tid);
+    else if ((tid & (hd::kWarpSize - 1)) == 0) sh.partial[tid / hd::kWarpSize] = sums.v[0];
   }
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (p == phases() - 1) write(sh, block, tid);
-    else if (p == 0) accumulate(sh, block, tid);
-    else reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
+    if (!pixel_norm) write(acc_t(0), block, tid);
+    else if (cfg.rows) write(wide_row_total(cfg, sh.partial, tid), block, tid);  // phase 1 of a wide row
+    else if (p == 0) sh.partial[tid] = partial(block, tid);
+    else if (p <= cfg.lanes_log2) reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
+    else write(sh.partial[tid & (cfg.items_per_block - 1)], block, tid);
   }
 };
 
 // ---- backward ----
 
+// What the backward knows of the forward: `saved` is y, or x when saved_is_input (then y and the sign of v are
+// recomputed), or null for a linear activation without pixel norm.
+template <typename acc_t>
+struct Saved {
+  Epilogue<acc_t> epilogue;
+  bool is_input;
+};
+
+// The forward's y and the sign of v for one access of `saved` (channels c0 on) in an item with rsqrt rs.
+template <int N, typename scalar_t, typename acc_t>
+PF_HD void recompute(const scalar_t* __restrict__ saved, const scalar_t* __restrict__ bias, int64_t c0, Saved<acc_t> m,
+                     acc_t rs, acc_t (&y)[N], acc_t (&sign)[N]) {
+  if (!saved) {  // linear: act' = 1
+    for (int i = 0; i < N; ++i) {
+      y[i] = 0;
+      sign[i] = 1;
+    }
+    return;
+  }
+  const hd::Vec<scalar_t, N> sv = hd::load_vec<N>(saved);
+  if (!m.is_input) {
+    for (int i = 0; i < N; ++i) y[i] = sign[i] = hd::to_acc(sv.e[i]);
+    return;
+  }
+  pre_activations(sv, bias, c0, m.epilogue.scale, sign);
+  for (int i = 0; i < N; ++i) y[i] = act(sign[i], m.epilogue.slope) * rs;
+}
+
+// sum(grad_y * y) and sum(y * y) over this lane's channels.
+template <int N, typename scalar_t, typename acc_t>
+PF_HD void lane_backward_sums(const scalar_t* __restrict__ grad_y, const scalar_t* __restrict__ saved,
+                              const scalar_t* __restrict__ bias, Saved<acc_t> m, acc_t rs, const LaunchConfig& cfg,
+                              const Slot& s, acc_t& sum, acc_t& sum_sq) {
+  const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
+  grad_y += first;
+  if (saved) saved += first;
+  for (int64_t v = s.lane; v < cfg.vectors; v += cfg.lanes, grad_y += step) {
+    acc_t y[N], sign[N];
+    recompute<N>(saved, bias, v * N, m, rs, y, sign);
+    if (saved) saved += step;
+    const hd::Vec<scalar_t, N> gy = hd::load_vec<N>(grad_y);
+    for (int i = 0; i < N; ++i) {
+      sum += hd::to_acc(gy.e[i]) * y[i];
+      sum_sq += y[i] * y[i];
+    }
+  }
+}
+
+// grad_x over this lane's channels; each element's bias gradient contribution gv to bias_row[c] when there is one
+// (the item's row of the block's shared tile, or the block's workspace row).
+template <int N, typename scalar_t, typename acc_t>
+PF_HD void lane_backward_write(const scalar_t* __restrict__ grad_y, const scalar_t* __restrict__ saved,
+                               const scalar_t* __restrict__ bias, scalar_t* __restrict__ grad_x,
+                               acc_t* __restrict__ bias_row, Saved<acc_t> m, bool pixel_norm, acc_t rs, acc_t mean,
+                               const LaunchConfig& cfg, const Slot& s) {
+  const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
+  grad_y += first;
+  grad_x += first;
+  if (saved) saved += first;
+  for (int64_t v = s.lane; v < cfg.vectors; v += cfg.lanes, grad_y += step, grad_x += step) {
+    acc_t y[N], sign[N];
+    recompute<N>(saved, bias, v * N, m, rs, y, sign);
+    if (saved) saved += step;
+    const hd::Vec<scalar_t, N> gy = hd::load_vec<N>(grad_y);
+    hd::Vec<scalar_t, N> gx;
+    acc_t gv[N];
+    for (int i = 0; i < N; ++i) {
+      const acc_t g = hd::to_acc(gy.e[i]);
+      const acc_t ga = pixel_norm ? rs * (g - y[i] * mean) : g;
+      gv[i] = sign[i] > acc_t(0) ? ga : ga * m.epilogue.slope;
+      gx.e[i] = hd::from_acc<scalar_t>(gv[i] * m.epilogue.scale);
+    }
+    hd::store_vec<N>(grad_x, gx);
+    if (bias_row)
+      for (int i = 0; i < N; ++i) bias_row[v * N + i] = gv[i];
+  }
+}
+
+// A block's bias sums: its tile summed over the block's items, one channel per thread at a time.
+template <typename acc_t>
+PF_HD void sum_tile(const acc_t* __restrict__ tile, acc_t* __restrict__ out, const LaunchConfig& cfg, int64_t block,
+                    int tid) {
+  const int64_t first = block * cfg.items_per_block;
+  const int64_t items = cfg.items - first < cfg.items_per_block ? cfg.items - first : cfg.items_per_block;
+  for (int64_t c = tid; c < cfg.channels; c += kThreads) {
+    acc_t sum = 0;
+    for (int64_t i = 0; i < items; ++i) sum += tile[i * cfg.tile_stride() + c];
+    out[c] = sum;
+  }
+}
+
 // gv = act'(v) * ga with ga = rsqrt * (grad_y - y * mean(grad_y * y)) under pixel norm, grad_y otherwise;
-// grad_x = scale * gv; grad_bias = sum of gv over every pixel. `saved` is y, or x when saved_is_input (then y and
-// the sign of v are recomputed), or null for a linear activation without pixel norm.
-template <typename scalar_t, bool kPow2Inner>
+// grad_x = scale * gv; grad_bias = sum of gv over every pixel.
+template <typename scalar_t, int N, bool kPow2Inner>
 struct BackwardKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
   using Shared = BackwardShared<acc_t>;
+  using Exchange = hd::Sums<acc_t, 2>;
   const scalar_t* grad_y;
   const scalar_t* saved;
   const acc_t* rsqrt;
+  const scalar_t* bias;  // read when saved_is_input; may be null
   scalar_t* grad_x;
   acc_t* workspace;  // blocks x channels per-block bias sums; null without a bias gradient
-  Epilogue<scalar_t> epilogue;
+  Saved<acc_t> mode;
   acc_t eps;
-  bool pixel_norm, saved_is_input;
+  bool pixel_norm;
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const {
-    return (pixel_norm ? cfg.lanes_log2 + 2 : 1) + (workspace && cfg.tiled() ? 1 : 0);
+  PF_HD int write_phase() const { return pixel_norm ? reduction_phases(cfg) : 0; }
+  PF_HD int phases() const { return write_phase() + 1 + (workspace && cfg.tiled() ? 1 : 0); }
+  PF_HD int exchange_lanes() const {
+    return kPow2Inner && pixel_norm ? scaled_bias_act_cuda::exchange_lanes(cfg) : 0;
   }
 
-  struct Element {
-    acc_t y, sign;
-  };
-  // The forward's y and the sign of v at element `off` (channel c) of an item with rsqrt rs.
-  PF_HD Element element(int64_t off, int64_t c, acc_t rs) const {
-    if (!saved) return {acc_t(0), acc_t(1)};  // linear: act' = 1
-    if (!saved_is_input) {
-      const acc_t y = hd::to_acc(saved[off]);
-      return {y, y};
-    }
-    const acc_t v = epilogue.pre_activation(saved[off], c);
-    return {act(v, epilogue.slope) * rs, v};
-  }
+  PF_HD acc_t item_rsqrt(const Slot& s) const { return pixel_norm ? hd::load_ro(rsqrt + s.item) : acc_t(1); }
 
-  PF_HD acc_t item_rsqrt(const Slot& s) const { return pixel_norm ? rsqrt[s.item] : acc_t(1); }
-
-  // Phase 1 with pixel norm: this lane's share of sum(grad_y * y) and of sum(y * y).
-  PF_HD void accumulate(Shared& sh, int64_t block, int tid) const {
+  // With pixel norm: this lane's share of sum(grad_y * y) and of sum(y * y).
+  PF_HD Exchange partials(int64_t block, int tid) const {
     const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
-    acc_t sum = 0, sum_sq = 0;
-    if (s.active) {
-      const acc_t rs = item_rsqrt(s);
-      for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
-        const int64_t off = s.base + c * cfg.inner;
-        const acc_t y = element(off, c, rs).y;
-        sum += hd::to_acc(grad_y[off]) * y;
-        sum_sq += y * y;
-      }
-    }
-    sh.partial[tid] = sum;
-    sh.partial_sq[tid] = sum_sq;
+    Exchange sums{{acc_t(0), acc_t(0)}};
+    if (s.active) lane_backward_sums<N>(grad_y, saved, bias, mode, item_rsqrt(s), cfg, s, sums.v[0], sums.v[1]);
+    return sums;
   }
 
-  // With pixel norm, mean(grad_y * y) is scaled by the factor that restores y's exact norm (it was rounded to
-  // scalar_t when saved; see csrc/common/scaled_bias_act_math.h).
-  PF_HD void write(Shared& sh, int64_t block, int tid) const {
+  // `totals`: the item's sum(grad_y * y) and sum(y * y) with pixel norm. mean(grad_y * y) is scaled by the factor
+  // that restores y's exact norm (it was rounded to scalar_t when saved; see csrc/common/scaled_bias_act_math.h).
+  PF_HD void write(const Exchange& totals, Shared& sh, int64_t block, int tid) const {
     const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     if (!s.active) return;
     const acc_t rs = item_rsqrt(s);
     const acc_t n = acc_t(cfg.channels);
     const acc_t mean =
-        pixel_norm ? sh.partial[s.lane0] / n * scaled_bias_act_norm_fix(sh.partial_sq[s.lane0] / n, rs, eps) : acc_t(0);
-    for (int64_t c = s.lane; c < cfg.channels; c += cfg.lanes) {
-      const int64_t off = s.base + c * cfg.inner;
-      const Element e = element(off, c, rs);
-      const acc_t gy = hd::to_acc(grad_y[off]);
-      const acc_t ga = pixel_norm ? rs * (gy - e.y * mean) : gy;
-      const acc_t gv = e.sign > acc_t(0) ? ga : ga * epilogue.slope;
-      grad_x[off] = hd::from_acc<scalar_t>(gv * epilogue.scale);
-      if (!workspace) continue;
-      if (cfg.tiled()) sh.tile[s.item_in_block * cfg.tile_stride() + c] = gv;
-      else workspace[block * cfg.channels + c] = gv;  // the block's only item
-    }
+        pixel_norm ? totals.v[0] / n * scaled_bias_act_norm_fix(totals.v[1] / n, rs, eps) : acc_t(0);
+    acc_t* bias_row = !workspace ? nullptr
+                      : cfg.tiled() ? sh.tile + s.item_in_block * cfg.tile_stride()
+                                    : workspace + block * cfg.channels;  // the block's only item
+    lane_backward_write<N>(grad_y, saved, bias, grad_x, bias_row, mode, pixel_norm, rs, mean, cfg, s);
   }
 
-  // The block's bias sums: the tile summed over its items, one channel per thread at a time.
-  PF_HD void sum_tile(const Shared& sh, int64_t block, int tid) const {
-    const int64_t first = block * cfg.items_per_block;
-    const int64_t items = cfg.items - first < cfg.items_per_block ? cfg.items - first : cfg.items_per_block;
-    for (int64_t c = tid; c < cfg.channels; c += kThreads) {
-      acc_t sum = 0;
-      for (int64_t i = 0; i < items; ++i) sum += sh.tile[i * cfg.tile_stride() + c];
-      workspace[block * cfg.channels + c] = sum;
+  PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return partials(block, tid); }
+  PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
+    if (!wide_rows(cfg)) {
+      write(sums, sh, block, tid);
+    } else if ((tid & (hd::kWarpSize - 1)) == 0) {
+      sh.partial[tid / hd::kWarpSize] = sums.v[0];
+      sh.partial_sq[tid / hd::kWarpSize] = sums.v[1];
     }
   }
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    const int write_phase = pixel_norm ? cfg.lanes_log2 + 1 : 0;
-    if (p == write_phase) {
-      write(sh, block, tid);
-    } else if (p > write_phase) {
-      sum_tile(sh, block, tid);
+    if (p > write_phase()) {
+      sum_tile(sh.tile, workspace + block * cfg.channels, cfg, block, tid);
+    } else if (p == write_phase()) {
+      Exchange totals{{acc_t(0), acc_t(0)}};
+      if (pixel_norm && cfg.rows) {  // phase 1 of a wide row
+        totals = {{wide_row_total(cfg, sh.partial, tid), wide_row_total(cfg, sh.partial_sq, tid)}};
+      } else if (pixel_norm) {
+        const int slot = tid & (cfg.items_per_block - 1);
+        totals = {{sh.partial[slot], sh.partial_sq[slot]}};
+      }
+      write(totals, sh, block, tid);
     } else if (p == 0) {
-      accumulate(sh, block, tid);
+      const Exchange sums = partials(block, tid);
+      sh.partial[tid] = sums.v[0];
+      sh.partial_sq[tid] = sums.v[1];
     } else {
       reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
       reduce_step(cfg, sh.partial_sq, tid, cfg.lanes >> p);
     }
   }
 };
+
+// grad_bias[c] = sum over `rows` of workspace[row][c], in row order.
+template <typename scalar_t, typename acc_t>
+PF_HD void sum_rows(const acc_t* __restrict__ workspace, scalar_t* __restrict__ grad_bias, int64_t rows,
+                    int64_t channels, int64_t c) {
+  acc_t sum = 0;
+  for (int64_t r = 0; r < rows; ++r) sum += hd::load_ro(workspace + r * channels + c);
+  grad_bias[c] = hd::from_acc<scalar_t>(sum);
+}
 
 // grad_bias[c] = sum over blocks of workspace[block][c], in block order: one thread per channel.
 template <typename scalar_t>
@@ -320,10 +476,7 @@ struct FinishBiasKernel {
   PF_HD int phases() const { return 1; }
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
     const int64_t c = block * kThreads + tid;
-    if (c >= channels) return;
-    acc_t sum = 0;
-    for (int64_t r = 0; r < rows; ++r) sum += workspace[r * channels + c];
-    grad_bias[c] = hd::from_acc<scalar_t>(sum);
+    if (c < channels) sum_rows(workspace, grad_bias, rows, channels, c);
   }
 };
 
@@ -355,9 +508,10 @@ struct BackwardParams {
   hd::DType dtype;
 };
 
-// Size of BackwardParams::workspace: one row of channels per block.
+// Size of BackwardParams::workspace: one row of channels per block, for any vector width (the scalar launch has
+// the most blocks: 128-bit accesses only shrink a row's lanes).
 inline int64_t workspace_elems(int64_t outer, int64_t channels, int64_t inner) {
-  return launch_config(outer, channels, inner).blocks * channels;
+  return launch_config(outer, channels, inner, 1).blocks * channels;
 }
 
 // Builds the kernels for p's dtype and hands them to `exec` (hd::CudaLaunch on the GPU, hd::Emulate in tests).
@@ -366,13 +520,13 @@ auto run(const ForwardParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
-    const Epilogue<scalar_t> epilogue{static_cast<const scalar_t*>(p.bias), static_cast<acc_t>(p.scale),
-                                      static_cast<acc_t>(p.slope)};
-    return hd::with_divisor_case(cfg.inner_divisor, [&](auto pow2_inner) {
-      return exec(ForwardKernel<scalar_t, decltype(pow2_inner)::value>{
-          static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y), static_cast<acc_t*>(p.rsqrt), epilogue,
-          static_cast<acc_t>(p.eps), p.pixel_norm, cfg});
+    const int vector = hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.x, p.bias, p.y});
+    const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner, vector);
+    const Epilogue<acc_t> epilogue{static_cast<acc_t>(p.scale), static_cast<acc_t>(p.slope)};
+    return hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+      return exec(ForwardKernel<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>{
+          static_cast<const scalar_t*>(p.x), static_cast<const scalar_t*>(p.bias), static_cast<scalar_t*>(p.y),
+          static_cast<acc_t*>(p.rsqrt), epilogue, static_cast<acc_t>(p.eps), p.pixel_norm, cfg});
     });
   });
 }
@@ -382,15 +536,15 @@ auto run(const BackwardParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner);
-    const Epilogue<scalar_t> epilogue{static_cast<const scalar_t*>(p.bias), static_cast<acc_t>(p.scale),
-                                      static_cast<acc_t>(p.slope)};
+    const int vector = hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.grad_y, p.saved, p.bias, p.grad_x});
+    const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner, vector);
+    const Saved<acc_t> mode{{static_cast<acc_t>(p.scale), static_cast<acc_t>(p.slope)}, p.saved_is_input};
     acc_t* workspace = static_cast<acc_t*>(p.workspace);
-    const auto error = hd::with_divisor_case(cfg.inner_divisor, [&](auto pow2_inner) {
-      return exec(BackwardKernel<scalar_t, decltype(pow2_inner)::value>{
+    const auto error = hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+      return exec(BackwardKernel<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>{
           static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.saved),
-          static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x), workspace, epilogue,
-          static_cast<acc_t>(p.eps), p.pixel_norm, p.saved_is_input, cfg});
+          static_cast<const acc_t*>(p.rsqrt), static_cast<const scalar_t*>(p.bias), static_cast<scalar_t*>(p.grad_x),
+          workspace, mode, static_cast<acc_t>(p.eps), p.pixel_norm, cfg});
     });
     if (error != decltype(error){} || !workspace) return error;
     return exec(FinishBiasKernel<scalar_t>{workspace, static_cast<scalar_t*>(p.grad_bias), cfg.blocks, p.channels});

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <type_traits>
 
 #include "ops/hd.h"
 
@@ -20,21 +21,33 @@ struct alignas(sizeof(T) * N) Vec {
   T e[N];
 };
 
+// One element per access (the scalar fallback), as the kernels' N.
+using Scalar = std::integral_constant<int, 1>;
+
 // Elements of T per 128-bit access.
 template <typename T>
 inline constexpr int kVec128 = 16 / static_cast<int>(sizeof(T));
 
+// Loads of tensors no thread of the kernel writes (every input: ops never write their inputs), through the
+// read-only path (ld.global.nc, hd::load_ro); a 16-byte vector as one uint4, a vector type of the load intrinsic.
 template <int N, typename T>
 PF_HD Vec<T, N> load_vec(const T* p) {
-#if defined(__CUDA_ARCH__)
-  return *reinterpret_cast<const Vec<T, N>*>(p);
-#else
   Vec<T, N> v;
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(v) == 16) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+    memcpy(&v, &u, sizeof(v));
+  } else {
+    for (int i = 0; i < N; ++i) v.e[i] = load_ro(p + i);
+  }
+#else
   std::memcpy(static_cast<void*>(&v), p, sizeof(v));
-  return v;
 #endif
+  return v;
 }
 
+// The compiler merges this struct copy into one st.global.v4 in every kernel but fade_reals' (where it stays 4
+// stores; an inline-asm st.global.v4 instead made ptxas spill pixel norm's kernels, the ones that shuffle).
 template <int N, typename T>
 PF_HD void store_vec(T* p, const Vec<T, N>& v) {
 #if defined(__CUDA_ARCH__)
@@ -52,6 +65,24 @@ int vector_width(bool divisible, std::initializer_list<const void*> tensors) {
   for (const void* p : tensors)
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 1;
   return kVec128<T>;
+}
+
+// vector_width for a kernel over "items" of `channels` elements `inner` apart whose lanes take whole accesses of
+// one item (pixel norm, the epilogue): a row (`inner` 1) splits into 128-bit vectors when `channels` divides; a
+// planes thread reads one element per channel, `inner` apart (coalesced across the threads of neighbouring pixels
+// instead).
+template <typename T>
+int rows_vector_width(int64_t channels, int64_t inner, std::initializer_list<const void*> tensors) {
+  return vector_width<T>(inner == 1 && channels % kVec128<T> == 0, tensors);
+}
+
+// Calls f(N, kPow2Inner) (integral constants) for the three instantiations of a kernel over "items" whose
+// elements lie `inner` apart (pixel norm and the epilogue): 128-bit accesses, which only rows (`inner` 1, a power of
+// two) take, and one element per access with `inner` a power of two or not.
+template <typename T, typename F>
+auto with_rows_instantiation(int vector, int64_t inner, F&& f) {
+  if (vector > 1) return f(std::integral_constant<int, kVec128<T>>{}, std::true_type{});
+  return with_divisor_case(Divisor::of(inner), [&](auto pow2_inner) { return f(Scalar{}, pow2_inner); });
 }
 
 }  // namespace progan_fast::hd

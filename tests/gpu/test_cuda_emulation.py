@@ -118,6 +118,44 @@ def test_uninitialised_shared_memory_would_show():
     assert torch.equal(y, torch.zeros(2, 4, 3, 3)) and torch.isfinite(r).all()
 
 
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16, 32])
+def test_warp_exchange_is_the_gpu_butterfly_bit_for_bit(lanes):
+    """The emulated warp exchange (csrc/ops/phases.h) against a serial xor butterfly over each warp's values
+    (offsets lanes/2, ..., 1; each lane adds its partner's value from before the step), bit for bit; every lane of a
+    group ends with the bits of the shared-memory tree over the group (halves lanes/2, ..., 1), which the kernels
+    used before. Magnitudes from 1e-4 to 1e4, so that another order of additions would round differently."""
+    g = torch.Generator().manual_seed(lanes)
+    values = torch.randn(2 * 256, generator=g) * torch.pow(10.0, torch.randint(-4, 5, (512,), generator=g).float())
+    out = torch.ops.progan_fast_emulated.warp_exchange_sum(values, lanes)
+    expected = values.view(-1, 32)
+    offset = lanes // 2
+    while offset:
+        expected = expected + expected[:, torch.arange(32) ^ offset]
+        offset //= 2
+    assert torch.equal(out, expected.reshape(-1))
+    tree = values.view(-1, lanes).clone()
+    half = lanes // 2
+    while half:
+        tree[:, :half] += tree[:, half:2 * half]
+        half //= 2
+    assert torch.equal(out.view(-1, lanes), tree[:, :1].expand(-1, lanes))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(5, 1000), (2, 3000), (2, 1000, 1, 3)], ids=str)
+@pytest.mark.parametrize("pixel_norm", [False, True], ids=["plain", "pn"])
+def test_epilogue_rows_wider_than_a_warp(dtype, shape, pixel_norm):
+    """The epilogue's rows of more than 512 channels get 64 to 256 lanes (a block's slice stays within 4096
+    elements): with pixel norm, each warp's exchange leaves its sums for the item's write phase to add."""
+    from progan_fast.ops import scaled_bias_act
+
+    x = layout(torch.randn(shape, dtype=dtype), torch.channels_last if len(shape) == 4 else torch.contiguous_format)
+    bias = torch.randn(shape[1], dtype=dtype)
+    check_parity("emulated", lambda t, b: scaled_bias_act(t, b, 0.5, pixel_norm=pixel_norm),
+                 lambda t, b: reference.scaled_bias_act(t, b, 0.5, pixel_norm=pixel_norm), [x, bias], dtype,
+                 check_double_backward=False, op="scaled_bias_act")
+
+
 def fade_from_rgb_launch(new, image_channels):
     lanes, blocks, channel_lanes, chunks, channel_blocks, groups = \
         torch.ops.progan_fast_emulated.fade_from_rgb_launch_config(new, image_channels)
@@ -191,3 +229,68 @@ def test_minibatch_stddev_schedules_beyond_the_shared_shapes(dtype, memory_forma
         return reference.minibatch_stddev(t, group_size, grouping, unbiased, 1e-8, features)
 
     check_parity("emulated", fn, ref, [x], dtype, check_double_backward=False, op="minibatch_stddev")
+
+
+# ---- fade-in blends ----
+
+def fade_reals_launch(x):
+    blocks, vector, rows = torch.ops.progan_fast_emulated.fade_reals_launch_config(x)
+    return dict(blocks=blocks, vector=vector, rows=bool(rows))
+
+
+def upsample_blend_launch(low, high, factor):
+    blocks, vector, pixels = torch.ops.progan_fast_emulated.upsample_blend_launch_config(low, high, factor)
+    return dict(blocks=blocks, vector=vector, pixels=bool(pixels))
+
+
+VECTOR_WIDTHS = [(torch.float64, 2), (torch.float32, 4), (torch.float16, 8), (torch.bfloat16, 8)]
+CL = torch.channels_last
+
+
+@pytest.mark.parametrize("dtype,vector", VECTOR_WIDTHS, ids=str)
+def test_fade_units_move_16_bytes_per_access(dtype, vector):
+    """NCHW rows that divide into 16-byte vectors, and channels_last pixels whose channels do, take the 128-bit
+    path (powers of two only); RGB pixels, odd widths and misaligned tensors the scalar one."""
+    nchw = torch.empty(2, 3, 4, 16, dtype=dtype)
+    assert fade_reals_launch(nchw) == dict(blocks=-(-2 * 3 * 2 * 16 // vector // 256), vector=vector, rows=True)
+    assert fade_reals_launch(torch.empty(2, 16, 4, 8, dtype=dtype).contiguous(memory_format=CL)) == dict(
+        blocks=1, vector=vector, rows=False)
+    rgb = torch.empty(2, 3, 4, 8, dtype=dtype).contiguous(memory_format=CL)
+    for scalar in (rgb, torch.empty(2, 3, 4, 6, dtype=dtype), misaligned((2, 3, 4, 16), dtype)):
+        assert fade_reals_launch(scalar)["vector"] == 1
+
+    low, high = torch.empty(2, 3, 4, 8, dtype=dtype), torch.empty(2, 3, 8, 16, dtype=dtype)
+    assert upsample_blend_launch(low, high, 2) == dict(blocks=-(-high.numel() // vector // 256), vector=vector,
+                                                       pixels=False)
+    cl_low = torch.empty(2, 16, 2, 2, dtype=dtype).contiguous(memory_format=CL)
+    cl_high = torch.empty(2, 16, 4, 4, dtype=dtype).contiguous(memory_format=CL)
+    assert upsample_blend_launch(cl_low, cl_high, 2) == dict(blocks=1, vector=vector, pixels=True)
+    rgb_low = torch.empty(2, 3, 2, 2, dtype=dtype).contiguous(memory_format=CL)
+    rgb_high = torch.empty(2, 3, 4, 4, dtype=dtype).contiguous(memory_format=CL)
+    assert upsample_blend_launch(rgb_low, rgb_high, 2)["vector"] == 1
+    assert upsample_blend_launch(low, misaligned((2, 3, 8, 16), dtype), 2)["vector"] == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape,memory_format", [
+    ((2, 3, 4, 16), torch.contiguous_format),  # rows unit
+    ((2, 16, 4, 8), CL),                       # pixels unit
+    ((2, 3, 4, 6), torch.contiguous_format),   # width 6: divided, not shifted
+], ids=str)
+def test_fade_vector_and_scalar_paths_agree_with_the_reference(dtype, shape, memory_format):
+    """fade_reals over each unit and the same values one element off alignment (the scalar fallback), and
+    upsample_blend with the high tensor of that shape, aligned and not."""
+    from progan_fast.ops import fade_reals, upsample_blend
+
+    aligned = layout(torch.randn(shape, dtype=dtype), memory_format)
+    shifted = misaligned(shape, dtype, memory_format)
+    shifted.copy_(aligned)
+    assert fade_reals_launch(shifted)["vector"] == 1
+    n, c, h, w = shape
+    low = layout(torch.randn(n, c, h // 2, w // 2, dtype=dtype), memory_format)
+    for x in (aligned, shifted):
+        check_parity("emulated", lambda t: fade_reals(t, 0.3), lambda t: reference.fade_reals(t, 0.3), [x], dtype,
+                     check_double_backward=False, op="fade_reals")
+        check_parity("emulated", lambda lo, hi: upsample_blend(lo, hi, 0.6, 2),
+                     lambda lo, hi: reference.upsample_blend(lo, hi, 0.6, 2), [low, x], dtype,
+                     check_double_backward=False, op="upsample_blend", layout_input=1)
