@@ -87,16 +87,21 @@ PF_HD acc_t block_total(const Shared<acc_t>& sh) {
   return total;
 }
 
-// The members' mean and sigma^2 = var + eps at one position (x + member offsets + `offset`); with `copy_to`, the
-// forward's copy of every member into y while it is read.
+// The kernels' loops take the tensors as __restrict__ parameters of these (inlined) functions, because nvcc ignores
+// __restrict__ on struct members: only then may the loads be issued ahead of the stores. The tensors no thread
+// writes are read by hd::load_ro (ld.global.nc), which nvcc does not choose from __restrict__ alone.
+
+// The members' mean and sigma^2 = var + eps at one position (x + member offsets + `offset`); with a non-null y, the
+// forward's copy of every member into y while it is read. Its loads of x are plain (read-only where nvcc proves it,
+// as for float): through hd::load_ro the double forward spilled on sm_90.
 template <typename scalar_t>
 struct Moments {
   opmath_t<scalar_t> mean, sigma_sq;
 };
 
 template <typename scalar_t>
-PF_HD Moments<scalar_t> moments_at(const Geometry& g, const scalar_t* x, int64_t m, int64_t x_off, scalar_t* y,
-                                   int64_t y_off, opmath_t<scalar_t> eps) {
+PF_HD Moments<scalar_t> moments_at(const Geometry& g, const scalar_t* __restrict__ x, int64_t m, int64_t x_off,
+                                   scalar_t* __restrict__ y, int64_t y_off, opmath_t<scalar_t> eps) {
   using acc_t = opmath_t<scalar_t>;
   acc_t sum = 0;
   for (int64_t k = 0; k < g.group_size; ++k) {
@@ -151,14 +156,18 @@ struct ForwardStatKernel {
   PF_HD int phases() const { return 2; }
   PF_HD int exchange_lanes() const { return hd::kWarpSize; }
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const {
-    const Chunk c = chunk_of<kPow2>(g, cfg, block);
+    return {{lane_sigma_sum(x, y, chunk_of<kPow2>(g, cfg, block), tid)}};
+  }
+  // This thread's positions of chunk c: the sum of their sigmas, the members copied into y.
+  PF_HD acc_t lane_sigma_sum(const scalar_t* __restrict__ xs, scalar_t* __restrict__ ys, const Chunk& c,
+                             int tid) const {
     acc_t acc = 0;
     for (uint32_t j = c.start + tid; j < c.end; j += kThreads) {
-      const Moments<scalar_t> mo = moments_at(g, x, c.group, g.x_offset<kPow2>(c.feature, j), y,
+      const Moments<scalar_t> mo = moments_at(g, xs, c.group, g.x_offset<kPow2>(c.feature, j), ys,
                                               g.y_offset<kPow2>(c.feature, j), eps);
       acc += std::sqrt(mo.sigma_sq);
     }
-    return {{acc}};
+    return acc;
   }
   PF_HD void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const {
     keep_warp_sum(sh, tid, sums.v[0]);
@@ -234,7 +243,8 @@ struct BackwardStatKernel {
     acc_t acc = 0;
     for (int64_t k = 0; k < g.group_size; ++k) {
       const scalar_t* dyn = grad_y + g.sample(m, k) * g.y_sample_stride();
-      for (int64_t pixel = tid; pixel < g.pixels; pixel += kThreads) acc += hd::to_acc(dyn[g.stat_offset(f, pixel)]);
+      for (int64_t pixel = tid; pixel < g.pixels; pixel += kThreads)
+        acc += hd::to_acc(hd::load_ro(dyn + g.stat_offset(f, pixel)));
     }
     return {{acc}};
   }
@@ -262,14 +272,18 @@ struct BackwardKernel {
   PF_HD int64_t blocks() const { return g.groups * g.features * cfg.chunks.value; }
   PF_HD int phases() const { return 1; }
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
-    const Chunk c = chunk_of<kPow2>(g, cfg, block);
-    const acc_t coef = a[c.group * g.features + c.feature];
+    lane_backward(grad_y, x, grad_x, chunk_of<kPow2>(g, cfg, block), tid);
+  }
+  // This thread's positions of chunk c, for every member.
+  PF_HD void lane_backward(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ xs,
+                           scalar_t* __restrict__ dx, const Chunk& c, int tid) const {
+    const acc_t coef = hd::load_ro(a + c.group * g.features + c.feature);
     for (uint32_t j = c.start + tid; j < c.end; j += kThreads) {
       const int64_t x_off = g.x_offset<kPow2>(c.feature, j);
       const int64_t y_off = g.y_offset<kPow2>(c.feature, j);
       acc_t mean = 0, scale = 0;
       if (!g.zero) {  // the constant statistic has no gradient: dx = grad_y[:, :C]
-        const Moments<scalar_t> mo = moments_at<scalar_t>(g, x, c.group, x_off, nullptr, 0, eps);
+        const Moments<scalar_t> mo = moments_at<scalar_t>(g, xs, c.group, x_off, nullptr, 0, eps);
         mean = mo.mean;
         scale = coef * hd::rsqrt_acc(mo.sigma_sq);
       }
@@ -278,9 +292,9 @@ struct BackwardKernel {
         const int64_t xi = n * g.x_sample_stride() + x_off;
         // A zero statistic contributes nothing, not 0 * x (NaN for a NaN/Inf x); a select, not a branch, keeps
         // the loop within the registers it had (a branch spilled on sm_80 in double).
-        const acc_t centred = (hd::to_acc(x[xi]) - mean) * scale;
-        grad_x[xi] = hd::from_acc<scalar_t>(hd::to_acc(grad_y[n * g.y_sample_stride() + y_off]) +
-                                            (g.zero ? acc_t(0) : centred));
+        const acc_t centred = (hd::to_acc(hd::load_ro(xs + xi)) - mean) * scale;
+        dx[xi] = hd::from_acc<scalar_t>(hd::to_acc(hd::load_ro(dy + n * g.y_sample_stride() + y_off)) +
+                                        (g.zero ? acc_t(0) : centred));
       }
     }
   }
