@@ -353,8 +353,8 @@ struct Tasks {
         x_off[k] = n * g.x_sample_stride() + t.start * g.channels;
         y_off[k] = n * g.y_sample_stride() + t.start * (g.channels + g.features);
       } else {
-        x_off[k] = n * g.x_sample_stride() + g.x_offset(t.feature, t.start);
-        y_off[k] = n * g.y_sample_stride() + g.y_offset(t.feature, t.start);
+        x_off[k] = n * g.x_sample_stride() + g.x_offset<false>(t.feature, t.start);
+        y_off[k] = n * g.y_sample_stride() + g.y_offset<false>(t.feature, t.start);
       }
     }
   }
@@ -417,7 +417,7 @@ void forward(const Geometry& g, const T* x, T* y, double eps_in) {
 
   at::parallel_for(0, g.samples, per_sample_grain(g), [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
-      const T* s = stat.data() + g.group_of(n) * F;
+      const T* s = stat.data() + g.group_of<false>(n) * F;
       T* yn = y + n * g.y_sample_stride();
       if (g.channels_last) {
         for (int64_t p = 0; p < P; ++p) std::copy(s, s + F, yn + g.stat_offset(0, p));

@@ -30,7 +30,7 @@ std::vector<int64_t> minibatch_stddev_launch_config(const at::Tensor& x, int64_t
   const auto geo = minibatch_stddev_geometry(x, group_size, std::string_view(grouping.data(), grouping.size()),
                                              unbiased, /*eps=*/0.0, features);
   const auto cfg = minibatch_stddev_cuda::launch_config(geo);
-  return {geo.groups * geo.features * cfg.chunks, cfg.chunk, geo.samples * geo.features * cfg.pixel_runs};
+  return {geo.groups * geo.features * cfg.chunks.value, cfg.chunk, geo.samples * geo.features * cfg.pixel_runs.value};
 }
 
 // fade_from_rgb's geometries for `new`'s shape and layout with `image_channels` image channels:

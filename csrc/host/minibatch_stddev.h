@@ -29,7 +29,7 @@ at::Tensor forward(const at::Tensor& x_in, int64_t group_size, c10::string_view 
   if (o.y.numel() == 0) return o.y;
   check_32bit_positions(o.geo);
   const auto cfg = minibatch_stddev_cuda::launch_config(o.geo);
-  at::Tensor partial = at::empty({o.geo.groups * o.geo.features * cfg.chunks},
+  at::Tensor partial = at::empty({o.geo.groups * o.geo.features * cfg.chunks.value},
                                  o.x.options().dtype(at::toOpMathType(o.x.scalar_type())));
   device.launch(minibatch_stddev_cuda::ForwardStatParams{o.geo, o.x.const_data_ptr(), o.y.mutable_data_ptr(),
                                                          partial.mutable_data_ptr(), eps, dtype});

@@ -99,23 +99,31 @@ struct Operands {
   acc_t weight_scale, bias_gain, slope;  // scale / 4 (the mean's 1/4 folded in), bias_gain, negative_slope
   fade_cuda::Alpha alpha;
 
+  // The helpers of the kernels' loops take the tensors from the loop functions' __restrict__ parameters: nvcc ignores
+  // __restrict__ on struct members (these pointers), and only through restrict parameters may the loads be issued
+  // ahead of the stores. The tensors no thread writes are read by hd::load_ro (ld.global.nc): nvcc did not choose
+  // that path for them from __restrict__ alone.
+
   // The 2x2 sum of channel k at a pixel's image_base.
-  PF_HD acc_t pool(int64_t base, int64_t k) const {
+  PF_HD acc_t pool(const scalar_t* __restrict__ images, int64_t base, int64_t k) const {
     const scalar_t* p = images + base + k * shape.image_channel_stride();
     const int64_t row = shape.image_row_stride(), col = shape.image_column_stride();
-    return (hd::to_acc(p[0]) + hd::to_acc(p[col])) + (hd::to_acc(p[row]) + hd::to_acc(p[row + col]));
+    return (hd::to_acc(hd::load_ro(p)) + hd::to_acc(hd::load_ro(p + col))) +
+           (hd::to_acc(hd::load_ro(p + row)) + hd::to_acc(hd::load_ro(p + row + col)));
   }
   // The first kGroup sums (zero beyond C_img).
-  PF_HD void first_pools(int64_t base, acc_t (&pools)[kGroup]) const {
-    for (int e = 0; e < kGroup; ++e) pools[e] = e < shape.image_channels ? pool(base, e) : acc_t(0);
+  PF_HD void first_pools(const scalar_t* __restrict__ images, int64_t base, acc_t (&pools)[kGroup]) const {
+    for (int e = 0; e < kGroup; ++e) pools[e] = e < shape.image_channels ? pool(images, base, e) : acc_t(0);
   }
-  PF_HD acc_t z(int64_t base, int64_t c, const acc_t (&pools)[kGroup]) const {
+  PF_HD acc_t z(const scalar_t* __restrict__ images, const scalar_t* __restrict__ weight,
+                const scalar_t* __restrict__ bias, int64_t base, int64_t c, const acc_t (&pools)[kGroup]) const {
     acc_t dot = 0;
     const scalar_t* w = weight + c * shape.image_channels;
     for (int e = 0; e < kGroup; ++e)  // constant trip count: unrolled, `pools` stays in registers
-      if (e < shape.image_channels) dot += hd::to_acc(w[e]) * pools[e];
-    for (int64_t k = kGroup; k < shape.image_channels; ++k) dot += hd::to_acc(w[k]) * pool(base, k);
-    return weight_scale * dot + bias_gain * hd::to_acc(bias[c]);
+      if (e < shape.image_channels) dot += hd::to_acc(hd::load_ro(w + e)) * pools[e];
+    for (int64_t k = kGroup; k < shape.image_channels; ++k)
+      dot += hd::to_acc(hd::load_ro(w + k)) * pool(images, base, k);
+    return weight_scale * dot + bias_gain * hd::to_acc(hd::load_ro(bias + c));
   }
   // dz / g: (1 - alpha) * lrelu'(z).
   PF_HD acc_t dz_per_g(acc_t z, acc_t a) const { return (acc_t(1) - a) * (z > acc_t(0) ? acc_t(1) : slope); }
@@ -187,17 +195,24 @@ struct ForwardKernel {
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
     if (s.item >= o.shape.pixels()) return;
+    lane(o.images, o.weight, o.bias, new_, y, s);
+  }
+
+  // This lane's channels of its pixel, the tensors as __restrict__ parameters (Operands says why).
+  PF_HD void lane(const scalar_t* __restrict__ images, const scalar_t* __restrict__ weight,
+                  const scalar_t* __restrict__ bias, const scalar_t* __restrict__ new_values,
+                  scalar_t* __restrict__ out, const Slot& s) const {
     const Pixel px = o.shape.template pixel<kPow2Plane>(cfg.plane, s.item);
     const int64_t base = o.shape.image_base(px);
     acc_t pools[kGroup];
-    o.first_pools(base, pools);
+    o.first_pools(images, base, pools);
     const acc_t a = o.alpha.template load<acc_t>();
     const int64_t step = cfg.lanes * o.shape.channel_stride();
     int64_t i = o.shape.feature(px, s.lane);
     for (int64_t c = s.lane; c < o.shape.channels; c += cfg.lanes, i += step) {
-      const acc_t z = o.z(base, c, pools);
+      const acc_t z = o.z(images, weight, bias, base, c, pools);
       const acc_t old = z > acc_t(0) ? z : z * o.slope;
-      y[i] = hd::from_acc<scalar_t>(fade_cuda::lerp(old, hd::to_acc(new_[i]), a));
+      out[i] = hd::from_acc<scalar_t>(fade_cuda::lerp(old, hd::to_acc(hd::load_ro(new_values + i)), a));
     }
   }
 };
@@ -229,23 +244,29 @@ struct PixelBackwardKernel {
 
   // This lane's share of the item's sums, W[c, k] * dz over its channels; the item's image_base to `base`.
   PF_HD Exchange lane_sums(int64_t block, int tid, int64_t& base) const {
+    return lane_sums(o.images, o.weight, o.bias, grad_y, grad_new, block, tid, base);
+  }
+  // The same, the tensors as __restrict__ parameters (Operands says why).
+  PF_HD Exchange lane_sums(const scalar_t* __restrict__ images, const scalar_t* __restrict__ weight,
+                           const scalar_t* __restrict__ bias, const scalar_t* __restrict__ dy,
+                           scalar_t* __restrict__ dnew, int64_t block, int tid, int64_t& base) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
     Exchange sums{};
     if (s.item < o.shape.pixels()) {
       const Pixel px = o.shape.template pixel<kPow2Plane>(cfg.plane, s.item);
       base = o.shape.image_base(px);
       acc_t pools[kGroup];
-      o.first_pools(base, pools);
+      o.first_pools(images, base, pools);
       const acc_t a = o.alpha.template load<acc_t>();
       const int64_t k0 = group * kGroup, ci = o.shape.image_channels;
       const int64_t step = cfg.lanes * o.shape.channel_stride();
       int64_t i = o.shape.feature(px, s.lane);
       for (int64_t c = s.lane; c < o.shape.channels; c += cfg.lanes, i += step) {
-        const acc_t g = hd::to_acc(grad_y[i]);
-        if (group == 0) grad_new[i] = hd::from_acc<scalar_t>(a * g);
-        const acc_t dz = o.dz_per_g(o.z(base, c, pools), a) * g;
+        const acc_t g = hd::to_acc(hd::load_ro(dy + i));
+        if (group == 0) dnew[i] = hd::from_acc<scalar_t>(a * g);
+        const acc_t dz = o.dz_per_g(o.z(images, weight, bias, base, c, pools), a) * g;
         for (int e = 0; e < kGroup; ++e)
-          if (k0 + e < ci) sums.v[e] += hd::to_acc(o.weight[c * ci + k0 + e]) * dz;
+          if (k0 + e < ci) sums.v[e] += hd::to_acc(hd::load_ro(weight + c * ci + k0 + e)) * dz;
       }
     }
     return sums;
@@ -333,30 +354,34 @@ struct ChannelBackwardKernel {
     return slot_of(false, cfg.lanes, cfg.items_per_block, block, tid);
   }
 
-  // The chunk's pixels of this lane. The channel's weights are loop invariants; kFew (C_img <= kGroup, the common
-  // case) compiles the loop without the code for further image channels, which kept ptxas from spilling.
+  // The chunk's pixels of this lane, the tensors as __restrict__ parameters (Operands says why). The channel's
+  // weights are loop invariants; kFew (C_img <= kGroup, the common case) compiles the loop without the code for
+  // further image channels, which kept ptxas from spilling.
   template <bool kFew>
-  PF_HD void accumulate_pixels(acc_t (&sums)[kGroup + 1], int64_t sample, int64_t c, int64_t first, int64_t end,
+  PF_HD void accumulate_pixels(const scalar_t* __restrict__ images, const scalar_t* __restrict__ weight,
+                               const scalar_t* __restrict__ bias, const scalar_t* __restrict__ dy,
+                               acc_t (&sums)[kGroup + 1], int64_t sample, int64_t c, int64_t first, int64_t end,
                                int64_t i) const {
     const int64_t ci = o.shape.image_channels, k0 = group * kGroup;
     const int64_t step = cfg.lanes * o.shape.pixel_stride();
     acc_t w[kGroup];
-    for (int e = 0; e < kGroup; ++e) w[e] = e < ci ? o.weight_scale * hd::to_acc(o.weight[c * ci + e]) : acc_t(0);
-    const acc_t zb = o.bias_gain * hd::to_acc(o.bias[c]);
+    for (int e = 0; e < kGroup; ++e)
+      w[e] = e < ci ? o.weight_scale * hd::to_acc(hd::load_ro(weight + c * ci + e)) : acc_t(0);
+    const acc_t zb = o.bias_gain * hd::to_acc(hd::load_ro(bias + c));
     const acc_t a = o.alpha.template load<acc_t>();
     for (int64_t p = first; p < end; p += cfg.lanes, i += step) {
       const int64_t base = o.shape.image_base({sample, p});
       acc_t pools[kGroup];
-      o.first_pools(base, pools);
+      o.first_pools(images, base, pools);
       acc_t z = zb;
       for (int e = 0; e < kGroup; ++e) z += w[e] * pools[e];
       if constexpr (!kFew) {
         for (int64_t k = kGroup; k < ci; ++k)
-          z += o.weight_scale * hd::to_acc(o.weight[c * ci + k]) * o.pool(base, k);
+          z += o.weight_scale * hd::to_acc(hd::load_ro(weight + c * ci + k)) * o.pool(images, base, k);
         if (group > 0)
-          for (int e = 0; e < kGroup; ++e) pools[e] = k0 + e < ci ? o.pool(base, k0 + e) : acc_t(0);
+          for (int e = 0; e < kGroup; ++e) pools[e] = k0 + e < ci ? o.pool(images, base, k0 + e) : acc_t(0);
       }
-      const acc_t dz = o.dz_per_g(z, a) * hd::to_acc(grad_y[i]);
+      const acc_t dz = o.dz_per_g(z, a) * hd::to_acc(hd::load_ro(dy + i));
       for (int e = 0; e < kGroup; ++e) sums[e] += dz * pools[e];
       sums[kGroup] += dz;
     }
@@ -372,8 +397,10 @@ struct ChannelBackwardKernel {
       const int64_t sample = chunk / cfg.sample_chunks, p0 = (chunk - sample * cfg.sample_chunks) * cfg.chunk_pixels;
       const int64_t end = p0 + cfg.chunk_pixels < o.shape.plane() ? p0 + cfg.chunk_pixels : o.shape.plane();
       const int64_t i = o.shape.feature({sample, p0 + s.lane}, c);
-      if (o.shape.image_channels <= kGroup) accumulate_pixels<true>(sums.v, sample, c, p0 + s.lane, end, i);
-      else accumulate_pixels<false>(sums.v, sample, c, p0 + s.lane, end, i);
+      if (o.shape.image_channels <= kGroup)
+        accumulate_pixels<true>(o.images, o.weight, o.bias, grad_y, sums.v, sample, c, p0 + s.lane, end, i);
+      else
+        accumulate_pixels<false>(o.images, o.weight, o.bias, grad_y, sums.v, sample, c, p0 + s.lane, end, i);
     }
     return sums;
   }

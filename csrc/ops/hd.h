@@ -130,6 +130,25 @@ struct Divisor {
     if constexpr (kPow2) return n >> shift;
     else return n / value;
   }
+  // The same for an index the kernel keeps in 32 bits (value < 2^32): a 32-bit divide, inline on the GPU, where
+  // it is not a power of two.
+  template <bool kPow2>
+  PF_HD uint32_t divide(uint32_t n) const {
+    if constexpr (kPow2) return n >> shift;
+    else return n / static_cast<uint32_t>(value);
+  }
+  // n / value and n % value (Index: int64_t or uint32_t). The remainder of a power of two is a mask: from the
+  // quotient's multiply-subtract, ptxas spilled a register in minibatch stddev's forward (sm_80, half types).
+  template <typename Index>
+  struct Split {
+    Index quotient, remainder;
+  };
+  template <bool kPow2, typename Index>
+  PF_HD Split<Index> split(Index n) const {
+    const Index q = divide<kPow2>(n);
+    if constexpr (kPow2) return {q, n & static_cast<Index>(value - 1)};
+    else return {q, n - q * static_cast<Index>(value)};
+  }
 };
 
 // Calls f(std::bool_constant<pow2>{}): the kernel instantiated for index math by shifts (every divisor a power of

@@ -37,10 +37,22 @@ constexpr int64_t kMinBlocks = 512;
 // Pixels of one statistic channel a ForwardStatWrite block writes.
 constexpr int64_t kWritePixels = 4 * kThreads;
 
+// The divisors of the kernels' block indices are hd::Divisors: every kernel is instantiated for kPow2, all of its
+// divisors powers of two (every ProGAN shape: shifts), and for the general case (32-bit divides).
 struct LaunchConfig {
-  int64_t chunk = 1;       // positions per block of the position kernels
-  int64_t chunks = 0;      // per (group, channel group)
-  int64_t pixel_runs = 0;  // ForwardStatWrite blocks per (sample, channel group)
+  int64_t chunk = 1;        // positions per block of the position kernels
+  hd::Divisor chunks;       // per (group, channel group)
+  hd::Divisor pixel_runs;   // ForwardStatWrite blocks per (sample, channel group)
+  hd::Divisor features;     // F
+
+  // Whether the divisors of each kernel are all powers of two: the position kernels (ForwardStatKernel,
+  // BackwardKernel: chunk_of and, in channels_last, the positions' pixels), ForwardStatWrite (run_of and the
+  // sample's group), BackwardStatKernel (its block's channel group).
+  bool positions_pow2(const Geometry& g) const {
+    return chunks.pow2() && features.pow2() && (!g.channels_last || g.cf.pow2());
+  }
+  bool write_pow2(const Geometry& g) const { return pixel_runs.pow2() && features.pow2() && g.grouping.pow2(); }
+  bool backward_stat_pow2() const { return features.pow2(); }
 };
 
 inline LaunchConfig launch_config(const Geometry& g) {
@@ -50,8 +62,9 @@ inline LaunchConfig launch_config(const Geometry& g) {
   while (iterations > 1 && g.groups * g.features * hd::ceil_div(K, kThreads * iterations) < kMinBlocks)
     iterations /= 2;
   cfg.chunk = kThreads * iterations;
-  cfg.chunks = hd::ceil_div(K, cfg.chunk);
-  cfg.pixel_runs = hd::ceil_div(g.pixels, kWritePixels);
+  cfg.chunks = hd::Divisor::of(hd::ceil_div(K, cfg.chunk));
+  cfg.pixel_runs = hd::Divisor::of(hd::ceil_div(g.pixels, kWritePixels));
+  cfg.features = hd::Divisor::of(g.features);
   return cfg;
 }
 
@@ -74,16 +87,21 @@ PF_HD acc_t block_total(const Shared<acc_t>& sh) {
   return total;
 }
 
-// The members' mean and sigma^2 = var + eps at one position (x + member offsets + `offset`); with `copy_to`, the
-// forward's copy of every member into y while it is read.
+// The kernels' loops take the tensors as __restrict__ parameters of these (inlined) functions, because nvcc ignores
+// __restrict__ on struct members: only then may the loads be issued ahead of the stores. The tensors no thread
+// writes are read by hd::load_ro (ld.global.nc), which nvcc does not choose from __restrict__ alone.
+
+// The members' mean and sigma^2 = var + eps at one position (x + member offsets + `offset`); with a non-null y, the
+// forward's copy of every member into y while it is read. Its loads of x are plain (read-only where nvcc proves it,
+// as for float): through hd::load_ro the double forward spilled on sm_90.
 template <typename scalar_t>
 struct Moments {
   opmath_t<scalar_t> mean, sigma_sq;
 };
 
 template <typename scalar_t>
-PF_HD Moments<scalar_t> moments_at(const Geometry& g, const scalar_t* x, int64_t m, int64_t x_off, scalar_t* y,
-                                   int64_t y_off, opmath_t<scalar_t> eps) {
+PF_HD Moments<scalar_t> moments_at(const Geometry& g, const scalar_t* __restrict__ x, int64_t m, int64_t x_off,
+                                   scalar_t* __restrict__ y, int64_t y_off, opmath_t<scalar_t> eps) {
   using acc_t = opmath_t<scalar_t>;
   acc_t sum = 0;
   for (int64_t k = 0; k < g.group_size; ++k) {
@@ -107,20 +125,20 @@ struct Chunk {
   uint32_t group, feature, start, end;
 };
 
+template <bool kPow2>
 PF_HD Chunk chunk_of(const Geometry& g, const LaunchConfig& cfg, int64_t block) {
   Chunk c;
-  const uint32_t b = static_cast<uint32_t>(block), chunks = static_cast<uint32_t>(cfg.chunks);
-  const uint32_t features = static_cast<uint32_t>(g.features);
-  const uint32_t chunk = b % chunks, rest = b / chunks;
-  c.feature = rest % features;
-  c.group = rest / features;
-  c.start = chunk * static_cast<uint32_t>(cfg.chunk);
+  const hd::Divisor::Split<uint32_t> chunk = cfg.chunks.split<kPow2>(static_cast<uint32_t>(block));
+  const hd::Divisor::Split<uint32_t> rest = cfg.features.split<kPow2>(chunk.quotient);
+  c.group = rest.quotient;
+  c.feature = rest.remainder;
+  c.start = chunk.remainder * static_cast<uint32_t>(cfg.chunk);
   const int64_t end = int64_t(c.start) + cfg.chunk;
   c.end = static_cast<uint32_t>(end < g.positions() ? end : g.positions());
   return c;
 }
 
-template <typename scalar_t>
+template <typename scalar_t, bool kPow2>
 struct ForwardStatKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = minibatch_stddev_cuda::kThreads;
@@ -134,18 +152,22 @@ struct ForwardStatKernel {
 
   using Exchange = hd::Sums<acc_t, 1>;
 
-  PF_HD int64_t blocks() const { return g.groups * g.features * cfg.chunks; }
+  PF_HD int64_t blocks() const { return g.groups * g.features * cfg.chunks.value; }
   PF_HD int phases() const { return 2; }
   PF_HD int exchange_lanes() const { return hd::kWarpSize; }
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const {
-    const Chunk c = chunk_of(g, cfg, block);
+    return {{lane_sigma_sum(x, y, chunk_of<kPow2>(g, cfg, block), tid)}};
+  }
+  // This thread's positions of chunk c: the sum of their sigmas, the members copied into y.
+  PF_HD acc_t lane_sigma_sum(const scalar_t* __restrict__ xs, scalar_t* __restrict__ ys, const Chunk& c,
+                             int tid) const {
     acc_t acc = 0;
     for (uint32_t j = c.start + tid; j < c.end; j += kThreads) {
-      const Moments<scalar_t> mo = moments_at(g, x, c.group, g.x_offset(c.feature, j), y, g.y_offset(c.feature, j),
-                                              eps);
+      const Moments<scalar_t> mo = moments_at(g, xs, c.group, g.x_offset<kPow2>(c.feature, j), ys,
+                                              g.y_offset<kPow2>(c.feature, j), eps);
       acc += std::sqrt(mo.sigma_sq);
     }
-    return {{acc}};
+    return acc;
   }
   PF_HD void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const {
     keep_warp_sum(sh, tid, sums.v[0]);
@@ -155,7 +177,7 @@ struct ForwardStatKernel {
   }
 };
 
-template <typename scalar_t>
+template <typename scalar_t, bool kPow2>
 struct ForwardStatWrite {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = minibatch_stddev_cuda::kThreads;
@@ -172,20 +194,20 @@ struct ForwardStatWrite {
     uint32_t run, f, n;
   };
   PF_HD Run run_of(int64_t block) const {
-    const uint32_t b = static_cast<uint32_t>(block), runs = static_cast<uint32_t>(cfg.pixel_runs);
-    const uint32_t features = static_cast<uint32_t>(g.features);
-    return {b % runs, b / runs % features, b / runs / features};
+    const hd::Divisor::Split<uint32_t> run = cfg.pixel_runs.split<kPow2>(static_cast<uint32_t>(block));
+    const hd::Divisor::Split<uint32_t> rest = cfg.features.split<kPow2>(run.quotient);
+    return {run.remainder, rest.remainder, rest.quotient};
   }
 
-  PF_HD int64_t blocks() const { return g.samples * g.features * cfg.pixel_runs; }
+  PF_HD int64_t blocks() const { return g.samples * g.features * cfg.pixel_runs.value; }
   PF_HD int phases() const { return 2; }
   PF_HD int exchange_lanes() const { return hd::kWarpSize; }
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const {
     const Run r = run_of(block);
-    const uint32_t m = g.strided ? r.n % static_cast<uint32_t>(g.groups) : r.n / static_cast<uint32_t>(g.group_size);
-    const acc_t* chunks = partial + (int64_t(m) * g.features + r.f) * cfg.chunks;
+    const uint32_t m = g.group_of<kPow2>(r.n);
+    const acc_t* chunks = partial + (int64_t(m) * g.features + r.f) * cfg.chunks.value;
     acc_t acc = 0;
-    for (int64_t i = tid; i < cfg.chunks; i += kThreads) acc += hd::load_ro(chunks + i);
+    for (int64_t i = tid; i < cfg.chunks.value; i += kThreads) acc += hd::load_ro(chunks + i);
     return {{acc}};
   }
   PF_HD void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const {
@@ -200,12 +222,13 @@ struct ForwardStatWrite {
   }
 };
 
-template <typename scalar_t>
+template <typename scalar_t, bool kPow2>
 struct BackwardStatKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = minibatch_stddev_cuda::kThreads;
   using Shared = minibatch_stddev_cuda::Shared<acc_t>;
   Geometry g;
+  LaunchConfig cfg;
   const scalar_t* grad_y;
   acc_t* a;  // one per (group, channel group)
 
@@ -215,12 +238,13 @@ struct BackwardStatKernel {
   PF_HD int phases() const { return 2; }
   PF_HD int exchange_lanes() const { return hd::kWarpSize; }
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const {
-    const uint32_t features = static_cast<uint32_t>(g.features);
-    const uint32_t m = static_cast<uint32_t>(block) / features, f = static_cast<uint32_t>(block) % features;
+    const hd::Divisor::Split<uint32_t> mf = cfg.features.split<kPow2>(static_cast<uint32_t>(block));
+    const uint32_t m = mf.quotient, f = mf.remainder;
     acc_t acc = 0;
     for (int64_t k = 0; k < g.group_size; ++k) {
       const scalar_t* dyn = grad_y + g.sample(m, k) * g.y_sample_stride();
-      for (int64_t pixel = tid; pixel < g.pixels; pixel += kThreads) acc += hd::to_acc(dyn[g.stat_offset(f, pixel)]);
+      for (int64_t pixel = tid; pixel < g.pixels; pixel += kThreads)
+        acc += hd::to_acc(hd::load_ro(dyn + g.stat_offset(f, pixel)));
     }
     return {{acc}};
   }
@@ -232,7 +256,7 @@ struct BackwardStatKernel {
   }
 };
 
-template <typename scalar_t>
+template <typename scalar_t, bool kPow2>
 struct BackwardKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = minibatch_stddev_cuda::kThreads;
@@ -245,16 +269,21 @@ struct BackwardKernel {
   scalar_t* grad_x;
   acc_t eps;
 
-  PF_HD int64_t blocks() const { return g.groups * g.features * cfg.chunks; }
+  PF_HD int64_t blocks() const { return g.groups * g.features * cfg.chunks.value; }
   PF_HD int phases() const { return 1; }
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
-    const Chunk c = chunk_of(g, cfg, block);
-    const acc_t coef = a[c.group * g.features + c.feature];
+    lane_backward(grad_y, x, grad_x, chunk_of<kPow2>(g, cfg, block), tid);
+  }
+  // This thread's positions of chunk c, for every member.
+  PF_HD void lane_backward(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ xs,
+                           scalar_t* __restrict__ dx, const Chunk& c, int tid) const {
+    const acc_t coef = hd::load_ro(a + c.group * g.features + c.feature);
     for (uint32_t j = c.start + tid; j < c.end; j += kThreads) {
-      const int64_t x_off = g.x_offset(c.feature, j), y_off = g.y_offset(c.feature, j);
+      const int64_t x_off = g.x_offset<kPow2>(c.feature, j);
+      const int64_t y_off = g.y_offset<kPow2>(c.feature, j);
       acc_t mean = 0, scale = 0;
       if (!g.zero) {  // the constant statistic has no gradient: dx = grad_y[:, :C]
-        const Moments<scalar_t> mo = moments_at<scalar_t>(g, x, c.group, x_off, nullptr, 0, eps);
+        const Moments<scalar_t> mo = moments_at<scalar_t>(g, xs, c.group, x_off, nullptr, 0, eps);
         mean = mo.mean;
         scale = coef * hd::rsqrt_acc(mo.sigma_sq);
       }
@@ -263,9 +292,9 @@ struct BackwardKernel {
         const int64_t xi = n * g.x_sample_stride() + x_off;
         // A zero statistic contributes nothing, not 0 * x (NaN for a NaN/Inf x); a select, not a branch, keeps
         // the loop within the registers it had (a branch spilled on sm_80 in double).
-        const acc_t centred = (hd::to_acc(x[xi]) - mean) * scale;
-        grad_x[xi] = hd::from_acc<scalar_t>(hd::to_acc(grad_y[n * g.y_sample_stride() + y_off]) +
-                                            (g.zero ? acc_t(0) : centred));
+        const acc_t centred = (hd::to_acc(hd::load_ro(xs + xi)) - mean) * scale;
+        dx[xi] = hd::from_acc<scalar_t>(hd::to_acc(hd::load_ro(dy + n * g.y_sample_stride() + y_off)) +
+                                        (g.zero ? acc_t(0) : centred));
       }
     }
   }
@@ -305,45 +334,59 @@ struct BackwardParams {
   hd::DType dtype;
 };
 
-// Each builds the kernel for p's dtype and hands it to `exec` (hd::CudaLaunch on the GPU, hd::Emulate in tests).
+// Each builds the kernel for p's dtype and divisors' case and hands it to `exec` (hd::CudaLaunch on the GPU,
+// hd::Emulate in tests).
 template <typename Exec>
 auto run(const ForwardStatParams& p, const Exec& exec) {
+  const LaunchConfig cfg = launch_config(p.g);
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    return exec(ForwardStatKernel<scalar_t>{p.g, launch_config(p.g), static_cast<const scalar_t*>(p.x),
-                                            static_cast<scalar_t*>(p.y), static_cast<acc_t*>(p.partial),
-                                            static_cast<acc_t>(p.eps)});
+    return hd::with_pow2_case(cfg.positions_pow2(p.g), [&](auto pow2) {
+      return exec(ForwardStatKernel<scalar_t, decltype(pow2)::value>{
+          p.g, cfg, static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y), static_cast<acc_t*>(p.partial),
+          static_cast<acc_t>(p.eps)});
+    });
   });
 }
 
 template <typename Exec>
 auto run(const ForwardWriteParams& p, const Exec& exec) {
+  const LaunchConfig cfg = launch_config(p.g);
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    return exec(ForwardStatWrite<scalar_t>{p.g, launch_config(p.g), static_cast<const acc_t*>(p.partial),
-                                           static_cast<scalar_t*>(p.y)});
+    return hd::with_pow2_case(cfg.write_pow2(p.g), [&](auto pow2) {
+      return exec(ForwardStatWrite<scalar_t, decltype(pow2)::value>{p.g, cfg, static_cast<const acc_t*>(p.partial),
+                                                                    static_cast<scalar_t*>(p.y)});
+    });
   });
 }
 
 template <typename Exec>
 auto run(const BackwardStatParams& p, const Exec& exec) {
+  const LaunchConfig cfg = launch_config(p.g);
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    return exec(BackwardStatKernel<scalar_t>{p.g, static_cast<const scalar_t*>(p.grad_y), static_cast<acc_t*>(p.a)});
+    return hd::with_pow2_case(cfg.backward_stat_pow2(), [&](auto pow2) {
+      return exec(BackwardStatKernel<scalar_t, decltype(pow2)::value>{
+          p.g, cfg, static_cast<const scalar_t*>(p.grad_y), static_cast<acc_t*>(p.a)});
+    });
   });
 }
 
 template <typename Exec>
 auto run(const BackwardParams& p, const Exec& exec) {
+  const LaunchConfig cfg = launch_config(p.g);
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    return exec(BackwardKernel<scalar_t>{p.g, launch_config(p.g), static_cast<const scalar_t*>(p.grad_y),
-                                         static_cast<const scalar_t*>(p.x), static_cast<const acc_t*>(p.a),
-                                         static_cast<scalar_t*>(p.grad_x), static_cast<acc_t>(p.eps)});
+    return hd::with_pow2_case(cfg.positions_pow2(p.g), [&](auto pow2) {
+      return exec(BackwardKernel<scalar_t, decltype(pow2)::value>{
+          p.g, cfg, static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.x),
+          static_cast<const acc_t*>(p.a), static_cast<scalar_t*>(p.grad_x), static_cast<acc_t>(p.eps)});
+    });
   });
 }
 

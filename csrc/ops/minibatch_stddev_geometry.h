@@ -24,28 +24,38 @@ struct Geometry {
   double inv_divisor = 1;     // 1/G (biased) or 1/(G-1) (unbiased)
   double inv_group_size = 1;  // 1/G (the GPU kernels multiply: a double division spills registers)
 
-  int64_t cf = 0;         // C / F, and K = C / F * H * W positions per channel group: stored, not divided on the
+  hd::Divisor cf;         // C / F, and K = C / F * H * W positions per channel group: stored, not divided on the
   int64_t k = 0;          // GPU (a 64-bit division is a subroutine call there, and its registers spill)
+  // What a sample index is divided by to find its group: M (strided: n mod M) or G (contiguous: n / G).
+  hd::Divisor grouping;
 
-  PF_HD int64_t channels_per_feature() const { return cf; }
+  PF_HD int64_t channels_per_feature() const { return cf.value; }
   PF_HD int64_t positions() const { return k; }
   PF_HD int64_t x_sample_stride() const { return channels * pixels; }
   PF_HD int64_t y_sample_stride() const { return (channels + features) * pixels; }
-  // Sample index of member k of group m, and the group of sample n.
+  // Sample index of member k of group m, and the group of sample n (Index: int64_t or a GPU kernel's uint32_t).
+  // Divisions are by hd::Divisor: shifts in the GPU kernels instantiated for kPow2 (the CPU kernels divide once per
+  // sample or task, and pass false).
   PF_HD int64_t sample(int64_t m, int64_t k) const { return strided ? m + k * groups : m * group_size + k; }
-  PF_HD int64_t group_of(int64_t n) const { return strided ? n % groups : n / group_size; }
+  template <bool kPow2, typename Index>
+  PF_HD Index group_of(Index n) const {
+    const hd::Divisor::Split<Index> s = grouping.split<kPow2>(n);
+    return strided ? s.remainder : s.quotient;
+  }
   // Offsets within one sample of position j of channel group f: in x (and dx), and in y (and grad_y). Positions
   // are 32-bit (the hosts refuse K >= 2^31): a 64-bit division per element costs registers the GPU kernels
   // would spill.
+  template <bool kPow2>
   PF_HD int64_t x_offset(int64_t f, uint32_t j) const {
     if (!channels_last) return f * positions() + j;
-    const uint32_t cf = static_cast<uint32_t>(channels_per_feature()), pixel = j / cf;
-    return int64_t(pixel) * channels + f * cf + (j - pixel * cf);
+    const hd::Divisor::Split<uint32_t> s = cf.split<kPow2>(j);
+    return int64_t(s.quotient) * channels + f * cf.value + s.remainder;
   }
+  template <bool kPow2>
   PF_HD int64_t y_offset(int64_t f, uint32_t j) const {
     if (!channels_last) return f * positions() + j;
-    const uint32_t cf = static_cast<uint32_t>(channels_per_feature()), pixel = j / cf;
-    return int64_t(pixel) * (channels + features) + f * cf + (j - pixel * cf);
+    const hd::Divisor::Split<uint32_t> s = cf.split<kPow2>(j);
+    return int64_t(s.quotient) * (channels + features) + f * cf.value + s.remainder;
   }
   // Offset within one sample of y's statistic channel C + f at `pixel`.
   PF_HD int64_t stat_offset(int64_t f, int64_t pixel) const {
@@ -62,11 +72,12 @@ inline Geometry make_geometry(int64_t samples, int64_t channels, int64_t pixels,
   g.channels = channels;
   g.pixels = pixels;
   g.features = features;
-  g.cf = features > 0 ? channels / features : 0;
-  g.k = g.cf * pixels;
+  g.cf = hd::Divisor::of(features > 0 ? channels / features : 0);
+  g.k = g.cf.value * pixels;
   g.group_size = group_size < samples ? group_size : samples;
   if (!strided && g.group_size > 0 && samples % g.group_size != 0) g.group_size = samples;
   g.groups = g.group_size > 0 ? samples / g.group_size : 0;
+  g.grouping = hd::Divisor::of(strided ? g.groups : g.group_size);
   g.strided = strided;
   g.zero = !strided && g.group_size == 1;
   g.channels_last = channels_last;

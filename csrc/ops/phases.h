@@ -27,7 +27,10 @@
 // __restrict__ parameters: nvcc ignores __restrict__ on the members of K, so without them no load may be issued
 // before an earlier store, and none takes the read-only path. They move 16 bytes per access where the tensors are
 // aligned (csrc/ops/vec.h) and divide indices by powers of two with shifts (hd::Divisor). Pixel norm, the epilogue
-// and the fade-in blends do all three; fade_from_rgb and minibatch stddev do not yet.
+// and the fade-in blends do all three. What the other two lack: fade_from_rgb makes no 16-byte accesses, and two of
+// its divisions remain (a feature pixel's image row, p / W in 32 bits; the channel kernel's item -> chunk, sample,
+// 64-bit); minibatch stddev makes no 16-byte accesses, and its position loops take x, y, grad_y and grad_x without
+// __restrict__ (none of their loads is read-only).
 #pragma once
 #include "ops/hd.h"
 
