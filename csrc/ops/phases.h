@@ -29,8 +29,8 @@
 // aligned (csrc/ops/vec.h) and divide indices by powers of two with shifts (hd::Divisor). Pixel norm, the epilogue
 // and the fade-in blends do all three. What the other two lack: fade_from_rgb makes no 16-byte accesses, and two of
 // its divisions remain (a feature pixel's image row, p / W in 32 bits; the channel kernel's item -> chunk, sample,
-// 64-bit); minibatch stddev makes no 16-byte accesses, and its position loops take x, y, grad_y and grad_x without
-// __restrict__ (none of their loads is read-only).
+// 64-bit); minibatch stddev makes no 16-byte accesses, and its loads of x for the members' moments are plain (nvcc
+// makes them read-only in the float forward only; hd::load_ro spilled the double forward on sm_90).
 #pragma once
 #include "ops/hd.h"
 
