@@ -21,6 +21,7 @@ import torch
 
 import progan_fast
 from progan_fast import models, ops
+from progan_fast.ops import winograd
 
 from . import baseline, common
 
@@ -41,6 +42,7 @@ class Case:
     compile_g: bool = False       # G under torch.compile (D cannot be: aot_autograd has no double backward)
     amp: str = "none"             # "none" or "bf16" (torch.autocast)
     malloc: str = "tuned"         # "tuned" (progan_fast.tune_allocator) or "default" (glibc's defaults)
+    conv: str = "direct"          # progan_fast's 3x3 convs: "direct" (torch's) or "winograd" (ops.winograd)
 
     def __post_init__(self):
         if self.models not in ("baseline", "progan_fast"):
@@ -51,6 +53,9 @@ class Case:
             raise ValueError(f"amp must be 'none' or 'bf16'; got {self.amp!r}")
         if self.malloc not in ("tuned", "default"):
             raise ValueError(f"malloc must be 'tuned' or 'default'; got {self.malloc!r}")
+        if self.conv not in winograd.ALGORITHMS or (self.conv != "direct" and self.models != "progan_fast"):
+            raise ValueError(f"conv must be one of {winograd.ALGORITHMS} (not direct only for progan_fast); "
+                             f"got {self.conv!r}")
 
     @property
     def name(self):
@@ -63,6 +68,8 @@ class Case:
             parts.append(self.amp)
         if self.malloc != "tuned":
             parts.append("default-malloc")
+        if self.conv != "direct":
+            parts.append(self.conv)
         return " ".join(parts)
 
     @property
@@ -116,6 +123,7 @@ class TrainStep:
         stack = contextlib.ExitStack()
         if self.case.models == "progan_fast":
             stack.enter_context(progan_fast.use_backend(self.case.backend))
+            stack.enter_context(winograd.use_conv_algorithm(self.case.conv))
         if self.case.amp == "bf16":
             stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
         return stack

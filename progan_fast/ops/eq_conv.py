@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import backends, reference
-from . import _checks, _resample_conv
+from . import _checks, _resample_conv, winograd
 from . import scaled_bias_act as _sba
 
 backends.register_op("eq_conv2d", ())
@@ -50,6 +50,8 @@ def _conv2d_resample(x, weight, up, down):
     in backward rather than saved (_resample_conv)."""
     if up or down:
         return _resample_conv.conv2d_resample(x, weight, transposed=up)
+    if winograd.applies(x, weight):
+        return winograd.conv3x3_winograd(x, weight)
     return F.conv2d(x, weight, padding=(weight.shape[-1] - 1) // 2)
 
 
