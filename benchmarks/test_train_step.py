@@ -51,6 +51,8 @@ def train_step_cases(device):
     for family in _families(device):
         cases += [Case("progan_fast", backend=family), Case("progan_fast", backend=family, layout="channels_last")]
     fastest_family = (_families(device) or [None])[0]
+    if torch.device(device).type == "cpu" and fastest_family == "cpu":
+        cases.append(Case("progan_fast", backend="cpu", layout="channels_last", conv="winograd"))
     cases += [Case("progan_fast", backend=fastest_family, layout="channels_last", amp="bf16"), Case("baseline", amp="bf16")]
     return cases
 
@@ -122,7 +124,7 @@ def _memory_and_check(session, step, rec, images, memory):
 
 def dataclass_dict(case):
     return {"models": case.models, "backend": case.backend, "layout": case.layout, "compile_g": case.compile_g,
-            "amp": case.amp, "precision": case.precision, "malloc": case.malloc}
+            "amp": case.amp, "precision": case.precision, "malloc": case.malloc, "conv": case.conv}
 
 
 @pytest.mark.parametrize("resolution", RESOLUTIONS, ids=[f"{r}x{r}" for r in RESOLUTIONS])

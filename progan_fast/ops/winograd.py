@@ -100,7 +100,7 @@ def _weight_transform(w, transpose=False):
 
 def _weight_transform_adjoint(grad_u, cout, cin):
     """The adjoint of _weight_transform (not transposed): grad_w = G^T grad_U G per (out, in) pair."""
-    return torch.mm(grad_u.view(POINTS, cout * cin).T, _kron(grad_u)).view(cout, cin, 3, 3)
+    return torch.mm(_kron(grad_u).T.contiguous(), grad_u.view(POINTS, cout * cin)).T.reshape(cout, cin, 3, 3)
 
 
 def _cl(t):
@@ -122,14 +122,13 @@ def _adjoint_x(grad_y, w):
 
 
 def _adjoint_w(x, grad_y):
-    """grad_w of the conv: the per-point products of the transformed input and gradient, summed over tiles by
-    oneDNN's weight gradient of the grouped 1x1 conv, then G^T . G."""
+    """grad_w of the conv: per tile point, the product of the transformed gradient and input summed over the tiles
+    (one batched matrix product over channels_last views, no copies), then G^T . G."""
     cin, cout = x.shape[1], grad_y.shape[1]
-    v = _ops.input_transform(_cl(x))
-    grad_m = _ops.output_transform_adjoint(_cl(grad_y))
-    weight_shape = x.new_empty(POINTS * cout, cin, 1, 1)
-    grad_u = torch.ops.aten.convolution_backward(grad_m, v, weight_shape, None, [1, 1], [0, 0], [1, 1], False,
-                                                 [0, 0], POINTS, [False, True, False])[1]
+    tiles = x.shape[0] * _tiles(x.shape[2]) * _tiles(x.shape[3])
+    v = _ops.input_transform(_cl(x)).permute(0, 2, 3, 1).reshape(tiles, POINTS, cin)
+    grad_m = _ops.output_transform_adjoint(_cl(grad_y)).permute(0, 2, 3, 1).reshape(tiles, POINTS, cout)
+    grad_u = torch.bmm(grad_m.permute(1, 2, 0), v.permute(1, 0, 2))                            # [36, Cout, Cin]
     return _weight_transform_adjoint(grad_u, cout, cin)
 
 

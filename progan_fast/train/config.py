@@ -9,11 +9,13 @@ import json
 import math
 from typing import Dict, Optional
 
+from ..ops.winograd import ALGORITHMS
 from .schedule import (DEFAULT_MINIBATCH_BASE, DEFAULT_MINIBATCH_DICT, DEFAULT_TICK_KIMG_BASE,
                        DEFAULT_TICK_KIMG_DICT, TrainingSchedule, check_resolution)
 
 AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_POLICIES = ("skip", "stop")
+CONV_ALGORITHMS = ALGORITHMS
 _DICT_FIELDS = ("minibatch_dict", "max_minibatch_per_gpu", "G_lrate_dict", "D_lrate_dict", "tick_kimg_dict")
 # The fields that fix the networks' parameter shapes: a resumed run must keep them (latent_size compared by value).
 ARCHITECTURE_FIELDS = ("fmap_base", "fmap_max", "fmap_decay", "latent_size", "normalize_latents", "mbstd_group_size")
@@ -60,6 +62,7 @@ class TrainConfig:
     wgan_epsilon: float = 0.001
     amp: str = "none"
     backend: str = "auto"
+    conv_algorithm: str = "direct"          # "winograd": the 3x3 convs by F(4x4, 3x3) on the CPU (ops/winograd.py)
     seed: int = 1000
     tick_kimg_base: float = DEFAULT_TICK_KIMG_BASE
     tick_kimg_dict: Dict[int, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_TICK_KIMG_DICT))
@@ -100,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"ema_beta must be in [0, 1); got {self.ema_beta}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}; got {self.amp!r}")
+        if self.conv_algorithm not in CONV_ALGORITHMS:
+            raise ValueError(f"conv_algorithm must be one of {', '.join(CONV_ALGORITHMS)}; got {self.conv_algorithm!r}")
         if self.nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}; got {self.nonfinite!r}")
         for name in _DICT_FIELDS:

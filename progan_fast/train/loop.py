@@ -29,6 +29,7 @@ from .. import backends, ops
 from ..allocator import tune_allocator
 from ..fileio import atomic_write, lock_directory, refuse_symlinks, remove_stale_temp_files
 from ..images import save_image_grid
+from ..ops import winograd
 from . import checkpoint
 from .config import TrainConfig
 from .device import resolve_device
@@ -64,14 +65,15 @@ def check_run_dir(run_dir):
 
 
 def _on_config_backend(method):
-    """Runs a Trainer method under config.backend ("auto" leaves the process's choice alone), so that a Trainer
-    never changes the backend of code outside it."""
+    """Runs a Trainer method under config.backend ("auto" leaves the process's choice alone) and
+    config.conv_algorithm, so that a Trainer never changes the backend or the conv algorithm of code outside it."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        if self.config.backend == "auto":
-            return method(self, *args, **kwargs)
-        with backends.use_backend(self.config.backend):
-            return method(self, *args, **kwargs)
+        with winograd.use_conv_algorithm(self.config.conv_algorithm):
+            if self.config.backend == "auto":
+                return method(self, *args, **kwargs)
+            with backends.use_backend(self.config.backend):
+                return method(self, *args, **kwargs)
     return wrapper
 
 
@@ -136,12 +138,19 @@ class Trainer:
         self.dataset_path = os.path.abspath(data_path)
 
         torch.manual_seed(config.seed)  # same initial networks on every rank
+        # Winograd runs on channels_last activations (ops/winograd.py), which is also the faster layout for it.
+        channels_last = config.conv_algorithm == "winograd"
+        if channels_last:
+            self.log(f"conv algorithm: winograd F(4x4, 3x3) for the 3x3 convs on the CPU (maps >= "
+                     f"{winograd.MIN_PIXELS} pixels), channels_last" +
+                     ("" if self.device.type == "cpu" else f"; not on {self.device}: its convs stay direct"))
         self.G = Generator(resolution=2 ** self.resolution_log2, num_channels=self.dataset.num_channels,
                            latent_size=config.latent_size, fmap_base=config.fmap_base, fmap_max=config.fmap_max,
-                           fmap_decay=config.fmap_decay, normalize_latents=config.normalize_latents).to(self.device)
+                           fmap_decay=config.fmap_decay, normalize_latents=config.normalize_latents,
+                           channels_last=channels_last).to(self.device)
         self.D = Discriminator(resolution=2 ** self.resolution_log2, num_channels=self.dataset.num_channels,
                                fmap_base=config.fmap_base, fmap_max=config.fmap_max, fmap_decay=config.fmap_decay,
-                               mbstd_group_size=config.mbstd_group_size).to(self.device)
+                               mbstd_group_size=config.mbstd_group_size, channels_last=channels_last).to(self.device)
         self.Gs = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.latent_size = self.G.latent_size
         adam = dict(betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps)

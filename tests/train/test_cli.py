@@ -54,6 +54,27 @@ def test_resume_extends_and_refuses_overwrite(trained_run, tiny_data, capsys):
     assert ckpt["cur_nimg"] >= 250 and ckpt["config"]["total_kimg"] == 0.25 and ckpt["config"]["fmap_max"] == 16
 
 
+def test_train_with_winograd_convs(tiny_data, tmp_path):
+    """--conv-algorithm winograd: channels_last models whose 8x8 3x3 convs run by Winograd (the 4x4 ones stay
+    direct), recorded in the config, and a checkpoint that resumes with it."""
+    from progan_fast.ops import winograd
+    out = tmp_path / "run"
+    calls = []
+    real = winograd.conv3x3_winograd
+    winograd.conv3x3_winograd = lambda x, w: calls.append(tuple(x.shape[-2:])) or real(x, w)
+    try:
+        assert cli.main(["train", "--data", tiny_data, "--out", str(out), "--kimg", "0.15",
+                         "--conv-algorithm", "winograd"] + TINY) == 0
+    finally:
+        winograd.conv3x3_winograd = real
+    assert calls and set(calls) == {(8, 8)}
+    ckpt = torch.load(out / checkpoint.LATEST, weights_only=True)
+    assert ckpt["config"]["conv_algorithm"] == "winograd"
+    assert all(torch.isfinite(v).all() for v in ckpt["G"].values() if v.is_floating_point())
+    assert winograd.conv_algorithm() == "direct"  # the trainer never changes it outside its steps
+    assert cli.main(["train", "--resume", str(out), "--kimg", "0.2", "--no-progress"]) == 0
+
+
 def test_generate(trained_run, tmp_path):
     grid = tmp_path / "grid.png"
     assert cli.main(["generate", "--ckpt", str(trained_run), "--num", "6", "--out", str(grid)]) == 0
@@ -97,6 +118,7 @@ def test_env(capsys):
     (["train", "--kimg", "-1"], "number"),
     (["train", "--minibatch-dict", "4:32,6:8"], "power of two"),
     (["train", "--amp", "fp8"], "invalid choice"),
+    (["train", "--conv-algorithm", "fft"], "invalid choice"),
 ])
 def test_bad_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -159,3 +181,8 @@ def test_cpu_training_reexecutes_with_a_passive_openmp_wait_policy(monkeypatch, 
         assert env["OMP_WAIT_POLICY"] == "PASSIVE"
     else:
         assert calls == []
+
+
+def test_config_refuses_an_unknown_conv_algorithm(tiny_config):
+    with pytest.raises(ValueError, match="conv_algorithm"):
+        tiny_config(conv_algorithm="fft").validate()
