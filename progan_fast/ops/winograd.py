@@ -132,6 +132,24 @@ def _adjoint_w(x, grad_y):
     return _weight_transform_adjoint(grad_u, cout, cin)
 
 
+def _needed(ctx, index):
+    """Whether the running backward uses this Function's gradient for input `index`. ctx.needs_input_grad only
+    says the input requires grad: the gradient penalty's autograd.grad(scores, images) runs every conv's backward
+    but needs no weight gradient, and one costs as much as the conv. The engine knows which nodes it will run
+    (torch._C._will_engine_execute_node, private: if it is missing, or refuses a leaf that autograd.grad returns,
+    the gradient is computed)."""
+    if not ctx.needs_input_grad[index]:
+        return False
+    node = ctx.next_functions[index][0]
+    will_execute = getattr(torch._C, "_will_engine_execute_node", None)
+    if node is None or will_execute is None:
+        return True
+    try:
+        return will_execute(node)
+    except RuntimeError:
+        return True
+
+
 class _Conv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w):
@@ -141,8 +159,8 @@ class _Conv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, w = ctx.saved_tensors
-        grad_x = _AdjointX.apply(grad_y, w) if ctx.needs_input_grad[0] else None
-        grad_w = _AdjointW.apply(x, grad_y) if ctx.needs_input_grad[1] else None
+        grad_x = _AdjointX.apply(grad_y, w) if _needed(ctx, 0) else None
+        grad_w = _AdjointW.apply(x, grad_y) if _needed(ctx, 1) else None
         return grad_x, grad_w
 
 
@@ -157,8 +175,8 @@ class _AdjointX(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         grad_y, w = ctx.saved_tensors
-        d_grad_y = _Conv.apply(grad, w) if ctx.needs_input_grad[0] else None
-        d_w = _AdjointW.apply(grad, grad_y) if ctx.needs_input_grad[1] else None
+        d_grad_y = _Conv.apply(grad, w) if _needed(ctx, 0) else None
+        d_w = _AdjointW.apply(grad, grad_y) if _needed(ctx, 1) else None
         return d_grad_y, d_w
 
 
@@ -173,8 +191,8 @@ class _AdjointW(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, grad_y = ctx.saved_tensors
-        d_x = _AdjointX.apply(grad_y, grad) if ctx.needs_input_grad[0] else None
-        d_grad_y = _Conv.apply(x, grad) if ctx.needs_input_grad[1] else None
+        d_x = _AdjointX.apply(grad_y, grad) if _needed(ctx, 0) else None
+        d_grad_y = _Conv.apply(x, grad) if _needed(ctx, 1) else None
         return d_x, d_grad_y
 
 

@@ -169,3 +169,21 @@ def test_empty_batch_gradients():
     w.requires_grad_()
     gx, gw = torch.autograd.grad(winograd.conv3x3_winograd(x, w).sum(), (x, w))
     assert gx.shape == x.shape and torch.equal(gw, torch.zeros_like(w))
+
+
+def test_input_gradient_alone_skips_the_weight_gradient(monkeypatch):
+    """The gradient penalty's first backward asks only for the images' gradient: no weight gradient is computed
+    (it costs as much as the conv); a full backward still gets both, and the same values as when both are asked."""
+    calls = []
+    real = winograd._adjoint_w
+    monkeypatch.setattr(winograd, "_adjoint_w", lambda x, g: calls.append(1) or real(x, g))
+    x, w = inputs(2, 3, 4, 8, 8)
+    x.requires_grad_()
+    w.requires_grad_()
+    (gx,) = torch.autograd.grad(winograd.conv3x3_winograd(x * 2, w).square().sum(), x)  # input not the leaf
+    assert calls == []
+    winograd.conv3x3_winograd(x * 2, w).square().sum().backward()
+    assert calls == [1]
+    torch.testing.assert_close(x.grad, gx, rtol=0, atol=0)
+    expected = torch.autograd.grad(F.conv2d(x * 2, w, padding=1).square().sum(), (x, w))
+    torch.testing.assert_close((x.grad, w.grad), expected, rtol=1e-10, atol=1e-10)
