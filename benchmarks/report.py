@@ -23,6 +23,8 @@ import sys
 from . import common
 
 KERNEL_ORDER = ("cpu", "cuda", "triton")
+# Whole-layer implementations beyond the kernel families: the cpu family with its 3x3 convs by Winograd.
+LAYER_ONLY_IMPLS = ("cpu-winograd",)
 TRAIN_SPEEDUP_TARGET = 1.7
 TRAIN_SAVED_TARGET = 0.5
 TRAIN_TARGET_RESOLUTIONS = (32, 64)
@@ -222,7 +224,7 @@ def render_layers(cases):
     for key in sorted(cases, key=lambda k: (k[0], shape_order.get(k[1], 9), k[2])):
         impls = cases[key]
         eager = impls.get("eager")
-        for backend in [b for b in KERNEL_ORDER if b in impls]:
+        for backend in [b for b in KERNEL_ORDER + LAYER_ONLY_IMPLS if b in impls]:
             rec = impls[backend]
             if eager:
                 lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {eager['median'] * 1e3:.2f} | "

@@ -8,6 +8,8 @@ Groups (the report's "op"):
                        written unfused (scaled weight copy, nearest-up / conv / box-down, bias add, leaky ReLU,
                        pixel norm as separate ops; TF official's way) in eager PyTorch; no compile column (a
                        compiled conv layer is a conv benchmark). extra_info has the bytes each saves for backward.
+                       The plain layer in channels_last also runs with its 3x3 conv by Winograd F(4x4, 3x3)
+                       (impl "cpu-winograd", progan_fast/ops/winograd.py), which only that layer and layout take.
 Bytes moved by the epilogue (each input read once, each output written once; bias and rsqrt ignored):
   forward           x -> y                                                        2 tensors
   forward+backward  forward, then grad_y, y -> grad_x (and grad_bias)             5 tensors
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 import progan_fast
 from progan_fast import backends, reference
-from progan_fast.ops import eq_conv2d, scaled_bias_act
+from progan_fast.ops import eq_conv2d, scaled_bias_act, winograd
 
 from . import common
 
@@ -103,9 +105,15 @@ def fused_layer(x, weight, bias, up, down):
         return eq_conv2d(x, weight, bias, pixel_norm=True, up=up, down=down)
 
 
+def winograd_layer(x, weight, bias, up, down):
+    with winograd.use_conv_algorithm("winograd"):
+        return fused_layer(x, weight, bias, up, down)
+
+
 LAYERS = {"eq_conv2d": (False, False), "eq_conv2d_up": (True, False), "eq_conv2d_down": (False, True)}
 LAYER_CASES = [(op, s, lay, impl) for op in LAYERS for s in common.SHAPES for lay in common.LAYOUTS
                for impl in ["eager"] + KERNEL_IMPLS]
+LAYER_CASES += [("eq_conv2d", s, "channels_last", "cpu-winograd") for s in common.SHAPES if "cpu" in KERNEL_IMPLS]
 
 
 def saved_bytes(fn, *inputs):
@@ -130,7 +138,7 @@ def test_eq_conv2d_layer(benchmark, bench_session, op, shape_name, layout, impl)
     x = torch.randn(in_shape, generator=g).contiguous(memory_format=common.LAYOUTS[layout]).requires_grad_()
     weight = torch.randn(c, c, 3, 3, generator=g, requires_grad=True)
     bias = torch.randn(c, generator=g, requires_grad=True)
-    fn = unfused_layer if impl == "eager" else fused_layer
+    fn = {"eager": unfused_layer, "cpu-winograd": winograd_layer}.get(impl, fused_layer)
     dy = torch.randn(n, c, h, w, generator=g).contiguous(memory_format=common.LAYOUTS[layout])
 
     def run():
