@@ -44,6 +44,7 @@ def case_by_name(name):
         for layout in common.LAYOUTS:
             for amp in ("none", "bf16"):
                 candidates.append(Case("progan_fast", backend=backend, layout=layout, amp=amp))
+    candidates.append(Case("progan_fast", backend="cpu", layout="channels_last", conv="winograd"))
     for case in candidates:
         if case.name == name:
             return case

@@ -113,21 +113,25 @@ def _forward(x, w):
     return _ops.output_transform(_cl(m), h, wd)
 
 
-def _adjoint_x(grad_y, w):
-    """grad_x of the conv: the adjoint of _forward in x, stage by stage."""
+def _transformed_grad(grad_y):
+    return _ops.output_transform_adjoint(_cl(grad_y))
+
+
+def _adjoint_x(grad_y, w, grad_m=None):
+    """grad_x of the conv: the adjoint of _forward in x, stage by stage (grad_m: grad_y already transformed)."""
     h, wd = grad_y.shape[-2:]
-    grad_m = _ops.output_transform_adjoint(_cl(grad_y))
+    grad_m = _transformed_grad(grad_y) if grad_m is None else grad_m
     grad_v = F.conv2d(grad_m, _weight_transform(w, transpose=True), groups=POINTS)
     return _ops.input_transform_adjoint(_cl(grad_v), h, wd)
 
 
-def _adjoint_w(x, grad_y):
+def _adjoint_w(x, grad_y, grad_m=None):
     """grad_w of the conv: per tile point, the product of the transformed gradient and input summed over the tiles
     (one batched matrix product over channels_last views, no copies), then G^T . G."""
     cin, cout = x.shape[1], grad_y.shape[1]
     tiles = x.shape[0] * _tiles(x.shape[2]) * _tiles(x.shape[3])
     v = _ops.input_transform(_cl(x)).permute(0, 2, 3, 1).reshape(tiles, POINTS, cin)
-    grad_m = _ops.output_transform_adjoint(_cl(grad_y)).permute(0, 2, 3, 1).reshape(tiles, POINTS, cout)
+    grad_m = (_transformed_grad(grad_y) if grad_m is None else grad_m).permute(0, 2, 3, 1).reshape(tiles, POINTS, cout)
     grad_u = torch.bmm(grad_m.permute(1, 2, 0), v.permute(1, 0, 2))                            # [36, Cout, Cin]
     return _weight_transform_adjoint(grad_u, cout, cin)
 
@@ -159,8 +163,12 @@ class _Conv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, w = ctx.saved_tensors
-        grad_x = _AdjointX.apply(grad_y, w) if _needed(ctx, 0) else None
-        grad_w = _AdjointW.apply(x, grad_y) if _needed(ctx, 1) else None
+        need_x, need_w = _needed(ctx, 0), _needed(ctx, 1)
+        # Both adjoints start from the transformed grad_y: transform it once (a hint, not an autograd input: its
+        # derivative is each Function's own).
+        grad_m = _transformed_grad(grad_y.detach()) if need_x and need_w else None
+        grad_x = _AdjointX.apply(grad_y, w, grad_m) if need_x else None
+        grad_w = _AdjointW.apply(x, grad_y, grad_m) if need_w else None
         return grad_x, grad_w
 
 
@@ -168,32 +176,32 @@ class _AdjointX(torch.autograd.Function):
     """(grad_y, w) -> grad_x; <adjoint_x(g, w), h> = <g, conv(h, w)>."""
 
     @staticmethod
-    def forward(ctx, grad_y, w):
+    def forward(ctx, grad_y, w, grad_m=None):
         ctx.save_for_backward(grad_y, w)
-        return _adjoint_x(grad_y, w)
+        return _adjoint_x(grad_y, w, grad_m)
 
     @staticmethod
     def backward(ctx, grad):
         grad_y, w = ctx.saved_tensors
         d_grad_y = _Conv.apply(grad, w) if _needed(ctx, 0) else None
         d_w = _AdjointW.apply(grad, grad_y) if _needed(ctx, 1) else None
-        return d_grad_y, d_w
+        return d_grad_y, d_w, None
 
 
 class _AdjointW(torch.autograd.Function):
     """(x, grad_y) -> grad_w; <adjoint_w(x, g), H> = <g, conv(x, H)>."""
 
     @staticmethod
-    def forward(ctx, x, grad_y):
+    def forward(ctx, x, grad_y, grad_m=None):
         ctx.save_for_backward(x, grad_y)
-        return _adjoint_w(x, grad_y)
+        return _adjoint_w(x, grad_y, grad_m)
 
     @staticmethod
     def backward(ctx, grad):
         x, grad_y = ctx.saved_tensors
         d_x = _AdjointX.apply(grad_y, grad) if _needed(ctx, 0) else None
         d_grad_y = _Conv.apply(x, grad) if _needed(ctx, 1) else None
-        return d_x, d_grad_y
+        return d_x, d_grad_y, None
 
 
 def conv3x3_winograd(x, weight):

@@ -176,7 +176,7 @@ def test_input_gradient_alone_skips_the_weight_gradient(monkeypatch):
     (it costs as much as the conv); a full backward still gets both, and the same values as when both are asked."""
     calls = []
     real = winograd._adjoint_w
-    monkeypatch.setattr(winograd, "_adjoint_w", lambda x, g: calls.append(1) or real(x, g))
+    monkeypatch.setattr(winograd, "_adjoint_w", lambda *args: calls.append(1) or real(*args))
     x, w = inputs(2, 3, 4, 8, 8)
     x.requires_grad_()
     w.requires_grad_()
@@ -187,3 +187,16 @@ def test_input_gradient_alone_skips_the_weight_gradient(monkeypatch):
     torch.testing.assert_close(x.grad, gx, rtol=0, atol=0)
     expected = torch.autograd.grad(F.conv2d(x * 2, w, padding=1).square().sum(), (x, w))
     torch.testing.assert_close((x.grad, w.grad), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_a_full_backward_transforms_the_gradient_once(monkeypatch):
+    calls = []
+    real = winograd._transformed_grad
+    monkeypatch.setattr(winograd, "_transformed_grad", lambda g: calls.append(1) or real(g))
+    x, w = inputs(2, 3, 4, 8, 8)
+    x.requires_grad_()
+    w.requires_grad_()
+    gx, gw = torch.autograd.grad(winograd.conv3x3_winograd(x, w).square().sum(), (x, w))
+    assert calls == [1]
+    expected = torch.autograd.grad(F.conv2d(x, w, padding=1).square().sum(), (x, w))
+    torch.testing.assert_close((gx, gw), expected, rtol=1e-10, atol=1e-10)
