@@ -194,6 +194,17 @@ def pinned_rsqrt(a, r, dim):
     return r - r ** 3 * (half_mean_sq - half_mean_sq.detach())
 
 
+def pinned_norm(a, r, dim, eps):
+    """a * rsqrt(mean over dim of a^2 + eps) as a function of a whose value is a * r (what a backward reads) and whose
+    derivative is pixel norm's at r. With one element per vector that is eps r^3 exactly, the form the kernels
+    write (csrc/common/pixel_norm_math.h): r (1 - r^2 a^2), the general form, is it only for an exact r, and from
+    the r a backward reads, rounded to its dtype, mostly that rounding. A non-finite a has no derivative (NaN), as
+    with more elements."""
+    if a.shape[dim] == 1:
+        return (a * r).detach() + (eps * r ** 3 + 0 * a.detach()) * (a - a.detach())
+    return a * pinned_rsqrt(a, r, dim)
+
+
 def tracked_rsqrt(a, r, dim):
     """rsqrt(mean over dim of a^2 + c) with the constant c that gives it the value r (what a double backward reads):
     every derivative is the rsqrt's, at any order (pinned_rsqrt has only the first). It is r / sqrt(1 + r^2 dm) with
@@ -271,13 +282,13 @@ def pixel_norm_backward(g):
     grad_y = g.tensor(shape)
 
     def ref(args):
-        grad_y, x, rsqrt, dim = args
+        grad_y, x, rsqrt, dim, eps = args
         if x.dim() == 0 or not -x.dim() <= dim < x.dim():
             raise Invalid("dim")
         r = stat_view(rsqrt, x, dim % x.dim())
-        (dx,) = vjp(lambda x: x * pinned_rsqrt(x, r, dim), [d(x)], [d(grad_y)])
+        (dx,) = vjp(lambda x: pinned_norm(x, r, dim, eps), [d(x)], [d(grad_y)])
         return [(dx, x.dtype, True)]
-    return Call([grad_y, x, rsqrt, dim], ref)
+    return Call([grad_y, x, rsqrt, dim, eps], ref)
 
 
 def _sba_forward_ref(x, bias, scale, slope, pixel_norm, eps, r=None):
@@ -290,7 +301,7 @@ def _sba_forward_ref(x, bias, scale, slope, pixel_norm, eps, r=None):
     if r is None:
         r = torch.rsqrt(a.square().mean(1, keepdim=True) + eps)
         return a * r, r
-    return a * pinned_rsqrt(a, r, 1), r
+    return pinned_norm(a, r, 1, eps), r
 
 
 def _sba_operands(g):
@@ -413,6 +424,8 @@ def _sba_pixel_norm_backward(grad_y, saved, r, bias, scale, slope, eps, saved_is
         v = y = saved
     a = y * _restored_norm(y, r, eps) / r
     grad_a = r * grad_y - r ** 3 * a * (grad_y * a).mean(1, keepdim=True)
+    if grad_y.shape[1] == 1:  # one channel: the exact form (pinned_norm), a function of grad_y and r alone
+        grad_a = eps * r ** 3 * grad_y
     grad_v = _act_grad(v.detach(), slope) * grad_a
     return grad_v * scale, _sum_channels(grad_v)
 
@@ -680,21 +693,23 @@ def fade_from_rgb_double_backward(g):
 
 @composite_spec
 def pixel_norm_double_backward(g):
-    grad_y, x, rsqrt, dim = pixel_norm_backward(g).args
+    grad_y, x, rsqrt, dim, eps = pixel_norm_backward(g).args
     gg = g.tensor(x.shape)
 
     def ref(args):
-        gg, grad_y, x, rsqrt, dim = args
+        gg, grad_y, x, rsqrt, dim, eps = args
         if x.dim() == 0 or not -x.dim() <= dim < x.dim():
             raise Invalid("dim")
         dim %= x.dim()
         r = stat_view(rsqrt, x, dim)
 
         def backward(grad_y, x):
+            if x.shape[dim] == 1:  # one element per vector: the exact form (pinned_norm), every order of it
+                return (eps * tracked_rsqrt(x, r, dim) ** 3 * grad_y,)
             return dvjp(lambda x: x * tracked_rsqrt(x, r, dim), [x], [grad_y])
         grad_grad_y, grad_x = vjp(backward, [d(grad_y), d(x)], [d(gg)])
         return [(grad_grad_y, x.dtype, True), (grad_x, x.dtype, True)]
-    return Call([gg, grad_y, x, rsqrt, dim], ref)
+    return Call([gg, grad_y, x, rsqrt, dim, eps], ref)
 
 
 @composite_spec

@@ -26,36 +26,42 @@ std::tuple<at::Tensor, at::Tensor> call_forward(const at::Tensor& x, int64_t dim
 
 // Through the dispatcher, so the backward is itself differentiable (PixelNormBackward below).
 std::tuple<at::Tensor, at::Tensor> call_double_backward(const at::Tensor& g, const at::Tensor& grad_y,
-                                                        const at::Tensor& x, const at::Tensor& rsqrt, int64_t dim) {
+                                                        const at::Tensor& x, const at::Tensor& rsqrt, int64_t dim,
+                                                        double eps) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("progan_fast::pixel_norm_double_backward", "")
                        .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&, const at::Tensor&, int64_t)>();
-  return op.call(g, grad_y, x, rsqrt, dim);
+                                                                 const at::Tensor&, const at::Tensor&, int64_t,
+                                                                 double)>();
+  return op.call(g, grad_y, x, rsqrt, dim, eps);
 }
 
-at::Tensor call_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& rsqrt, int64_t dim) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("progan_fast::pixel_norm_backward", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t)>();
-  return op.call(grad_y, x, rsqrt, dim);
+at::Tensor call_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& rsqrt, int64_t dim,
+                         double eps) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("progan_fast::pixel_norm_backward", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, double)>();
+  return op.call(grad_y, x, rsqrt, dim, eps);
 }
 
 class PixelNormBackward : public torch::autograd::Function<PixelNormBackward> {
  public:
   static variable_list forward(AutogradContext* ctx, const Variable& grad_y, const Variable& x,
-                               const Variable& rsqrt, int64_t dim) {
+                               const Variable& rsqrt, int64_t dim, double eps) {
     ctx->saved_data["dim"] = dim;
+    ctx->saved_data["eps"] = eps;
     ctx->save_for_backward({grad_y, x, rsqrt});
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return {call_backward(grad_y, x, rsqrt, dim)};
+    return {call_backward(grad_y, x, rsqrt, dim, eps)};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     auto [grad_grad_y, grad_x] =
-        call_double_backward(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["dim"].toInt());
-    return {grad_grad_y, grad_x, Variable(), Variable()};
+        call_double_backward(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["dim"].toInt(),
+                             ctx->saved_data["eps"].toDouble());
+    return {grad_grad_y, grad_x, Variable(), Variable(), Variable()};
   }
 };
 
@@ -68,6 +74,7 @@ class PixelNormForward : public torch::autograd::Function<PixelNormForward> {
       std::tie(y, rsqrt) = call_forward(x, dim, eps);
     }
     ctx->saved_data["dim"] = dim;
+    ctx->saved_data["eps"] = eps;
     ctx->save_for_backward({x, rsqrt});
     ctx->mark_non_differentiable({rsqrt});
     return {y, rsqrt};
@@ -75,7 +82,9 @@ class PixelNormForward : public torch::autograd::Function<PixelNormForward> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    return {call_backward(grads[0], saved[0], saved[1], ctx->saved_data["dim"].toInt()), Variable(), Variable()};
+    return {call_backward(grads[0], saved[0], saved[1], ctx->saved_data["dim"].toInt(),
+                          ctx->saved_data["eps"].toDouble()),
+            Variable(), Variable()};
   }
 };
 
@@ -85,8 +94,8 @@ std::tuple<at::Tensor, at::Tensor> pixel_norm_forward_autograd(const at::Tensor&
 }
 
 at::Tensor pixel_norm_backward_autograd(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& rsqrt,
-                                        int64_t dim) {
-  return PixelNormBackward::apply(grad_y, x, rsqrt, dim)[0];
+                                        int64_t dim, double eps) {
+  return PixelNormBackward::apply(grad_y, x, rsqrt, dim, eps)[0];
 }
 
 }  // namespace

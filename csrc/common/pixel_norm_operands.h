@@ -35,8 +35,8 @@ struct PixelNormBackwardOperands {
   at::Tensor grad_y, x, rsqrt, grad_x;
 
   PixelNormBackwardOperands(const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& rsqrt_in,
-                            int64_t dim)
-      : layout(checked_layout(x_in, dim, 0.0)) {
+                            int64_t dim, double eps)
+      : layout(checked_layout(x_in, dim, eps)) {
     // The kernels read grad_y as x's type and index rsqrt per vector: anything else would be read out of bounds.
     TORCH_CHECK_TYPE(grad_y_in.scalar_type() == x_in.scalar_type(), "grad_y must have x's dtype ",
                      x_in.scalar_type(), "; got ", grad_y_in.scalar_type());

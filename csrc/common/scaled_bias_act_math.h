@@ -1,5 +1,6 @@
 // Math shared by every scaled_bias_act kernel, host and device (no ATen: the .cu files include it).
 #pragma once
+#include "common/pixel_norm_math.h"  // pixel_norm_grad_scalars: the backward over one channel
 #include "ops/hd.h"
 
 namespace progan_fast {

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/pixel_norm_math.h"
 #include "common/pixel_norm_operands.h"
 #include "cpu/blocks.h"
 #include "cpu/isa.h"
@@ -110,12 +111,12 @@ PROGAN_FAST_MULTIVERSION(forward_planes_f32,
   stream_fence(stream);
 }
 
-// dx = r * dy - x * r^3 * mean_c(dy * x)
+// dx = r * dy - x * r^3 * mean_c(dy * x) (eps * r^3 * dy over one channel: pixel_norm_grad_scalars)
 PROGAN_FAST_MULTIVERSION(backward_planes_f32,
                          (const float* __restrict dy, const float* __restrict x, const float* __restrict r,
-                          float* __restrict dx, int64_t C, int64_t stride, int64_t n, bool stream, const float* next_dy,
-                          const float* next_x, int64_t next_n),
-                         (dy, x, r, dx, C, stride, n, stream, next_dy, next_x, next_n)) {
+                          float* __restrict dx, int64_t C, int64_t stride, int64_t n, float eps, bool stream,
+                          const float* next_dy, const float* next_x, int64_t next_n),
+                         (dy, x, r, dx, C, stride, n, eps, stream, next_dy, next_x, next_n)) {
   float k[kMaxBlock];
   float rs[kMaxBlock];
   for (int64_t i = 0; i < n; ++i) k[i] = 0.f;
@@ -126,8 +127,9 @@ PROGAN_FAST_MULTIVERSION(backward_planes_f32,
   }
   const float fc = static_cast<float>(C);
   for (int64_t i = 0; i < n; ++i) {
-    rs[i] = r[i];
-    k[i] = rs[i] * rs[i] * rs[i] * k[i] / fc;
+    const PixelNormGradScalars<float> g = pixel_norm_grad_scalars(C, r[i], r[i] * r[i] * r[i] * k[i] / fc, eps);
+    rs[i] = g.grad_scale;
+    k[i] = g.projection;
   }
   for (int64_t c = 0; c < C; ++c) {
     if (next_x) {
@@ -178,13 +180,13 @@ PROGAN_FAST_MULTIVERSION(forward_rows_f32,
 
 PROGAN_FAST_MULTIVERSION(backward_rows_f32,
                          (const float* __restrict dy, const float* __restrict x, const float* __restrict r,
-                          float* __restrict dx, int64_t rows, int64_t C, bool stream),
-                         (dy, x, r, dx, rows, C, stream)) {
+                          float* __restrict dx, int64_t rows, int64_t C, float eps, bool stream),
+                         (dy, x, r, dx, rows, C, eps, stream)) {
   const float fc = static_cast<float>(C);
   const int64_t group = row_group(C, 2);
   for (int64_t row0 = 0; row0 < rows; row0 += group) {
     const int64_t nr = std::min(group, rows - row0);
-    float k[kRowGroup];
+    float k[kRowGroup], rs[kRowGroup];
     for (int64_t j = 0; j < nr; ++j) {
       const float* __restrict xr = x + (row0 + j) * C;
       const float* __restrict dyr = dy + (row0 + j) * C;
@@ -194,12 +196,14 @@ PROGAN_FAST_MULTIVERSION(backward_rows_f32,
       k[j] = dot;
     }
     for (int64_t j = 0; j < nr; ++j) {
-      const float rs = r[row0 + j];
-      k[j] = rs * rs * rs * k[j] / fc;
+      const float rj = r[row0 + j];
+      const PixelNormGradScalars<float> g = pixel_norm_grad_scalars(C, rj, rj * rj * rj * k[j] / fc, eps);
+      rs[j] = g.grad_scale;
+      k[j] = g.projection;
     }
     for (int64_t j = 0; j < nr; ++j) {
       const int64_t off = (row0 + j) * C;
-      store_axpby_scalar(dx + off, dy + off, x + off, r[row0 + j], k[j], C, stream);
+      store_axpby_scalar(dx + off, dy + off, x + off, rs[j], k[j], C, stream);
     }
   }
   stream_fence(stream);
@@ -235,20 +239,20 @@ void forward_f32(const ReductionLayout& l, const float* x, float* y, float* r, f
   });
 }
 
-void backward_f32(const ReductionLayout& l, const float* dy, const float* x, const float* r, float* dx) {
+void backward_f32(const ReductionLayout& l, const float* dy, const float* x, const float* r, float* dx, float eps) {
   const bool stream = cpu::should_stream(l.outer * l.channels * l.inner * static_cast<int64_t>(sizeof(float)));
   if (l.rows()) {
     const int64_t rows = l.outer * l.inner;
     at::parallel_for(0, rows, rows_chunk(l.channels), [&](int64_t begin, int64_t end) {
       const int64_t off = begin * l.channels;
-      backward_rows_f32(dy + off, x + off, r + begin, dx + off, end - begin, l.channels, stream);
+      backward_rows_f32(dy + off, x + off, r + begin, dx + off, end - begin, l.channels, eps, stream);
     });
     return;
   }
   const int64_t C = l.channels, inner = l.inner;
   for_each_planes_block(PlanesTasks(l.outer, C, inner, planes_block(C, inner, 2)), [&](const PlanesBlock& b) {
     const int64_t base = b.o * C * inner + b.i0;
-    backward_planes_f32(dy + base, x + base, r + b.o * inner + b.i0, dx + base, C, inner, b.n, stream,
+    backward_planes_f32(dy + base, x + base, r + b.o * inner + b.i0, dx + base, C, inner, b.n, eps, stream,
                         b.next >= 0 ? dy + b.next : nullptr, b.next >= 0 ? x + b.next : nullptr, b.next_n);
   });
 }
@@ -286,7 +290,7 @@ void forward_half(const ReductionLayout& l, const T* x, T* y, float* r, float ep
 }
 
 template <typename T>
-void backward_half(const ReductionLayout& l, const T* dy, const T* x, const float* r, T* dx) {
+void backward_half(const ReductionLayout& l, const T* dy, const T* x, const float* r, T* dx, float eps) {
   const int64_t C = l.channels;
   if (l.rows()) {
     const int64_t rows = l.outer * l.inner, chunk = rows_chunk(C);
@@ -296,7 +300,7 @@ void backward_half(const ReductionLayout& l, const T* dy, const T* x, const floa
         const int64_t nr = std::min(chunk, end - r0);
         isa::to_float(dy + r0 * C, dys.data(), nr * C);
         isa::to_float(x + r0 * C, xs.data(), nr * C);
-        backward_rows_f32(dys.data(), xs.data(), r + r0, dxs.data(), nr, C, false);
+        backward_rows_f32(dys.data(), xs.data(), r + r0, dxs.data(), nr, C, eps, false);
         isa::from_float(dxs.data(), dx + r0 * C, nr * C);
       }
     });
@@ -311,8 +315,8 @@ void backward_half(const ReductionLayout& l, const T* dy, const T* x, const floa
       const int64_t base = b.o * C * inner + b.i0;
       gather_block(dy + base, dys.data(), C, inner, b.n);
       gather_block(x + base, xs.data(), C, inner, b.n);
-      backward_planes_f32(dys.data(), xs.data(), r + b.o * inner + b.i0, dxs.data(), C, b.n, b.n, false, nullptr,
-                          nullptr, 0);
+      backward_planes_f32(dys.data(), xs.data(), r + b.o * inner + b.i0, dxs.data(), C, b.n, b.n, eps, false,
+                          nullptr, nullptr, 0);
       scatter_block(dxs.data(), dx + base, C, inner, b.n);
     }
   });
@@ -335,7 +339,8 @@ void forward_f64(const ReductionLayout& l, const double* x, double* y, double* r
   });
 }
 
-void backward_f64(const ReductionLayout& l, const double* dy, const double* x, const double* r, double* dx) {
+void backward_f64(const ReductionLayout& l, const double* dy, const double* x, const double* r, double* dx,
+                  double eps) {
   const int64_t C = l.channels, inner = l.inner;
   at::parallel_for(0, l.outer * inner, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)), [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
@@ -343,8 +348,9 @@ void backward_f64(const ReductionLayout& l, const double* dy, const double* x, c
       double dot = 0;
       for (int64_t c = 0; c < C; ++c) dot += dy[base + c * inner] * x[base + c * inner];
       const double rs = r[p];
-      const double k = rs * rs * rs * dot / double(C);
-      for (int64_t c = 0; c < C; ++c) dx[base + c * inner] = rs * dy[base + c * inner] - k * x[base + c * inner];
+      const PixelNormGradScalars<double> g = pixel_norm_grad_scalars(C, rs, rs * rs * rs * dot / double(C), eps);
+      for (int64_t c = 0; c < C; ++c)
+        dx[base + c * inner] = g.grad_scale * dy[base + c * inner] - g.projection * x[base + c * inner];
     }
   });
 }
@@ -379,8 +385,8 @@ std::tuple<at::Tensor, at::Tensor> pixel_norm_forward_cpu(const at::Tensor& x_in
 }
 
 at::Tensor pixel_norm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& r_in,
-                                   int64_t dim) {
-  PixelNormBackwardOperands operands(dy_in, x_in, r_in, dim);
+                                   int64_t dim, double eps) {
+  PixelNormBackwardOperands operands(dy_in, x_in, r_in, dim, eps);
   const ReductionLayout& layout = operands.layout;
   const at::Tensor& x = operands.x;
   const at::Tensor& dy = operands.grad_y;
@@ -390,19 +396,19 @@ at::Tensor pixel_norm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& x_
   switch (x.scalar_type()) {
     case at::kFloat:
       backward_f32(layout, dy.const_data_ptr<float>(), x.const_data_ptr<float>(), r.const_data_ptr<float>(),
-                   dx.mutable_data_ptr<float>());
+                   dx.mutable_data_ptr<float>(), static_cast<float>(eps));
       break;
     case at::kDouble:
       backward_f64(layout, dy.const_data_ptr<double>(), x.const_data_ptr<double>(), r.const_data_ptr<double>(),
-                   dx.mutable_data_ptr<double>());
+                   dx.mutable_data_ptr<double>(), eps);
       break;
     case at::kHalf:
       backward_half(layout, dy.const_data_ptr<at::Half>(), x.const_data_ptr<at::Half>(), r.const_data_ptr<float>(),
-                    dx.mutable_data_ptr<at::Half>());
+                    dx.mutable_data_ptr<at::Half>(), static_cast<float>(eps));
       break;
     case at::kBFloat16:
       backward_half(layout, dy.const_data_ptr<at::BFloat16>(), x.const_data_ptr<at::BFloat16>(),
-                    r.const_data_ptr<float>(), dx.mutable_data_ptr<at::BFloat16>());
+                    r.const_data_ptr<float>(), dx.mutable_data_ptr<at::BFloat16>(), static_cast<float>(eps));
       break;
     default:
       TORCH_CHECK(false, "pixel_norm_backward: x must be float16, bfloat16, float32 or float64; got ", x.scalar_type());

@@ -230,8 +230,8 @@ PROGAN_FAST_MULTIVERSION(forward_planes_pn_f32,
   stream_fence(stream);
 }
 
-// ga = r * (gy - y * mean_c(gy * y) * fix) with y's norm restored (norm_fix), gv = act'(v) * ga,
-// grad_x = scale * gv, bias_sum[c] += sum_i gv.
+// ga = r * (gy - y * mean_c(gy * y) * fix) with y's norm restored (norm_fix), eps * r^3 * gy over one channel
+// (pixel_norm_grad_scalars), gv = act'(v) * ga, grad_x = scale * gv, bias_sum[c] += sum_i gv.
 PROGAN_FAST_MULTIVERSION(backward_planes_pn_f32,
                          (const float* __restrict gy, const float* __restrict y, const float* __restrict sign,
                           const float* __restrict r, float* __restrict gx, double* __restrict bias_sum, float scale,
@@ -241,6 +241,7 @@ PROGAN_FAST_MULTIVERSION(backward_planes_pn_f32,
                           next_n)) {
   float m[kMaxBlock];
   float q[kMaxBlock];
+  float rg[kMaxBlock];
   for (int64_t i = 0; i < n; ++i) m[i] = q[i] = 0.f;
   for (int64_t c = 0; c < C; ++c) {
     const float* __restrict gyc = gy + c * stride;
@@ -251,7 +252,12 @@ PROGAN_FAST_MULTIVERSION(backward_planes_pn_f32,
     }
   }
   const float fc = static_cast<float>(C);
-  for (int64_t i = 0; i < n; ++i) m[i] = m[i] / fc * norm_fix(q[i] / fc, r[i], eps);
+  for (int64_t i = 0; i < n; ++i) {
+    const PixelNormGradScalars<float> g =
+        pixel_norm_grad_scalars(C, r[i], m[i] / fc * norm_fix(q[i] / fc, r[i], eps), eps);
+    rg[i] = g.grad_scale;
+    m[i] = g.projection;
+  }
   for (int64_t c = 0; c < C; ++c) {
     if (next_gy) {
       prefetch_row(next_gy + c * stride, next_n);
@@ -259,7 +265,7 @@ PROGAN_FAST_MULTIVERSION(backward_planes_pn_f32,
     }
     const int64_t off = c * stride;
     bias_sum[c] += write_scaled_sum(gx + off, n, scale, stream,
-                                    GateNormPlane{gy + off, y + off, sign + off, r, m, slope});
+                                    GateNormPlane{gy + off, y + off, sign + off, rg, m, slope});
   }
   stream_fence(stream);
 }
@@ -307,7 +313,7 @@ PROGAN_FAST_MULTIVERSION(backward_rows_pn_f32,
   const int64_t group = row_group(C, 2);
   for (int64_t row0 = 0; row0 < rows; row0 += group) {
     const int64_t nr = std::min(group, rows - row0);
-    float m[kRowGroup];
+    float m[kRowGroup], rg[kRowGroup];
     for (int64_t j = 0; j < nr; ++j) {
       const float* __restrict gyr = gy + (row0 + j) * C;
       const float* __restrict yr = y + (row0 + j) * C;
@@ -317,12 +323,15 @@ PROGAN_FAST_MULTIVERSION(backward_rows_pn_f32,
         dot += gyr[c] * yr[c];
         sq += yr[c] * yr[c];
       }
-      m[j] = dot / fc * norm_fix(sq / fc, r[row0 + j], eps);
+      const float rj = r[row0 + j];
+      const PixelNormGradScalars<float> g = pixel_norm_grad_scalars(C, rj, dot / fc * norm_fix(sq / fc, rj, eps), eps);
+      rg[j] = g.grad_scale;
+      m[j] = g.projection;
     }
     for (int64_t j = 0; j < nr; ++j) {
       const int64_t off = (row0 + j) * C;
       write_scaled_accumulate(gx + off, acc, C, scale, stream,
-                              GateNormRow{gy + off, y + off, sign + off, r[row0 + j], m[j], slope});
+                              GateNormRow{gy + off, y + off, sign + off, rg[j], m[j], slope});
     }
   }
 }
@@ -731,10 +740,11 @@ void backward_f64(const ReductionLayout& l, const double* gy, const double* save
         m += gy[off] * ys[c];
         q += ys[c] * ys[c];
       }
-      m = m / double(C) * scaled_bias_act_norm_fix(q / double(C), rs, eps);
+      const PixelNormGradScalars<double> g =
+          pixel_norm_grad_scalars(C, rs, m / double(C) * scaled_bias_act_norm_fix(q / double(C), rs, eps), eps);
       for (int64_t c = 0; c < C; ++c) {
         const int64_t off = base + c * inner;
-        const double ga = pixel_norm ? rs * (gy[off] - ys[c] * m) : gy[off];
+        const double ga = pixel_norm ? g.grad_scale * (gy[off] - ys[c] * g.projection) : gy[off];
         const double gv = signs[c] > 0 ? ga : ga * slope;
         gx[off] = gv * scale;
         sums[c] += gv;

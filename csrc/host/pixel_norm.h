@@ -23,17 +23,18 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_in, int64_t dim, 
 }
 
 template <typename Device>
-at::Tensor backward(const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& rsqrt_in, int64_t dim) {
+at::Tensor backward(const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& rsqrt_in, int64_t dim,
+                    double eps) {
   Device::check(x_in, "x", x_in);
   Device::check(grad_y_in, "grad_y", x_in);
   Device::check(rsqrt_in, "rsqrt", x_in);
   const hd::DType dtype = launcher_dtype(x_in, "x");
   const Device device(x_in);
-  PixelNormBackwardOperands o(grad_y_in, x_in, rsqrt_in, dim);
+  PixelNormBackwardOperands o(grad_y_in, x_in, rsqrt_in, dim, eps);
   if (o.x.numel() > 0)
     device.launch(pixel_norm_cuda::BackwardParams{o.grad_y.const_data_ptr(), o.x.const_data_ptr(),
                                                   o.rsqrt.const_data_ptr(), o.grad_x.mutable_data_ptr(),
-                                                  o.layout.outer, o.layout.channels, o.layout.inner, dtype});
+                                                  o.layout.outer, o.layout.channels, o.layout.inner, eps, dtype});
   return o.grad_x;
 }
 

@@ -17,6 +17,7 @@
 // is kept small (kMaxBlockElems) so the slices of all resident blocks, about 8 per SM, stay in L2 (40-50 MB
 // on A100/H100) and the second read does not go back to DRAM.
 #pragma once
+#include "common/pixel_norm_math.h"
 #include "ops/phases.h"
 #include "ops/vec.h"
 
@@ -143,6 +144,7 @@ struct BackwardArgs {
   const scalar_t* x;
   const acc_t* rsqrt;
   scalar_t* grad_x;
+  acc_t eps;
 
   PF_HD acc_t partial(const LaunchConfig& cfg, int64_t block, int tid) const;
   PF_HD void write(const LaunchConfig& cfg, acc_t total, int64_t block, int tid) const;
@@ -247,15 +249,17 @@ PF_HD typename Args::acc_t backward_partial(const Args& a, const LaunchConfig& c
   return s.active ? lane_dot<Args::kVector>(a.grad_y, a.x, cfg, s) : 0;
 }
 
-// Backward, with the item's sum(dy * x): dx = r * dy - x * r^3 * mean(dy * x).
+// Backward, with the item's sum(dy * x): dx = r * dy - x * r^3 * mean(dy * x) (eps * r^3 * dy over one channel:
+// pixel_norm_grad_scalars).
 template <typename Args>
 PF_HD void backward_write(const Args& a, const LaunchConfig& cfg, typename Args::acc_t total, int64_t block, int tid) {
   using acc_t = typename Args::acc_t;
   const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
   if (!s.active) return;
   const acc_t rs = hd::load_ro(a.rsqrt + s.item);
-  const acc_t k = rs * rs * rs * total * acc_t(cfg.inv_channels);
-  lane_axpby<Args::kVector>(a.grad_y, a.x, a.grad_x, rs, k, cfg, s);
+  const PixelNormGradScalars<acc_t> g =
+      pixel_norm_grad_scalars(cfg.channels, rs, rs * rs * rs * total * acc_t(cfg.inv_channels), a.eps);
+  lane_axpby<Args::kVector>(a.grad_y, a.x, a.grad_x, g.grad_scale, g.projection, cfg, s);
 }
 
 template <typename scalar_t, int N, bool P>
@@ -334,6 +338,7 @@ struct BackwardParams {
   const void* rsqrt;
   void* grad_x;
   int64_t outer, channels, inner;
+  double eps;
   hd::DType dtype;
 };
 
@@ -362,7 +367,7 @@ auto run(const BackwardParams& p, const Exec& exec) {
     return hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
       using Args = BackwardArgs<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>;
       const Args args{static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.x),
-                      static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x)};
+                      static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x), static_cast<acc_t>(p.eps)};
       return exec(LaneReductionKernel<Args>{args, launch_config(p.outer, p.channels, p.inner, vector)});
     });
   });

@@ -407,13 +407,19 @@ struct BackwardKernel {
 
   // `totals`: the item's sum(grad_y * y) and sum(y * y) with pixel norm. mean(grad_y * y) is scaled by the factor
   // that restores y's exact norm (it was rounded to scalar_t when saved; see csrc/common/scaled_bias_act_math.h).
+  // Over one channel ga is eps * r^3 * grad_y (pixel_norm_grad_scalars): the write takes that factor in rs's place
+  // and mean 0, so the y it recomputes from x with it is multiplied by 0 (its sign, from v, is unchanged).
   PF_HD void write(const Exchange& totals, Shared& sh, int64_t block, int tid) const {
     const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
     if (!s.active) return;
-    const acc_t rs = item_rsqrt(s);
     const acc_t n = acc_t(cfg.channels);
-    const acc_t mean =
-        pixel_norm ? totals.v[0] / n * scaled_bias_act_norm_fix(totals.v[1] / n, rs, eps) : acc_t(0);
+    acc_t rs = item_rsqrt(s), mean = 0;
+    if (pixel_norm) {
+      const PixelNormGradScalars<acc_t> g = pixel_norm_grad_scalars(
+          cfg.channels, rs, totals.v[0] / n * scaled_bias_act_norm_fix(totals.v[1] / n, rs, eps), eps);
+      rs = g.grad_scale;
+      mean = g.projection;
+    }
     acc_t* bias_row = !workspace ? nullptr
                       : cfg.tiled() ? sh.tile + s.item_in_block * cfg.tile_stride()
                                     : workspace + block * cfg.channels;  // the block's only item

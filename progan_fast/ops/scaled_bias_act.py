@@ -314,6 +314,7 @@ def _double_backward_formula(ops, grad_grad_x, grad_grad_bias, grad_y, saved, rs
       with r's own share y / r. r's dependence on x is not dropped: it is the forward's differentiable second
       output, whose gradient the forward's backward handles (scaled_bias_act_rsqrt_backward). y is used with its
       norm restored, as in the backward kernels (see the module docstring).
+      One channel: the kernels write grad_a = eps * r^3 * grad_y, and the gradients are its own (below).
     Unused outputs are empty tensors.
     """
     empty = grad_y.new_empty([0])
@@ -336,13 +337,9 @@ def _double_backward_formula(ops, grad_grad_x, grad_grad_bias, grad_y, saved, rs
             gv = _activation_grad(saved, bias, scale, slope, saved_is_input, math_dtype)[1] * gv
         fmt = _layout.memory_format(layout_source(grad_y, saved, slope, False))
         return gv.expand(grad_y.shape).to(grad_y.dtype).contiguous(memory_format=fmt), empty, empty, empty
-    if grad_y.shape[1] == 1:  # one channel: each output is a multiple of 1 - y^2 = eps r^2, a difference of nearly
-        math_dtype = torch.float64  # equal terms that float32 math would leave as its rounding (as pixel norm's)
     r = rsqrt.to(math_dtype).reshape(_stat_shape(grad_y))
     gy = grad_y.to(math_dtype)
     v, d = _activation_grad(saved, bias, scale, slope, saved_is_input, math_dtype)
-    y = d * v * r if saved_is_input else v
-    y_exact = y * restored_norm(y, r, eps).detach()
     gv = None
     if grad_grad_x is not None:
         gv = grad_grad_x.to(math_dtype) * scale
@@ -351,6 +348,18 @@ def _double_backward_formula(ops, grad_grad_x, grad_grad_bias, grad_y, saved, rs
         gv = gb if gv is None else gv + gb
     ga = d * gv
     channels = gy.shape[1]
+    if channels == 1:
+        # the kernels write grad_a = eps r^3 grad_y here (csrc/common/pixel_norm_math.h), a function of grad_y and r
+        # alone: these are its derivatives. The general ones below agree on the forward's values, but each of them
+        # is a multiple of 1 - y^2 = eps r^2 left to float32 rounding, and with x saved x's gradient comes as the
+        # difference of two terms ~ r^2 (through y and through r) that autograd adds in float32.
+        eps_r2 = eps * r * r
+        g_grad_y = r * eps_r2 * ga
+        g_r = 3 * eps_r2 * gy * ga
+        g_bias = bias.new_zeros([1]) if saved_is_input and bias is not None else empty
+        return (g_grad_y.to(grad_y.dtype), torch.zeros_like(saved), g_r.reshape(rsqrt.shape).to(rsqrt.dtype), g_bias)
+    y = d * v * r if saved_is_input else v
+    y_exact = y * restored_norm(y, r, eps).detach()
     m = (gy * y_exact).mean(1, keepdim=True)
     q = (ga * y_exact).mean(1, keepdim=True)
     g_grad_y = r * (ga - y_exact * q)

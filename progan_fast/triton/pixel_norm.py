@@ -65,20 +65,30 @@ def pixel_norm_forward_kernel(x_ptr, y_ptr, r_ptr, P, C, num_p_blocks, stride_o,
 
 
 @triton.jit
-def pixel_norm_backward_kernel(dy_ptr, x_ptr, r_ptr, dx_ptr, P, C, num_p_blocks, stride_o, stride_p, stride_c,
-                               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE_PASS: tl.constexpr):
-    """dx = r * dy - x * r^3 * mean(dy * x)."""
+def pixel_norm_grad_scalars(C, rs, projection, eps):
+    """(grad_y's factor, the projection's coefficient) of pixel norm's backward per pixel: rs and `projection`, or
+    over one channel eps * r^3 and 0, the exact form of what the general one cancels to its rounding (the rule of
+    every family's kernels: csrc/common/pixel_norm_math.h says why)."""
+    one_channel = C == 1
+    return tl.where(one_channel, rs * (eps * rs * rs), rs), tl.where(one_channel, 0.0, projection)
+
+
+@triton.jit
+def pixel_norm_backward_kernel(dy_ptr, x_ptr, r_ptr, dx_ptr, P, C, num_p_blocks, stride_o, stride_p, stride_c, eps_hi,
+                               eps_lo, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE_PASS: tl.constexpr):
+    """dx = r * dy - x * r^3 * mean(dy * x) (eps * r^3 * dy over one channel: pixel_norm_grad_scalars)."""
     acc_ty = r_ptr.dtype.element_ty
     base, r_offs, p_mask = _tile_offsets(tl.program_id(0), num_p_blocks, P, stride_o, stride_p, BLOCK_P)
     c = tl.arange(0, BLOCK_C)[:, None]
+    eps = tl.cast(eps_hi, acc_ty) + tl.cast(eps_lo, acc_ty)
     rs = tl.load(r_ptr + r_offs, mask=p_mask, other=0.0).to(acc_ty)
     if SINGLE_PASS:
         mask = p_mask[None, :] & (c < C)
         offs = base + c.to(tl.int64) * stride_c
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(acc_ty)
-        k = rs * rs * rs * (tl.sum(dy * x, axis=0) / C)
-        tl.store(dx_ptr + offs, (rs[None, :] * dy - k[None, :] * x).to(dx_ptr.dtype.element_ty), mask=mask)
+        gs, k = pixel_norm_grad_scalars(C, rs, rs * rs * rs * (tl.sum(dy * x, axis=0) / C), eps)
+        tl.store(dx_ptr + offs, (gs[None, :] * dy - k[None, :] * x).to(dx_ptr.dtype.element_ty), mask=mask)
     else:
         acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_ty)
         for c0 in range(0, C, BLOCK_C):
@@ -87,13 +97,13 @@ def pixel_norm_backward_kernel(dy_ptr, x_ptr, r_ptr, dx_ptr, P, C, num_p_blocks,
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
             dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(acc_ty)
             acc += dy * x
-        k = rs * rs * rs * (tl.sum(acc, axis=0) / C)
+        gs, k = pixel_norm_grad_scalars(C, rs, rs * rs * rs * (tl.sum(acc, axis=0) / C), eps)
         for c0 in range(0, C, BLOCK_C):
             mask = p_mask[None, :] & (c0 + c < C)
             offs = base + (c0 + c).to(tl.int64) * stride_c
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
             dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(acc_ty)
-            tl.store(dx_ptr + offs, (rs[None, :] * dy - k[None, :] * x).to(dx_ptr.dtype.element_ty), mask=mask)
+            tl.store(dx_ptr + offs, (gs[None, :] * dy - k[None, :] * x).to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 def geometry(x, dim):
@@ -153,7 +163,7 @@ def pixel_norm_forward(x, dim, eps):
 
 
 @_library.register_kernel("triton", "pixel_norm_backward", ("cuda", "cpu"))
-def pixel_norm_backward(grad_y, x, rsqrt, dim):
+def pixel_norm_backward(grad_y, x, rsqrt, dim, eps):
     check_device(x, "pixel norm")
     dense, args, meta, grid = geometry(x, dim)
     dy = grad_y.contiguous(memory_format=reduction_output_format(x, dim))
@@ -161,7 +171,9 @@ def pixel_norm_backward(grad_y, x, rsqrt, dim):
     dx = torch.empty_like(dense)
     if x.numel() > 0:
         with device_scope(x):
-            pixel_norm_backward_kernel[grid](dy, dense, r, dx, **args, **meta, num_warps=NUM_WARPS)
+            eps_hi, eps_lo = split_float(eps)
+            pixel_norm_backward_kernel[grid](dy, dense, r, dx, eps_hi=eps_hi, eps_lo=eps_lo, **args, **meta,
+                                             num_warps=NUM_WARPS)
     return dx
 
 
@@ -180,6 +192,7 @@ def aot_cases():
                                           dict(args, eps_hi=1e-8, eps_lo=0.0), meta), NUM_WARPS))
             cases.append((f"pixel_norm_backward[{label}]", pixel_norm_backward_kernel,
                           *aot.specialize(pixel_norm_backward_kernel,
-                                          {"dy_ptr": ptr, "x_ptr": ptr, "r_ptr": r_ptr, "dx_ptr": ptr}, args, meta),
+                                          {"dy_ptr": ptr, "x_ptr": ptr, "r_ptr": r_ptr, "dx_ptr": ptr},
+                                          dict(args, eps_hi=1e-8, eps_lo=0.0), meta),
                           NUM_WARPS))
     return cases

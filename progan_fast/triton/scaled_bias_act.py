@@ -16,7 +16,7 @@ from .. import _library
 from . import aot
 from ._common import check_device, device_scope, reduction_aot_inputs, split_float
 from .._layout import reduction_output_format, stat_dtype
-from .pixel_norm import NUM_WARPS, _tile_offsets, geometry
+from .pixel_norm import NUM_WARPS, _tile_offsets, geometry, pixel_norm_grad_scalars
 from ..ops.scaled_bias_act import reads_saved
 
 
@@ -108,8 +108,8 @@ def scaled_bias_act_backward_kernel(gy_ptr, saved_ptr, r_ptr, bias_ptr, gx_ptr, 
                                     HAS_BIAS: tl.constexpr, PIXEL_NORM: tl.constexpr, BIAS_GRAD: tl.constexpr,
                                     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE_PASS: tl.constexpr):
     """gv = act'(v) * r * (grad_y - y * mean_c(grad_y * y) * fix) (grad_y without pixel norm), with fix the factor
-    that restores y's exact norm (progan_fast/ops/scaled_bias_act.py), grad_x = scale * gv,
-    ws[program, c] = sum over the program's pixels of gv."""
+    that restores y's exact norm (progan_fast/ops/scaled_bias_act.py) and eps * r^3 * grad_y over one channel
+    (pixel_norm_grad_scalars), grad_x = scale * gv, ws[program, c] = sum over the program's pixels of gv."""
     acc_ty = ws_ptr.dtype.element_ty
     pid = tl.program_id(0)
     base, r_offs, p_mask = _tile_offsets(pid, num_p_blocks, P, stride_o, stride_p, BLOCK_P)
@@ -143,7 +143,8 @@ def scaled_bias_act_backward_kernel(gy_ptr, saved_ptr, r_ptr, bias_ptr, gx_ptr, 
         if PIXEL_NORM:
             if SINGLE_PASS:
                 mean = _restored_mean(tl.sum(gy * y, axis=0), tl.sum(y * y, axis=0), C, rs, eps)
-            ga = rs[None, :] * (gy - y * mean[None, :])
+            grad_scale, projection = pixel_norm_grad_scalars(C, rs, mean, eps)
+            ga = grad_scale[None, :] * (gy - y * projection[None, :])
         gv = tl.where(mask, tl.where(sign > 0, ga, ga * slope), 0.0)
         tl.store(gx_ptr + offs, (gv * scale).to(gx_ptr.dtype.element_ty), mask=mask)
         if BIAS_GRAD:

@@ -105,9 +105,9 @@ def test_vector_and_scalar_paths_agree_with_the_reference(dtype, shape, memory_f
                      op="pixel_norm")
     _, r = torch.ops.progan_fast.pixel_norm_forward(aligned, 1, 1e-8)
     grad_y = misaligned(shape, dtype, memory_format)
-    expected = torch.ops.progan_fast.pixel_norm_backward(grad_y, aligned, r, 1)
+    expected = torch.ops.progan_fast.pixel_norm_backward(grad_y, aligned, r, 1, 1e-8)
     for x in (aligned, shifted):
-        actual = torch.ops.progan_fast_emulated.pixel_norm_backward(grad_y, x, r, 1)
+        actual = torch.ops.progan_fast_emulated.pixel_norm_backward(grad_y, x, r, 1, 1e-8)
         assert_close(actual, expected, dtype, grad=True)
 
 

@@ -50,7 +50,7 @@ def test_opcheck(tpn, memory_format):
         torch.library.opcheck(torch.ops.progan_fast_triton.pixel_norm_forward.default, (x, 1, 1e-8))
         r = torch.rand(shape[0], 1, *shape[2:]) + 0.5
         dy = layout(torch.randn(shape), memory_format)
-        torch.library.opcheck(torch.ops.progan_fast_triton.pixel_norm_backward.default, (dy, x.detach(), r, 1))
+        torch.library.opcheck(torch.ops.progan_fast_triton.pixel_norm_backward.default, (dy, x.detach(), r, 1, 1e-8))
 
 
 def test_same_schemas_as_the_cpp_ops(tpn):

@@ -1,8 +1,10 @@
 """Shared checks for every op test: a backend's op against progan_fast.reference, forward, gradients and the
 double backward of a WGAN-GP style gradient penalty, with per-dtype tolerances."""
 import contextlib
+import math
 
 import torch
+from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from progan_fast import _library, backends, use_backend
@@ -27,6 +29,12 @@ def cpu_isa(variant):
         yield lambda: list(ops._cpu_isa_ran())
     finally:
         ops._force_cpu_isa(CPU_ISA_VARIANTS[0])
+
+
+# The seed of every tensor a property test's example makes (through a torch.Generator): the example is then a
+# function of hypothesis's draws, so a failure replays and shrinks (the global RNG gives other values on every
+# replay), and the seed printed with the failing case reproduces it.
+SEEDS = st.integers(0, 2**32 - 1)
 
 
 def families_of(op):
@@ -79,6 +87,20 @@ GRAD_TOLERANCES = {
 
 def layout(x, memory_format):
     return x.contiguous(memory_format=memory_format) if x.dim() == 4 else x
+
+
+# Pixel norm over one channel: NCHW maps (the planes loops) and latents (rows), odd sizes for the vector tails.
+ONE_CHANNEL_SHAPES = [(4, 1, 15, 17), (255, 1)]
+
+
+def one_channel_input(shape, dtype):
+    """x for pixel norm over one channel, where the gradient is eps * r^3 * grad_y: magnitudes log-uniform in
+    [1e-3, 3e-2] (where that is far below the r * grad_y of the general formula's two terms, whose float32 rounding
+    exceeded it), random signs, and a few down to 1e-4 (where eps is a sizeable part of 1 / r^2)."""
+    gen = torch.Generator().manual_seed(0)
+    magnitude = 10.0 ** torch.empty(shape, dtype=torch.float64).uniform_(-3, math.log10(3e-2), generator=gen)
+    magnitude.view(-1)[:3] = torch.tensor([1e-4, 2e-4, 5e-4], dtype=torch.float64)
+    return (magnitude * torch.randn(shape, dtype=torch.float64, generator=gen).sign()).to(dtype)
 
 
 def assert_close(actual, expected, dtype, grad=False):
