@@ -214,6 +214,8 @@ def conv3x3_winograd(x, weight):
     if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3) or weight.shape[1] != x.shape[1]:
         raise ValueError(f"weight must be [Cout, {x.shape[1]}, 3, 3] for x of shape {tuple(x.shape)}; "
                          f"got {tuple(weight.shape)}")
+    if x.shape[1] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"x must have at least one channel and a non-empty map; got shape {tuple(x.shape)}")
     if x.device.type != "cpu" or weight.device != x.device:
         raise ValueError(f"x and weight must both be CPU tensors; got {x.device} and {weight.device}")
     if x.dtype not in (torch.float32, torch.float64) or weight.dtype != x.dtype:

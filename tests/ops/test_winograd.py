@@ -126,7 +126,9 @@ def test_gradients_in_float32_are_within_the_bound():
     (lambda: winograd.conv3x3_winograd(torch.ones(1, 2, 4, 4), torch.ones(3, 2, 3, 3, dtype=torch.float64)), "float"),
     (lambda: winograd.conv3x3_winograd(torch.ones(1, 2, 4, 4, device="meta"), torch.ones(3, 2, 3, 3)), "CPU"),
     (lambda: winograd.set_conv_algorithm("fft"), "conv algorithm"),
-], ids=range(16))
+    (lambda: winograd.conv3x3_winograd(torch.ones(1, 0, 4, 4), torch.ones(3, 0, 3, 3)), "x"),
+    (lambda: winograd.conv3x3_winograd(torch.ones(1, 2, 0, 4), torch.ones(3, 2, 3, 3)), "x"),
+], ids=range(18))
 def test_bad_arguments_are_refused_by_name(call, name):
     with pytest.raises((RuntimeError, ValueError, TypeError), match=name):
         call()
