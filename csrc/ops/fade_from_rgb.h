@@ -485,8 +485,10 @@ int channel_vector_width(const Shape& s, const void* images, const void* grad_y)
 
 // Backward over pixels per channel: partial[chunk][c][k] = sum over the chunk of dz * pool_k for the image channels
 // k of `group`, and (group 0) partial[chunk][c][C_img] = sum of dz, in the op-math dtype. Instantiated for P pixels
-// per access and every divisor a power of two or not (kPow2; the vector path only for powers of two).
-template <typename scalar_t, int P, bool kPow2>
+// per access, every divisor a power of two or not (kPow2; the vector path only for powers of two) and kFew: C_img <=
+// kGroup (RGB, RGBA, grayscale), compiled without the code for further image channels, which set the registers of
+// a kernel that has it (sm_90: 114-128 per thread, 170 for float64, where the RGB kernels take 58-80).
+template <typename scalar_t, int P, bool kPow2, bool kFew>
 struct ChannelBackwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
   using acc_t = opmath_t<scalar_t>;
@@ -514,20 +516,18 @@ struct ChannelBackwardKernel {
   }
 
   // This lane's pixels of the chunk, P at a time from `first` (feature index i), the tensors as __restrict__
-  // parameters (Operands says why). The channel's weights are loop invariants; kFew (C_img <= kGroup, the common
-  // case) compiles the loop without the code for further image channels, which kept ptxas from spilling.
-  template <bool kFew>
+  // parameters (Operands says why). The channel's weights are loop invariants.
   PF_HD void accumulate_pixels(const scalar_t* __restrict__ images, const scalar_t* __restrict__ weight,
                                const scalar_t* __restrict__ bias, const scalar_t* __restrict__ dy,
-                               acc_t (&sums)[kGroup + 1], int64_t sample, int64_t c, int64_t first, int64_t end,
-                               int64_t i) const {
+                               acc_t (&sums)[kGroup + 1], int64_t sample, int64_t c, uint32_t first,
+                               uint32_t end, int64_t i) const {
     const int64_t ci = o.shape.image_channels, k0 = group * kGroup;
     const int64_t step = cfg.lanes * P * o.shape.pixel_stride();
     acc_t w[kGroup];
     for (int e = 0; e < kGroup; ++e) w[e] = e < ci ? o.weight_scale * o.w(weight, c, e) : acc_t(0);
     const acc_t zb = o.bias_gain * hd::to_acc(hd::load_ro(bias + c));
     const acc_t a = o.alpha.template load<acc_t>();
-    for (int64_t p = first; p < end; p += cfg.lanes * P, i += step) {
+    for (uint32_t p = first; p < end; p += cfg.lanes * P, i += step) {
       const int64_t base = o.shape.template image_base<kPow2>(cfg.width, {sample, p});
       acc_t pools[kGroup][P];
       o.template first_pools<P>(images, base, pools);
@@ -569,13 +569,11 @@ struct ChannelBackwardKernel {
       const auto chunk_c = cfg.channels.split<kPow2>(s.item);
       const auto sample_chunk = cfg.sample_chunks.split<kPow2>(chunk_c.quotient);
       const int64_t c = chunk_c.remainder, sample = sample_chunk.quotient;
-      const int64_t p0 = sample_chunk.remainder * cfg.chunk_pixels, first = p0 + s.lane * P;
-      const int64_t end = p0 + cfg.chunk_pixels < o.shape.plane() ? p0 + cfg.chunk_pixels : o.shape.plane();
+      // plane indices in 32 bits (H * W < 2^31, and a chunk ends at most kThreads * kPixelsPerLane beyond)
+      const uint32_t p0 = static_cast<uint32_t>(sample_chunk.remainder * cfg.chunk_pixels), first = p0 + s.lane * P;
+      const uint32_t end = p0 + cfg.chunk_pixels < o.shape.plane() ? p0 + cfg.chunk_pixels : o.shape.plane();
       const int64_t i = o.shape.feature({sample, first}, c);
-      if (o.shape.image_channels <= kGroup)
-        accumulate_pixels<true>(o.images, o.weight, o.bias, grad_y, sums.v, sample, c, first, end, i);
-      else
-        accumulate_pixels<false>(o.images, o.weight, o.bias, grad_y, sums.v, sample, c, first, end, i);
+      accumulate_pixels(o.images, o.weight, o.bias, grad_y, sums.v, sample, c, first, end, i);
     }
     return sums;
   }
@@ -688,6 +686,13 @@ auto with_pixel_instantiation(const PixelConfig& cfg, F&& f) {
   return hd::with_pow2_case(cfg.pow2(), [&](auto pow2) { return f(hd::Scalar{}, hd::Scalar{}, pow2); });
 }
 
+// Calls f(kFew) (a bool constant): C_img <= kGroup.
+template <typename F>
+auto with_few_image_channels(const Shape& s, F&& f) {
+  if (s.image_channels <= kGroup) return f(std::true_type{});
+  return f(std::false_type{});
+}
+
 template <typename Exec>
 auto run(const ForwardParams& p, const Exec& exec) {
   return hd::dispatch(p.common.dtype, [&](auto type) {
@@ -720,9 +725,12 @@ auto run(const ChannelBackwardParams& p, const Exec& exec) {
     using scalar_t = typename decltype(type)::type;
     const ChannelConfig cfg = channel_backward_config<scalar_t>(p);
     const auto launch = [&](auto pixels, auto pow2) {
-      return exec(ChannelBackwardKernel<scalar_t, decltype(pixels)::value, decltype(pow2)::value>{
-          operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y),
-          static_cast<opmath_t<scalar_t>*>(p.partials), cfg, p.group});
+      return with_few_image_channels(p.common.shape, [&](auto few) {
+        return exec(ChannelBackwardKernel<scalar_t, decltype(pixels)::value, decltype(pow2)::value,
+                                          decltype(few)::value>{
+            operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y),
+            static_cast<opmath_t<scalar_t>*>(p.partials), cfg, p.group});
+      });
     };
     if (cfg.pixels_per_access > 1)
       return launch(std::integral_constant<int, hd::kVec128<scalar_t>>{}, std::true_type{});
