@@ -166,8 +166,8 @@ struct Operands {
   PF_HD acc_t w(const scalar_t* __restrict__ weight, int64_t c, int64_t k) const {
     return hd::to_acc(hd::load_ro(weight + c * shape.image_channels + k));
   }
-  // z of the P x Q values of one access at channel c0 (`first`: first_pools of its pixels).
-  template <int P, int Q>
+  // z of the P x Q values of one access at channel c0 (`first`: first_pools of its pixels); kFew: C_img <= kGroup.
+  template <int P, int Q, bool kFew>
   PF_HD void z(const scalar_t* __restrict__ images, const scalar_t* __restrict__ weight,
                const scalar_t* __restrict__ bias, int64_t base, int64_t c0, const acc_t (&first)[kGroup][P],
                acc_t (&out)[P * Q]) const {
@@ -180,14 +180,15 @@ struct Operands {
           const acc_t wk = w(weight, c0 + q, k);
           for (int n = 0; n < P; ++n) dot[q * P + n] += wk * first[k][n];
         }
-    for (int64_t k = kGroup; k < ci; ++k) {
-      acc_t pk[P];
-      pools<P>(images, base, k, pk);
-      for (int q = 0; q < Q; ++q) {
-        const acc_t wk = w(weight, c0 + q, k);
-        for (int n = 0; n < P; ++n) dot[q * P + n] += wk * pk[n];
+    if constexpr (!kFew)
+      for (int64_t k = kGroup; k < ci; ++k) {
+        acc_t pk[P];
+        pools<P>(images, base, k, pk);
+        for (int q = 0; q < Q; ++q) {
+          const acc_t wk = w(weight, c0 + q, k);
+          for (int n = 0; n < P; ++n) dot[q * P + n] += wk * pk[n];
+        }
       }
-    }
     for (int q = 0; q < Q; ++q) {
       const acc_t b = hd::to_acc(hd::load_ro(bias + c0 + q));
       for (int n = 0; n < P; ++n) out[q * P + n] = weight_scale * dot[q * P + n] + bias_gain * b;
@@ -269,9 +270,11 @@ PF_HD void reduce_step(acc_t (&partial)[kArrays][kThreads], int items_per_block,
     for (int e = 0; e < kArrays; ++e) partial[e][tid] += partial[e][tid + half * items_per_block];
 }
 
-// The pixel kernels are instantiated for P pixels per item and Q channels per access (PixelConfig) and for H * W
-// a power of two or not (kPow2; the vector paths only for powers of two).
-template <typename scalar_t, int P, int Q, bool kPow2>
+// The pixel kernels are instantiated for P pixels per item and Q channels per access (PixelConfig), for H * W a
+// power of two or not (kPow2; the vector paths only for powers of two), and for C_img <= kGroup (kFew: RGB, RGBA,
+// grayscale), compiled without the code for further image channels, which set the registers of a kernel that has it
+// (sm_90: forward 39-80 per thread, pixel backward 77-128, against 28-64 and 40-64; 96 for 16-bit NCHW runs).
+template <typename scalar_t, int P, int Q, bool kPow2, bool kFew>
 struct ForwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
   static constexpr int N = P * Q;  // elements per access
@@ -303,7 +306,7 @@ struct ForwardKernel {
     int64_t i = o.shape.feature(px, s.lane * Q);
     for (int64_t c0 = s.lane * Q; c0 < o.shape.channels; c0 += cfg.lanes * Q, i += step) {
       acc_t z[N];
-      o.template z<P, Q>(images, weight, bias, base, c0, pools, z);
+      o.template z<P, Q, kFew>(images, weight, bias, base, c0, pools, z);
       const hd::Vec<scalar_t, N> nv = hd::load_vec<N>(new_values + i);
       hd::Vec<scalar_t, N> yv;
       for (int e = 0; e < N; ++e) {
@@ -334,7 +337,7 @@ PF_HD void store_image_vec(scalar_t* p, const hd::Vec<scalar_t, P>& v) {
 // Backward over pixels: grad_new (group 0) and grad_images of image channels group * kGroup + [0, kGroup).
 // Phases: channels last, one warp exchange (an item's lanes are at most a warp of consecutive threads); NCHW,
 // accumulate, reduce over the lanes, write. An item's sums: [k * P + n], image channel k of the group at pixel n.
-template <typename scalar_t, int P, int Q, bool kPow2>
+template <typename scalar_t, int P, int Q, bool kPow2, bool kFew>
 struct PixelBackwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
   static constexpr int N = P * Q;
@@ -375,7 +378,7 @@ struct PixelBackwardKernel {
       acc_t pools[kGroup][P];
       o.template first_pools<P>(images, base, pools);
       const acc_t a = o.alpha.template load<acc_t>();
-      const int64_t k0 = group * kGroup, ci = o.shape.image_channels;
+      const int64_t k0 = kFew ? 0 : group * kGroup, ci = o.shape.image_channels;
       const int64_t step = cfg.lanes * Q * o.shape.channel_stride();
       int64_t i = o.shape.feature(px, s.lane * Q);
       for (int64_t c0 = s.lane * Q; c0 < o.shape.channels; c0 += cfg.lanes * Q, i += step) {
@@ -386,7 +389,7 @@ struct PixelBackwardKernel {
           hd::store_vec<N>(dnew + i, dv);
         }
         acc_t dz[N];
-        o.template z<P, Q>(images, weight, bias, base, c0, pools, dz);
+        o.template z<P, Q, kFew>(images, weight, bias, base, c0, pools, dz);
         for (int e = 0; e < N; ++e) dz[e] = o.dz_per_g(dz[e], a) * hd::to_acc(gv.e[e]);
         for (int k = 0; k < kGroup; ++k)
           if (k0 + k < ci)
@@ -676,16 +679,6 @@ Operands<scalar_t> operands(const CommonParams& p) {
                             static_cast<acc_t>(p.scalars.negative_slope), p.alpha};
 }
 
-// Calls f(P, Q, kPow2) (integral constants) for the pixel kernels' four instantiations: NCHW runs, channels-last
-// vectors, and one element per access with H * W a power of two or not.
-template <typename scalar_t, typename F>
-auto with_pixel_instantiation(const PixelConfig& cfg, F&& f) {
-  using Vector = std::integral_constant<int, hd::kVec128<scalar_t>>;
-  if (cfg.pixels_per_item > 1) return f(Vector{}, hd::Scalar{}, std::true_type{});
-  if (cfg.channels_per_access > 1) return f(hd::Scalar{}, Vector{}, std::true_type{});
-  return hd::with_pow2_case(cfg.pow2(), [&](auto pow2) { return f(hd::Scalar{}, hd::Scalar{}, pow2); });
-}
-
 // Calls f(kFew) (a bool constant): C_img <= kGroup.
 template <typename F>
 auto with_few_image_channels(const Shape& s, F&& f) {
@@ -693,13 +686,26 @@ auto with_few_image_channels(const Shape& s, F&& f) {
   return f(std::false_type{});
 }
 
+// Calls f(P, Q, kPow2, kFew) (integral constants) for the pixel kernels' instantiations: NCHW runs, channels-last
+// vectors, and one element per access with H * W a power of two or not; each for C_img <= kGroup or not.
+template <typename scalar_t, typename F>
+auto with_pixel_instantiation(const PixelConfig& cfg, const Shape& s, F&& f) {
+  using Vector = std::integral_constant<int, hd::kVec128<scalar_t>>;
+  return with_few_image_channels(s, [&](auto few) {
+    if (cfg.pixels_per_item > 1) return f(Vector{}, hd::Scalar{}, std::true_type{}, few);
+    if (cfg.channels_per_access > 1) return f(hd::Scalar{}, Vector{}, std::true_type{}, few);
+    return hd::with_pow2_case(cfg.pow2(), [&](auto pow2) { return f(hd::Scalar{}, hd::Scalar{}, pow2, few); });
+  });
+}
+
 template <typename Exec>
 auto run(const ForwardParams& p, const Exec& exec) {
   return hd::dispatch(p.common.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     const PixelConfig cfg = forward_config<scalar_t>(p);
-    return with_pixel_instantiation<scalar_t>(cfg, [&](auto pixels, auto channels, auto pow2) {
-      return exec(ForwardKernel<scalar_t, decltype(pixels)::value, decltype(channels)::value, decltype(pow2)::value>{
+    return with_pixel_instantiation<scalar_t>(cfg, p.common.shape, [&](auto pixels, auto channels, auto pow2, auto few) {
+      return exec(ForwardKernel<scalar_t, decltype(pixels)::value, decltype(channels)::value, decltype(pow2)::value,
+                                decltype(few)::value>{
           operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.new_), static_cast<scalar_t*>(p.y), cfg});
     });
   });
@@ -710,9 +716,9 @@ auto run(const PixelBackwardParams& p, const Exec& exec) {
   return hd::dispatch(p.common.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     const PixelConfig cfg = pixel_backward_config<scalar_t>(p);
-    return with_pixel_instantiation<scalar_t>(cfg, [&](auto pixels, auto channels, auto pow2) {
+    return with_pixel_instantiation<scalar_t>(cfg, p.common.shape, [&](auto pixels, auto channels, auto pow2, auto few) {
       return exec(PixelBackwardKernel<scalar_t, decltype(pixels)::value, decltype(channels)::value,
-                                      decltype(pow2)::value>{
+                                      decltype(pow2)::value, decltype(few)::value>{
           operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y), static_cast<scalar_t*>(p.grad_new),
           static_cast<scalar_t*>(p.grad_images), cfg, p.group});
     });
