@@ -29,7 +29,8 @@
 //   channels last, pixel geometry: a lane takes Q = 16 bytes of its pixel's channels at a time (C divides);
 //   NCHW, both geometries: an item (pixel kernels) or a lane's step (channel kernel) is a run of P = 16 bytes of
 //                     consecutive pixels of one feature row (W divides), whose 2 x 2P image values of a channel are
-//                     two vectors per image row; each feature channel of the run is one vector.
+//                     two vectors per image row; each feature channel of the run is one vector. The pixel kernels
+//                     take runs only where the grid keeps its blocks (pixel_config): not on small maps.
 // The channel kernel's channels-last lanes stay scalar: a thread's values of grad_y lie C apart (consecutive threads
 // read consecutive channels), and so do its image values.
 // Index math divides by H * W, W, C and the chunks per sample: shifts in the kernels instantiated for powers of two
@@ -213,8 +214,8 @@ struct PixelConfig {
   bool pow2() const { return plane.pow2() && width.pow2(); }
 };
 
-// The pixel geometry with `vector` elements per access (pixel_vector_width).
-inline PixelConfig pixel_config(const Shape& s, int vector) {
+// The pixel geometry with `vector` elements per access.
+inline PixelConfig pixel_geometry(const Shape& s, int vector) {
   PixelConfig cfg;
   cfg.plane = hd::Divisor::of(s.plane());
   cfg.width = hd::Divisor::of(s.width);
@@ -233,6 +234,16 @@ inline PixelConfig pixel_config(const Shape& s, int vector) {
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
   return cfg;
+}
+
+// The pixel geometry for `vector` from pixel_vector_width. NCHW runs of pixels make fewer items: they are taken only
+// where the grid keeps the blocks it has with one element per access, up to kMinBlocks (so not for the small maps of
+// a batch, e.g. 4x4 to 16x16 at N = 16, where the scalar grid is already short of filling the GPU).
+inline PixelConfig pixel_config(const Shape& s, int vector) {
+  const PixelConfig cfg = pixel_geometry(s, vector);
+  if (s.channels_last || vector == 1) return cfg;
+  const PixelConfig scalar = pixel_geometry(s, 1);
+  return cfg.blocks >= (scalar.blocks < kMinBlocks ? scalar.blocks : kMinBlocks) ? cfg : scalar;
 }
 
 // Elements per access of the pixel kernels: hd::kVec128 where H * W is a power of two, C (channels last) or W (NCHW)

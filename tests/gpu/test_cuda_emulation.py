@@ -195,18 +195,23 @@ def test_fade_from_rgb_launch_geometry():
     s2_scalar = fade_from_rgb_launch(misaligned((16, 256, 32, 32), torch.float32), 3)
     assert s2_scalar == dict(lanes=8, blocks=512, pixels_per_item=1, channels_per_access=1, channel_lanes=256,
                              chunks=16, channel_blocks=16 * 256, channel_pixels=1, groups=1)
+    # a small map keeps one pixel per item: runs of 4 would leave 8 blocks of the 32 (the channel kernel's grid does
+    # not depend on its vectors)
+    small_map = fade_from_rgb_launch(torch.empty(16, 512, 4, 4), 3)
+    assert small_map == dict(lanes=32, blocks=32, pixels_per_item=1, channels_per_access=1, channel_lanes=256,
+                             chunks=16, channel_blocks=16 * 512, channel_pixels=4, groups=1)
 
 
 @pytest.mark.parametrize("dtype,vector", VECTOR_WIDTHS, ids=str)
 def test_fade_from_rgb_moves_16_bytes_per_access(dtype, vector):
     """Where H * W is a power of two: NCHW items are runs of 16 bytes of a feature row (W divides; the images are
-    read and written two vectors per image row), in the pixel kernels and the channel kernel; channels-last lanes
-    take 16 bytes of a pixel's channels (C divides). Otherwise, or with a misaligned tensor, one element per
-    access."""
-    nchw = torch.empty(2, 8, 4, vector, dtype=dtype)
+    read and written two vectors per image row), in the channel kernel and in the pixel kernels where the grid keeps
+    its blocks (up to 512); channels-last lanes take 16 bytes of a pixel's channels (C divides). Otherwise, or with a
+    misaligned tensor, one element per access."""
+    nchw = torch.empty(1, 8, 4, vector, dtype=dtype)
     got = fade_from_rgb_launch(nchw)
     assert (got["pixels_per_item"], got["channels_per_access"], got["channel_pixels"]) == (vector, 1, vector)
-    assert (got["lanes"], got["blocks"]) == (8, 1)  # 8 runs of a feature row, 8 channels
+    assert (got["lanes"], got["blocks"]) == (8, 1)  # 4 runs of a feature row, 8 channels
     cl = torch.empty(2, 2 * vector, 4, 4, dtype=dtype).contiguous(memory_format=CL)
     got = fade_from_rgb_launch(cl)
     assert (got["pixels_per_item"], got["channels_per_access"], got["channel_pixels"]) == (1, vector, 1)
@@ -220,10 +225,12 @@ def test_fade_from_rgb_moves_16_bytes_per_access(dtype, vector):
     assert paths(torch.empty(2, 8, 4, vector // 2, dtype=dtype)) == scalar  # W does not divide
     # H * W not a power of two: the pixel kernels divide by it, the channel kernel does not
     assert paths(torch.empty(2, 8, 3, vector, dtype=dtype)) == (1, 1, vector)
-    assert paths(misaligned((2, 8, 4, vector), dtype)) == scalar
-    assert paths(nchw, images=misaligned((2, 3, 8, 2 * vector), dtype)) == scalar
-    assert paths(torch.empty(2, 6, 4, vector, dtype=dtype)) == (vector, 1, 1)  # C not a power of two: the channel
+    assert paths(misaligned((1, 8, 4, vector), dtype)) == scalar
+    assert paths(nchw, images=misaligned((1, 3, 8, 2 * vector), dtype)) == scalar
+    assert paths(torch.empty(1, 6, 4, vector, dtype=dtype)) == (vector, 1, 1)  # C not a power of two: the channel
     # kernel divides by it
+    # runs that would shrink the grid (64 blocks of one pixel per item): the pixel kernels take one pixel
+    assert paths(torch.empty(16, 512, 4, 8, dtype=dtype)) == (1, 1, vector)
     assert paths(torch.empty(2, 2 * vector + 1, 4, 4, dtype=dtype).contiguous(memory_format=CL)) == scalar
     assert paths(misaligned((2, 2 * vector, 4, 4), dtype, CL)) == scalar
     # channels last reads the images one value at a time: their alignment does not matter
@@ -232,7 +239,7 @@ def test_fade_from_rgb_moves_16_bytes_per_access(dtype, vector):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape,memory_format", [
-    ((2, 8, 4, 8, 3), torch.contiguous_format),  # NCHW runs of 2, 4 and 8 pixels: W = 8 divides
+    ((1, 8, 4, 8, 3), torch.contiguous_format),  # NCHW runs of 2, 4 and 8 pixels: W = 8 divides
     ((1, 4, 2, 8, 5), torch.contiguous_format),  # runs over two image-channel groups (C_img beyond kGroup)
     ((2, 24, 2, 4, 3), CL),                      # channels-last vectors, 24 channels: 12, 6 or 3 vectors
     ((1, 16, 2, 2, 5), CL),
