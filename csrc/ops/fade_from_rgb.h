@@ -24,8 +24,8 @@
 // Image channels beyond kGroup are handled kGroup at a time: the host launches the backward kernels once per group
 // (only the first writes grad_new and the bias partials).
 //
-// 16-byte accesses (csrc/ops/vec.h), chosen at launch where every map is a power of two and the tensors are aligned,
-// else one element per access (the same code with P = Q = 1):
+// 16-byte accesses (csrc/ops/vec.h), chosen at launch where the kernel's divisors (below) are powers of two and the
+// tensors are aligned, else one element per access (the same code with P = Q = 1):
 //   channels last, pixel geometry: a lane takes Q = 16 bytes of its pixel's channels at a time (C divides);
 //   NCHW, both geometries: an item (pixel kernels) or a lane's step (channel kernel) is a run of P = 16 bytes of
 //                     consecutive pixels of one feature row (W divides), whose 2 x 2P image values of a channel are
