@@ -500,8 +500,8 @@ int channel_vector_width(const Shape& s, const void* images, const void* grad_y)
 // Backward over pixels per channel: partial[chunk][c][k] = sum over the chunk of dz * pool_k for the image channels
 // k of `group`, and (group 0) partial[chunk][c][C_img] = sum of dz, in the op-math dtype. Instantiated for P pixels
 // per access, every divisor a power of two or not (kPow2; the vector path only for powers of two) and kFew: C_img <=
-// kGroup (RGB, RGBA, grayscale), compiled without the code for further image channels, which set the registers of
-// a kernel that has it (sm_90: 114-128 per thread, 170 for float64, where the RGB kernels take 58-80).
+// kGroup (RGB, RGBA, grayscale), compiled without the code for further image channels, which sets the registers of
+// a kernel that has it (sm_90: 95-128 per thread, sm_80 up to 166 for float64, where the RGB kernels take 55-80).
 template <typename scalar_t, int P, bool kPow2, bool kFew>
 struct ChannelBackwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
