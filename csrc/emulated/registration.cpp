@@ -33,19 +33,28 @@ std::vector<int64_t> minibatch_stddev_launch_config(const at::Tensor& x, int64_t
   return {geo.groups * geo.features * cfg.chunks.value, cfg.chunk, geo.samples * geo.features * cfg.pixel_runs.value};
 }
 
-// fade_from_rgb's geometries for `new`'s shape and layout with `image_channels` image channels:
-// (pixel lanes, pixel blocks, channel-kernel lanes, chunks, channel-kernel blocks, image-channel groups).
-std::vector<int64_t> fade_from_rgb_launch_config(const at::Tensor& new_, int64_t image_channels) {
-  fade_from_rgb_cuda::Shape s;
-  s.n = new_.size(0);
-  s.channels = new_.size(1);
-  s.height = new_.size(2);
-  s.width = new_.size(3);
-  s.image_channels = image_channels;
-  s.channels_last = fade_channels_last(new_);
-  const auto pixels = fade_from_rgb_cuda::pixel_config(s);
-  const auto channels = fade_from_rgb_cuda::channel_config(s);
-  return {pixels.lanes, pixels.blocks, channels.lanes, channels.chunks, channels.blocks, s.groups()};
+// fade_from_rgb's geometries for `images` and `main` (new or grad_y; the outputs freshly allocated, as the host
+// does): (pixel lanes, pixel blocks, pixels per item, channels per access, channel-kernel lanes, chunks,
+// channel-kernel blocks, its pixels per access, image-channel groups). The pixel kernels' vectors are the forward's
+// (the pixel backward's match them: its further tensors, grad_images, are fresh too).
+std::vector<int64_t> fade_from_rgb_launch_config(const at::Tensor& images, const at::Tensor& main) {
+  TORCH_CHECK(images.dim() == 4 && main.dim() == 4, "images and main: 4-D tensors expected");
+  const at::Tensor weight = at::empty({main.size(1), images.size(1), 1, 1}, main.options());
+  const at::Tensor bias = at::empty({main.size(1)}, main.options());
+  const FadeFromRgbOperands o(main, "main", images, weight, bias, at::scalar_tensor(0.5, at::kDouble), 1.0, 1.0, 0.2);
+  const at::Tensor out = fade_empty(o.main.sizes(), o.main, o.channels_last);
+  const fade_from_rgb_cuda::CommonParams common{o.images.const_data_ptr(), o.weight.const_data_ptr(),
+                                                o.bias.const_data_ptr(), fade_host::from_rgb_shape(o), {1.0, 1.0, 0.2},
+                                                {}, launcher_dtype(o.main, "main")};
+  return hd::dispatch(common.dtype, [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
+    const auto pixels = fade_from_rgb_cuda::forward_config<scalar_t>({common, o.main.const_data_ptr(), out.data_ptr()});
+    const auto channels = fade_from_rgb_cuda::channel_backward_config<scalar_t>({common, o.main.const_data_ptr(),
+                                                                                nullptr, 0});
+    return std::vector<int64_t>{pixels.lanes, pixels.blocks, pixels.pixels_per_item, pixels.channels_per_access,
+                                channels.lanes, channels.chunks, channels.blocks, channels.pixels_per_access,
+                                common.shape.groups()};
+  });
 }
 
 // fade_reals' geometry for x: (blocks, elements per access, whether a thread takes the rows unit).
@@ -127,7 +136,7 @@ TORCH_LIBRARY_FRAGMENT(progan_fast_emulated, m) {
   m.def("pixel_norm_launch_config(Tensor x, int dim) -> int[]", &pixel_norm_launch_config);
   m.def("minibatch_stddev_launch_config(Tensor x, int group_size, str grouping, bool unbiased, int num_new_features)"
         " -> int[]", &minibatch_stddev_launch_config);
-  m.def("fade_from_rgb_launch_config(Tensor new, int image_channels) -> int[]", &fade_from_rgb_launch_config);
+  m.def("fade_from_rgb_launch_config(Tensor images, Tensor main) -> int[]", &fade_from_rgb_launch_config);
   m.def("fade_reals_launch_config(Tensor x) -> int[]", &fade_reals_launch_config);
   m.def("upsample_blend_launch_config(Tensor low, Tensor high, int factor) -> int[]", &upsample_blend_launch_config);
   m.def("warp_exchange_sum(Tensor values, int lanes) -> Tensor", &warp_exchange_sum);

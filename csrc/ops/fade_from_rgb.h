@@ -23,9 +23,25 @@
 //                     and over channels in separate kernels, without atomics and deterministic.
 // Image channels beyond kGroup are handled kGroup at a time: the host launches the backward kernels once per group
 // (only the first writes grad_new and the bias partials).
+//
+// 16-byte accesses (csrc/ops/vec.h), chosen at launch where the kernel's divisors (below) are powers of two and the
+// tensors are aligned, else one element per access (the same code with P = Q = 1):
+//   channels last, pixel geometry: a lane takes Q = 16 bytes of its pixel's channels at a time (C divides);
+//   NCHW, both geometries: an item (pixel kernels) or a lane's step (channel kernel) is a run of P = 16 bytes of
+//                     consecutive pixels of one feature row (W divides), whose 2 x 2P image values of a channel are
+//                     two vectors per image row; each feature channel of the run is one vector. The pixel kernels
+//                     take runs only where the grid keeps its blocks (pixel_config): not on small maps.
+// The channel kernel's channels-last lanes stay scalar: a thread's values of grad_y lie C apart (consecutive threads
+// read consecutive channels), and so do its image values.
+// Index math divides by H * W, W, C and the chunks per sample: shifts in the kernels instantiated for powers of two
+// (hd::Divisor; every ProGAN map and channel count), divisions otherwise.
 #pragma once
+#include <initializer_list>
+#include <type_traits>
+
 #include "ops/fade_common.h"
 #include "ops/phases.h"
+#include "ops/vec.h"
 
 #if defined(__CUDACC__) || defined(PROGAN_FAST_WITH_CUDA)
 #include <cuda_runtime_api.h>
@@ -40,7 +56,8 @@ constexpr int kGroup = 4;
 constexpr int kMaxLanes = 32;
 // Pixel geometry, NCHW: lanes split the channel loop until the grid has this many blocks.
 constexpr int64_t kMinBlocks = 512;
-// Channel geometry: pixels per lane per chunk, and channels per block with channels last.
+// Channel geometry: pixels per lane per chunk (a multiple of every vector's pixels), and channels per block with
+// channels last.
 constexpr int kPixelsPerLane = 16;
 constexpr int kChannelItems = 32;
 
@@ -60,8 +77,8 @@ struct Shape {
   // kPow2 (every ProGAN map).
   template <bool kPow2>
   PF_HD Pixel pixel(const hd::Divisor& plane_divisor, int64_t index) const {
-    const int64_t s = plane_divisor.divide<kPow2>(index);
-    return {s, index - s * plane()};
+    const auto sp = plane_divisor.split<kPow2>(index);
+    return {sp.quotient, sp.remainder};
   }
   // Feature value (pixel, c), and the distances between channels and between pixels of a plane.
   PF_HD int64_t feature(Pixel px, int64_t c) const {
@@ -69,10 +86,13 @@ struct Shape {
   }
   PF_HD int64_t channel_stride() const { return channels_last ? 1 : plane(); }
   PF_HD int64_t pixel_stride() const { return channels_last ? channels : 1; }
-  // The image offset of channel 0 at (2y, 2x) under a feature pixel, and the strides from there. A plane index
-  // fits 32 bits (the host checks H * W < 2^31), so y = p / W is a 32-bit division.
-  PF_HD int64_t image_base(Pixel px) const {
-    const int64_t y = static_cast<uint32_t>(px.p) / static_cast<uint32_t>(width), x = px.p - y * width;
+  // The image offset of channel 0 at (2y, 2x) under a feature pixel, and the strides from there. y = p / W by
+  // `width_divisor` (Divisor::of(width)): a shift in kernels instantiated for kPow2, else a 32-bit division (a
+  // plane index fits 32 bits: the host checks H * W < 2^31).
+  template <bool kPow2>
+  PF_HD int64_t image_base(const hd::Divisor& width_divisor, Pixel px) const {
+    const auto yx = width_divisor.split<kPow2>(static_cast<uint32_t>(px.p));
+    const int64_t y = yx.quotient, x = yx.remainder;
     if (channels_last) return ((px.s * 2 * height + 2 * y) * 2 * width + 2 * x) * image_channels;
     return (px.s * image_channels * 2 * height + 2 * y) * 2 * width + 2 * x;
   }
@@ -89,6 +109,10 @@ struct Scalars {
   double scale, bias_gain, negative_slope;
 };
 
+// The kernels' accesses: P consecutive pixels of a feature row (P > 1: NCHW vectors along the row) by Q consecutive
+// channels (Q > 1: channels-last vectors), one of them 1; element e of an access is channel c0 + e / P of pixel
+// e % P of the item.
+
 template <typename scalar_t>
 struct Operands {
   using acc_t = opmath_t<scalar_t>;
@@ -101,8 +125,8 @@ struct Operands {
 
   // The helpers of the kernels' loops take the tensors from the loop functions' __restrict__ parameters: nvcc ignores
   // __restrict__ on struct members (these pointers), and only through restrict parameters may the loads be issued
-  // ahead of the stores. The tensors no thread writes are read by hd::load_ro (ld.global.nc): nvcc did not choose
-  // that path for them from __restrict__ alone.
+  // ahead of the stores. The tensors no thread writes are read by hd::load_ro / hd::load_vec (ld.global.nc): nvcc
+  // did not choose that path for them from __restrict__ alone.
 
   // The 2x2 sum of channel k at a pixel's image_base.
   PF_HD acc_t pool(const scalar_t* __restrict__ images, int64_t base, int64_t k) const {
@@ -111,49 +135,127 @@ struct Operands {
     return (hd::to_acc(hd::load_ro(p)) + hd::to_acc(hd::load_ro(p + col))) +
            (hd::to_acc(hd::load_ro(p + row)) + hd::to_acc(hd::load_ro(p + row + col)));
   }
-  // The first kGroup sums (zero beyond C_img).
-  PF_HD void first_pools(const scalar_t* __restrict__ images, int64_t base, acc_t (&pools)[kGroup]) const {
-    for (int e = 0; e < kGroup; ++e) pools[e] = e < shape.image_channels ? pool(images, base, e) : acc_t(0);
+  // The 2x2 sums of channel k for the P pixels from `base`, added as in `pool`. P > 1 (NCHW): each image row under
+  // them is 2P consecutive values, two vectors.
+  template <int P>
+  PF_HD void pools(const scalar_t* __restrict__ images, int64_t base, int64_t k, acc_t (&out)[P]) const {
+    if constexpr (P == 1) {
+      out[0] = pool(images, base, k);
+    } else {
+      const scalar_t* p = images + base + k * shape.image_channel_stride();
+      const int64_t row = shape.image_row_stride();
+      const hd::Vec<scalar_t, P> top[2] = {hd::load_vec<P>(p), hd::load_vec<P>(p + P)};
+      const hd::Vec<scalar_t, P> bottom[2] = {hd::load_vec<P>(p + row), hd::load_vec<P>(p + row + P)};
+      for (int n = 0; n < P; ++n) {  // image columns 2n and 2n + 1: vector 2n / P, elements from 2n % P
+        const int v = 2 * n / P, e = 2 * n % P;
+        out[n] = (hd::to_acc(top[v].e[e]) + hd::to_acc(top[v].e[e + 1])) +
+                 (hd::to_acc(bottom[v].e[e]) + hd::to_acc(bottom[v].e[e + 1]));
+      }
+    }
   }
-  PF_HD acc_t z(const scalar_t* __restrict__ images, const scalar_t* __restrict__ weight,
-                const scalar_t* __restrict__ bias, int64_t base, int64_t c, const acc_t (&pools)[kGroup]) const {
-    acc_t dot = 0;
-    const scalar_t* w = weight + c * shape.image_channels;
-    for (int e = 0; e < kGroup; ++e)  // constant trip count: unrolled, `pools` stays in registers
-      if (e < shape.image_channels) dot += hd::to_acc(hd::load_ro(w + e)) * pools[e];
-    for (int64_t k = kGroup; k < shape.image_channels; ++k)
-      dot += hd::to_acc(hd::load_ro(w + k)) * pool(images, base, k);
-    return weight_scale * dot + bias_gain * hd::to_acc(hd::load_ro(bias + c));
+  // The first kGroup sums of each of the P pixels (zero beyond C_img).
+  template <int P>
+  PF_HD void first_pools(const scalar_t* __restrict__ images, int64_t base, acc_t (&out)[kGroup][P]) const {
+    for (int k = 0; k < kGroup; ++k) {  // constant trip count: unrolled, `out` stays in registers
+      if (k < shape.image_channels) {
+        pools<P>(images, base, k, out[k]);
+      } else {
+        for (int n = 0; n < P; ++n) out[k][n] = 0;
+      }
+    }
+  }
+  PF_HD acc_t w(const scalar_t* __restrict__ weight, int64_t c, int64_t k) const {
+    return hd::to_acc(hd::load_ro(weight + c * shape.image_channels + k));
+  }
+  // z of the P x Q values of one access at channel c0 (`first`: first_pools of its pixels); kFew: C_img <= kGroup.
+  template <int P, int Q, bool kFew>
+  PF_HD void z(const scalar_t* __restrict__ images, const scalar_t* __restrict__ weight,
+               const scalar_t* __restrict__ bias, int64_t base, int64_t c0, const acc_t (&first)[kGroup][P],
+               acc_t (&out)[P * Q]) const {
+    const int64_t ci = shape.image_channels;
+    acc_t dot[P * Q];
+    for (int e = 0; e < P * Q; ++e) dot[e] = 0;
+    for (int k = 0; k < kGroup; ++k)
+      if (k < ci)
+        for (int q = 0; q < Q; ++q) {
+          const acc_t wk = w(weight, c0 + q, k);
+          for (int n = 0; n < P; ++n) dot[q * P + n] += wk * first[k][n];
+        }
+    if constexpr (!kFew)
+      for (int64_t k = kGroup; k < ci; ++k) {
+        acc_t pk[P];
+        pools<P>(images, base, k, pk);
+        for (int q = 0; q < Q; ++q) {
+          const acc_t wk = w(weight, c0 + q, k);
+          for (int n = 0; n < P; ++n) dot[q * P + n] += wk * pk[n];
+        }
+      }
+    for (int q = 0; q < Q; ++q) {
+      const acc_t b = hd::to_acc(hd::load_ro(bias + c0 + q));
+      for (int n = 0; n < P; ++n) out[q * P + n] = weight_scale * dot[q * P + n] + bias_gain * b;
+    }
   }
   // dz / g: (1 - alpha) * lrelu'(z).
   PF_HD acc_t dz_per_g(acc_t z, acc_t a) const { return (acc_t(1) - a) * (z > acc_t(0) ? acc_t(1) : slope); }
 };
 
-// ---- pixel geometry: an item per feature pixel, lanes over its channels ----
+// ---- pixel geometry: an item per P feature pixels, lanes over their channels ----
 
 struct PixelConfig {
-  hd::Divisor plane;  // H * W
+  hd::Divisor plane, width;  // H * W and W: shifts in the kernels instantiated for pow2()
+  int pixels_per_item = 1;   // P: 16 bytes of a feature row's pixels (NCHW), else 1
+  int channels_per_access = 1;  // Q: 16 bytes of a pixel's channels (channels last), else 1
   int lanes = 1;
   int items_per_block = kThreads;
   int reduce_steps = 0;  // log2(lanes)
-  int64_t blocks = 0;
+  int64_t items = 0, blocks = 0;
   bool rows = false;  // lanes of an item are consecutive threads (channels last)
+
+  bool pow2() const { return plane.pow2() && width.pow2(); }
 };
 
-inline PixelConfig pixel_config(const Shape& s) {
+// The pixel geometry with `vector` elements per access.
+inline PixelConfig pixel_geometry(const Shape& s, int vector) {
   PixelConfig cfg;
   cfg.plane = hd::Divisor::of(s.plane());
+  cfg.width = hd::Divisor::of(s.width);
   cfg.rows = s.channels_last;
-  const int64_t channel_lanes = hd::next_pow2(s.channels) < kMaxLanes ? hd::next_pow2(s.channels) : kMaxLanes;
+  cfg.pixels_per_item = cfg.rows ? 1 : vector;
+  cfg.channels_per_access = cfg.rows ? vector : 1;
+  cfg.items = s.pixels() / cfg.pixels_per_item;
+  const int64_t accesses = hd::next_pow2(s.channels / cfg.channels_per_access);
+  const int64_t channel_lanes = accesses < kMaxLanes ? accesses : kMaxLanes;
   if (cfg.rows) {
     cfg.lanes = static_cast<int>(channel_lanes);
   } else {
-    while (cfg.lanes < channel_lanes && hd::ceil_div(s.pixels(), kThreads / cfg.lanes) < kMinBlocks) cfg.lanes *= 2;
+    while (cfg.lanes < channel_lanes && hd::ceil_div(cfg.items, kThreads / cfg.lanes) < kMinBlocks) cfg.lanes *= 2;
   }
   while ((1 << cfg.reduce_steps) < cfg.lanes) ++cfg.reduce_steps;
   cfg.items_per_block = kThreads / cfg.lanes;
-  cfg.blocks = hd::ceil_div(s.pixels(), cfg.items_per_block);
+  cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
   return cfg;
+}
+
+// The pixel geometry for `vector` from pixel_vector_width. NCHW runs of pixels make fewer items: they are taken only
+// where the grid keeps the blocks it has with one element per access, up to kMinBlocks (so not for the small maps of
+// a batch, e.g. 4x4 to 16x16 at N = 16, where the scalar grid is already short of filling the GPU).
+inline PixelConfig pixel_config(const Shape& s, int vector) {
+  const PixelConfig cfg = pixel_geometry(s, vector);
+  if (s.channels_last || vector == 1) return cfg;
+  const PixelConfig scalar = pixel_geometry(s, 1);
+  return cfg.blocks >= (scalar.blocks < kMinBlocks ? scalar.blocks : kMinBlocks) ? cfg : scalar;
+}
+
+// Elements per access of the pixel kernels: hd::kVec128 where H * W is a power of two, C (channels last) or W (NCHW)
+// divides into vectors and the feature maps (and with NCHW the images, read and written in vectors too) are
+// 16-byte aligned; else 1.
+template <typename scalar_t>
+int pixel_vector_width(const Shape& s, std::initializer_list<const void*> images,
+                       std::initializer_list<const void*> features) {
+  constexpr int kN = hd::kVec128<scalar_t>;
+  if (!hd::Divisor::of(s.plane()).pow2()) return 1;
+  if (s.channels_last) return hd::vector_width<scalar_t>(s.channels % kN == 0, features);
+  return hd::vector_width<scalar_t>(s.width % kN == 0, features) > 1 ? hd::vector_width<scalar_t>(true, images) : 1;
 }
 
 struct Slot {
@@ -179,10 +281,14 @@ PF_HD void reduce_step(acc_t (&partial)[kArrays][kThreads], int items_per_block,
     for (int e = 0; e < kArrays; ++e) partial[e][tid] += partial[e][tid + half * items_per_block];
 }
 
-// The pixel kernels are instantiated for H * W a power of two or not (PixelConfig::plane).
-template <typename scalar_t, bool kPow2Plane>
+// The pixel kernels are instantiated for P pixels per item and Q channels per access (PixelConfig), for H * W a
+// power of two or not (kPow2; the vector paths only for powers of two), and for C_img <= kGroup (kFew: RGB, RGBA,
+// grayscale), compiled without the code for further image channels, which set the registers of a kernel that has it
+// (sm_90: forward 39-80 per thread, pixel backward 77-128, against 28-64 and 40-64; 96 for 16-bit NCHW runs).
+template <typename scalar_t, int P, int Q, bool kPow2, bool kFew>
 struct ForwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
+  static constexpr int N = P * Q;  // elements per access
   using acc_t = opmath_t<scalar_t>;
   struct Shared {};
   Operands<scalar_t> o;
@@ -194,43 +300,66 @@ struct ForwardKernel {
   PF_HD int phases() const { return 1; }
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
-    if (s.item >= o.shape.pixels()) return;
+    if (s.item >= cfg.items) return;
     lane(o.images, o.weight, o.bias, new_, y, s);
   }
 
-  // This lane's channels of its pixel, the tensors as __restrict__ parameters (Operands says why).
+  // This lane's channels of its pixels, the tensors as __restrict__ parameters (Operands says why).
   PF_HD void lane(const scalar_t* __restrict__ images, const scalar_t* __restrict__ weight,
                   const scalar_t* __restrict__ bias, const scalar_t* __restrict__ new_values,
                   scalar_t* __restrict__ out, const Slot& s) const {
-    const Pixel px = o.shape.template pixel<kPow2Plane>(cfg.plane, s.item);
-    const int64_t base = o.shape.image_base(px);
-    acc_t pools[kGroup];
-    o.first_pools(images, base, pools);
+    const Pixel px = o.shape.template pixel<kPow2>(cfg.plane, s.item * P);
+    const int64_t base = o.shape.template image_base<kPow2>(cfg.width, px);
+    acc_t pools[kGroup][P];
+    o.template first_pools<P>(images, base, pools);
     const acc_t a = o.alpha.template load<acc_t>();
-    const int64_t step = cfg.lanes * o.shape.channel_stride();
-    int64_t i = o.shape.feature(px, s.lane);
-    for (int64_t c = s.lane; c < o.shape.channels; c += cfg.lanes, i += step) {
-      const acc_t z = o.z(images, weight, bias, base, c, pools);
-      const acc_t old = z > acc_t(0) ? z : z * o.slope;
-      out[i] = hd::from_acc<scalar_t>(fade_cuda::lerp(old, hd::to_acc(hd::load_ro(new_values + i)), a));
+    const int64_t step = cfg.lanes * Q * o.shape.channel_stride();
+    int64_t i = o.shape.feature(px, s.lane * Q);
+    for (int64_t c0 = s.lane * Q; c0 < o.shape.channels; c0 += cfg.lanes * Q, i += step) {
+      acc_t z[N];
+      o.template z<P, Q, kFew>(images, weight, bias, base, c0, pools, z);
+      const hd::Vec<scalar_t, N> nv = hd::load_vec<N>(new_values + i);
+      hd::Vec<scalar_t, N> yv;
+      for (int e = 0; e < N; ++e) {
+        const acc_t old = z[e] > acc_t(0) ? z[e] : z[e] * o.slope;
+        yv.e[e] = hd::from_acc<scalar_t>(fade_cuda::lerp(old, hd::to_acc(nv.e[e]), a));
+      }
+      hd::store_vec<N>(out + i, yv);
     }
   }
 };
 
+// One vector of grad_images, whose elements come in equal pairs (a pixel's value at two image columns). nvcc turned
+// the struct copy of store_vec into 16- and 32-bit stores for some such vectors of 16-bit elements; copied as one
+// uint4 they stay one 128-bit store (float64's, copied so, were split into 64-bit stores instead).
+template <typename scalar_t, int P>
+PF_HD void store_image_vec(scalar_t* p, const hd::Vec<scalar_t, P>& v) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(scalar_t) == 2) {
+    uint4 u;
+    memcpy(&u, &v, sizeof(u));
+    *reinterpret_cast<uint4*>(p) = u;
+    return;
+  }
+#endif
+  hd::store_vec<P>(p, v);
+}
+
 // Backward over pixels: grad_new (group 0) and grad_images of image channels group * kGroup + [0, kGroup).
 // Phases: channels last, one warp exchange (an item's lanes are at most a warp of consecutive threads); NCHW,
-// accumulate, reduce over the lanes, write.
-template <typename scalar_t, bool kPow2Plane>
+// accumulate, reduce over the lanes, write. An item's sums: [k * P + n], image channel k of the group at pixel n.
+template <typename scalar_t, int P, int Q, bool kPow2, bool kFew>
 struct PixelBackwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
+  static constexpr int N = P * Q;
   using acc_t = opmath_t<scalar_t>;
   struct Shared {
-    acc_t partial[kGroup][kThreads];
+    acc_t partial[kGroup * P][kThreads];
     // Each thread's image_base, handed from the first phase to the last through shared memory: kept in registers
     // across the reduction phases it made ptxas spill on sm_80.
     int64_t image_base[kThreads];
   };
-  using Exchange = hd::Sums<acc_t, kGroup>;
+  using Exchange = hd::Sums<acc_t, kGroup * P>;
   Operands<scalar_t> o;
   const scalar_t* grad_y;
   scalar_t* grad_new;
@@ -238,9 +367,11 @@ struct PixelBackwardKernel {
   PixelConfig cfg;
   int64_t group;
 
+  // NCHW runs (P > 1) never exchange and channels-last vectors (Q > 1) never take the tree: neither is compiled in.
+  PF_HD bool rows() const { return P == 1 && (Q > 1 || cfg.rows); }
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return cfg.rows ? 1 : cfg.reduce_steps + 2; }
-  PF_HD int exchange_lanes() const { return cfg.rows ? cfg.lanes : 0; }
+  PF_HD int phases() const { return rows() ? 1 : cfg.reduce_steps + 2; }
+  PF_HD int exchange_lanes() const { return rows() ? cfg.lanes : 0; }
 
   // This lane's share of the item's sums, W[c, k] * dz over its channels; the item's image_base to `base`.
   PF_HD Exchange lane_sums(int64_t block, int tid, int64_t& base) const {
@@ -252,36 +383,57 @@ struct PixelBackwardKernel {
                            scalar_t* __restrict__ dnew, int64_t block, int tid, int64_t& base) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
     Exchange sums{};
-    if (s.item < o.shape.pixels()) {
-      const Pixel px = o.shape.template pixel<kPow2Plane>(cfg.plane, s.item);
-      base = o.shape.image_base(px);
-      acc_t pools[kGroup];
-      o.first_pools(images, base, pools);
+    if (s.item < cfg.items) {
+      const Pixel px = o.shape.template pixel<kPow2>(cfg.plane, s.item * P);
+      base = o.shape.template image_base<kPow2>(cfg.width, px);
+      acc_t pools[kGroup][P];
+      o.template first_pools<P>(images, base, pools);
       const acc_t a = o.alpha.template load<acc_t>();
-      const int64_t k0 = group * kGroup, ci = o.shape.image_channels;
-      const int64_t step = cfg.lanes * o.shape.channel_stride();
-      int64_t i = o.shape.feature(px, s.lane);
-      for (int64_t c = s.lane; c < o.shape.channels; c += cfg.lanes, i += step) {
-        const acc_t g = hd::to_acc(hd::load_ro(dy + i));
-        if (group == 0) dnew[i] = hd::from_acc<scalar_t>(a * g);
-        const acc_t dz = o.dz_per_g(o.z(images, weight, bias, base, c, pools), a) * g;
-        for (int e = 0; e < kGroup; ++e)
-          if (k0 + e < ci) sums.v[e] += hd::to_acc(hd::load_ro(weight + c * ci + k0 + e)) * dz;
+      const int64_t k0 = kFew ? 0 : group * kGroup, ci = o.shape.image_channels;
+      const int64_t step = cfg.lanes * Q * o.shape.channel_stride();
+      int64_t i = o.shape.feature(px, s.lane * Q);
+      for (int64_t c0 = s.lane * Q; c0 < o.shape.channels; c0 += cfg.lanes * Q, i += step) {
+        const hd::Vec<scalar_t, N> gv = hd::load_vec<N>(dy + i);
+        if (group == 0) {
+          hd::Vec<scalar_t, N> dv;
+          for (int e = 0; e < N; ++e) dv.e[e] = hd::from_acc<scalar_t>(a * hd::to_acc(gv.e[e]));
+          hd::store_vec<N>(dnew + i, dv);
+        }
+        acc_t dz[N];
+        o.template z<P, Q, kFew>(images, weight, bias, base, c0, pools, dz);
+        for (int e = 0; e < N; ++e) dz[e] = o.dz_per_g(dz[e], a) * hd::to_acc(gv.e[e]);
+        for (int k = 0; k < kGroup; ++k)
+          if (k0 + k < ci)
+            for (int q = 0; q < Q; ++q) {
+              const acc_t wk = o.w(weight, c0 + q, k0 + k);
+              for (int n = 0; n < P; ++n) sums.v[k * P + n] += wk * dz[q * P + n];
+            }
       }
     }
     return sums;
   }
 
-  // Lane 0 of an item writes its image gradient, the item's sums scaled, to the 2x2 image pixels at `base`.
-  PF_HD void write(const acc_t (&sums)[kGroup], int64_t base, int64_t block, int tid) const {
+  // Lane 0 of an item writes its image gradient, the item's sums scaled, to the 2x2 image pixels at `base`: NCHW
+  // runs (P > 1) as two vectors per image row.
+  PF_HD void write(const acc_t (&sums)[kGroup * P], int64_t base, int64_t block, int tid) const {
     const Slot s = slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid);
-    if (s.lane != 0 || s.item >= o.shape.pixels()) return;
-    for (int e = 0; e < kGroup; ++e) {
-      const int64_t k = group * kGroup + e;
-      if (k >= o.shape.image_channels) break;
-      const scalar_t v = hd::from_acc<scalar_t>(o.weight_scale * sums[e]);
-      for (int dy = 0; dy < 2; ++dy)
-        for (int dx = 0; dx < 2; ++dx) grad_images[o.shape.image(base, k, dy, dx)] = v;
+    if (s.lane != 0 || s.item >= cfg.items) return;
+    for (int k = 0; k < kGroup; ++k) {
+      const int64_t channel = group * kGroup + k;
+      if (channel >= o.shape.image_channels) break;
+      if constexpr (P == 1) {
+        const scalar_t v = hd::from_acc<scalar_t>(o.weight_scale * sums[k]);
+        for (int dy = 0; dy < 2; ++dy)
+          for (int dx = 0; dx < 2; ++dx) grad_images[o.shape.image(base, channel, dy, dx)] = v;
+      } else {
+        hd::Vec<scalar_t, P> row[2];  // image columns 2n and 2n + 1 take pixel n's value
+        for (int j = 0; j < 2 * P; ++j) row[j / P].e[j % P] = hd::from_acc<scalar_t>(o.weight_scale * sums[k * P + j / 2]);
+        for (int dy = 0; dy < 2; ++dy) {
+          scalar_t* r = grad_images + o.shape.image(base, channel, dy, 0);
+          store_image_vec(r, row[0]);
+          store_image_vec(r + P, row[1]);
+        }
+      }
     }
   }
 
@@ -295,12 +447,12 @@ struct PixelBackwardKernel {
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
     if (p == 0) {
       const Exchange sums = lane_sums(block, tid, sh.image_base[tid]);
-      for (int e = 0; e < kGroup; ++e) sh.partial[e][tid] = sums.v[e];
+      for (int e = 0; e < kGroup * P; ++e) sh.partial[e][tid] = sums.v[e];
     } else if (p <= cfg.reduce_steps) {
       reduce_step(sh.partial, cfg.items_per_block, tid, cfg.lanes >> p);
     } else {
-      acc_t sums[kGroup];
-      for (int e = 0; e < kGroup; ++e) sums[e] = sh.partial[e][tid];
+      acc_t sums[kGroup * P];
+      for (int e = 0; e < kGroup * P; ++e) sums[e] = sh.partial[e][tid];
       write(sums, sh.image_base[tid], block, tid);
     }
   }
@@ -312,24 +464,45 @@ struct ChannelConfig {
   int lanes = kThreads;
   int items_per_block = 1;
   int reduce_steps = 0;
-  int64_t chunk_pixels = 0, sample_chunks = 0, chunks = 0, blocks = 0;  // a chunk lies within one sample's plane
+  int pixels_per_access = 1;  // P: 16 bytes of a feature row's pixels (NCHW), else 1
+  int64_t chunk_pixels = 0, chunks = 0, blocks = 0;  // a chunk lies within one sample's plane
+  // item -> (chunk, channel), chunk -> (sample, chunk of its plane), pixel -> image row: shifts in the kernels
+  // instantiated for pow2()
+  hd::Divisor channels, sample_chunks, width;
+
+  bool pow2() const { return channels.pow2() && sample_chunks.pow2() && width.pow2(); }
 };
 
-inline ChannelConfig channel_config(const Shape& s) {
+// The channel geometry, whose chunks (the host's partial sums) do not depend on the vector width.
+inline ChannelConfig channel_config(const Shape& s, int pixels_per_access = 1) {
   ChannelConfig cfg;
   cfg.items_per_block = s.channels_last ? kChannelItems : 1;
   cfg.lanes = kThreads / cfg.items_per_block;
+  cfg.pixels_per_access = pixels_per_access;
   while ((1 << cfg.reduce_steps) < cfg.lanes) ++cfg.reduce_steps;
   cfg.chunk_pixels = static_cast<int64_t>(cfg.lanes) * kPixelsPerLane;
-  cfg.sample_chunks = hd::ceil_div(s.plane(), cfg.chunk_pixels);
-  cfg.chunks = s.n * cfg.sample_chunks;
+  cfg.channels = hd::Divisor::of(s.channels);
+  cfg.sample_chunks = hd::Divisor::of(hd::ceil_div(s.plane(), cfg.chunk_pixels));
+  cfg.width = hd::Divisor::of(s.width);
+  cfg.chunks = s.n * cfg.sample_chunks.value;
   cfg.blocks = hd::ceil_div(cfg.chunks * s.channels, cfg.items_per_block);
   return cfg;
 }
 
-// Backward over pixels per channel: partial[chunk][c][k] = sum over the chunk of dz * pool_k for the image channels
-// k of `group`, and (group 0) partial[chunk][c][C_img] = sum of dz, in the op-math dtype.
+// Pixels per access of the channel kernel: hd::kVec128 for NCHW where every divisor is a power of two, W divides
+// into vectors and the images and grad_y are 16-byte aligned; else 1.
 template <typename scalar_t>
+int channel_vector_width(const Shape& s, const void* images, const void* grad_y) {
+  if (s.channels_last || !channel_config(s).pow2()) return 1;
+  return hd::vector_width<scalar_t>(s.width % hd::kVec128<scalar_t> == 0, {images, grad_y});
+}
+
+// Backward over pixels per channel: partial[chunk][c][k] = sum over the chunk of dz * pool_k for the image channels
+// k of `group`, and (group 0) partial[chunk][c][C_img] = sum of dz, in the op-math dtype. Instantiated for P pixels
+// per access, every divisor a power of two or not (kPow2; the vector path only for powers of two) and kFew: C_img <=
+// kGroup (RGB, RGBA, grayscale), compiled without the code for further image channels, which sets the registers of
+// a kernel that has it (sm_90: 95-128 per thread, sm_80 up to 166 for float64, where the RGB kernels take 55-80).
+template <typename scalar_t, int P, bool kPow2, bool kFew>
 struct ChannelBackwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
   using acc_t = opmath_t<scalar_t>;
@@ -345,45 +518,60 @@ struct ChannelBackwardKernel {
 
   // A block with one item (NCHW: its 256 lanes are consecutive threads) adds its lanes' sums with a warp exchange
   // and the 8 warps' sums after one barrier; channels last (8 lanes kChannelItems apart) with a tree.
+  // NCHW runs (P > 1) are blocks of one item: the tree is not compiled in.
+  PF_HD bool one_item() const { return P > 1 || cfg.items_per_block == 1; }
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return cfg.items_per_block == 1 ? 2 : cfg.reduce_steps + 2; }
-  PF_HD int exchange_lanes() const { return cfg.items_per_block == 1 ? hd::kWarpSize : 0; }
+  PF_HD int phases() const { return one_item() ? 2 : cfg.reduce_steps + 2; }
+  PF_HD int exchange_lanes() const { return one_item() ? hd::kWarpSize : 0; }
 
   // item = chunk * C + c: with channels last a block's items are consecutive channels of one chunk.
   PF_HD Slot slot(int64_t block, int tid) const {
     return slot_of(false, cfg.lanes, cfg.items_per_block, block, tid);
   }
 
-  // The chunk's pixels of this lane, the tensors as __restrict__ parameters (Operands says why). The channel's
-  // weights are loop invariants; kFew (C_img <= kGroup, the common case) compiles the loop without the code for
-  // further image channels, which kept ptxas from spilling.
-  template <bool kFew>
+  // This lane's pixels of the chunk, P at a time from `first` (feature index i), the tensors as __restrict__
+  // parameters (Operands says why). The channel's weights are loop invariants.
   PF_HD void accumulate_pixels(const scalar_t* __restrict__ images, const scalar_t* __restrict__ weight,
                                const scalar_t* __restrict__ bias, const scalar_t* __restrict__ dy,
-                               acc_t (&sums)[kGroup + 1], int64_t sample, int64_t c, int64_t first, int64_t end,
-                               int64_t i) const {
+                               acc_t (&sums)[kGroup + 1], int64_t sample, int64_t c, uint32_t first,
+                               uint32_t end, int64_t i) const {
     const int64_t ci = o.shape.image_channels, k0 = group * kGroup;
-    const int64_t step = cfg.lanes * o.shape.pixel_stride();
+    const int64_t step = cfg.lanes * P * o.shape.pixel_stride();
     acc_t w[kGroup];
-    for (int e = 0; e < kGroup; ++e)
-      w[e] = e < ci ? o.weight_scale * hd::to_acc(hd::load_ro(weight + c * ci + e)) : acc_t(0);
+    for (int e = 0; e < kGroup; ++e) w[e] = e < ci ? o.weight_scale * o.w(weight, c, e) : acc_t(0);
     const acc_t zb = o.bias_gain * hd::to_acc(hd::load_ro(bias + c));
     const acc_t a = o.alpha.template load<acc_t>();
-    for (int64_t p = first; p < end; p += cfg.lanes, i += step) {
-      const int64_t base = o.shape.image_base({sample, p});
-      acc_t pools[kGroup];
-      o.first_pools(images, base, pools);
-      acc_t z = zb;
-      for (int e = 0; e < kGroup; ++e) z += w[e] * pools[e];
-      if constexpr (!kFew) {
-        for (int64_t k = kGroup; k < ci; ++k)
-          z += o.weight_scale * hd::to_acc(hd::load_ro(weight + c * ci + k)) * o.pool(images, base, k);
-        if (group > 0)
-          for (int e = 0; e < kGroup; ++e) pools[e] = k0 + e < ci ? o.pool(images, base, k0 + e) : acc_t(0);
+    for (uint32_t p = first; p < end; p += cfg.lanes * P, i += step) {
+      const int64_t base = o.shape.template image_base<kPow2>(cfg.width, {sample, p});
+      acc_t pools[kGroup][P];
+      o.template first_pools<P>(images, base, pools);
+      acc_t z[P];
+      for (int n = 0; n < P; ++n) {
+        z[n] = zb;
+        for (int e = 0; e < kGroup; ++e) z[n] += w[e] * pools[e][n];
       }
-      const acc_t dz = o.dz_per_g(z, a) * hd::to_acc(hd::load_ro(dy + i));
-      for (int e = 0; e < kGroup; ++e) sums[e] += dz * pools[e];
-      sums[kGroup] += dz;
+      if constexpr (!kFew) {
+        for (int64_t k = kGroup; k < ci; ++k) {
+          acc_t pk[P];
+          o.template pools<P>(images, base, k, pk);
+          const acc_t wk = o.weight_scale * o.w(weight, c, k);
+          for (int n = 0; n < P; ++n) z[n] += wk * pk[n];
+        }
+        if (group > 0)
+          for (int e = 0; e < kGroup; ++e) {
+            if (k0 + e < ci) {
+              o.template pools<P>(images, base, k0 + e, pools[e]);
+            } else {
+              for (int n = 0; n < P; ++n) pools[e][n] = 0;
+            }
+          }
+      }
+      const hd::Vec<scalar_t, P> gv = hd::load_vec<P>(dy + i);
+      for (int n = 0; n < P; ++n) {
+        const acc_t dz = o.dz_per_g(z[n], a) * hd::to_acc(gv.e[n]);
+        for (int e = 0; e < kGroup; ++e) sums[e] += dz * pools[e][n];
+        sums[kGroup] += dz;
+      }
     }
   }
 
@@ -391,16 +579,15 @@ struct ChannelBackwardKernel {
   PF_HD Exchange lane_sums(int64_t block, int tid) const {
     const Slot s = slot(block, tid);
     Exchange sums{};
-    const int64_t C = o.shape.channels;
-    if (s.item < cfg.chunks * C) {
-      const int64_t chunk = s.item / C, c = s.item - chunk * C;
-      const int64_t sample = chunk / cfg.sample_chunks, p0 = (chunk - sample * cfg.sample_chunks) * cfg.chunk_pixels;
-      const int64_t end = p0 + cfg.chunk_pixels < o.shape.plane() ? p0 + cfg.chunk_pixels : o.shape.plane();
-      const int64_t i = o.shape.feature({sample, p0 + s.lane}, c);
-      if (o.shape.image_channels <= kGroup)
-        accumulate_pixels<true>(o.images, o.weight, o.bias, grad_y, sums.v, sample, c, p0 + s.lane, end, i);
-      else
-        accumulate_pixels<false>(o.images, o.weight, o.bias, grad_y, sums.v, sample, c, p0 + s.lane, end, i);
+    if (s.item < cfg.chunks * cfg.channels.value) {
+      const auto chunk_c = cfg.channels.split<kPow2>(s.item);
+      const auto sample_chunk = cfg.sample_chunks.split<kPow2>(chunk_c.quotient);
+      const int64_t c = chunk_c.remainder, sample = sample_chunk.quotient;
+      // plane indices in 32 bits (H * W < 2^31, and a chunk ends at most kThreads * kPixelsPerLane beyond)
+      const uint32_t p0 = static_cast<uint32_t>(sample_chunk.remainder * cfg.chunk_pixels), first = p0 + s.lane * P;
+      const uint32_t end = p0 + cfg.chunk_pixels < o.shape.plane() ? p0 + cfg.chunk_pixels : o.shape.plane();
+      const int64_t i = o.shape.feature({sample, first}, c);
+      accumulate_pixels(o.images, o.weight, o.bias, grad_y, sums.v, sample, c, first, end, i);
     }
     return sums;
   }
@@ -408,8 +595,8 @@ struct ChannelBackwardKernel {
   // Lane 0 of an item writes the item's sums.
   PF_HD void write(const Exchange& totals, int64_t block, int tid) const {
     const Slot s = slot(block, tid);
-    const int64_t C = o.shape.channels, ci = o.shape.image_channels;
-    if (s.lane != 0 || s.item >= cfg.chunks * C) return;
+    const int64_t ci = o.shape.image_channels;
+    if (s.lane != 0 || s.item >= cfg.chunks * cfg.channels.value) return;
     acc_t* out = partials + s.item * (ci + 1);  // [chunk][c] = item
     for (int e = 0; e < kGroup; ++e)
       if (group * kGroup + e < ci) out[group * kGroup + e] = totals.v[e];
@@ -424,7 +611,7 @@ struct ChannelBackwardKernel {
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
     Exchange totals;
-    if (cfg.items_per_block == 1) {  // phase 1: the block's warp sums, in order
+    if (one_item()) {  // phase 1: the block's warp sums, in order
       for (int e = 0; e <= kGroup; ++e) {
         totals.v[e] = 0;
         for (int w = 0; w < kThreads / hd::kWarpSize; ++w) totals.v[e] += sh.partial[e][w];
@@ -475,6 +662,25 @@ struct ChannelBackwardParams {
   int64_t group;
 };
 
+// The launch geometries of each kernel for its tensors (the emulated family's tests read them too).
+template <typename scalar_t>
+PixelConfig forward_config(const ForwardParams& p) {
+  const Shape& s = p.common.shape;
+  return pixel_config(s, pixel_vector_width<scalar_t>(s, {p.common.images}, {p.new_, p.y}));
+}
+
+template <typename scalar_t>
+PixelConfig pixel_backward_config(const PixelBackwardParams& p) {
+  const Shape& s = p.common.shape;
+  return pixel_config(s, pixel_vector_width<scalar_t>(s, {p.common.images, p.grad_images}, {p.grad_y, p.grad_new}));
+}
+
+template <typename scalar_t>
+ChannelConfig channel_backward_config(const ChannelBackwardParams& p) {
+  const Shape& s = p.common.shape;
+  return channel_config(s, channel_vector_width<scalar_t>(s, p.common.images, p.grad_y));
+}
+
 template <typename scalar_t>
 Operands<scalar_t> operands(const CommonParams& p) {
   using acc_t = opmath_t<scalar_t>;
@@ -484,13 +690,33 @@ Operands<scalar_t> operands(const CommonParams& p) {
                             static_cast<acc_t>(p.scalars.negative_slope), p.alpha};
 }
 
+// Calls f(kFew) (a bool constant): C_img <= kGroup.
+template <typename F>
+auto with_few_image_channels(const Shape& s, F&& f) {
+  if (s.image_channels <= kGroup) return f(std::true_type{});
+  return f(std::false_type{});
+}
+
+// Calls f(P, Q, kPow2, kFew) (integral constants) for the pixel kernels' instantiations: NCHW runs, channels-last
+// vectors, and one element per access with H * W a power of two or not; each for C_img <= kGroup or not.
+template <typename scalar_t, typename F>
+auto with_pixel_instantiation(const PixelConfig& cfg, const Shape& s, F&& f) {
+  using Vector = std::integral_constant<int, hd::kVec128<scalar_t>>;
+  return with_few_image_channels(s, [&](auto few) {
+    if (cfg.pixels_per_item > 1) return f(Vector{}, hd::Scalar{}, std::true_type{}, few);
+    if (cfg.channels_per_access > 1) return f(hd::Scalar{}, Vector{}, std::true_type{}, few);
+    return hd::with_pow2_case(cfg.pow2(), [&](auto pow2) { return f(hd::Scalar{}, hd::Scalar{}, pow2, few); });
+  });
+}
+
 template <typename Exec>
 auto run(const ForwardParams& p, const Exec& exec) {
   return hd::dispatch(p.common.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
-    const PixelConfig cfg = pixel_config(p.common.shape);
-    return hd::with_divisor_case(cfg.plane, [&](auto pow2) {
-      return exec(ForwardKernel<scalar_t, decltype(pow2)::value>{
+    const PixelConfig cfg = forward_config<scalar_t>(p);
+    return with_pixel_instantiation<scalar_t>(cfg, p.common.shape, [&](auto pixels, auto channels, auto pow2, auto few) {
+      return exec(ForwardKernel<scalar_t, decltype(pixels)::value, decltype(channels)::value, decltype(pow2)::value,
+                                decltype(few)::value>{
           operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.new_), static_cast<scalar_t*>(p.y), cfg});
     });
   });
@@ -500,9 +726,10 @@ template <typename Exec>
 auto run(const PixelBackwardParams& p, const Exec& exec) {
   return hd::dispatch(p.common.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
-    const PixelConfig cfg = pixel_config(p.common.shape);
-    return hd::with_divisor_case(cfg.plane, [&](auto pow2) {
-      return exec(PixelBackwardKernel<scalar_t, decltype(pow2)::value>{
+    const PixelConfig cfg = pixel_backward_config<scalar_t>(p);
+    return with_pixel_instantiation<scalar_t>(cfg, p.common.shape, [&](auto pixels, auto channels, auto pow2, auto few) {
+      return exec(PixelBackwardKernel<scalar_t, decltype(pixels)::value, decltype(channels)::value,
+                                      decltype(pow2)::value, decltype(few)::value>{
           operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y), static_cast<scalar_t*>(p.grad_new),
           static_cast<scalar_t*>(p.grad_images), cfg, p.group});
     });
@@ -513,9 +740,18 @@ template <typename Exec>
 auto run(const ChannelBackwardParams& p, const Exec& exec) {
   return hd::dispatch(p.common.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
-    return exec(ChannelBackwardKernel<scalar_t>{operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y),
-                                                static_cast<opmath_t<scalar_t>*>(p.partials),
-                                                channel_config(p.common.shape), p.group});
+    const ChannelConfig cfg = channel_backward_config<scalar_t>(p);
+    const auto launch = [&](auto pixels, auto pow2) {
+      return with_few_image_channels(p.common.shape, [&](auto few) {
+        return exec(ChannelBackwardKernel<scalar_t, decltype(pixels)::value, decltype(pow2)::value,
+                                          decltype(few)::value>{
+            operands<scalar_t>(p.common), static_cast<const scalar_t*>(p.grad_y),
+            static_cast<opmath_t<scalar_t>*>(p.partials), cfg, p.group});
+      });
+    };
+    if (cfg.pixels_per_access > 1)
+      return launch(std::integral_constant<int, hd::kVec128<scalar_t>>{}, std::true_type{});
+    return hd::with_pow2_case(cfg.pow2(), [&](auto pow2) { return launch(hd::Scalar{}, pow2); });
   });
 }
 

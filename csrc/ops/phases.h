@@ -26,11 +26,19 @@
 // Inside a phase, a thread's loops over its tensors belong in (inlined) functions taking the tensors as
 // __restrict__ parameters: nvcc ignores __restrict__ on the members of K, so without them no load may be issued
 // before an earlier store, and none takes the read-only path. They move 16 bytes per access where the tensors are
-// aligned (csrc/ops/vec.h) and divide indices by powers of two with shifts (hd::Divisor). Pixel norm, the epilogue
-// and the fade-in blends do all three. What the other two lack: fade_from_rgb makes no 16-byte accesses, and two of
-// its divisions remain (a feature pixel's image row, p / W in 32 bits; the channel kernel's item -> chunk, sample,
-// 64-bit); minibatch stddev makes no 16-byte accesses, and its loads of x for the members' moments are plain (nvcc
-// makes them read-only in the float forward only; hd::load_ro spilled the double forward on sm_90).
+// aligned (csrc/ops/vec.h) and divide indices by powers of two with shifts (hd::Divisor). Pixel norm, the epilogue,
+// the fade-in blends and fade_from_rgb do all three (fade_from_rgb's channels-last channel kernel excepted: its
+// thread's values lie C apart, and consecutive threads read consecutive channels). What remains:
+//   - minibatch stddev makes no 16-byte accesses, and its loads of x for the members' moments are plain (nvcc makes
+//     them read-only in the float forward only; hd::load_ro spilled the double forward on sm_90);
+//   - fade_reals' 16-byte stores are not: nvcc splits store_vec's struct copy there into 16-, 32- and 64-bit stores
+//     (sm_90: 1 of the 85 global stores of its vector kernels is 128-bit). Copying through one uint4, which keeps
+//     fade_from_rgb's 16-bit image-gradient vectors whole (store_image_vec), changes nothing there;
+//   - the lanes of an NCHW item lie in different warps, so their sums go through shared-memory trees, a barrier per
+//     halving (pixel norm's and the epilogue's planes, fade_from_rgb's pixel backward), and so do those of
+//     fade_from_rgb's channels-last channel kernel;
+//   - small maps fill few SMs: at N = 16, 4x4 and 8x8 maps launch 32 and 128 blocks (pixel norm's and the
+//     epilogue's planes, fade_from_rgb), minibatch stddev 128 at 4x4, on a GPU of 132 SMs.
 #pragma once
 #include "ops/hd.h"
 

@@ -4,6 +4,7 @@ import concurrent.futures
 import glob
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -100,6 +101,27 @@ def test_vectorised_kernels_make_128_bit_accesses_through_restrict_pointers(path
     assert any(op == "ld" and vector for op, _, vector in accesses), "no 128-bit loads"
     assert any(op == "st" and vector for op, _, vector in accesses), "no 128-bit stores"
     assert all(nc for op, nc, _ in accesses if op == "ld"), "loads outside the read-only path"
+
+
+@pytest.mark.skipif(not os.path.exists(NVCC) or shutil.which("c++filt") is None,
+                    reason=f"{NVCC} or c++filt is absent: no CUDA toolkit to compile with")
+def test_fade_from_rgb_power_of_two_kernels_divide_nothing(tmp_path):
+    """fade_from_rgb's kernels instantiated for power-of-two divisors (kPow2: H * W, W, C and the chunks per sample;
+    every ProGAN map and channel count) index with shifts and masks: no integer div or rem in their PTX, where every
+    other instantiation divides."""
+    ptx = tmp_path / "fade_from_rgb.ptx"
+    subprocess.run([NVCC, "-ptx", "-arch=sm_90", *NVCC_FLAGS, os.path.join(ROOT, "csrc", "cuda", "fade_from_rgb.cu"),
+                    "-o", str(ptx)], check=True, capture_output=True, timeout=600)
+    entries = re.split(r"^\.visible \.entry ", ptx.read_text(), flags=re.M)[1:]
+    names = subprocess.run(["c++filt"], input="\n".join(e.split("(", 1)[0] for e in entries), capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    divides = {True: [], False: []}
+    for name, body in zip(names, entries):
+        start = name.index("Kernel<") + len("Kernel<")
+        pow2 = name[start:name.index(">", start)].split(", ")[-2] == "true"  # <scalar_t, P[, Q], kPow2, kFew>
+        divides[pow2].append(re.search(r"\b(div|rem)\.[su](32|64)\b", body) is not None)
+    assert divides[True] and not any(divides[True])
+    assert divides[False] and all(divides[False])
 
 
 def _built_with_cuda():

@@ -19,6 +19,10 @@ def launch(x, dim):
                 vector=vector)
 
 
+VECTOR_WIDTHS = [(torch.float64, 2), (torch.float32, 4), (torch.float16, 8), (torch.bfloat16, 8)]
+CL = torch.channels_last
+
+
 def misaligned(shape, dtype, memory_format=torch.contiguous_format):
     """A dense tensor one element past a 16-byte boundary: the kernels must take the scalar path."""
     like = torch.empty(shape, dtype=dtype).contiguous(memory_format=memory_format)
@@ -156,25 +160,123 @@ def test_epilogue_rows_wider_than_a_warp(dtype, shape, pixel_norm):
                  check_double_backward=False, op="scaled_bias_act")
 
 
-def fade_from_rgb_launch(new, image_channels):
-    lanes, blocks, channel_lanes, chunks, channel_blocks, groups = \
-        torch.ops.progan_fast_emulated.fade_from_rgb_launch_config(new, image_channels)
-    return dict(lanes=lanes, blocks=blocks, channel_lanes=channel_lanes, chunks=chunks, channel_blocks=channel_blocks,
-                groups=groups)
+def fade_from_rgb_launch(new, image_channels=3, images=None):
+    """The geometries the launchers pick for `new` (or a grad_y like it) and images (by default fresh ones of
+    `image_channels` channels in new's layout and dtype)."""
+    if images is None:
+        n, _, h, w = new.shape
+        memory_format = torch.channels_last if new.is_contiguous(memory_format=torch.channels_last) and \
+            not new.is_contiguous() else torch.contiguous_format
+        images = torch.empty(n, image_channels, 2 * h, 2 * w, dtype=new.dtype).contiguous(memory_format=memory_format)
+    keys = ("lanes", "blocks", "pixels_per_item", "channels_per_access", "channel_lanes", "chunks", "channel_blocks",
+            "channel_pixels", "groups")
+    return dict(zip(keys, torch.ops.progan_fast_emulated.fade_from_rgb_launch_config(images, new)))
 
 
 def test_fade_from_rgb_launch_geometry():
     """The shared op tests (tests/ops/test_fade_from_rgb.py) reach lanes splitting the channels in both layouts, and
     two image-channel groups; S2 shapes get the schedules below."""
     small = fade_from_rgb_launch(torch.empty(2, 8, 4, 4), 5)
-    assert small["lanes"] == 8 and small["groups"] == 2
-    cl = fade_from_rgb_launch(torch.empty(2, 16, 2, 2).contiguous(memory_format=torch.channels_last), 3)
-    assert cl["lanes"] == 16 and cl["channel_lanes"] == 8 and cl["groups"] == 1
-    # S2 NCHW: 16384 pixels fill 512 blocks with 8 lanes; the channel kernel reads a plane in chunks of 4096
+    assert small["lanes"] == 8 and small["groups"] == 2 and small["pixels_per_item"] == 4
+    cl = fade_from_rgb_launch(torch.empty(2, 16, 2, 2, dtype=torch.float64).contiguous(memory_format=CL), 3)
+    assert cl["lanes"] == 8 and cl["channels_per_access"] == 2 and cl["channel_lanes"] == 8 and cl["groups"] == 1
+    odd = fade_from_rgb_launch(torch.empty(3, 5, 3, 5).contiguous(memory_format=CL), 1)
+    assert odd["lanes"] == 8 and odd["channels_per_access"] == 1
+    # S2 NCHW: runs of 4 pixels (16384 / 4 items) fill 512 blocks with 32 lanes; the channel kernel reads a plane in
+    # chunks of 4096 pixels, 4 at a time
     s2 = fade_from_rgb_launch(torch.empty(16, 256, 32, 32), 3)
-    assert s2 == dict(lanes=8, blocks=512, channel_lanes=256, chunks=16, channel_blocks=16 * 256, groups=1)
-    s2_cl = fade_from_rgb_launch(torch.empty(16, 256, 32, 32).contiguous(memory_format=torch.channels_last), 3)
-    assert s2_cl == dict(lanes=32, blocks=2048, channel_lanes=8, chunks=128, channel_blocks=128 * 256 // 32, groups=1)
+    assert s2 == dict(lanes=32, blocks=512, pixels_per_item=4, channels_per_access=1, channel_lanes=256, chunks=16,
+                      channel_blocks=16 * 256, channel_pixels=4, groups=1)
+    # S2 channels last: a warp per pixel, 4 channels per access (64 vectors); the channel kernel stays scalar
+    s2_cl = fade_from_rgb_launch(torch.empty(16, 256, 32, 32).contiguous(memory_format=CL), 3)
+    assert s2_cl == dict(lanes=32, blocks=2048, pixels_per_item=1, channels_per_access=4, channel_lanes=8, chunks=128,
+                         channel_blocks=128 * 256 // 32, channel_pixels=1, groups=1)
+    # one element per access: the geometry without vectors (float32 S2 NCHW: 8 lanes per pixel, as before vectors)
+    s2_scalar = fade_from_rgb_launch(misaligned((16, 256, 32, 32), torch.float32), 3)
+    assert s2_scalar == dict(lanes=8, blocks=512, pixels_per_item=1, channels_per_access=1, channel_lanes=256,
+                             chunks=16, channel_blocks=16 * 256, channel_pixels=1, groups=1)
+    # a small map keeps one pixel per item: runs of 4 would leave 8 blocks of the 32 (the channel kernel's grid does
+    # not depend on its vectors)
+    small_map = fade_from_rgb_launch(torch.empty(16, 512, 4, 4), 3)
+    assert small_map == dict(lanes=32, blocks=32, pixels_per_item=1, channels_per_access=1, channel_lanes=256,
+                             chunks=16, channel_blocks=16 * 512, channel_pixels=4, groups=1)
+
+
+@pytest.mark.parametrize("dtype,vector", VECTOR_WIDTHS, ids=str)
+def test_fade_from_rgb_moves_16_bytes_per_access(dtype, vector):
+    """Where H * W is a power of two: NCHW items are runs of 16 bytes of a feature row (W divides; the images are
+    read and written two vectors per image row), in the channel kernel and in the pixel kernels where the grid keeps
+    its blocks (up to 512); channels-last lanes take 16 bytes of a pixel's channels (C divides). Otherwise, or with a
+    misaligned tensor, one element per access."""
+    nchw = torch.empty(1, 8, 4, vector, dtype=dtype)
+    got = fade_from_rgb_launch(nchw)
+    assert (got["pixels_per_item"], got["channels_per_access"], got["channel_pixels"]) == (vector, 1, vector)
+    assert (got["lanes"], got["blocks"]) == (8, 1)  # 4 runs of a feature row, 8 channels
+    cl = torch.empty(2, 2 * vector, 4, 4, dtype=dtype).contiguous(memory_format=CL)
+    got = fade_from_rgb_launch(cl)
+    assert (got["pixels_per_item"], got["channels_per_access"], got["channel_pixels"]) == (1, vector, 1)
+    assert got["lanes"] == 2  # a lane per vector of channels
+
+    def paths(new, **kwargs):
+        got = fade_from_rgb_launch(new, **kwargs)
+        return got["pixels_per_item"], got["channels_per_access"], got["channel_pixels"]
+
+    scalar = (1, 1, 1)
+    assert paths(torch.empty(2, 8, 4, vector // 2, dtype=dtype)) == scalar  # W does not divide
+    # H * W not a power of two: the pixel kernels divide by it, the channel kernel does not
+    assert paths(torch.empty(2, 8, 3, vector, dtype=dtype)) == (1, 1, vector)
+    assert paths(misaligned((1, 8, 4, vector), dtype)) == scalar
+    assert paths(nchw, images=misaligned((1, 3, 8, 2 * vector), dtype)) == scalar
+    assert paths(torch.empty(1, 6, 4, vector, dtype=dtype)) == (vector, 1, 1)  # C not a power of two: the channel
+    # kernel divides by it
+    # runs that would shrink the grid (64 blocks of one pixel per item): the pixel kernels take one pixel
+    assert paths(torch.empty(16, 512, 4, 8, dtype=dtype)) == (1, 1, vector)
+    assert paths(torch.empty(2, 2 * vector + 1, 4, 4, dtype=dtype).contiguous(memory_format=CL)) == scalar
+    assert paths(misaligned((2, 2 * vector, 4, 4), dtype, CL)) == scalar
+    # channels last reads the images one value at a time: their alignment does not matter
+    assert paths(cl, images=misaligned((2, 3, 8, 8), dtype, CL)) == (1, vector, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape,memory_format", [
+    ((1, 8, 4, 8, 3), torch.contiguous_format),  # NCHW runs of 2, 4 and 8 pixels: W = 8 divides
+    ((1, 4, 2, 8, 5), torch.contiguous_format),  # runs over two image-channel groups (C_img beyond kGroup)
+    ((2, 24, 2, 4, 3), CL),                      # channels-last vectors, 24 channels: 12, 6 or 3 vectors
+    ((1, 16, 2, 2, 5), CL),
+], ids=str)
+def test_fade_from_rgb_vector_and_scalar_paths_agree_with_the_reference(dtype, shape, memory_format):
+    """fade_from_rgb with every tensor aligned (the vector paths) and with `new` and the images one element off
+    alignment (the scalar fallback), forward and backward against the reference; the raw backward op with grad_y in
+    the op's layout, aligned and not, against the cpu family."""
+    from progan_fast.ops import fade_from_rgb
+
+    n, c, h, w, c_img = shape
+    aligned = [layout(torch.randn(n, c_img, 2 * h, 2 * w, dtype=dtype), memory_format),
+               layout(torch.randn(n, c, h, w, dtype=dtype), memory_format),
+               torch.randn(c, c_img, 1, 1, dtype=dtype), torch.randn(c, dtype=dtype)]
+    shifted = [misaligned(t.shape, dtype, memory_format) for t in aligned[:2]] + aligned[2:]
+    for s, a in zip(shifted, aligned):
+        s.copy_(a)
+    vector = dict(VECTOR_WIDTHS)[dtype]
+    path = fade_from_rgb_launch(aligned[1], images=aligned[0])
+    assert (path["pixels_per_item"], path["channels_per_access"]) == ((1, vector) if memory_format == CL else
+                                                                      (vector, 1))
+    path = fade_from_rgb_launch(shifted[1], images=shifted[0])
+    assert path["pixels_per_item"] == path["channels_per_access"] == path["channel_pixels"] == 1
+    for inputs in (aligned, shifted):
+        check_parity("emulated", lambda i, nw, wt, b: fade_from_rgb(i, nw, wt, b, 0.3, negative_slope=0.1),
+                     lambda i, nw, wt, b: reference.fade_from_rgb(i, nw, wt, b, 0.3, negative_slope=0.1), inputs,
+                     dtype, check_double_backward=False, op="fade_from_rgb", layout_input=1)
+
+    alpha, floats = torch.tensor(0.3), (0.7, 1.1, 0.1)
+    grad_y = layout(torch.randn(n, c, h, w, dtype=dtype), memory_format)
+    grad_y_shifted = misaligned(grad_y.shape, dtype, memory_format)
+    grad_y_shifted.copy_(grad_y)
+    expected = torch.ops.progan_fast.fade_from_rgb_backward(grad_y, *aligned[:1], *aligned[2:], alpha, *floats)
+    for g, images in ((grad_y, aligned[0]), (grad_y_shifted, aligned[0]), (grad_y, shifted[0])):
+        actual = torch.ops.progan_fast_emulated.fade_from_rgb_backward(g, images, *aligned[2:], alpha, *floats)
+        for a, e in zip(actual, expected):
+            assert_close(a, e, dtype, grad=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -243,8 +345,6 @@ def upsample_blend_launch(low, high, factor):
     return dict(blocks=blocks, vector=vector, pixels=bool(pixels))
 
 
-VECTOR_WIDTHS = [(torch.float64, 2), (torch.float32, 4), (torch.float16, 8), (torch.bfloat16, 8)]
-CL = torch.channels_last
 
 
 @pytest.mark.parametrize("dtype,vector", VECTOR_WIDTHS, ids=str)
