@@ -157,6 +157,8 @@ def test_eq_conv2d_uses_it_only_when_chosen(monkeypatch):
             small = ops.eq_conv2d(x[:, :, :4, :4], w)       # a 4x4 map is one mostly padded tile
             resampled = ops.eq_conv2d(x, w, down=True)       # the fused down conv is not a 3x3 conv
         assert winograd.conv_algorithm() == "direct"
+        with progan_fast.use_conv_algorithm("winograd"):  # the package-level names are the same switch
+            assert winograd.conv_algorithm() == "winograd" and progan_fast.conv_algorithm() == "winograd"
     assert calls == [x.shape]
     expected = reference.eq_conv2d(x.double(), w.double())
     torch.testing.assert_close(fast.double(), expected, rtol=0, atol=3e-5 * expected.abs().max().item())
