@@ -204,3 +204,15 @@ def test_a_full_backward_transforms_the_gradient_once(monkeypatch):
     assert calls == [1]
     expected = torch.autograd.grad(F.conv2d(x, w, padding=1).square().sum(), (x, w))
     torch.testing.assert_close((gx, gw), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["input_transform", "input_transform_adjoint", "output_transform",
+                                  "output_transform_adjoint"])
+def test_raw_ops_pass_opcheck(name):
+    """Schema, fake (meta) functions and autograd registration agree with the CPU kernels."""
+    x = channels_last(torch.randn(2, 3, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(6)))
+    tiles = channels_last(torch.randn(raw.input_transform(x).shape, dtype=torch.float64))
+    args = {"input_transform": (x,), "input_transform_adjoint": (tiles, 5, 7), "output_transform": (tiles, 5, 7),
+            "output_transform_adjoint": (x,)}[name]
+    torch.library.opcheck(getattr(raw, name), args,
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
