@@ -1,9 +1,11 @@
-"""OpenMP wait policy under CPU contention: training throughput of the default policy against OMP_WAIT_POLICY=PASSIVE
-(what `progan-fast train` and the demo re-execute themselves with on the CPU; progan_fast/omp.py), on an otherwise
-idle machine and with busy processes competing for the same cores.
+"""OpenMP waiting under CPU contention: training throughput of libgomp's default against OMP_WAIT_POLICY=PASSIVE
+and a short spin, GOMP_SPINCOUNT=1000 (what `progan-fast train` and the demo re-execute themselves with on the CPU;
+progan_fast/omp.py), on an otherwise idle machine and with busy processes competing for the same cores.
 
     python -m benchmarks.omp_wait_policy [--cores 0,1] [--rounds 3] [--iterations 12] [--hogs 2] [--resolution 16]
-                                         [--policies default,PASSIVE,ACTIVE] [--loads idle,contended]
+                                         [--policies default,PASSIVE,spin1000] [--loads idle,contended]
+
+A policy is an OMP_WAIT_POLICY value, `default` (nothing set) or `spin<N>` (GOMP_SPINCOUNT=N).
 
 Each measurement is a fresh process (libgomp reads the policy once, at load) that trains the demo's networks at
 --resolution (minibatch 16, on the embedded dataset) for two warm-up iterations, then times --iterations more. The
@@ -46,7 +48,10 @@ def _pinned(command, cores):
 def measure(policy, cores, threads, iterations, resolution):
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
-    if policy != "default":
+    env.pop("GOMP_SPINCOUNT", None)
+    if policy.startswith("spin"):
+        env["GOMP_SPINCOUNT"] = policy[len("spin"):]
+    elif policy != "default":
         env["OMP_WAIT_POLICY"] = policy
     command = [sys.executable, "-c", WORKER, str(threads), str(iterations), str(resolution)]
     out = subprocess.run(_pinned(command, cores), env=env, capture_output=True, text=True, check=True, timeout=3600)
@@ -61,8 +66,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--resolution", type=int, default=16, help="4, 8, 16 or 32 (16)")
-    parser.add_argument("--policies", default="default,PASSIVE",
-                        help="comma-separated OMP_WAIT_POLICY values; 'default' leaves it unset (default,PASSIVE)")
+    parser.add_argument("--policies", default="default,PASSIVE,spin1000",
+                        help="comma-separated OMP_WAIT_POLICY values, spin<N> for GOMP_SPINCOUNT=N; 'default' sets "
+                             "neither (default,PASSIVE,spin1000)")
     parser.add_argument("--loads", default="idle,contended", help="idle and/or contended (idle,contended)")
     args = parser.parse_args(argv)
     policies = args.policies.split(",")

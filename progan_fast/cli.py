@@ -379,13 +379,13 @@ def main(argv=None):
 
 def entry(argv=None):
     """The `progan-fast` program (and `python -m progan_fast.train`): main(), after re-executing CPU training with
-    a passive OpenMP wait policy (progan_fast/omp.py)."""
+    a short OpenMP spin (progan_fast/omp.py)."""
     from . import omp
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
         args = build_parser().parse_args(argv)
-        if omp.wants_passive_wait(args.device):
-            omp.reexec_with_passive_wait("progan_fast.cli", argv)
+        if omp.wants_short_spin(args.device):
+            omp.reexec_with_short_spin("progan_fast.cli", argv)
     return main(argv)
 
 

@@ -141,6 +141,6 @@ def main(argv=None):
 
 if __name__ == "__main__":
     from . import omp
-    if omp.wants_passive_wait(build_parser().parse_args().device):
-        omp.reexec_with_passive_wait("progan_fast.demo", sys.argv[1:])
+    if omp.wants_short_spin(build_parser().parse_args().device):
+        omp.reexec_with_short_spin("progan_fast.demo", sys.argv[1:])
     sys.exit(main())

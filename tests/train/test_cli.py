@@ -164,21 +164,21 @@ def test_sigint_writes_checkpoint(tiny_data, tmp_path):
     assert 100 <= ckpt["cur_nimg"] < 1_000_000
 
 
-@pytest.mark.parametrize("policy, device, reexec", [(None, "cpu", True), ("ACTIVE", "cpu", False),
-                                                    (None, "cuda", False)])
-def test_cpu_training_reexecutes_with_a_passive_openmp_wait_policy(monkeypatch, policy, device, reexec):
+@pytest.mark.parametrize("setting, device, reexec", [(None, "cpu", True), ("OMP_WAIT_POLICY=ACTIVE", "cpu", False),
+                                                     ("GOMP_SPINCOUNT=0", "cpu", False), (None, "cuda", False)])
+def test_cpu_training_reexecutes_with_a_short_openmp_spin(monkeypatch, setting, device, reexec):
     calls = []
     monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
     monkeypatch.setattr(cli, "main", lambda argv: 0)
-    if policy is None:
-        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    else:
-        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    if setting is not None:
+        monkeypatch.setenv(*setting.split("="))
     assert cli.entry(["train", "--device", device, "--kimg", "1"]) == 0
     if reexec:
         [(path, argv, env)] = calls
         assert path == sys.executable and argv == [sys.executable] + sys.orig_argv[1:]
-        assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+        assert env["GOMP_SPINCOUNT"] == "1000" and "OMP_WAIT_POLICY" not in env
     else:
         assert calls == []
 
