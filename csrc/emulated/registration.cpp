@@ -24,6 +24,19 @@ std::vector<int64_t> pixel_norm_launch_config(const at::Tensor& x, int64_t dim) 
   return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector};
 }
 
+// The same for the epilogue's forward of x with a bias (its geometry is pixel norm's rule: hd::item_lanes).
+std::vector<int64_t> scaled_bias_act_launch_config(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() >= 2, "x must have at least 2 dimensions (batch and channels); got shape ", x.sizes());
+  const ScaledBiasActForwardOperands o(x, at::zeros({x.size(1)}, x.options()), 1.0, 0.2, /*pixel_norm=*/true, 1e-8);
+  const int vector = hd::dispatch(launcher_dtype(x, "x"), [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
+    return hd::rows_vector_width<scalar_t>(o.layout.channels, o.layout.inner,
+                                           {o.x.const_data_ptr(), o.bias.const_data_ptr(), o.y.const_data_ptr()});
+  });
+  const auto cfg = scaled_bias_act_cuda::launch_config(o.layout.outer, o.layout.channels, o.layout.inner, vector);
+  return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector};
+}
+
 // (blocks of the position kernels, positions per block, blocks writing the statistic channels).
 std::vector<int64_t> minibatch_stddev_launch_config(const at::Tensor& x, int64_t group_size,
                                                     c10::string_view grouping, bool unbiased, int64_t features) {
@@ -134,6 +147,7 @@ TORCH_LIBRARY_IMPL(progan_fast_emulated, CPU, m) {
 // Test-only introspection, outside the shared raw ops.
 TORCH_LIBRARY_FRAGMENT(progan_fast_emulated, m) {
   m.def("pixel_norm_launch_config(Tensor x, int dim) -> int[]", &pixel_norm_launch_config);
+  m.def("scaled_bias_act_launch_config(Tensor x) -> int[]", &scaled_bias_act_launch_config);
   m.def("minibatch_stddev_launch_config(Tensor x, int group_size, str grouping, bool unbiased, int num_new_features)"
         " -> int[]", &minibatch_stddev_launch_config);
   m.def("fade_from_rgb_launch_config(Tensor images, Tensor main) -> int[]", &fade_from_rgb_launch_config);

@@ -9,7 +9,7 @@
 //   forward           "pixel" geometry: an item per feature pixel, `lanes` threads split its C channels. Channels
 //                     last: a pixel's lanes read consecutive channels (a warp covers whole runs of C); NCHW:
 //                     consecutive threads take consecutive pixels of a channel (coalesced), and lanes split the
-//                     channel loop only when there are too few pixels to fill the GPU.
+//                     channel loop only when there are too few pixels to fill the GPU (csrc/ops/item_lanes.h).
 //   backward, pixels  the same geometry: each lane writes grad_new = alpha * g for its channels and sums
 //                     W[c, k] * dz over them; the pixel's lanes add their sums (channels last: a warp exchange,
 //                     csrc/ops/phases.h, in one phase; NCHW: a tree in shared memory) into its image gradient,
@@ -40,6 +40,7 @@
 #include <type_traits>
 
 #include "ops/fade_common.h"
+#include "ops/item_lanes.h"
 #include "ops/phases.h"
 #include "ops/vec.h"
 
@@ -53,9 +54,7 @@ using hd::opmath_t;
 
 constexpr int kThreads = 256;
 constexpr int kGroup = 4;
-constexpr int kMaxLanes = 32;
-// Pixel geometry, NCHW: lanes split the channel loop until the grid has this many blocks.
-constexpr int64_t kMinBlocks = 512;
+constexpr int kMaxRowLanes = hd::kWarpSize;
 // Channel geometry: pixels per lane per chunk (a multiple of every vector's pixels), and channels per block with
 // channels last.
 constexpr int kPixelsPerLane = 16;
@@ -223,13 +222,9 @@ inline PixelConfig pixel_geometry(const Shape& s, int vector) {
   cfg.pixels_per_item = cfg.rows ? 1 : vector;
   cfg.channels_per_access = cfg.rows ? vector : 1;
   cfg.items = s.pixels() / cfg.pixels_per_item;
-  const int64_t accesses = hd::next_pow2(s.channels / cfg.channels_per_access);
-  const int64_t channel_lanes = accesses < kMaxLanes ? accesses : kMaxLanes;
-  if (cfg.rows) {
-    cfg.lanes = static_cast<int>(channel_lanes);
-  } else {
-    while (cfg.lanes < channel_lanes && hd::ceil_div(cfg.items, kThreads / cfg.lanes) < kMinBlocks) cfg.lanes *= 2;
-  }
+  // Channels last: the lanes of a pixel add their sums in one warp exchange, so at most a warp of them.
+  cfg.lanes = hd::item_lanes<kThreads>({.items = cfg.items, .accesses = s.channels / cfg.channels_per_access,
+                                        .rows = cfg.rows, .max_lanes = cfg.rows ? kMaxRowLanes : kThreads});
   while ((1 << cfg.reduce_steps) < cfg.lanes) ++cfg.reduce_steps;
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
@@ -237,13 +232,13 @@ inline PixelConfig pixel_geometry(const Shape& s, int vector) {
 }
 
 // The pixel geometry for `vector` from pixel_vector_width. NCHW runs of pixels make fewer items: they are taken only
-// where the grid keeps the blocks it has with one element per access, up to kMinBlocks (so not for the small maps of
-// a batch, e.g. 4x4 to 16x16 at N = 16, where the scalar grid is already short of filling the GPU).
+// where the grid keeps the blocks it has with one element per access, up to hd::kMinBlocks (so not for the small
+// maps of a batch, e.g. 4x4 to 16x16 at N = 16, where the scalar grid needs every pixel to fill the GPU).
 inline PixelConfig pixel_config(const Shape& s, int vector) {
   const PixelConfig cfg = pixel_geometry(s, vector);
   if (s.channels_last || vector == 1) return cfg;
   const PixelConfig scalar = pixel_geometry(s, 1);
-  return cfg.blocks >= (scalar.blocks < kMinBlocks ? scalar.blocks : kMinBlocks) ? cfg : scalar;
+  return cfg.blocks >= (scalar.blocks < hd::kMinBlocks ? scalar.blocks : hd::kMinBlocks) ? cfg : scalar;
 }
 
 // Elements per access of the pixel kernels: hd::kVec128 where H * W is a power of two, C (channels last) or W (NCHW)

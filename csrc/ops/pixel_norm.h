@@ -4,10 +4,11 @@
 // Work is split into "items" (one reduction each: a pixel of an NCHW tensor, a row of a channels_last one)
 // and each item is shared by `lanes` cooperating threads of a 256-thread block:
 //   rows   (reduced dim contiguous): the lanes of one item are consecutive threads reading consecutive
-//          channels, so a warp reads whole rows;
+//          channels, so a warp reads whole rows (a row takes several warps where its channels are many or the
+//          rows are too few to fill the GPU);
 //   planes (NCHW, channels `inner` apart): consecutive threads take consecutive pixels, so every load of a
 //          channel is coalesced across the block; lanes split the channel loop when there are too few pixels
-//          to fill the GPU (4x4 and 8x8 feature maps), one thread per pixel when there are enough.
+//          to fill the GPU (4x4 and 8x8 feature maps), one thread per pixel when there are enough (hd::item_lanes).
 // Each lane sums its channels, the item's lanes add their sums, then every lane writes its channels with the
 // item's total. Rows add them with a warp exchange (csrc/ops/phases.h), in registers: one phase, no barrier, for
 // an item of up to a warp; a wider item then adds its warps' sums in shared memory after one barrier. Planes, whose
@@ -18,6 +19,7 @@
 // on A100/H100) and the second read does not go back to DRAM.
 #pragma once
 #include "common/pixel_norm_math.h"
+#include "ops/item_lanes.h"
 #include "ops/phases.h"
 #include "ops/vec.h"
 
@@ -30,13 +32,8 @@ namespace progan_fast::pixel_norm_cuda {
 using hd::opmath_t;
 
 constexpr int kThreads = 256;
-// Both layouts keep a block's slice of x (items_per_block * channels) within kMaxBlockElems where they can. In
-// planes layout lanes also split the channel loop until the grid has kMinBlocks blocks (two waves of 2 blocks
-// per SM on a 132-SM H100), as long as a block still covers kMinPixelsPerBlock pixels (a 32-byte sector of
-// float32 per channel).
-constexpr int64_t kMinBlocks = 512;
+// A block's slice of x (items_per_block * channels) stays within kMaxBlockElems where it can (hd::item_lanes).
 constexpr int64_t kMaxBlockElems = 4096;
-constexpr int kMinPixelsPerBlock = 8;
 
 struct LaunchConfig {
   int64_t items = 0;     // reductions: outer * inner
@@ -68,19 +65,8 @@ inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner
   cfg.vector = vector;
   cfg.vectors = channels / vector;
   cfg.vector_stride = cfg.rows ? vector : inner;
-  const int channel_lanes = hd::next_pow2(cfg.vectors);
-  if (cfg.rows) {
-    // A warp per row (fewer lanes for short rows); wide rows get more of the block to bound its slice.
-    cfg.lanes = channel_lanes < 32 ? channel_lanes : 32;
-    while (cfg.lanes < channel_lanes && cfg.lanes < kThreads && (kThreads / cfg.lanes) * channels > kMaxBlockElems)
-      cfg.lanes *= 2;
-  } else {
-    const int max_lanes = channel_lanes < kThreads / kMinPixelsPerBlock ? channel_lanes : kThreads / kMinPixelsPerBlock;
-    cfg.lanes = 1;
-    while (cfg.lanes < max_lanes && (hd::ceil_div(cfg.items, kThreads / cfg.lanes) < kMinBlocks ||
-                                     (kThreads / cfg.lanes) * channels > kMaxBlockElems))
-      cfg.lanes *= 2;
-  }
+  cfg.lanes = hd::item_lanes<kThreads>({.items = cfg.items, .accesses = cfg.vectors, .rows = cfg.rows,
+                                        .item_elems = channels, .max_block_elems = kMaxBlockElems});
   cfg.lanes_log2 = hd::log2_of(cfg.lanes);
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.items_per_block_log2 = hd::log2_of(cfg.items_per_block);

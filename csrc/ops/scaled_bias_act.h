@@ -5,9 +5,10 @@
 // Threads are laid out as in pixel norm (csrc/ops/pixel_norm.h): work is split into "items" (a pixel with all its
 // channels), each shared by `lanes` threads of a 256-thread block;
 //   rows   (channels contiguous: channels_last, dense layers): an item's lanes are consecutive threads reading
-//          consecutive channels;
+//          consecutive channels (several warps per item where the items are too few to fill the GPU);
 //   planes (NCHW): consecutive threads take consecutive pixels, so every load of a channel is coalesced; lanes
-//          split the channel loop when there are too few pixels to fill the GPU.
+//          split the channel loop when there are too few pixels to fill the GPU (hd::item_lanes: the geometry
+//          is pixel norm's).
 // Rows move 16 bytes per access where the tensors are aligned and the channels divide (csrc/ops/vec.h): a lane then
 // takes whole vectors of channels.
 // Forward: [accumulate sum(a^2) -> tree reduction over the lanes ->] write y (and rsqrt). The write phase
@@ -18,6 +19,7 @@
 // (blocks x channels) per block, which FinishBiasKernel adds up in block order (deterministic, no atomics).
 #pragma once
 #include "common/scaled_bias_act_math.h"
+#include "ops/item_lanes.h"
 #include "ops/phases.h"
 #include "ops/vec.h"
 
@@ -30,12 +32,9 @@ namespace progan_fast::scaled_bias_act_cuda {
 using hd::opmath_t;
 
 constexpr int kThreads = 256;
-// A block's slice (items_per_block * channels) stays within kTileElems, so the write phase re-reads it from L2
-// and its bias contributions fit the shared tile; in planes layout lanes also split the channel loop until the
-// grid has kMinBlocks blocks, while a block still covers kMinPixelsPerBlock pixels (a 32-byte sector per channel).
+// A block's slice (items_per_block * channels) stays within kTileElems (hd::item_lanes), so the write phase
+// re-reads it from L2 and its bias contributions fit the shared tile.
 constexpr int64_t kTileElems = 4096;
-constexpr int64_t kMinBlocks = 512;
-constexpr int kMinPixelsPerBlock = 8;
 
 struct LaunchConfig {
   int64_t items = 0;     // pixels: outer * inner
@@ -70,21 +69,8 @@ inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner
   cfg.vector = vector;
   cfg.vectors = channels / vector;
   cfg.vector_stride = cfg.rows ? vector : inner;
-  const int channel_lanes = hd::next_pow2(cfg.vectors);
-  auto slice = [&](int lanes) { return (kThreads / lanes) * channels; };
-  if (cfg.rows) {
-    // A warp per row (fewer lanes for short rows); wide rows get more of the block to bound its slice.
-    cfg.lanes = channel_lanes < 32 ? channel_lanes : 32;
-    while (cfg.lanes < channel_lanes && cfg.lanes < kThreads && slice(cfg.lanes) > kTileElems) cfg.lanes *= 2;
-  } else {
-    const int coalesced_lanes = channel_lanes < kThreads / kMinPixelsPerBlock ? channel_lanes
-                                                                              : kThreads / kMinPixelsPerBlock;
-    cfg.lanes = 1;
-    while (cfg.lanes < channel_lanes && cfg.lanes < kThreads &&
-           ((cfg.lanes < coalesced_lanes && hd::ceil_div(cfg.items, kThreads / cfg.lanes) < kMinBlocks) ||
-            slice(cfg.lanes) > kTileElems))
-      cfg.lanes *= 2;
-  }
+  cfg.lanes = hd::item_lanes<kThreads>({.items = cfg.items, .accesses = cfg.vectors, .rows = cfg.rows,
+                                        .item_elems = channels, .max_block_elems = kTileElems});
   cfg.lanes_log2 = hd::log2_of(cfg.lanes);
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.items_per_block_log2 = hd::log2_of(cfg.items_per_block);

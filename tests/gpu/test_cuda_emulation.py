@@ -12,9 +12,11 @@ from ops.parity import assert_close, check_parity, layout
 pytestmark = pytest.mark.skipif(not backends.available("emulated")[0], reason="progan_fast._C is not built")
 
 
-def launch(x, dim):
-    items, blocks, lanes, items_per_block, rows, vector = \
-        torch.ops.progan_fast_emulated.pixel_norm_launch_config(x, dim)
+def launch(x, dim=1, op="pixel_norm"):
+    """The forward geometry of pixel norm (over dim) or of the epilogue (op="scaled_bias_act", over dim 1)."""
+    config = torch.ops.progan_fast_emulated.pixel_norm_launch_config(x, dim) if op == "pixel_norm" else \
+        torch.ops.progan_fast_emulated.scaled_bias_act_launch_config(x)
+    items, blocks, lanes, items_per_block, rows, vector = config
     return dict(items=items, blocks=blocks, lanes=lanes, items_per_block=items_per_block, rows=bool(rows),
                 vector=vector)
 
@@ -58,14 +60,17 @@ def test_one_thread_per_pixel_schedule(dtype):
 def test_launch_geometry_covers_both_layouts():
     """The shapes above and in tests/ops exercise every schedule: rows with a warp per row, with fewer lanes than a
     warp and with the whole block on one row, planes with lanes splitting the channel loop, several blocks."""
-    assert launch(torch.randn(5, 512), 1) == dict(items=5, blocks=1, lanes=32, items_per_block=8, rows=True,
+    assert launch(torch.randn(5, 128), 1) == dict(items=5, blocks=1, lanes=32, items_per_block=8, rows=True,
+                                                  vector=4)
+    # a row of 128 vectors takes one lane per vector, 4 warps, when a warp per row would leave most SMs idle
+    assert launch(torch.randn(5, 512), 1) == dict(items=5, blocks=3, lanes=128, items_per_block=2, rows=True,
                                                   vector=4)
     cl = torch.randn(2, 3, 5, 7).contiguous(memory_format=torch.channels_last)
     assert launch(cl, 1) == dict(items=70, blocks=2, lanes=4, items_per_block=64, rows=True, vector=1)
     planes = launch(torch.randn(4, 32, 8, 8), 1)
     assert planes == dict(items=256, blocks=32, lanes=32, items_per_block=8, rows=False, vector=1)
     odd = launch(torch.randn(3, 67, 5, 9), 1)
-    assert not odd["rows"] and odd["lanes"] == 32 and odd["items"] % odd["items_per_block"] != 0
+    assert not odd["rows"] and odd["lanes"] == 64 and odd["items"] % odd["items_per_block"] != 0
     # S2/S3 NCHW: lanes grow until the grid has 512 blocks and a block's slice of x is at most 4096 elements
     assert launch(torch.empty(16, 256, 32, 32), 1) == dict(items=16384, blocks=1024, lanes=16, items_per_block=16,
                                                            rows=False, vector=1)
@@ -74,6 +79,56 @@ def test_launch_geometry_covers_both_layouts():
     # rows wider than 4096 / 8 elements get more than a warp each
     assert launch(torch.empty(2, 3000), 1) == dict(items=2, blocks=2, lanes=256, items_per_block=1, rows=True,
                                                    vector=4)
+
+
+# ProGAN's small maps at C = 512, (N, H = W) -> (lanes, blocks) of pixel norm's and the epilogue's forward: NCHW
+# planes, channels-last rows of float32 and of 16-bit elements (8 to a vector: fewer vectors per row, fewer lanes).
+# Before csrc/ops/item_lanes.h asked for 2 blocks per SM of a 132-SM GPU, every one of them had 32 lanes: 32 blocks
+# at N = 16 4x4, 128 at N = 16 8x8 and at N = 64 4x4, 512 at N = 64 8x8.
+SMALL_MAPS = {
+    (16, 4): dict(nchw=(256, 256), cl_float32=(128, 128), cl_16bit=(64, 64)),
+    (16, 8): dict(nchw=(128, 512), cl_float32=(128, 512), cl_16bit=(64, 256)),
+    (64, 4): dict(nchw=(128, 512), cl_float32=(128, 512), cl_16bit=(64, 256)),
+    (64, 8): dict(nchw=(32, 512), cl_float32=(32, 512), cl_16bit=(32, 512)),
+}
+
+
+@pytest.mark.parametrize("op", ["pixel_norm", "scaled_bias_act"])
+@pytest.mark.parametrize("n,size", list(SMALL_MAPS), ids=str)
+def test_small_maps_fill_the_sms(op, n, size):
+    """At least 2 blocks per SM of a 132-SM GPU where every lane keeps an access: NCHW pixels split their 512
+    channels over up to 256 lanes; a channels-last row stops at one 16-byte vector per lane (64 of them for 16-bit
+    elements: 64 blocks at N = 16, 4x4, all the work allows). Both ops take the same rule (hd::item_lanes)."""
+    cases = dict(nchw=(torch.float32, torch.contiguous_format), cl_float32=(torch.float32, CL),
+                 cl_16bit=(torch.float16, CL))
+    for case, (lanes, blocks) in SMALL_MAPS[n, size].items():
+        dtype, memory_format = cases[case]
+        x = torch.empty(n, 512, size, size, dtype=dtype).contiguous(memory_format=memory_format)
+        got = launch(x, op=op)
+        assert (got["lanes"], got["blocks"]) == (lanes, blocks), (case, got)
+        assert got["items"] == n * size * size and got["items_per_block"] * got["lanes"] == 256
+        if case == "nchw" and blocks < 2 * 132:
+            assert got["items_per_block"] == 1  # fewer blocks only where each block already has one pixel
+
+
+@pytest.mark.parametrize("op", ["pixel_norm", "scaled_bias_act"])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL], ids=["nchw", "channels_last"])
+def test_small_map_lanes_agree_with_the_reference(op, memory_format):
+    """The small-map schedules tests/ops does not reach: NCHW pixels over 128 lanes (a tree of 7 halvings),
+    channels-last rows over 2 warps, forward and backward (the epilogue's bias gradient over 288 block rows)."""
+    from progan_fast.ops import scaled_bias_act
+
+    x = layout(torch.randn(9, 256, 8, 8), memory_format)
+    got = launch(x, op=op)
+    assert (got["lanes"], got["blocks"]) == ((64, 144) if memory_format == CL else (128, 288))
+    if op == "pixel_norm":
+        check_parity("emulated", pixel_norm, reference.pixel_norm, [x], torch.float32, check_double_backward=False,
+                     op=op)
+    else:
+        bias = torch.randn(256)
+        check_parity("emulated", lambda t, b: scaled_bias_act(t, b, 0.5, pixel_norm=True),
+                     lambda t, b: reference.scaled_bias_act(t, b, 0.5, pixel_norm=True), [x, bias], torch.float32,
+                     check_double_backward=False, op=op)
 
 
 @pytest.mark.parametrize("dtype,vector", [(torch.float64, 2), (torch.float32, 4), (torch.float16, 8),
@@ -198,8 +253,13 @@ def test_fade_from_rgb_launch_geometry():
     # a small map keeps one pixel per item: runs of 4 would leave 8 blocks of the 32 (the channel kernel's grid does
     # not depend on its vectors)
     small_map = fade_from_rgb_launch(torch.empty(16, 512, 4, 4), 3)
-    assert small_map == dict(lanes=32, blocks=32, pixels_per_item=1, channels_per_access=1, channel_lanes=256,
+    assert small_map == dict(lanes=256, blocks=256, pixels_per_item=1, channels_per_access=1, channel_lanes=256,
                              chunks=16, channel_blocks=16 * 512, channel_pixels=4, groups=1)
+    # small NCHW maps split a pixel over lanes as pixel norm does (csrc/ops/item_lanes.h; 32 and 128 blocks before);
+    # channels last keeps at most a warp per pixel, whose lanes add their sums in one exchange
+    assert fade_from_rgb_launch(torch.empty(16, 512, 8, 8), 3)["blocks"] == 512
+    small_cl = fade_from_rgb_launch(torch.empty(16, 512, 4, 4).contiguous(memory_format=CL), 3)
+    assert (small_cl["lanes"], small_cl["blocks"]) == (32, 32)
 
 
 @pytest.mark.parametrize("dtype,vector", VECTOR_WIDTHS, ids=str)

@@ -15,6 +15,9 @@ KERNEL_BACKENDS = families_of("pixel_norm")
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 SHAPES = [(2, 3, 5, 7), (3, 1, 4, 4), (2, 16, 1, 1), (4, 32, 8, 8), (1, 5, 3, 2)]
+# ProGAN's 4x4 and 8x8 maps at 512 channels, where the GPU kernels split a pixel over the most lanes (NCHW 256,
+# float32 rows 128: tests/gpu/test_cuda_emulation.py pins the geometry and runs 128 NCHW lanes).
+SMALL_MAPS = [(16, 512, 4, 4), (2, 512, 8, 8)]
 
 
 def test_cpu_kernel_is_built():
@@ -29,6 +32,15 @@ def test_cpu_kernel_is_built():
 def test_parity_4d(backend, dtype, memory_format, shape):
     x = layout(torch.randn(shape, dtype=dtype), memory_format)
     check_parity(backend, pixel_norm, reference.pixel_norm, [x], dtype, op="pixel_norm")
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("memory_format", LAYOUTS, ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape", SMALL_MAPS, ids=str)
+def test_parity_small_maps(backend, dtype, memory_format, shape):
+    x = layout(torch.randn(shape, dtype=dtype), memory_format)
+    check_parity(backend, pixel_norm, reference.pixel_norm, [x], dtype, check_double_backward=False, op="pixel_norm")
 
 
 def test_every_family_is_tested():

@@ -1,0 +1,52 @@
+// How many threads of a block share one item (a pixel's channels) in the lane kernels of pixel norm, the epilogue
+// (csrc/ops/scaled_bias_act.h) and fade_from_rgb's pixel kernels: one choice, made on the host from the shape and
+// shared by the launcher and the emulation, so both run the same threads and add in the same order.
+//
+// An item's `lanes` (a power of two) split its accesses; a block of kThreads holds kThreads / lanes items. More
+// lanes make more, smaller blocks. The lanes double, from a warp per row (rows) or a thread per pixel (planes), while
+//   - a block's slice (items per block x elements per item) exceeds its bound (the write phase re-reads it from L2;
+//     the epilogue's backward keeps it in a shared tile), or
+//   - planes: the grid has fewer than kMinBlocks blocks (two waves of 2 blocks per SM on a 132-SM H100) and a block
+//     still covers at least kMinPixelsPerBlock pixels (a 32-byte sector of float32 per channel load), or
+//   - the grid has fewer than kFillBlocks blocks (2 per SM) and every lane keeps at least one access: small maps
+//     (4x4 and 8x8 at N = 16 to 64 have 256 to 4096 pixels) give up whole sectors per channel load, or a row's
+//     warp, for blocks on every SM. Without this, N = 16 at C = 512 launched 32 blocks at 4x4 and 128 at 8x8.
+// Each condition only holds for fewer lanes than some bound, so a wider vector (fewer accesses per item) never gets
+// more lanes than one element per access: the scalar geometry has the most blocks (the epilogue sizes its bias
+// workspace by it).
+#pragma once
+#include "ops/hd.h"
+#include "ops/phases.h"
+
+namespace progan_fast::hd {
+
+constexpr int64_t kFillBlocks = 2 * 132;
+constexpr int64_t kMinBlocks = 512;
+constexpr int kMinPixelsPerBlock = 8;
+
+struct ItemWork {
+  int64_t items = 0;     // items of the launch
+  int64_t accesses = 1;  // accesses of one item (its channels / elements per access)
+  bool rows = true;      // an item's lanes are consecutive threads (channels contiguous), else planes (NCHW)
+  int64_t item_elems = 0;       // elements of one item, for max_block_elems
+  int64_t max_block_elems = 0;  // bound on a block's slice; 0: none
+  int max_lanes = 1 << 30;  // e.g. a warp, where an item's lanes must add their sums in one exchange
+};
+
+template <int kThreads>
+constexpr int item_lanes(const ItemWork& w) {
+  const int64_t channel_lanes = next_pow2(w.accesses);
+  int cap = kThreads < w.max_lanes ? kThreads : w.max_lanes;
+  if (channel_lanes < cap) cap = static_cast<int>(channel_lanes);
+  int lanes = !w.rows ? 1 : cap < kWarpSize ? cap : kWarpSize;
+  auto blocks = [&](int l) { return ceil_div(w.items, kThreads / l); };
+  auto more = [&](int l) {
+    if (w.max_block_elems > 0 && (kThreads / l) * w.item_elems > w.max_block_elems) return true;
+    if (!w.rows && l < kThreads / kMinPixelsPerBlock && blocks(l) < kMinBlocks) return true;
+    return 2 * l <= w.accesses && blocks(l) < kFillBlocks;
+  };
+  while (lanes < cap && more(lanes)) lanes *= 2;
+  return lanes;
+}
+
+}  // namespace progan_fast::hd
