@@ -339,6 +339,20 @@ def test_fade_from_rgb_vector_and_scalar_paths_agree_with_the_reference(dtype, s
             assert_close(a, e, dtype, grad=True)
 
 
+def test_fade_from_rgb_small_map_lanes():
+    """A 4x4 NCHW map of 512 channels: 256 lanes per pixel (the pixel backward's tree of 8 halvings, every lane
+    pooling its pixel's image values), against the reference."""
+    from progan_fast.ops import fade_from_rgb
+
+    new = torch.randn(4, 512, 4, 4)
+    got = fade_from_rgb_launch(new, 3)
+    assert (got["lanes"], got["blocks"], got["pixels_per_item"]) == (256, 64, 1)
+    inputs = [torch.randn(4, 3, 8, 8), new, torch.randn(512, 3, 1, 1), torch.randn(512)]
+    check_parity("emulated", lambda i, n, w, b: fade_from_rgb(i, n, w, b, 0.3),
+                 lambda i, n, w, b: reference.fade_from_rgb(i, n, w, b, 0.3), inputs, torch.float32,
+                 check_double_backward=False, op="fade_from_rgb", layout_input=1)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_fade_from_rgb_one_lane_per_pixel(dtype):
     """Enough NCHW pixels to fill the GPU: one lane per pixel (no reduction steps), chunks of a plane that end
