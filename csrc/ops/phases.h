@@ -36,15 +36,19 @@
 //     fade_from_rgb's 16-bit image-gradient vectors whole (store_image_vec), changes nothing there;
 //   - the lanes of an NCHW item lie in different warps, so their sums go through shared-memory trees, a barrier per
 //     halving (pixel norm's and the epilogue's planes, fade_from_rgb's pixel backward), and so do those of
-//     fade_from_rgb's channels-last channel kernel;
+//     fade_from_rgb's channels-last channel kernel. A block of one pixel (lanes == kThreads, small maps; pixel norm
+//     and the epilogue with a power-of-two map) is laid out as a row and adds as a wide row's: one exchange, one
+//     barrier. Butterflies over the strided lanes of a warp (offsets 16 down to items_per_block) would do the same
+//     for 2 to 16 pixels per block;
 //   - small maps: pixel norm, the epilogue and fade_from_rgb's NCHW pixel kernels split a pixel over more lanes
 //     until the grid has 2 blocks per SM of a 132-SM GPU while every lane keeps an access (csrc/ops/item_lanes.h;
 //     N = 16, C = 512: 256 blocks at 4x4 and 512 at 8x8, where 32 and 128 were). Still short of that: channels-last
 //     rows, at one 16-byte vector per lane (4x4: 128 blocks of float32, 64 of 16-bit elements at N = 16);
 //     fade_from_rgb's channels-last pixel kernels, at most a warp per pixel for their one exchange (32 blocks at
-//     4x4, N = 16); minibatch stddev, 128 at 4x4. The price of the lanes: NCHW trees of up to 8 halvings (a barrier
-//     each), an epilogue bias workspace of a row per block that FinishBiasKernel's 2 blocks add serially (256 rows
-//     at 4x4, N = 16, where 32 were), and fade_from_rgb's lanes each pooling their pixel's image values again.
+//     4x4, N = 16); minibatch stddev, 128 at 4x4. The price of the lanes: NCHW trees of up to 7 halvings (128 lanes,
+//     8x8 at N = 16; fade_from_rgb's pixel backward up to 8), an epilogue bias workspace of a row per block that
+//     FinishBiasKernel's 2 blocks add serially (256 rows at 4x4, N = 16, where 32 were), and fade_from_rgb's lanes
+//     each pooling their pixel's image values again.
 #pragma once
 #include "ops/hd.h"
 

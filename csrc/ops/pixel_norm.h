@@ -13,10 +13,11 @@
 // item's total. Rows add them with a warp exchange (csrc/ops/phases.h), in registers: one phase, no barrier, for
 // an item of up to a warp; a wider item then adds its warps' sums in shared memory after one barrier. Planes, whose
 // lanes lie in different warps, take three phases over shared memory: accumulate, a tree reduction over the lanes
-// (one barrier per halving), write. Rows move 16 bytes per access where they are aligned (csrc/ops/vec.h): a lane takes
-// whole vectors of channels. The write phase re-reads x: a block's slice (items_per_block * channels elements)
-// is kept small (kMaxBlockElems) so the slices of all resident blocks, about 8 per SM, stay in L2 (40-50 MB
-// on A100/H100) and the second read does not go back to DRAM.
+// (one barrier per halving), write; except a block of one pixel (small maps), whose lanes add as a wide row's.
+// Rows move 16 bytes per access where they are aligned (csrc/ops/vec.h): a lane takes whole vectors of channels.
+// The write phase re-reads x: a block's slice (items_per_block * channels elements) is kept small (kMaxBlockElems)
+// so the slices of all resident blocks, about 8 per SM, stay in L2 (40-50 MB on A100/H100) and the second read does
+// not go back to DRAM.
 #pragma once
 #include "common/pixel_norm_math.h"
 #include "ops/item_lanes.h"
@@ -267,7 +268,8 @@ PF_HD void BackwardArgs<scalar_t, N, P>::write(const LaunchConfig& cfg, acc_t to
 
 // Both kernels; `Args` (ForwardArgs or BackwardArgs) brings its direction's partial sums and write. Rows: one
 // exchange phase (partial -> warp sum -> write), or for an item wider than a warp an exchange phase that leaves
-// each warp's sum in shared memory, then the write with the sum of its item's warps. Planes: accumulate,
+// each warp's sum in shared memory, then the write with the sum of its item's warps. Planes of one pixel per block
+// (small maps: lanes == kThreads, consecutive threads, as in a row) do the same. Other planes: accumulate,
 // log2(lanes) tree-reduction steps, write.
 template <typename Args>
 struct LaneReductionKernel {
@@ -279,16 +281,16 @@ struct LaneReductionKernel {
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD bool wide_rows() const { return cfg.rows && cfg.lanes > hd::kWarpSize; }
-  PF_HD int phases() const { return cfg.rows ? (wide_rows() ? 2 : 1) : cfg.lanes_log2 + 2; }
+  // Whether an item's lanes add their sums with warp exchanges. Only the kernels instantiated for a power-of-two
+  // `inner` (rows have 1) compile the exchange in; planes of one pixel per block with another `inner` take the tree.
+  PF_HD bool exchanged() const { return Args::kShiftInner && (cfg.rows || cfg.lanes == kThreads); }
+  PF_HD bool wide() const { return exchanged() && cfg.lanes > hd::kWarpSize; }
+  PF_HD int phases() const { return exchanged() ? (wide() ? 2 : 1) : cfg.lanes_log2 + 2; }
 
-  // Rows have `inner` 1, a power of two: the kernels instantiated for other `inner` leave the exchange out.
-  PF_HD int exchange_lanes() const {
-    return Args::kShiftInner && cfg.rows ? (wide_rows() ? hd::kWarpSize : cfg.lanes) : 0;
-  }
+  PF_HD int exchange_lanes() const { return exchanged() ? (wide() ? hd::kWarpSize : cfg.lanes) : 0; }
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{args.partial(cfg, block, tid)}}; }
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
-    if (!wide_rows()) args.write(cfg, sums.v[0], block, tid);
+    if (!wide()) args.write(cfg, sums.v[0], block, tid);
     else if ((tid & (hd::kWarpSize - 1)) == 0) sh.partial[tid / hd::kWarpSize] = sums.v[0];
   }
 
@@ -301,7 +303,7 @@ struct LaneReductionKernel {
   }
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (cfg.rows) args.write(cfg, wide_row_total(sh, tid), block, tid);  // p == 1 of a wide row
+    if (exchanged()) args.write(cfg, wide_row_total(sh, tid), block, tid);  // p == 1 of a wide item
     else if (p == 0) sh.partial[tid] = args.partial(cfg, block, tid);
     else if (p <= cfg.lanes_log2) reduce_step(cfg, sh, tid, cfg.lanes >> p);
     else args.write(cfg, sh.partial[tid & (cfg.items_per_block - 1)], block, tid);

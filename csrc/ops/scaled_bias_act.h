@@ -128,14 +128,23 @@ struct BackwardShared {
 
 // How an item's lanes add their sums under pixel norm. Rows: a warp exchange (csrc/ops/phases.h) in phase 0, in
 // registers; an item wider than a warp leaves each warp's sums in shared memory (slot tid / 32) for the next
-// phase to add. Planes (an item's lanes in different warps): a tree in shared memory, one barrier per halving.
-PF_HD bool wide_rows(const LaunchConfig& cfg) { return cfg.rows && cfg.lanes > hd::kWarpSize; }
-PF_HD int exchange_lanes(const LaunchConfig& cfg) {
-  return !cfg.rows ? 0 : wide_rows(cfg) ? hd::kWarpSize : cfg.lanes;
+// phase to add. Planes of one pixel per block (small maps: lanes == kThreads, consecutive threads as in a row) do
+// the same in the kernels instantiated for a power-of-two `inner` (pow2_inner; rows have 1), which alone compile
+// the exchange in. Other planes (an item's lanes in different warps): a tree in shared memory, one barrier per
+// halving.
+PF_HD bool exchanged(const LaunchConfig& cfg, bool pow2_inner) {
+  return pow2_inner && (cfg.rows || cfg.lanes == kThreads);
 }
-// Phases before the write: 0 (an exchange that writes), 1 (a wide row's exchange) or accumulate + tree steps. Rows
-// have `inner` 1, a power of two: the kernels instantiated for other `inner` leave the exchange out.
-PF_HD int reduction_phases(const LaunchConfig& cfg) { return !cfg.rows ? cfg.lanes_log2 + 1 : wide_rows(cfg) ? 1 : 0; }
+PF_HD bool wide(const LaunchConfig& cfg, bool pow2_inner) {
+  return exchanged(cfg, pow2_inner) && cfg.lanes > hd::kWarpSize;
+}
+PF_HD int exchange_lanes(const LaunchConfig& cfg, bool pow2_inner) {
+  return !exchanged(cfg, pow2_inner) ? 0 : wide(cfg, pow2_inner) ? hd::kWarpSize : cfg.lanes;
+}
+// Phases before the write: 0 (an exchange that writes), 1 (a wide item's exchange) or accumulate + tree steps.
+PF_HD int reduction_phases(const LaunchConfig& cfg, bool pow2_inner) {
+  return !exchanged(cfg, pow2_inner) ? cfg.lanes_log2 + 1 : wide(cfg, pow2_inner) ? 1 : 0;
+}
 
 // The sum of the warp sums of thread tid's (wide) item, in warp order.
 template <typename acc_t>
@@ -224,10 +233,8 @@ struct ForwardKernel {
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return (pixel_norm ? reduction_phases(cfg) : 0) + 1; }
-  PF_HD int exchange_lanes() const {
-    return kPow2Inner && pixel_norm ? scaled_bias_act_cuda::exchange_lanes(cfg) : 0;
-  }
+  PF_HD int phases() const { return (pixel_norm ? reduction_phases(cfg, kPow2Inner) : 0) + 1; }
+  PF_HD int exchange_lanes() const { return pixel_norm ? scaled_bias_act_cuda::exchange_lanes(cfg, kPow2Inner) : 0; }
 
   // With pixel norm: this lane's share of sum(a^2).
   PF_HD acc_t partial(int64_t block, int tid) const {
@@ -249,13 +256,13 @@ struct ForwardKernel {
 
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{partial(block, tid)}}; }
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
-    if (!wide_rows(cfg)) write(sums.v[0], block, tid);
+    if (!wide(cfg, kPow2Inner)) write(sums.v[0], block, tid);
     else if ((tid & (hd::kWarpSize - 1)) == 0) sh.partial[tid / hd::kWarpSize] = sums.v[0];
   }
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
     if (!pixel_norm) write(acc_t(0), block, tid);
-    else if (cfg.rows) write(wide_row_total(cfg, sh.partial, tid), block, tid);  // phase 1 of a wide row
+    else if (exchanged(cfg, kPow2Inner)) write(wide_row_total(cfg, sh.partial, tid), block, tid);  // a wide item's
     else if (p == 0) sh.partial[tid] = partial(block, tid);
     else if (p <= cfg.lanes_log2) reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
     else write(sh.partial[tid & (cfg.items_per_block - 1)], block, tid);
@@ -375,11 +382,9 @@ struct BackwardKernel {
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int write_phase() const { return pixel_norm ? reduction_phases(cfg) : 0; }
+  PF_HD int write_phase() const { return pixel_norm ? reduction_phases(cfg, kPow2Inner) : 0; }
   PF_HD int phases() const { return write_phase() + 1 + (workspace && cfg.tiled() ? 1 : 0); }
-  PF_HD int exchange_lanes() const {
-    return kPow2Inner && pixel_norm ? scaled_bias_act_cuda::exchange_lanes(cfg) : 0;
-  }
+  PF_HD int exchange_lanes() const { return pixel_norm ? scaled_bias_act_cuda::exchange_lanes(cfg, kPow2Inner) : 0; }
 
   PF_HD acc_t item_rsqrt(const Slot& s) const { return pixel_norm ? hd::load_ro(rsqrt + s.item) : acc_t(1); }
 
@@ -414,7 +419,7 @@ struct BackwardKernel {
 
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return partials(block, tid); }
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
-    if (!wide_rows(cfg)) {
+    if (!wide(cfg, kPow2Inner)) {
       write(sums, sh, block, tid);
     } else if ((tid & (hd::kWarpSize - 1)) == 0) {
       sh.partial[tid / hd::kWarpSize] = sums.v[0];
@@ -427,7 +432,7 @@ struct BackwardKernel {
       sum_tile(sh.tile, workspace + block * cfg.channels, cfg, block, tid);
     } else if (p == write_phase()) {
       Exchange totals{{acc_t(0), acc_t(0)}};
-      if (pixel_norm && cfg.rows) {  // phase 1 of a wide row
+      if (pixel_norm && exchanged(cfg, kPow2Inner)) {  // phase 1 of a wide item
         totals = {{wide_row_total(cfg, sh.partial, tid), wide_row_total(cfg, sh.partial_sq, tid)}};
       } else if (pixel_norm) {
         const int slot = tid & (cfg.items_per_block - 1);

@@ -112,20 +112,26 @@ def test_small_maps_fill_the_sms(op, n, size):
 
 
 @pytest.mark.parametrize("op", ["pixel_norm", "scaled_bias_act"])
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL], ids=["nchw", "channels_last"])
-def test_small_map_lanes_agree_with_the_reference(op, memory_format):
-    """The small-map schedules tests/ops does not reach: NCHW pixels over 128 lanes (a tree of 7 halvings),
-    channels-last rows over 2 warps, forward and backward (the epilogue's bias gradient over 288 block rows)."""
+@pytest.mark.parametrize("shape,memory_format,lanes,blocks", [
+    ((9, 256, 8, 8), torch.contiguous_format, 128, 288),  # a tree of 7 halvings
+    ((9, 256, 8, 8), CL, 64, 144),                        # rows of 2 warps
+    ((2, 512, 3, 3), torch.contiguous_format, 256, 18),   # a pixel per block, inner 9: a tree of 8 halvings
+], ids=["nchw_128_lanes", "channels_last_64_lanes", "nchw_256_lanes_inner_9"])
+def test_small_map_lanes_agree_with_the_reference(op, shape, memory_format, lanes, blocks):
+    """The small-map schedules tests/ops does not reach (its 4x4 and 8x8 maps of 512 channels have a pixel per
+    block, whose 256 lanes add their sums as a wide row's), forward and backward, the epilogue's bias gradient over
+    one row per block. A pixel per block with `inner` not a power of two takes the tree: its kernels have no
+    exchange."""
     from progan_fast.ops import scaled_bias_act
 
-    x = layout(torch.randn(9, 256, 8, 8), memory_format)
+    x = layout(torch.randn(shape), memory_format)
     got = launch(x, op=op)
-    assert (got["lanes"], got["blocks"]) == ((64, 144) if memory_format == CL else (128, 288))
+    assert (got["lanes"], got["blocks"]) == (lanes, blocks)
     if op == "pixel_norm":
         check_parity("emulated", pixel_norm, reference.pixel_norm, [x], torch.float32, check_double_backward=False,
                      op=op)
     else:
-        bias = torch.randn(256)
+        bias = torch.randn(shape[1])
         check_parity("emulated", lambda t, b: scaled_bias_act(t, b, 0.5, pixel_norm=True),
                      lambda t, b: reference.scaled_bias_act(t, b, 0.5, pixel_norm=True), [x, bias], torch.float32,
                      check_double_backward=False, op=op)
