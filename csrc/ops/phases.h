@@ -46,9 +46,10 @@
 //     rows, at one 16-byte vector per lane (4x4: 128 blocks of float32, 64 of 16-bit elements at N = 16);
 //     fade_from_rgb's channels-last pixel kernels, at most a warp per pixel for their one exchange (32 blocks at
 //     4x4, N = 16); minibatch stddev, 128 at 4x4. The price of the lanes: NCHW trees of up to 7 halvings (128 lanes,
-//     8x8 at N = 16; fade_from_rgb's pixel backward up to 8), an epilogue bias workspace of a row per block that
-//     FinishBiasKernel's 2 blocks add serially (256 rows at 4x4, N = 16, where 32 were), and fade_from_rgb's lanes
-//     each pooling their pixel's image values again.
+//     8x8 at N = 16; fade_from_rgb's pixel backward up to 8), an epilogue bias workspace of a row per block (256
+//     rows at 4x4, N = 16, where 32 were: FinishBiasKernel now splits them over 8 warps per 32 channels, 16 blocks
+//     at C = 512, where 2 blocks summed every row serially), and fade_from_rgb's lanes each pooling their pixel's
+//     image values again.
 #pragma once
 #include "ops/hd.h"
 

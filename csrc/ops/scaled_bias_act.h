@@ -16,7 +16,7 @@
 // Backward: [accumulate sum(grad_y * y) -> reduction ->] write grad_x, leaving each element's contribution to the
 // bias gradient in the block's shared tile (items_per_block x channels) -> one phase that sums the tile over the
 // block's items into a per-block partial: grad_bias comes out of the same sweep, as one row of `workspace`
-// (blocks x channels) per block, which FinishBiasKernel adds up in block order (deterministic, no atomics).
+// (blocks x channels) per block, which FinishBiasKernel adds up in a fixed order (deterministic, no atomics).
 #pragma once
 #include "common/scaled_bias_act_math.h"
 #include "ops/item_lanes.h"
@@ -450,30 +450,46 @@ struct BackwardKernel {
   }
 };
 
-// grad_bias[c] = sum over `rows` of workspace[row][c], in row order.
-template <typename scalar_t, typename acc_t>
-PF_HD void sum_rows(const acc_t* __restrict__ workspace, scalar_t* __restrict__ grad_bias, int64_t rows,
-                    int64_t channels, int64_t c) {
+// The bias gradient's final sum: a block takes kBiasChannels consecutive channels (a warp reads a row's segment of
+// them, coalesced) and its kBiasRowLanes warps split the rows, then add their sums in a tree over shared memory:
+// rows / 8 serial additions per thread, where the backward's small-map grids leave hundreds of rows (one per block).
+constexpr int kBiasChannels = hd::kWarpSize;
+constexpr int kBiasRowLanes = kThreads / kBiasChannels;
+
+// The sum of rows lane, lane + kBiasRowLanes, ... of workspace[row][c], in row order.
+template <typename acc_t>
+PF_HD acc_t sum_rows(const acc_t* __restrict__ workspace, int64_t rows, int64_t channels, int64_t c, int lane) {
   acc_t sum = 0;
-  for (int64_t r = 0; r < rows; ++r) sum += hd::load_ro(workspace + r * channels + c);
-  grad_bias[c] = hd::from_acc<scalar_t>(sum);
+  for (int64_t r = lane; r < rows; r += kBiasRowLanes) sum += hd::load_ro(workspace + r * channels + c);
+  return sum;
 }
 
-// grad_bias[c] = sum over blocks of workspace[block][c], in block order: one thread per channel.
+// grad_bias[c] = sum over blocks of workspace[block][c]: accumulate, log2(kBiasRowLanes) tree steps, write.
 template <typename scalar_t>
 struct FinishBiasKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = scaled_bias_act_cuda::kThreads;
-  struct Shared {};
+  static constexpr int kSteps = hd::log2_of(kBiasRowLanes);
+  struct Shared {
+    acc_t partial[kThreads];  // [row lane][channel of the block]
+  };
   const acc_t* workspace;
   scalar_t* grad_bias;
   int64_t rows, channels;
 
-  PF_HD int64_t blocks() const { return hd::ceil_div(channels, kThreads); }
-  PF_HD int phases() const { return 1; }
-  PF_HD void phase(int, Shared&, int64_t block, int tid) const {
-    const int64_t c = block * kThreads + tid;
-    if (c < channels) sum_rows(workspace, grad_bias, rows, channels, c);
+  PF_HD int64_t blocks() const { return hd::ceil_div(channels, kBiasChannels); }
+  PF_HD int phases() const { return kSteps + 2; }
+  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
+    const int lane = tid / kBiasChannels;
+    const int64_t c = block * kBiasChannels + (tid & (kBiasChannels - 1));
+    if (p == 0) {
+      sh.partial[tid] = c < channels ? sum_rows(workspace, rows, channels, c, lane) : acc_t(0);
+    } else if (p <= kSteps) {
+      const int half = kBiasRowLanes >> p;
+      if (lane < half) sh.partial[tid] += sh.partial[tid + half * kBiasChannels];
+    } else if (lane == 0 && c < channels) {
+      grad_bias[c] = hd::from_acc<scalar_t>(sh.partial[tid]);
+    }
   }
 };
 
