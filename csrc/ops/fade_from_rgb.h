@@ -54,7 +54,9 @@ using hd::opmath_t;
 
 constexpr int kThreads = 256;
 constexpr int kGroup = 4;
-constexpr int kMaxRowLanes = hd::kWarpSize;
+// At most a warp of lanes per item with channels last (they add their sums in one warp exchange) and for NCHW runs
+// of pixels (each lane pools all P pixels' image values: the small maps that need more lanes take single pixels).
+constexpr int kMaxLanes = hd::kWarpSize;
 // Channel geometry: pixels per lane per chunk (a multiple of every vector's pixels), and channels per block with
 // channels last.
 constexpr int kPixelsPerLane = 16;
@@ -222,9 +224,9 @@ inline PixelConfig pixel_geometry(const Shape& s, int vector) {
   cfg.pixels_per_item = cfg.rows ? 1 : vector;
   cfg.channels_per_access = cfg.rows ? vector : 1;
   cfg.items = s.pixels() / cfg.pixels_per_item;
-  // Channels last: the lanes of a pixel add their sums in one warp exchange, so at most a warp of them.
+  const bool single_pixels = !cfg.rows && cfg.pixels_per_item == 1;
   cfg.lanes = hd::item_lanes<kThreads>({.items = cfg.items, .accesses = s.channels / cfg.channels_per_access,
-                                        .rows = cfg.rows, .max_lanes = cfg.rows ? kMaxRowLanes : kThreads});
+                                        .rows = cfg.rows, .max_lanes = single_pixels ? kThreads : kMaxLanes});
   while ((1 << cfg.reduce_steps) < cfg.lanes) ++cfg.reduce_steps;
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);

@@ -266,6 +266,10 @@ def test_fade_from_rgb_launch_geometry():
     assert fade_from_rgb_launch(torch.empty(16, 512, 8, 8), 3)["blocks"] == 512
     small_cl = fade_from_rgb_launch(torch.empty(16, 512, 4, 4).contiguous(memory_format=CL), 3)
     assert (small_cl["lanes"], small_cl["blocks"]) == (32, 32)
+    # runs of pixels keep at most a warp of lanes (each lane pools every pixel of its run): 8x8 at N = 64 in float16
+    # would fill 512 blocks with runs of 8 pixels only over 256 lanes; single pixels fill them with 32
+    runs = fade_from_rgb_launch(torch.empty(64, 512, 8, 8, dtype=torch.float16), 3)
+    assert (runs["pixels_per_item"], runs["lanes"], runs["blocks"]) == (1, 32, 512)
 
 
 @pytest.mark.parametrize("dtype,vector", VECTOR_WIDTHS, ids=str)
