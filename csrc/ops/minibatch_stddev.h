@@ -49,7 +49,15 @@ struct LaunchConfig {
   // Whether their accesses of y and grad_y are vectors too: NCHW only (a channels-last pixel of y is C + F values,
   // so its runs of a channel group are not 16-byte aligned); else one element each.
   bool vector_y = false;
-  int64_t chunk = 1;        // positions per block of the position kernels (a multiple of kThreads * vector)
+  // Member slices: at small maps the threads of a position-kernel block split each run's G members into `slices`
+  // (a power of two <= min(G, kWarps)) of kThreads / slices threads, whole warps: slice s copies into y (forward)
+  // or writes grad_x of (backward) the members k = s mod slices, and the forward's slice 0 alone sums the sigmas
+  // (every backward slice recomputes the moments: its loads of x hit L1 and L2). More threads where one run per
+  // thread gives few: N = 16, 512 x 4 x 4 (G = 4) launches 512 blocks instead of 128 (about 31 warps per SM of
+  // 132 instead of 8), with no atomics (the block sums keep their fixed order).
+  int slices = 1;
+  int slice_threads_log2 = hd::log2_of(kThreads);  // log2(kThreads / slices)
+  int64_t chunk = 1;        // positions per block of the position kernels: kThreads / slices * vector * iterations
   hd::Divisor chunks;       // per (group, channel group)
   hd::Divisor pixel_runs;   // ForwardStatWrite blocks per (sample, channel group)
   hd::Divisor features;     // F
@@ -77,6 +85,27 @@ inline int64_t chunk_for(const Geometry& g, int vector) {
   return kThreads * vector * iterations;
 }
 
+// cfg with its blocks' threads split into twice as many member slices (half the positions per block).
+inline LaunchConfig with_twice_the_slices(const Geometry& g, LaunchConfig cfg) {
+  cfg.slices *= 2;
+  cfg.slice_threads_log2 -= 1;
+  cfg.chunk /= 2;
+  cfg.chunks = hd::Divisor::of(hd::ceil_div(g.positions(), cfg.chunk));
+  return cfg;
+}
+
+// Member slices for cfg where a thread has one access (else 1): doubled while the grid has fewer than kMinBlocks
+// blocks, up to min(G, kWarps); vectors keep power-of-two index math. A sliced thread has one run of positions.
+inline LaunchConfig sliced(const Geometry& g, LaunchConfig cfg) {
+  while (cfg.chunk == kThreads / cfg.slices * cfg.vector && position_blocks(g, cfg.chunk) < kMinBlocks &&
+         2 * cfg.slices <= g.group_size && 2 * cfg.slices <= kWarps) {
+    const LaunchConfig more = with_twice_the_slices(g, cfg);
+    if (more.vector > 1 && !more.positions_pow2(g)) break;
+    cfg = more;
+  }
+  return cfg;
+}
+
 // The position kernels' launch for tensors of scalar_t: `x_like` (x, grad_x) and `y_like` (y, grad_y; empty for a
 // fresh y, which is aligned). 16-byte accesses where every position vector starts a multiple of kVec128 elements
 // into an aligned tensor (K and, in channels last, C / F divide), with power-of-two index math (the only
@@ -93,15 +122,15 @@ LaunchConfig launch_config(const Geometry& g, std::initializer_list<const void*>
   cfg.chunk = chunk_for(g, 1);
   cfg.chunks = hd::Divisor::of(hd::ceil_div(g.positions(), cfg.chunk));
   const bool divisible = g.positions() % kN == 0 && (!g.channels_last || g.cf.value % kN == 0);
-  if (hd::vector_width<scalar_t>(divisible, x_like) == 1) return cfg;
+  if (hd::vector_width<scalar_t>(divisible, x_like) == 1) return sliced(g, cfg);
   LaunchConfig vectors = cfg;
   vectors.vector = kN;
   vectors.chunk = chunk_for(g, kN);
   vectors.chunks = hd::Divisor::of(hd::ceil_div(g.positions(), vectors.chunk));
   const int64_t kept = kMinBlocks < position_blocks(g, cfg.chunk) ? kMinBlocks : position_blocks(g, cfg.chunk);
-  if (!vectors.positions_pow2(g) || position_blocks(g, vectors.chunk) < kept) return cfg;
+  if (!vectors.positions_pow2(g) || position_blocks(g, vectors.chunk) < kept) return sliced(g, cfg);
   vectors.vector_y = !g.channels_last && g.y_sample_stride() % kN == 0 && hd::vector_width<scalar_t>(true, y_like) > 1;
-  return vectors;
+  return sliced(g, vectors);
 }
 
 // The same for tensors of `dtype` (the hosts').
@@ -167,8 +196,9 @@ PF_HD void store_y_run(T* p, const hd::Vec<T, N>& v) {
 }
 
 // The members' mean and sigma^2 = var + eps at N consecutive positions (x + member offsets + `x_off`), every load
-// of x read-only; with a non-null y, the forward's copy of every member into y while it is read: in the first pass
-// (the mean's), or in the second with kCopyLate (the variance's, whose loads hit L1). The scalar double forward
+// of x read-only; with a non-null y, the forward's copy into y of the members k with k & copy_mask == 0 (slice 0's)
+// while they are read: in the first pass (the mean's), or in the second with kCopyLate (the variance's, whose loads
+// hit L1). The scalar double forward
 // copies late: copying early, ptxas spilled it on sm_90 (and, the other way round, the other forwards).
 template <int N, typename scalar_t>
 struct Moments {
@@ -177,7 +207,8 @@ struct Moments {
 
 template <int N, bool kVectorY, bool kCopyLate, typename scalar_t>
 PF_HD Moments<N, scalar_t> moments_at(const Geometry& g, const scalar_t* __restrict__ x, int64_t m, int64_t x_off,
-                                      scalar_t* __restrict__ y, int64_t y_off, opmath_t<scalar_t> eps) {
+                                      scalar_t* __restrict__ y, int64_t y_off, int64_t copy_mask,
+                                      opmath_t<scalar_t> eps) {
   using acc_t = opmath_t<scalar_t>;
   Moments<N, scalar_t> mo;
   for (int i = 0; i < N; ++i) mo.mean[i] = 0;
@@ -185,7 +216,7 @@ PF_HD Moments<N, scalar_t> moments_at(const Geometry& g, const scalar_t* __restr
     const int64_t n = g.sample(m, k);
     const hd::Vec<scalar_t, N> v = hd::load_vec<N>(x + n * g.x_sample_stride() + x_off);
     for (int i = 0; i < N; ++i) mo.mean[i] += hd::to_acc(v.e[i]);
-    if (y && !kCopyLate) store_y_run<kVectorY>(y + n * g.y_sample_stride() + y_off, v);
+    if (y && !kCopyLate && (k & copy_mask) == 0) store_y_run<kVectorY>(y + n * g.y_sample_stride() + y_off, v);
   }
   for (int i = 0; i < N; ++i) {
     mo.mean[i] *= acc_t(g.inv_group_size);
@@ -194,7 +225,7 @@ PF_HD Moments<N, scalar_t> moments_at(const Geometry& g, const scalar_t* __restr
   for (int64_t k = 0; k < g.group_size; ++k) {
     const int64_t n = g.sample(m, k);
     const hd::Vec<scalar_t, N> v = hd::load_vec<N>(x + n * g.x_sample_stride() + x_off);
-    if (y && kCopyLate) store_y_run<kVectorY>(y + n * g.y_sample_stride() + y_off, v);
+    if (y && kCopyLate && (k & copy_mask) == 0) store_y_run<kVectorY>(y + n * g.y_sample_stride() + y_off, v);
     for (int i = 0; i < N; ++i) {
       const acc_t d = hd::to_acc(v.e[i]) - mo.mean[i];
       mo.sigma_sq[i] += d * d;
@@ -242,6 +273,14 @@ PF_HD Chunk chunk_of(const Geometry& g, const LaunchConfig& cfg, int64_t block) 
   return c;
 }
 
+// Thread tid's member slice and its index among the slice's threads (LaunchConfig::slices).
+struct SliceLane {
+  int slice, lane;
+};
+PF_HD SliceLane slice_lane(const LaunchConfig& cfg, int tid) {
+  return {tid >> cfg.slice_threads_log2, tid & ((1 << cfg.slice_threads_log2) - 1)};
+}
+
 // Instantiated for N positions per access, y's accesses as vectors (kVectorY) and power-of-two index math
 // (with_positions_instantiation).
 template <typename scalar_t, int N, bool kVectorY, bool kPow2>
@@ -265,14 +304,36 @@ struct ForwardStatKernel {
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const {
     return {{lane_sigma_sum(x, y, chunk_of<kPow2>(g, cfg, block), tid)}};
   }
-  // This thread's positions of chunk c, N per access kThreads * N apart: the sum of their sigmas, the members
-  // copied into y.
+  // This thread's runs of chunk c, N positions each: the sum of their sigmas, the members copied into y. With
+  // member slices, one run (LaunchConfig::sliced): slice 0 sums its sigmas and copies its members, the others only
+  // copy theirs (their sums are 0). Else kThreads * N apart. (The two paths apart: one loop for both spilled.)
   PF_HD acc_t lane_sigma_sum(const scalar_t* __restrict__ xs, scalar_t* __restrict__ ys, const Chunk& c,
                              int tid) const {
     acc_t acc = 0;
+    if (cfg.slices > 1) {
+      const SliceLane sl = slice_lane(cfg, tid);
+      const uint32_t j = c.start + sl.lane * N;
+      if (j >= c.end) return acc;
+      const int64_t x_off = g.x_offset<kPow2>(c.feature, j), y_off = g.y_offset<kPow2>(c.feature, j);
+      if (sl.slice == 0) {
+        Moments<N, scalar_t> mo = moments_at<N, kVectorY, kCopyLate>(g, xs, c.group, x_off, ys, y_off,
+                                                                      cfg.slices - 1, eps);
+        in_turn(mo.sigma_sq, [&acc](acc_t sigma_sq) {  // the sigmas added in order, i = 0, ..., N - 1
+          acc += std::sqrt(sigma_sq);
+          return sigma_sq;
+        });
+      } else {
+        for (int64_t k = sl.slice; k < g.group_size; k += cfg.slices) {
+          const int64_t n = g.sample(c.group, k);
+          store_y_run<kVectorY>(ys + n * g.y_sample_stride() + y_off,
+                                hd::load_vec<N>(xs + n * g.x_sample_stride() + x_off));
+        }
+      }
+      return acc;
+    }
     for (uint32_t j = c.start + tid * N; j < c.end; j += kThreads * N) {
       Moments<N, scalar_t> mo = moments_at<N, kVectorY, kCopyLate>(g, xs, c.group, g.x_offset<kPow2>(c.feature, j),
-                                                                    ys, g.y_offset<kPow2>(c.feature, j), eps);
+                                                                    ys, g.y_offset<kPow2>(c.feature, j), 0, eps);
       in_turn(mo.sigma_sq, [&acc](acc_t sigma_sq) {  // the sigmas added in order, i = 0, ..., N - 1
         acc += std::sqrt(sigma_sq);
         return sigma_sq;
@@ -385,24 +446,26 @@ struct BackwardKernel {
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
     lane_backward(grad_y, x, grad_x, chunk_of<kPow2>(g, cfg, block), tid);
   }
-  // This thread's positions of chunk c, N per access kThreads * N apart, for every member.
+  // This thread's runs of chunk c, N positions each, kThreads / slices * N apart, for its slice's members.
   PF_HD void lane_backward(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ xs,
                            scalar_t* __restrict__ dx, const Chunk& c, int tid) const {
+    const SliceLane sl = slice_lane(cfg, tid);
+    const uint32_t step = uint32_t(N) << cfg.slice_threads_log2;
     const acc_t coef = hd::load_ro(a + c.group * g.features + c.feature);
-    for (uint32_t j = c.start + tid * N; j < c.end; j += kThreads * N) {
+    for (uint32_t j = c.start + sl.lane * N; j < c.end; j += step) {
       const int64_t x_off = g.x_offset<kPow2>(c.feature, j);
       const int64_t y_off = g.y_offset<kPow2>(c.feature, j);
       acc_t mean[N], scale[N];
       for (int i = 0; i < N; ++i) mean[i] = scale[i] = 0;
       if (!g.zero) {  // the constant statistic has no gradient: dx = grad_y[:, :C]
-        Moments<N, scalar_t> mo = moments_at<N, kVectorY, false, scalar_t>(g, xs, c.group, x_off, nullptr, 0, eps);
+        Moments<N, scalar_t> mo = moments_at<N, kVectorY, false, scalar_t>(g, xs, c.group, x_off, nullptr, 0, 0, eps);
         in_turn(mo.sigma_sq, [coef](acc_t sigma_sq) { return coef * hd::rsqrt_acc(sigma_sq); });
         for (int i = 0; i < N; ++i) {
           mean[i] = mo.mean[i];
           scale[i] = mo.sigma_sq[i];
         }
       }
-      for (int64_t k = 0; k < g.group_size; ++k) {
+      for (int64_t k = sl.slice; k < g.group_size; k += cfg.slices) {
         const int64_t n = g.sample(c.group, k);
         const int64_t xi = n * g.x_sample_stride() + x_off;
         const hd::Vec<scalar_t, N> xv = hd::load_vec<N>(xs + xi);
