@@ -446,39 +446,50 @@ struct BackwardKernel {
   PF_HD void phase(int, Shared&, int64_t block, int tid) const {
     lane_backward(grad_y, x, grad_x, chunk_of<kPow2>(g, cfg, block), tid);
   }
-  // This thread's runs of chunk c, N positions each, kThreads / slices * N apart, for its slice's members.
+  // This thread's runs of chunk c, N positions each: with member slices, one run (LaunchConfig::sliced) for its
+  // slice's members; else kThreads * N apart, for every member. (The two paths apart: one loop for both spilled.)
   PF_HD void lane_backward(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ xs,
                            scalar_t* __restrict__ dx, const Chunk& c, int tid) const {
-    const SliceLane sl = slice_lane(cfg, tid);
-    const uint32_t step = uint32_t(N) << cfg.slice_threads_log2;
     const acc_t coef = hd::load_ro(a + c.group * g.features + c.feature);
-    for (uint32_t j = c.start + sl.lane * N; j < c.end; j += step) {
-      const int64_t x_off = g.x_offset<kPow2>(c.feature, j);
-      const int64_t y_off = g.y_offset<kPow2>(c.feature, j);
-      acc_t mean[N], scale[N];
-      for (int i = 0; i < N; ++i) mean[i] = scale[i] = 0;
-      if (!g.zero) {  // the constant statistic has no gradient: dx = grad_y[:, :C]
-        Moments<N, scalar_t> mo = moments_at<N, kVectorY, false, scalar_t>(g, xs, c.group, x_off, nullptr, 0, 0, eps);
-        in_turn(mo.sigma_sq, [coef](acc_t sigma_sq) { return coef * hd::rsqrt_acc(sigma_sq); });
-        for (int i = 0; i < N; ++i) {
-          mean[i] = mo.mean[i];
-          scale[i] = mo.sigma_sq[i];
-        }
+    if (cfg.slices > 1) {
+      const SliceLane sl = slice_lane(cfg, tid);
+      const uint32_t j = c.start + sl.lane * N;
+      if (j < c.end) backward_run(dy, xs, dx, c, j, coef, sl.slice, cfg.slices);
+      return;
+    }
+    for (uint32_t j = c.start + tid * N; j < c.end; j += kThreads * N)
+      backward_run(dy, xs, dx, c, j, coef, 0, 1);
+  }
+  // grad_x at the run of N positions from j for the members k = first, first + stride, ... (stride 1: nvcc unrolls
+  // that loop; a slice's few members take a run-time stride).
+  PF_HD void backward_run(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ xs,
+                          scalar_t* __restrict__ dx, const Chunk& c, uint32_t j, acc_t coef, int first,
+                          int stride) const {
+    const int64_t x_off = g.x_offset<kPow2>(c.feature, j);
+    const int64_t y_off = g.y_offset<kPow2>(c.feature, j);
+    acc_t mean[N], scale[N];
+    for (int i = 0; i < N; ++i) mean[i] = scale[i] = 0;
+    if (!g.zero) {  // the constant statistic has no gradient: dx = grad_y[:, :C]
+      Moments<N, scalar_t> mo = moments_at<N, kVectorY, false, scalar_t>(g, xs, c.group, x_off, nullptr, 0, 0, eps);
+      in_turn(mo.sigma_sq, [coef](acc_t sigma_sq) { return coef * hd::rsqrt_acc(sigma_sq); });
+      for (int i = 0; i < N; ++i) {
+        mean[i] = mo.mean[i];
+        scale[i] = mo.sigma_sq[i];
       }
-      for (int64_t k = sl.slice; k < g.group_size; k += cfg.slices) {
-        const int64_t n = g.sample(c.group, k);
-        const int64_t xi = n * g.x_sample_stride() + x_off;
-        const hd::Vec<scalar_t, N> xv = hd::load_vec<N>(xs + xi);
-        const hd::Vec<scalar_t, N> dyv = load_y_run<kVectorY, N>(dy + n * g.y_sample_stride() + y_off);
-        hd::Vec<scalar_t, N> out;
-        for (int i = 0; i < N; ++i) {
-          // A zero statistic contributes nothing, not 0 * x (NaN for a NaN/Inf x); a select, not a branch, keeps
-          // the loop within the registers it had (a branch spilled on sm_80 in double).
-          const acc_t centred = (hd::to_acc(xv.e[i]) - mean[i]) * scale[i];
-          out.e[i] = hd::from_acc<scalar_t>(hd::to_acc(dyv.e[i]) + (g.zero ? acc_t(0) : centred));
-        }
-        hd::store_vec<N>(dx + xi, out);
+    }
+    for (int64_t k = first; k < g.group_size; k += stride) {
+      const int64_t n = g.sample(c.group, k);
+      const int64_t xi = n * g.x_sample_stride() + x_off;
+      const hd::Vec<scalar_t, N> xv = hd::load_vec<N>(xs + xi);
+      const hd::Vec<scalar_t, N> dyv = load_y_run<kVectorY, N>(dy + n * g.y_sample_stride() + y_off);
+      hd::Vec<scalar_t, N> out;
+      for (int i = 0; i < N; ++i) {
+        // A zero statistic contributes nothing, not 0 * x (NaN for a NaN/Inf x); a select, not a branch, keeps
+        // the loop within the registers it had (a branch spilled on sm_80 in double).
+        const acc_t centred = (hd::to_acc(xv.e[i]) - mean[i]) * scale[i];
+        out.e[i] = hd::from_acc<scalar_t>(hd::to_acc(dyv.e[i]) + (g.zero ? acc_t(0) : centred));
       }
+      hd::store_vec<N>(dx + xi, out);
     }
   }
 };
