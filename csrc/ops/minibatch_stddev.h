@@ -110,8 +110,8 @@ inline LaunchConfig sliced(const Geometry& g, LaunchConfig cfg) {
 // fresh y, which is aligned). 16-byte accesses where every position vector starts a multiple of kVec128 elements
 // into an aligned tensor (K and, in channels last, C / F divide), with power-of-two index math (the only
 // instantiation with vectors: every ProGAN shape), and where the grid keeps its blocks: up to kMinBlocks, as
-// many as one position per access gives (a small map spreads over more SMs with scalar accesses: at N = 16,
-// 512 x 4 x 4, 128 blocks instead of 32).
+// many as one position per access gives (at N = 16, 512 x 4 x 4: 128 blocks of single positions against 32 of
+// vectors); then member slices where the grid is still small (sliced: 512 blocks there).
 template <typename scalar_t>
 LaunchConfig launch_config(const Geometry& g, std::initializer_list<const void*> x_like,
                            std::initializer_list<const void*> y_like) {
@@ -198,8 +198,8 @@ PF_HD void store_y_run(T* p, const hd::Vec<T, N>& v) {
 // The members' mean and sigma^2 = var + eps at N consecutive positions (x + member offsets + `x_off`), every load
 // of x read-only; with a non-null y, the forward's copy into y of the members k with k & copy_mask == 0 (slice 0's)
 // while they are read: in the first pass (the mean's), or in the second with kCopyLate (the variance's, whose loads
-// hit L1). The scalar double forward
-// copies late: copying early, ptxas spilled it on sm_90 (and, the other way round, the other forwards).
+// hit L1). The scalar double forward copies late: copying early, ptxas spilled it on sm_90 (and, the other way
+// round, the other forwards).
 template <int N, typename scalar_t>
 struct Moments {
   opmath_t<scalar_t> mean[N], sigma_sq[N];

@@ -319,7 +319,7 @@ def test_minibatch_stddev_launch_geometry():
     # 8x8 at N = 16: 512 blocks of one position per thread
     assert mbstd_launch(torch.empty(16, 512, 8, 8)) == dict(blocks=512, chunk=256, write_blocks=16, vector=1,
                                                             vector_y=False, slices=1)
-    # groups of 2 allow 2 slices, of 8 (N = 8: one group) 8: 8 x 256 positions in 64 blocks of 32 runs
+    # groups of 2 allow 2 slices; a group of 8 (N = 8) 8 slices of a warp: its 8192 positions in 256 blocks of 32
     assert mbstd_launch(torch.empty(16, 512, 4, 4), group_size=2)["slices"] == 2
     assert mbstd_launch(torch.empty(8, 512, 4, 4), group_size=8) == dict(blocks=256, chunk=32, write_blocks=8,
                                                                          vector=1, vector_y=False, slices=8)
@@ -364,7 +364,7 @@ def test_minibatch_stddev_moves_16_bytes_per_access(dtype, vector, memory_format
 @pytest.mark.parametrize("shape,group_size,grouping,features", [
     ((4, 8, 33, 33), 4, "strided", 2),      # partial last position block, two blocks of statistic pixels
     ((2, 64, 33, 33), 2, "contiguous", 1),  # 545 partial sums per group: more than a block's threads
-    ((4, 256, 16, 16), 2, "strided", 256),  # 512 blocks: one member slice (NCHW: 4 positions per access)
+    ((4, 256, 16, 16), 2, "strided", 256),  # 512 blocks: one member slice (NCHW: 16-byte runs)
 ])
 def test_minibatch_stddev_schedules_beyond_the_shared_shapes(dtype, memory_format, shape, group_size, grouping,
                                                               features):
