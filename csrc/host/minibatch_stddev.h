@@ -28,12 +28,12 @@ at::Tensor forward(const at::Tensor& x_in, int64_t group_size, c10::string_view 
                                    eps, features);
   if (o.y.numel() == 0) return o.y;
   check_32bit_positions(o.geo);
-  const auto cfg = minibatch_stddev_cuda::launch_config(o.geo);
+  const auto cfg = minibatch_stddev_cuda::launch_config(o.geo, dtype, {o.x.const_data_ptr()}, {o.y.const_data_ptr()});
   at::Tensor partial = at::empty({o.geo.groups * o.geo.features * cfg.chunks.value},
                                  o.x.options().dtype(at::toOpMathType(o.x.scalar_type())));
-  device.launch(minibatch_stddev_cuda::ForwardStatParams{o.geo, o.x.const_data_ptr(), o.y.mutable_data_ptr(),
+  device.launch(minibatch_stddev_cuda::ForwardStatParams{o.geo, cfg, o.x.const_data_ptr(), o.y.mutable_data_ptr(),
                                                          partial.mutable_data_ptr(), eps, dtype});
-  device.launch(minibatch_stddev_cuda::ForwardWriteParams{o.geo, partial.const_data_ptr(), o.y.mutable_data_ptr(),
+  device.launch(minibatch_stddev_cuda::ForwardWriteParams{o.geo, cfg, partial.const_data_ptr(), o.y.mutable_data_ptr(),
                                                           dtype});
   return o.y;
 }
@@ -49,10 +49,12 @@ at::Tensor backward(const at::Tensor& grad_y_in, const at::Tensor& x_in, int64_t
                                     unbiased, eps, features);
   if (o.grad_x.numel() == 0) return o.grad_x;
   check_32bit_positions(o.geo);
+  const auto cfg = minibatch_stddev_cuda::launch_config(o.geo, dtype, {o.x.const_data_ptr(), o.grad_x.const_data_ptr()},
+                                                        {o.grad_y.const_data_ptr()});
   at::Tensor a = at::empty({o.geo.groups * o.geo.features}, o.x.options().dtype(at::toOpMathType(o.x.scalar_type())));
-  device.launch(minibatch_stddev_cuda::BackwardStatParams{o.geo, o.grad_y.const_data_ptr(), a.mutable_data_ptr(),
+  device.launch(minibatch_stddev_cuda::BackwardStatParams{o.geo, cfg, o.grad_y.const_data_ptr(), a.mutable_data_ptr(),
                                                           dtype});
-  device.launch(minibatch_stddev_cuda::BackwardParams{o.geo, o.grad_y.const_data_ptr(), o.x.const_data_ptr(),
+  device.launch(minibatch_stddev_cuda::BackwardParams{o.geo, cfg, o.grad_y.const_data_ptr(), o.x.const_data_ptr(),
                                                       a.const_data_ptr(), o.grad_x.mutable_data_ptr(), eps, dtype});
   return o.grad_x;
 }

@@ -27,10 +27,11 @@
 // __restrict__ parameters: nvcc ignores __restrict__ on the members of K, so without them no load may be issued
 // before an earlier store, and none takes the read-only path. They move 16 bytes per access where the tensors are
 // aligned (csrc/ops/vec.h) and divide indices by powers of two with shifts (hd::Divisor). Pixel norm, the epilogue,
-// the fade-in blends and fade_from_rgb do all three (fade_from_rgb's channels-last channel kernel excepted: its
-// thread's values lie C apart, and consecutive threads read consecutive channels). What remains:
-//   - minibatch stddev makes no 16-byte accesses, and its loads of x for the members' moments are plain (nvcc makes
-//     them read-only in the float forward only; hd::load_ro spilled the double forward on sm_90);
+// the fade-in blends, fade_from_rgb and minibatch stddev do all three (fade_from_rgb's channels-last channel kernel
+// excepted: its thread's values lie C apart, and consecutive threads read consecutive channels). What remains:
+//   - minibatch stddev's 16-byte accesses are its position kernels' (x, grad_x, and y, grad_y in NCHW: every load
+//     read-only); channels-last y and grad_y (pixels C + F apart: unaligned runs) and the statistic-channel kernels
+//     (ForwardStatWrite, BackwardStatKernel: 1 / (C + F) of the bytes) take one element per access;
 //   - fade_reals' 16-byte stores are not: nvcc splits store_vec's struct copy there into 16-, 32- and 64-bit stores
 //     (sm_90: 1 of the 85 global stores of its vector kernels is 128-bit). Copying through one uint4, which keeps
 //     fade_from_rgb's 16-bit image-gradient vectors whole (store_image_vec), changes nothing there;
@@ -45,7 +46,9 @@
 //     N = 16, C = 512: 256 blocks at 4x4 and 512 at 8x8, where 32 and 128 were). Still short of that: channels-last
 //     rows, at one 16-byte vector per lane (4x4: 128 blocks of float32, 64 of 16-bit elements at N = 16);
 //     fade_from_rgb's channels-last pixel kernels, at most a warp per pixel for their one exchange (32 blocks at
-//     4x4, N = 16); minibatch stddev, 128 at 4x4. The price of the lanes: NCHW trees of up to 7 halvings (128 lanes,
+//     4x4, N = 16). Minibatch stddev's position kernels split a group's members across warps instead
+//     (LaunchConfig::slices: 512 blocks at 4x4, N = 16, where 128 were; the forward's sigmas still summed by one
+//     slice). The price of the lanes: NCHW trees of up to 7 halvings (128 lanes,
 //     8x8 at N = 16; fade_from_rgb's pixel backward up to 8), an epilogue bias workspace of a row per block (256
 //     rows at 4x4, N = 16, where 32 were: FinishBiasKernel now splits them over 8 warps per 32 channels, 16 blocks
 //     at C = 512, where 2 blocks summed every row serially), and fade_from_rgb's lanes each pooling their pixel's

@@ -381,32 +381,81 @@ def test_fade_from_rgb_one_lane_per_pixel(dtype):
 # ---- minibatch stddev ----
 
 def mbstd_launch(x, group_size=4, grouping="strided", unbiased=False, features=1):
-    blocks, chunk, write_blocks = torch.ops.progan_fast_emulated.minibatch_stddev_launch_config(
-        x, group_size, grouping, unbiased, features)
-    return dict(blocks=blocks, chunk=chunk, write_blocks=write_blocks)
+    blocks, chunk, write_blocks, vector, vector_y, slices = \
+        torch.ops.progan_fast_emulated.minibatch_stddev_launch_config(x, group_size, grouping, unbiased, features)
+    return dict(blocks=blocks, chunk=chunk, write_blocks=write_blocks, vector=vector, vector_y=bool(vector_y),
+                slices=slices)
 
 
 def test_minibatch_stddev_launch_geometry():
-    """Position blocks shrink from 16 to 1 position per thread until the grid has 512 blocks; the statistic
-    channels are written 1024 pixels a block."""
-    assert mbstd_launch(torch.empty(16, 512, 4, 4, device="meta")) == dict(blocks=128, chunk=256, write_blocks=16)
-    assert mbstd_launch(torch.empty(16, 256, 32, 32, device="meta")) == dict(blocks=512, chunk=2048,
-                                                                             write_blocks=16)
-    assert mbstd_launch(torch.empty(4, 8, 33, 33, device="meta"), features=2) == dict(blocks=2 * 18, chunk=256,
-                                                                                      write_blocks=4 * 2 * 2)
+    """Position blocks take 16 bytes of x per access (runs of 4 float32 positions) where the grid keeps its blocks,
+    and shrink from 16 to 1 access per thread until it has 512 blocks; below that, their threads split the group's
+    members into up to min(G, 8) slices of whole warps. The statistic channels are written 1024 pixels a block."""
+    # 4x4 at N = 16: runs of 4 positions would leave 32 blocks of the 128 one position per access gives; 4 member
+    # slices of 64 threads make 512
+    assert mbstd_launch(torch.empty(16, 512, 4, 4)) == dict(blocks=512, chunk=64, write_blocks=16, vector=1,
+                                                            vector_y=False, slices=4)
+    # N = 64 and 128: 512 blocks of one and two positions per thread, no slices
+    assert mbstd_launch(torch.empty(64, 512, 4, 4)) == dict(blocks=512, chunk=256, write_blocks=64, vector=1,
+                                                            vector_y=False, slices=1)
+    assert mbstd_launch(torch.empty(128, 512, 4, 4)) == dict(blocks=512, chunk=512, write_blocks=128, vector=1,
+                                                             vector_y=False, slices=1)
+    # 8x8 at N = 16: 512 blocks of one position per thread
+    assert mbstd_launch(torch.empty(16, 512, 8, 8)) == dict(blocks=512, chunk=256, write_blocks=16, vector=1,
+                                                            vector_y=False, slices=1)
+    # groups of 2 allow 2 slices; a group of 8 (N = 8) 8 slices of a warp: its 8192 positions in 256 blocks of 32
+    assert mbstd_launch(torch.empty(16, 512, 4, 4), group_size=2)["slices"] == 2
+    assert mbstd_launch(torch.empty(8, 512, 4, 4), group_size=8) == dict(blocks=256, chunk=32, write_blocks=8,
+                                                                         vector=1, vector_y=False, slices=8)
+    # S2: two accesses of 4 positions per thread fill 512 blocks; y's runs are vectors too
+    s2 = dict(blocks=512, chunk=2048, write_blocks=16, vector=4, vector_y=True, slices=1)
+    assert mbstd_launch(torch.empty(16, 256, 32, 32)) == s2
+    # channels last: a pixel of y is C + 1 values, so its runs of x's channels are not 16-byte aligned there
+    assert mbstd_launch(torch.empty(16, 256, 32, 32).contiguous(memory_format=CL)) == dict(s2, vector_y=False)
+    # without vectors (misaligned x), one position per access: 8 of them per thread for 512 blocks
+    assert mbstd_launch(misaligned((16, 256, 32, 32), torch.float32)) == dict(s2, vector=1, vector_y=False)
+    # K = 4 * 33 * 33 divides into vectors, but its 5 chunks of 1024 are not a power of two: scalar index math and
+    # accesses (4 slices of the group of 4)
+    assert mbstd_launch(torch.empty(4, 8, 33, 33), features=2) == dict(blocks=2 * 69, chunk=64,
+                                                                       write_blocks=4 * 2 * 2, vector=1,
+                                                                       vector_y=False, slices=4)
+
+
+@pytest.mark.parametrize("dtype,vector", VECTOR_WIDTHS, ids=str)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+def test_minibatch_stddev_moves_16_bytes_per_access(dtype, vector, memory_format):
+    """Runs of 16 bytes of x where K (and, channels last, C / F) divides into them, of y too in NCHW where
+    (C + F) * H * W does; one element per access for a misaligned x. The emulated kernels of each path match the
+    reference (forward and backward), with two channel groups and four member slices."""
+    x = layout(torch.randn(8, 16, 4, 4, dtype=dtype), memory_format)
+    assert mbstd_launch(x, features=2) == dict(blocks=2 * 2, chunk=64 * vector, write_blocks=8 * 2, vector=vector,
+                                               vector_y=memory_format == torch.contiguous_format, slices=4)
+    odd = misaligned((8, 16, 4, 4), dtype, memory_format)
+    assert mbstd_launch(odd, features=2)["vector"] == 1
+
+    def fn(t):
+        return minibatch_stddev(t, 4, "strided", False, 1e-8, 2)
+
+    def ref(t):
+        return reference.minibatch_stddev(t, 4, "strided", False, 1e-8, 2)
+
+    for t in (x, odd):
+        check_parity("emulated", fn, ref, [t], dtype, check_double_backward=False, op="minibatch_stddev")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
 @pytest.mark.parametrize("shape,group_size,grouping,features", [
     ((4, 8, 33, 33), 4, "strided", 2),      # partial last position block, two blocks of statistic pixels
-    ((2, 64, 33, 33), 2, "contiguous", 1),  # 273 partial sums per group: more than a block's threads
+    ((2, 64, 33, 33), 2, "contiguous", 1),  # 545 partial sums per group: more than a block's threads
+    ((4, 256, 16, 16), 2, "strided", 256),  # 512 blocks: one member slice (NCHW: 16-byte runs)
 ])
 def test_minibatch_stddev_schedules_beyond_the_shared_shapes(dtype, memory_format, shape, group_size, grouping,
                                                               features):
     unbiased = grouping == "contiguous"
     x = layout(torch.randn(shape, dtype=dtype), memory_format)
-    assert mbstd_launch(x, group_size, grouping, unbiased, features)["blocks"] > 1
+    launch = mbstd_launch(x, group_size, grouping, unbiased, features)
+    assert launch["blocks"] > 1 and launch["slices"] == (1 if features == 256 else group_size)
 
     def fn(t):
         return minibatch_stddev(t, group_size, grouping, unbiased, 1e-8, features)
