@@ -107,6 +107,12 @@ def _cl(t):
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def _layout_of(t, like):
+    """t (channels_last, as the transforms write it) in `like`'s memory format, as torch's conv would return it:
+    an NCHW model keeps NCHW activations and gradients (a trainer may .view() them), for two copies per conv."""
+    return t if like.is_contiguous(memory_format=torch.channels_last) else t.contiguous()
+
+
 def _forward(x, w):
     h, wd = x.shape[-2:]
     m = F.conv2d(_ops.input_transform(_cl(x)), _weight_transform(w), groups=POINTS)
@@ -158,7 +164,7 @@ class _Conv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w):
         ctx.save_for_backward(x, w)
-        return _forward(x, w)
+        return _layout_of(_forward(x, w), x)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -178,7 +184,7 @@ class _AdjointX(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad_y, w, grad_m=None):
         ctx.save_for_backward(grad_y, w)
-        return _adjoint_x(grad_y, w, grad_m)
+        return _layout_of(_adjoint_x(grad_y, w, grad_m), grad_y)
 
     @staticmethod
     def backward(ctx, grad):
@@ -206,7 +212,8 @@ class _AdjointW(torch.autograd.Function):
 
 def conv3x3_winograd(x, weight):
     """F.conv2d(x, weight, padding=1) for a [Cout, Cin, 3, 3] weight, by Winograd F(4x4, 3x3) on the CPU
-    (float32 or float64; the output is channels_last). Differentiable to any order."""
+    (float32 or float64; the output in x's memory format: channels_last, or NCHW for any other). Differentiable to
+    any order."""
     if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
         raise TypeError("x and weight must be tensors")
     if x.dim() != 4:
@@ -226,8 +233,11 @@ def conv3x3_winograd(x, weight):
 # ---- the algorithm choice for eq_conv2d ----
 
 ALGORITHMS = ("direct", "winograd")
-# Smallest feature map (H * W) that runs Winograd: a 4x4 map is one tile whose 6x6 patch is mostly padding.
+# Smallest feature map (H * W) that runs Winograd: a 4x4 map is one tile whose 6x6 patch is mostly padding. An NCHW
+# map pays two layout copies per conv on top: at 8x8 that made the layer slower than torch's conv (128 channels,
+# batch 8, forward + backward + double backward: 1.08-1.18x the time), from 16x16 up faster (0.6-0.9x).
 MIN_PIXELS = 64
+MIN_PIXELS_NCHW = 256
 _state = threading.local()
 
 
@@ -253,9 +263,9 @@ def use_conv_algorithm(algorithm):
 
 
 def applies(x, weight):
-    """Whether eq_conv2d runs this conv by Winograd now: chosen, and a 3x3 float32 CPU conv on a channels_last map
-    of at least MIN_PIXELS (the output is channels_last, so an NCHW model keeps its layout by keeping torch's conv)."""
+    """Whether eq_conv2d runs this conv by Winograd now: chosen, and a 3x3 float32 CPU conv on a map of at least
+    MIN_PIXELS, or MIN_PIXELS_NCHW when x is not channels_last (converted for the transforms and back)."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
     return (conv_algorithm() == "winograd" and weight.shape[-1] == 3 and x.dtype == torch.float32
-            and x.device.type == "cpu" and x.shape[-2] * x.shape[-1] >= MIN_PIXELS
-            and x.is_contiguous(memory_format=torch.channels_last)
+            and x.device.type == "cpu" and x.shape[-2] * x.shape[-1] >= (MIN_PIXELS if channels_last else MIN_PIXELS_NCHW)
             and backends.resolve("conv3x3_winograd", x.device, warn=False) == "cpu")
