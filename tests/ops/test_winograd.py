@@ -99,14 +99,24 @@ def test_float32_error_bound(cin):
     assert direct.abs().max() < error.abs().max()  # the bound measures Winograd, not a broken reference
 
 
-def test_gradients_in_float32_are_within_the_bound():
+@pytest.mark.parametrize("products", ["onednn", "bmm"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_gradients_in_float32_are_within_the_bound(monkeypatch, products, layout):
+    """Both float32 paths of the per-point products (oneDNN's grouped conv; the batched matrix product from
+    BMM_CHANNELS up), through the gradient and the gradient penalty's second derivative."""
+    monkeypatch.setattr(winograd, "BMM_CHANNELS", 1 if products == "bmm" else 1 << 30)
     x, w = inputs(2, 64, 32, 16, 16, dtype=torch.float32, seed=3)
-    x, w = channels_last(x).requires_grad_(), (w / 24).requires_grad_()
+    x = channels_last(x) if layout == "channels_last" else x
+    x, w = x.requires_grad_(), (w / 24).requires_grad_()
     g = torch.randn(2, 32, 16, 16, generator=torch.Generator().manual_seed(4))
-    gx, gw = torch.autograd.grad(winograd.conv3x3_winograd(x, w), (x, w), g)
     xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
-    ex, ew = torch.autograd.grad(F.conv2d(xd, wd, padding=1), (xd, wd), g.double())
-    for ours, expected in ((gx, ex), (gw, ew)):
+    results = []
+    for conv, xs, ws, gs in ((winograd.conv3x3_winograd, x, w, g), (F.conv2d, xd, wd, g.double())):
+        y = conv(xs, ws) if conv is winograd.conv3x3_winograd else conv(xs, ws, padding=1)
+        gx, gw = torch.autograd.grad((y * gs).square().sum(), (xs, ws), create_graph=True)
+        penalty = gx.reshape(2, -1).norm(dim=1).square().sum()
+        results.append((y, gx, gw) + torch.autograd.grad(penalty, (xs, ws)))
+    for ours, expected in zip(*results):
         assert ((ours.double() - expected).abs().max() / expected.abs().max()) < 3e-5
 
 
