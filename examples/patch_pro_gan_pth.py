@@ -22,6 +22,8 @@ import torch
 import progan_fast
 from progan_fast.train.data.shapes import render_shapes
 
+SAMPLES = 16  # images in pro-gan-pth's sample grid
+
 
 class Shapes(torch.utils.data.Dataset):
     """progan_fast's procedural shapes (no download), as pro-gan-pth's loader expects: CHW floats in [-1, 1]."""
@@ -56,7 +58,7 @@ def train(args):
     start = time.perf_counter()
     progan.train(Shapes(args.images, 2 ** depth), epochs=[args.epochs] * (depth - 1),
                  batch_sizes=[args.batch] * (depth - 1), fade_in_percentages=[50] * (depth - 1),
-                 num_samples=16, num_workers=0, feedback_factor=2, save_dir=save_dir, checkpoint_factor=args.epochs)
+                 num_samples=SAMPLES, num_workers=0, feedback_factor=2, save_dir=save_dir, checkpoint_factor=args.epochs)
     print(f"trained {depth - 1} resolutions in {time.perf_counter() - start:.1f} s; samples and checkpoints in "
           f"{save_dir}")
 
@@ -71,7 +73,10 @@ def main():
     parser.add_argument("--winograd", action="store_true",
                         help="also run the 3x3 convs by Winograd (faster; changes float32 rounding)")
     parser.add_argument("--out", default=None, help="pro-gan-pth's save_dir (default: a temporary directory)")
-    train(parser.parse_args())
+    args = parser.parse_args()
+    if args.images < SAMPLES:  # pro-gan-pth draws its sample grid as one batch of that many reals
+        parser.error(f"--images must be at least {SAMPLES} (pro-gan-pth's sample grid); got {args.images}")
+    train(args)
 
 
 if __name__ == "__main__":
