@@ -6,7 +6,8 @@ median and minimum seconds per step of each, images/s, and speedup = library / p
 the same from the process's CPU time (`speedup_cpu_time`: on a shared machine a one-thread run is preempted by
 other jobs, which wall time counts and CPU time does not). A third step, `winograd`, is the patched one with the
 user's opt-in `progan_fast.set_conv_algorithm("winograd")` (`speedup_winograd`): not the library's numerics to the
-last bit, so the patch itself never chooses it. The pytest-benchmark statistics themselves are of a whole round. Cases (32x32, fading at alpha 0.5):
+last bit, so the patch itself never chooses it. The pytest-benchmark statistics themselves are of a whole round.
+Cases (32x32, fading at alpha 0.5):
   pro-gan-pth:     its own step (ProGAN.optimize_discriminator, update_average, optimize_generator), depth 5,
                    batch 8, 128 feature maps at every stage and latent 512. The library's channel table is 512 at
                    every stage up to 32x32: one such step took about 50 s at batch 4 on the shared 2-core machine,

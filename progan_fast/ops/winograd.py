@@ -287,7 +287,9 @@ def use_conv_algorithm(algorithm):
 def applies(x, weight):
     """Whether eq_conv2d runs this conv by Winograd now: chosen, and a 3x3 float32 CPU conv on a map of at least
     MIN_PIXELS, or MIN_PIXELS_NCHW when x is not channels_last (converted for the transforms and back)."""
-    channels_last = x.is_contiguous(memory_format=torch.channels_last)
-    return (conv_algorithm() == "winograd" and weight.shape[-1] == 3 and x.dtype == torch.float32
-            and x.device.type == "cpu" and x.shape[-2] * x.shape[-1] >= (MIN_PIXELS if channels_last else MIN_PIXELS_NCHW)
+    if conv_algorithm() != "winograd":  # the default: nothing else to look at on every eq_conv2d call
+        return False
+    min_pixels = MIN_PIXELS if x.is_contiguous(memory_format=torch.channels_last) else MIN_PIXELS_NCHW
+    return (weight.shape[-1] == 3 and x.dtype == torch.float32 and x.device.type == "cpu"
+            and x.shape[-2] * x.shape[-1] >= min_pixels
             and backends.resolve("conv3x3_winograd", x.device, warn=False) == "cpu")
