@@ -55,8 +55,8 @@ using hd::opmath_t;
 
 constexpr int kThreads = 256;
 constexpr int kGroup = 4;
-// At most a warp of lanes per item with channels last (they add their sums in one warp exchange) and for NCHW runs
-// of pixels (each lane pools all P pixels' image values: the small maps that need more lanes take single pixels).
+// At most a warp of lanes per item for NCHW runs of pixels (each lane pools all P pixels' image values: the small
+// maps that need more lanes take single pixels).
 constexpr int kMaxLanes = hd::kWarpSize;
 // Channel geometry: pixels per lane per chunk (a multiple of every vector's pixels), and channels per block with
 // channels last.
@@ -226,7 +226,7 @@ inline PixelConfig pixel_geometry(const Shape& s, int vector) {
   cfg.channels_per_access = cfg.rows ? vector : 1;
   cfg.items = s.pixels() / cfg.pixels_per_item;
   cfg.lanes = hd::item_lanes<kThreads>({.items = cfg.items, .accesses = s.channels / cfg.channels_per_access,
-                                        .rows = cfg.rows, .max_lanes = cfg.rows || cfg.pixels_per_item > 1 ? kMaxLanes : kThreads});
+                                        .rows = cfg.rows, .max_lanes = cfg.pixels_per_item > 1 ? kMaxLanes : kThreads});
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
   return cfg;
@@ -234,10 +234,12 @@ inline PixelConfig pixel_geometry(const Shape& s, int vector) {
 
 // The pixel geometry for `vector` from pixel_vector_width. NCHW runs of pixels make fewer items: they are taken only
 // where the grid keeps the blocks it has with one element per access, up to hd::kMinBlocks (so not for the small
-// maps of a batch, e.g. 4x4 to 16x16 at N = 16, where the scalar grid needs every pixel to fill the GPU).
+// maps of a batch, e.g. 4x4 to 16x16 at N = 16, where the scalar grid needs every pixel to fill the GPU). Channels
+// last takes its vectors of channels as the rows of pixel norm do (hd::filling_geometry: not on small maps).
 inline PixelConfig pixel_config(const Shape& s, int vector) {
+  if (s.channels_last) return hd::filling_geometry(vector, [&](int v) { return pixel_geometry(s, v); });
   const PixelConfig cfg = pixel_geometry(s, vector);
-  if (s.channels_last || vector == 1) return cfg;
+  if (vector == 1) return cfg;
   const PixelConfig scalar = pixel_geometry(s, 1);
   return cfg.blocks >= (scalar.blocks < hd::kMinBlocks ? scalar.blocks : hd::kMinBlocks) ? cfg : scalar;
 }

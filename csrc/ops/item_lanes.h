@@ -30,7 +30,7 @@ struct ItemWork {
   bool rows = true;      // an item's lanes are consecutive threads (channels contiguous), else planes (NCHW)
   int64_t item_elems = 0;       // elements of one item, for max_block_elems
   int64_t max_block_elems = 0;  // bound on a block's slice; 0: none
-  int max_lanes = 1 << 30;  // e.g. a warp, where an item's lanes must add their sums in one exchange
+  int max_lanes = 1 << 30;  // e.g. a warp for fade_from_rgb's runs of pixels, each lane pooling all of them
 };
 
 template <int kThreads>
@@ -47,6 +47,19 @@ constexpr int item_lanes(const ItemWork& w) {
   };
   while (lanes < cap && more(lanes)) lanes *= 2;
   return lanes;
+}
+
+// Rows' geometry: `geometry(vector)` (16-byte accesses) unless its grid is short of kFillBlocks and that of one
+// element per access has more blocks. A row's lanes stop at one access each, so on small maps vectors cost blocks:
+// at 4x4, N = 16, C = 512 a row is 128 float32 vectors (128 blocks) or 64 of 16-bit elements (64 blocks), where
+// single elements give it 256 lanes (256 blocks, a pixel per block, as NCHW). `geometry(v)` returns a config with
+// `blocks`.
+template <typename Geometry>
+auto filling_geometry(int vector, Geometry&& geometry) {
+  const auto cfg = geometry(vector);
+  if (vector == 1 || cfg.blocks >= kFillBlocks) return cfg;
+  const auto scalar = geometry(1);
+  return scalar.blocks > cfg.blocks ? scalar : cfg;
 }
 
 // How the `lanes` threads of each item of a block add their sums (pixel norm, the epilogue, fade_from_rgb): a warp

@@ -39,16 +39,15 @@
 //   - fade_reals' 16-byte stores are not: nvcc splits store_vec's struct copy there into 16-, 32- and 64-bit stores
 //     (sm_90: 1 of the 85 global stores of its vector kernels is 128-bit). Copying through one uint4, which keeps
 //     fade_from_rgb's 16-bit image-gradient vectors whole (store_image_vec), changes nothing there;
-//   - small maps: pixel norm, the epilogue and fade_from_rgb's NCHW pixel kernels split a pixel over more lanes
-//     until the grid has 2 blocks per SM of a 132-SM GPU while every lane keeps an access (csrc/ops/item_lanes.h;
-//     N = 16, C = 512: 256 blocks at 4x4 and 512 at 8x8, where 32 and 128 were). Still short of that: channels-last
-//     rows, at one 16-byte vector per lane (4x4: 128 blocks of float32, 64 of 16-bit elements at N = 16);
-//     fade_from_rgb's channels-last pixel kernels, at most a warp per pixel for their one exchange (32 blocks at
-//     4x4, N = 16). Minibatch stddev's position kernels split a group's members across warps instead
-//     (LaunchConfig::slices: 512 blocks at 4x4, N = 16, where 128 were; the forward's sigmas still summed by one
-//     slice). The price of the lanes: an epilogue bias workspace of a row per block (256 rows at 4x4, N = 16, where
-//     32 were: FinishBiasKernel now splits them over 8 warps per 32 channels, 16 blocks at C = 512, where 2 blocks
-//     summed every row serially), and fade_from_rgb's lanes each pooling their pixel's image values again.
+//   - small maps: pixel norm, the epilogue and fade_from_rgb's pixel kernels split a pixel over more lanes until
+//     the grid has 2 blocks per SM of a 132-SM GPU while every lane keeps an access (csrc/ops/item_lanes.h; N = 16,
+//     C = 512: 256 blocks at 4x4 and 512 at 8x8 in both layouts). Channels-last rows give up their 16-byte vectors
+//     for single elements to get there (hd::filling_geometry: 4x4 and, for 16-bit elements, 8x8 at N = 16), a
+//     trade no GPU has measured yet. Minibatch stddev's position kernels split a group's members across warps
+//     instead (LaunchConfig::slices: 512 blocks at 4x4, N = 16, where 128 were; the forward's sigmas still summed by
+//     one slice). The price of the lanes: an epilogue bias workspace of a row per block (256 rows at 4x4, N = 16,
+//     where 32 were: FinishBiasKernel now splits them over 8 warps per 32 channels, 16 blocks at C = 512, where 2
+//     blocks summed every row serially), and fade_from_rgb's lanes each pooling their pixel's image values again.
 #pragma once
 #include "ops/hd.h"
 

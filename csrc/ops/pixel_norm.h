@@ -14,7 +14,8 @@
 // (hd::LaneSum: consecutive lanes of a row, strided lanes of the pixels of planes): one phase, no barrier, for an
 // item within one warp (rows of up to 32 lanes, a pixel per thread); an item in several warps (wider rows, NCHW
 // pixels split over lanes) then adds its warps' sums in shared memory after one barrier.
-// Rows move 16 bytes per access where they are aligned (csrc/ops/vec.h): a lane takes whole vectors of channels.
+// Rows move 16 bytes per access where they are aligned (csrc/ops/vec.h): a lane takes whole vectors of channels,
+// except on small maps where single elements give more lanes and blocks (hd::filling_geometry).
 // The write phase re-reads x: a block's slice (items_per_block * channels elements) is kept small (kMaxBlockElems)
 // so the slices of all resident blocks, about 8 per SM, stay in L2 (40-50 MB on A100/H100) and the second read does
 // not go back to DRAM.
@@ -79,7 +80,7 @@ inline LaunchConfig geometry(int64_t outer, int64_t channels, int64_t inner, int
 // The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
 // hd::rows_vector_width; the config's own `vector` is what the kernels are instantiated for.
 inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
-  return geometry(outer, channels, inner, vector);
+  return hd::filling_geometry(vector, [&](int v) { return geometry(outer, channels, inner, v); });
 }
 
 template <typename acc_t>

@@ -10,7 +10,7 @@
 //          split the channel loop when there are too few pixels to fill the GPU (hd::item_lanes: the geometry
 //          is pixel norm's).
 // Rows move 16 bytes per access where the tensors are aligned and the channels divide (csrc/ops/vec.h): a lane then
-// takes whole vectors of channels.
+// takes whole vectors of channels (not on small maps, where single elements give more blocks: hd::filling_geometry).
 // With pixel norm an item's lanes add their sums as pixel norm's do (hd::LaneSum: a warp exchange, then, for an item
 // in several warps, one barrier and the sum of its warps' sums).
 // Forward: [sum(a^2) -> its sum over the lanes ->] write y (and rsqrt). The write phase
@@ -83,7 +83,7 @@ inline LaunchConfig geometry(int64_t outer, int64_t channels, int64_t inner, int
 // The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
 // hd::rows_vector_width; the config's own `vector` is what the kernels are instantiated for.
 inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
-  return geometry(outer, channels, inner, vector);
+  return hd::filling_geometry(vector, [&](int v) { return geometry(outer, channels, inner, v); });
 }
 
 // Where one thread works: its item and its lane.
