@@ -12,7 +12,7 @@ namespace progan_fast {
 namespace {
 
 // The launch geometry the CUDA launcher picks for the forward of x, so tests can check that every schedule is
-// exercised: (items, blocks, lanes, items_per_block, rows, elements per access).
+// exercised: (items, blocks, lanes, items_per_block, rows, elements per access, barriers).
 std::vector<int64_t> pixel_norm_launch_config(const at::Tensor& x, int64_t dim) {
   const PixelNormForwardOperands o(x, dim, /*eps=*/1e-8);  // the geometry does not depend on eps
   const int vector = hd::dispatch(launcher_dtype(x, "x"), [&](auto type) {
@@ -21,7 +21,9 @@ std::vector<int64_t> pixel_norm_launch_config(const at::Tensor& x, int64_t dim) 
                                            {o.x.const_data_ptr(), o.y.const_data_ptr()});
   });
   const auto cfg = pixel_norm_cuda::launch_config(o.layout.outer, o.layout.channels, o.layout.inner, vector);
-  return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector};
+  using Kernel = pixel_norm_cuda::LaneReductionKernel<pixel_norm_cuda::ForwardArgs<float, 1, true>>;
+  const int barriers = Kernel{{}, cfg}.phases() - 1;
+  return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector, barriers};
 }
 
 // The same for the epilogue's forward of x with a bias (its geometry is pixel norm's rule: hd::item_lanes).
@@ -34,7 +36,9 @@ std::vector<int64_t> scaled_bias_act_launch_config(const at::Tensor& x) {
                                            {o.x.const_data_ptr(), o.bias.const_data_ptr(), o.y.const_data_ptr()});
   });
   const auto cfg = scaled_bias_act_cuda::launch_config(o.layout.outer, o.layout.channels, o.layout.inner, vector);
-  return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector};
+  const scaled_bias_act_cuda::ForwardKernel<float, 1, true> kernel{
+      nullptr, nullptr, nullptr, nullptr, {}, 0.0f, /*pixel_norm=*/true, cfg};
+  return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector, kernel.phases() - 1};
 }
 
 // (blocks of the position kernels, positions per block, blocks writing the statistic channels, positions per
@@ -50,8 +54,9 @@ std::vector<int64_t> minibatch_stddev_launch_config(const at::Tensor& x, int64_t
 
 // fade_from_rgb's geometries for `images` and `main` (new or grad_y; the outputs freshly allocated, as the host
 // does): (pixel lanes, pixel blocks, pixels per item, channels per access, channel-kernel lanes, chunks,
-// channel-kernel blocks, its pixels per access, image-channel groups). The pixel kernels' vectors are the forward's
-// (the pixel backward's match them: its further tensors, grad_images, are fresh too).
+// channel-kernel blocks, its pixels per access, image-channel groups, the pixel backward's barriers). The pixel
+// kernels' vectors are the forward's (the pixel backward's match them: its further tensors, grad_images, are fresh
+// too).
 std::vector<int64_t> fade_from_rgb_launch_config(const at::Tensor& images, const at::Tensor& main) {
   TORCH_CHECK(images.dim() == 4 && main.dim() == 4, "images and main: 4-D tensors expected");
   const at::Tensor weight = at::empty({main.size(1), images.size(1), 1, 1}, main.options());
@@ -66,9 +71,16 @@ std::vector<int64_t> fade_from_rgb_launch_config(const at::Tensor& images, const
     const auto pixels = fade_from_rgb_cuda::forward_config<scalar_t>({common, o.main.const_data_ptr(), out.data_ptr()});
     const auto channels = fade_from_rgb_cuda::channel_backward_config<scalar_t>({common, o.main.const_data_ptr(),
                                                                                 nullptr, 0});
+    // its phases depend on whether items are runs of pixels, not on their length
+    const auto pixel_backward_phases = [&](auto pixels_per_item) {
+      return fade_from_rgb_cuda::PixelBackwardKernel<float, decltype(pixels_per_item)::value, 1, true, true>{
+          {}, nullptr, nullptr, nullptr, pixels, 0}.phases();
+    };
+    const int phases = pixels.pixels_per_item > 1 ? pixel_backward_phases(std::integral_constant<int, 4>{})
+                                                  : pixel_backward_phases(hd::Scalar{});
     return std::vector<int64_t>{pixels.lanes, pixels.blocks, pixels.pixels_per_item, pixels.channels_per_access,
                                 channels.lanes, channels.chunks, channels.blocks, channels.pixels_per_access,
-                                common.shape.groups()};
+                                common.shape.groups(), phases - 1};
   });
 }
 

@@ -225,8 +225,9 @@ inline PixelConfig pixel_geometry(const Shape& s, int vector) {
   cfg.pixels_per_item = cfg.rows ? 1 : vector;
   cfg.channels_per_access = cfg.rows ? vector : 1;
   cfg.items = s.pixels() / cfg.pixels_per_item;
+  const int max_lanes = cfg.pixels_per_item > 1 ? kMaxLanes : kThreads;
   cfg.lanes = hd::item_lanes<kThreads>({.items = cfg.items, .accesses = s.channels / cfg.channels_per_access,
-                                        .rows = cfg.rows, .max_lanes = cfg.pixels_per_item > 1 ? kMaxLanes : kThreads});
+                                        .rows = cfg.rows, .max_lanes = max_lanes});
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
   return cfg;

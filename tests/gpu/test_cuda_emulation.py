@@ -13,12 +13,13 @@ pytestmark = pytest.mark.skipif(not backends.available("emulated")[0], reason="p
 
 
 def launch(x, dim=1, op="pixel_norm"):
-    """The forward geometry of pixel norm (over dim) or of the epilogue (op="scaled_bias_act", over dim 1)."""
+    """The forward geometry of pixel norm (over dim) or of the epilogue (op="scaled_bias_act", over dim 1, with pixel
+    norm), and the forward kernel's barriers (hd::LaneSum: 0 where every item lies in one warp, else 1)."""
     config = torch.ops.progan_fast_emulated.pixel_norm_launch_config(x, dim) if op == "pixel_norm" else \
         torch.ops.progan_fast_emulated.scaled_bias_act_launch_config(x)
-    items, blocks, lanes, items_per_block, rows, vector = config
+    items, blocks, lanes, items_per_block, rows, vector, barriers = config
     return dict(items=items, blocks=blocks, lanes=lanes, items_per_block=items_per_block, rows=bool(rows),
-                vector=vector)
+                vector=vector, barriers=barriers)
 
 
 VECTOR_WIDTHS = [(torch.float64, 2), (torch.float32, 4), (torch.float16, 8), (torch.bfloat16, 8)]
@@ -52,7 +53,7 @@ def test_one_thread_per_pixel_schedule(dtype):
     """Enough NCHW pixels to fill the GPU: one lane per pixel, no reduction steps, a partial last block."""
     x = torch.randn(1, 3, 362, 362, dtype=dtype)
     assert launch(x, 1) == dict(items=362 * 362, blocks=-(-362 * 362 // 256), lanes=1, items_per_block=256,
-                                rows=False, vector=1)
+                                rows=False, vector=1, barriers=0)
     check_parity("emulated", pixel_norm, reference.pixel_norm, [x], dtype, check_double_backward=False,
                  op="pixel_norm")
 
@@ -60,30 +61,32 @@ def test_one_thread_per_pixel_schedule(dtype):
 def test_launch_geometry_covers_both_layouts():
     """The shapes above and in tests/ops exercise every schedule: rows with a warp per row (S2 channels last, in
     test_aligned_rows_move_16_bytes_per_access), with fewer lanes than a warp and with the whole block on one row,
-    planes with lanes splitting the channel loop, several blocks."""
+    planes with lanes splitting the channel loop, several blocks. An item within one warp needs no barrier, one in
+    several warps one (its warps' sums), whatever its lanes: NCHW blocks of 2 to 16 pixels once took a tree,
+    log2(lanes) halvings between the sums and the write, a barrier before each phase (S2: 5, S3: 4)."""
     assert launch(torch.randn(3, 64), 1) == dict(items=3, blocks=1, lanes=16, items_per_block=16, rows=True,
-                                                 vector=4)
+                                                 vector=4, barriers=0)
     # rows too few to fill the GPU take one element per access where that makes more blocks (hd::filling_geometry):
     # 128 lanes of a float each, where 16-byte vectors give a warp per row (one block); a row of 512 takes a block
     # (256 lanes of 2 elements; vectors: 128 lanes, 3 blocks)
     assert launch(torch.randn(5, 128), 1) == dict(items=5, blocks=3, lanes=128, items_per_block=2, rows=True,
-                                                  vector=1)
+                                                  vector=1, barriers=1)
     assert launch(torch.randn(5, 512), 1) == dict(items=5, blocks=5, lanes=256, items_per_block=1, rows=True,
-                                                  vector=1)
+                                                  vector=1, barriers=1)
     cl = torch.randn(2, 3, 5, 7).contiguous(memory_format=torch.channels_last)
-    assert launch(cl, 1) == dict(items=70, blocks=2, lanes=4, items_per_block=64, rows=True, vector=1)
+    assert launch(cl, 1) == dict(items=70, blocks=2, lanes=4, items_per_block=64, rows=True, vector=1, barriers=0)
     planes = launch(torch.randn(4, 32, 8, 8), 1)
-    assert planes == dict(items=256, blocks=32, lanes=32, items_per_block=8, rows=False, vector=1)
+    assert planes == dict(items=256, blocks=32, lanes=32, items_per_block=8, rows=False, vector=1, barriers=1)
     odd = launch(torch.randn(3, 67, 5, 9), 1)
     assert not odd["rows"] and odd["lanes"] == 64 and odd["items"] % odd["items_per_block"] != 0
     # S2/S3 NCHW: lanes grow until the grid has 512 blocks and a block's slice of x is at most 4096 elements
     assert launch(torch.empty(16, 256, 32, 32), 1) == dict(items=16384, blocks=1024, lanes=16, items_per_block=16,
-                                                           rows=False, vector=1)
+                                                           rows=False, vector=1, barriers=1)
     assert launch(torch.empty(16, 128, 64, 64), 1) == dict(items=65536, blocks=2048, lanes=8, items_per_block=32,
-                                                           rows=False, vector=1)
+                                                           rows=False, vector=1, barriers=1)
     # rows wider than 4096 / 8 elements get more than a warp each
     assert launch(torch.empty(2, 3000), 1) == dict(items=2, blocks=2, lanes=256, items_per_block=1, rows=True,
-                                                   vector=4)
+                                                   vector=4, barriers=1)
 
 
 # ProGAN's small maps at C = 512, (N, H = W) -> (lanes, blocks, elements per access) of pixel norm's and the
@@ -114,6 +117,7 @@ def test_small_maps_fill_the_sms(op, n, size):
         x = torch.empty(n, 512, size, size, dtype=dtype).contiguous(memory_format=memory_format)
         got = launch(x, op=op)
         assert (got["lanes"], got["blocks"], got["vector"]) == (lanes, blocks, vector), (case, got)
+        assert got["barriers"] == (1 if lanes > 32 or case == "nchw" else 0), (case, got)
         assert got["items"] == n * size * size and got["items_per_block"] * got["lanes"] == 256
         if blocks < 2 * 132:
             assert got["items_per_block"] == 1  # fewer blocks only where each block already has one pixel
@@ -156,6 +160,7 @@ def test_nchw_blocks_of_every_width_agree_with_the_reference(op, channels):
     x = torch.randn(3, channels, 4, 4)
     got = launch(x, op=op)
     assert (got["lanes"], got["items_per_block"], got["rows"]) == (channels, 256 // channels, False)
+    assert got["barriers"] == (0 if channels == 1 else 1)
     if op == "pixel_norm":
         check_parity("emulated", pixel_norm, reference.pixel_norm, [x], torch.float32, check_double_backward=False,
                      op=op)
@@ -173,7 +178,7 @@ def test_aligned_rows_move_16_bytes_per_access(dtype, vector):
     vector: the S2 channels_last rows of 256 channels need 64 float32 vectors (a warp, two each), 32 of half."""
     s2 = torch.empty(16, 256, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
     assert launch(s2, 1) == dict(items=16384, blocks=16384 // 8, lanes=32, items_per_block=8, rows=True,
-                                 vector=vector)
+                                 vector=vector, barriers=0)
     assert launch(torch.empty(3, 2 * vector, dtype=dtype), 1)["lanes"] == 2  # lanes from the vector count
     # the scalar fallback: a row length that does not divide, a misaligned tensor, planes
     assert launch(torch.empty(3, 2 * vector + 1, dtype=dtype), 1)["vector"] == 1
@@ -278,7 +283,7 @@ def fade_from_rgb_launch(new, image_channels=3, images=None):
             not new.is_contiguous() else torch.contiguous_format
         images = torch.empty(n, image_channels, 2 * h, 2 * w, dtype=new.dtype).contiguous(memory_format=memory_format)
     keys = ("lanes", "blocks", "pixels_per_item", "channels_per_access", "channel_lanes", "chunks", "channel_blocks",
-            "channel_pixels", "groups")
+            "channel_pixels", "groups", "barriers")
     return dict(zip(keys, torch.ops.progan_fast_emulated.fade_from_rgb_launch_config(images, new)))
 
 
@@ -295,20 +300,20 @@ def test_fade_from_rgb_launch_geometry():
     # chunks of 4096 pixels, 4 at a time
     s2 = fade_from_rgb_launch(torch.empty(16, 256, 32, 32), 3)
     assert s2 == dict(lanes=32, blocks=512, pixels_per_item=4, channels_per_access=1, channel_lanes=256, chunks=16,
-                      channel_blocks=16 * 256, channel_pixels=4, groups=1)
+                      channel_blocks=16 * 256, channel_pixels=4, groups=1, barriers=1)
     # S2 channels last: a warp per pixel, 4 channels per access (64 vectors); the channel kernel stays scalar
     s2_cl = fade_from_rgb_launch(torch.empty(16, 256, 32, 32).contiguous(memory_format=CL), 3)
     assert s2_cl == dict(lanes=32, blocks=2048, pixels_per_item=1, channels_per_access=4, channel_lanes=8, chunks=128,
-                         channel_blocks=128 * 256 // 32, channel_pixels=1, groups=1)
+                         channel_blocks=128 * 256 // 32, channel_pixels=1, groups=1, barriers=0)
     # one element per access: the geometry without vectors (float32 S2 NCHW: 8 lanes per pixel, as before vectors)
     s2_scalar = fade_from_rgb_launch(misaligned((16, 256, 32, 32), torch.float32), 3)
     assert s2_scalar == dict(lanes=8, blocks=512, pixels_per_item=1, channels_per_access=1, channel_lanes=256,
-                             chunks=16, channel_blocks=16 * 256, channel_pixels=1, groups=1)
+                             chunks=16, channel_blocks=16 * 256, channel_pixels=1, groups=1, barriers=1)
     # a small map keeps one pixel per item: runs of 4 would leave 8 blocks of the 32 (the channel kernel's grid does
     # not depend on its vectors)
     small_map = fade_from_rgb_launch(torch.empty(16, 512, 4, 4), 3)
     assert small_map == dict(lanes=256, blocks=256, pixels_per_item=1, channels_per_access=1, channel_lanes=256,
-                             chunks=16, channel_blocks=16 * 512, channel_pixels=4, groups=1)
+                             chunks=16, channel_blocks=16 * 512, channel_pixels=4, groups=1, barriers=1)
     # small maps split a pixel over lanes as pixel norm does (csrc/ops/item_lanes.h; 32 and 128 blocks before), and
     # channels last gives up 16-byte vectors where single elements make more blocks (hd::filling_geometry; at most a
     # warp per pixel before: 32 blocks at 4x4)
@@ -424,7 +429,7 @@ def check_fade_from_rgb_lanes(new, lanes, blocks, pixels_per_item):
 
     n, c, h, w = new.shape
     got = fade_from_rgb_launch(new, 3)
-    assert (got["lanes"], got["blocks"], got["pixels_per_item"]) == (lanes, blocks, pixels_per_item)
+    assert (got["lanes"], got["blocks"], got["pixels_per_item"], got["barriers"]) == (lanes, blocks, pixels_per_item, 1)
     images = layout(torch.randn(n, 3, 2 * h, 2 * w), CL if new.stride(1) == 1 else torch.contiguous_format)
     inputs = [images, new, torch.randn(c, 3, 1, 1), torch.randn(c)]
     check_parity("emulated", lambda i, n, w, b: fade_from_rgb(i, n, w, b, 0.3),
@@ -434,12 +439,13 @@ def check_fade_from_rgb_lanes(new, lanes, blocks, pixels_per_item):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_fade_from_rgb_one_lane_per_pixel(dtype):
-    """Enough NCHW pixels to fill the GPU: one lane per pixel (no reduction steps), chunks of a plane that end
+    """Enough NCHW pixels to fill the GPU: one lane per pixel (no barrier), chunks of a plane that end
     inside it, a partial last block."""
     from progan_fast.ops import fade_from_rgb
 
     new = torch.randn(1, 2, 362, 362, dtype=dtype)
-    assert fade_from_rgb_launch(new, 3)["lanes"] == 1
+    got = fade_from_rgb_launch(new, 3)
+    assert (got["lanes"], got["barriers"]) == (1, 0)
     inputs = [torch.randn(1, 3, 724, 724, dtype=dtype), new, torch.randn(2, 3, 1, 1, dtype=dtype),
               torch.randn(2, dtype=dtype)]
     check_parity("emulated", lambda i, n, w, b: fade_from_rgb(i, n, w, b, 0.3),
