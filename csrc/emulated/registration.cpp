@@ -97,9 +97,9 @@ std::vector<int64_t> upsample_blend_launch_config(const at::Tensor& low, const a
   return {cfg.blocks, cfg.vector, cfg.pixels ? 1 : 0};
 }
 
-// A two-phase kernel: a warp exchange of one float per thread over groups of `lanes`, whose sums cross a barrier
-// in shared memory to the phase that writes them out. For the test that the emulated exchange is the GPU's
-// butterfly, bit for bit.
+// A two-phase kernel: a warp exchange of one float per thread over groups of `lanes` lanes `stride` apart, whose sums
+// cross a barrier in shared memory to the phase that writes them out. For the test that the emulated exchange is
+// the GPU's butterfly, bit for bit.
 struct WarpSumKernel {
   static constexpr int kThreads = 256;
   struct Shared {
@@ -109,25 +109,28 @@ struct WarpSumKernel {
   const float* values;
   float* out;
   int64_t block_count;
-  int lanes;
+  int lanes, stride;
 
   int64_t blocks() const { return block_count; }
   int phases() const { return 2; }
   int exchange_lanes() const { return lanes; }
+  int exchange_stride() const { return stride; }
   Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{values[block * kThreads + tid]}}; }
   void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const { sh.sums[tid] = sums.v[0]; }
   void phase(int, Shared& sh, int64_t block, int tid) const { out[block * kThreads + tid] = sh.sums[tid]; }
 };
 
-at::Tensor warp_exchange_sum(const at::Tensor& values, int64_t lanes) {
+at::Tensor warp_exchange_sum(const at::Tensor& values, int64_t lanes, int64_t stride) {
   TORCH_CHECK(values.scalar_type() == at::kFloat && values.dim() == 1 && values.numel() % WarpSumKernel::kThreads == 0,
               "values: a 1-d float32 tensor of whole blocks of ", WarpSumKernel::kThreads, " expected");
   TORCH_CHECK(lanes >= 1 && lanes <= hd::kWarpSize && (lanes & (lanes - 1)) == 0,
               "lanes: a power of two up to a warp expected, got ", lanes);
+  TORCH_CHECK(stride >= 1 && lanes * stride <= hd::kWarpSize && (stride & (stride - 1)) == 0,
+              "stride: a power of two with lanes * stride up to a warp expected, got ", stride);
   const at::Tensor v = values.contiguous();
   at::Tensor out = at::empty_like(v);
   hd::emulate(WarpSumKernel{v.const_data_ptr<float>(), out.mutable_data_ptr<float>(),
-                            v.numel() / WarpSumKernel::kThreads, static_cast<int>(lanes)});
+                            v.numel() / WarpSumKernel::kThreads, static_cast<int>(lanes), static_cast<int>(stride)});
   return out;
 }
 
@@ -156,7 +159,7 @@ TORCH_LIBRARY_FRAGMENT(progan_fast_emulated, m) {
   m.def("fade_from_rgb_launch_config(Tensor images, Tensor main) -> int[]", &fade_from_rgb_launch_config);
   m.def("fade_reals_launch_config(Tensor x) -> int[]", &fade_reals_launch_config);
   m.def("upsample_blend_launch_config(Tensor low, Tensor high, int factor) -> int[]", &upsample_blend_launch_config);
-  m.def("warp_exchange_sum(Tensor values, int lanes) -> Tensor", &warp_exchange_sum);
+  m.def("warp_exchange_sum(Tensor values, int lanes, int stride=1) -> Tensor", &warp_exchange_sum);
 }
 
 }  // namespace progan_fast

@@ -49,4 +49,43 @@ constexpr int item_lanes(const ItemWork& w) {
   return lanes;
 }
 
+// How the `lanes` threads of each item of a block add their sums (pixel norm, the epilogue, fade_from_rgb): a warp
+// exchange (csrc/ops/phases.h) over the item's lanes within each warp, then, where its lanes lie in several warps,
+// one barrier and the sum of those warps' sums (in shared memory, in warp order). Whatever the layout, one barrier
+// at most, where a tree over shared memory takes one per halving.
+//   rows   an item's lanes are consecutive threads: a warp holds whole items, or an item lanes / 32 whole warps;
+//   planes item i of a block has threads i, i + items_per_block, ... (consecutive threads take consecutive items,
+//          NCHW pixels): with items_per_block <= 16 each warp holds 32 / items_per_block lanes of each item,
+//          items_per_block apart, added by a butterfly over offsets 16 down to items_per_block (an exchange of
+//          strided lanes), and all 8 warps hold some; with more items per block a warp holds one lane of each of
+//          its items, and the item's `lanes` lanes lie in as many warps.
+template <int kThreads>
+struct LaneSum {
+  int lanes = 1;
+  int items_per_block = kThreads;  // kThreads / lanes
+  bool rows = true;
+
+  // The exchange groups: exchange_lanes() lanes exchange_stride() apart.
+  PF_HD int exchange_lanes() const {
+    if (rows) return lanes < kWarpSize ? lanes : kWarpSize;
+    return items_per_block < kWarpSize ? kWarpSize / items_per_block : 1;
+  }
+  PF_HD int exchange_stride() const { return rows ? 1 : items_per_block; }
+  // The sums an item has after the exchange, one per warp that holds its lanes: 1 where every lane of the item ends
+  // the exchange with the item's total.
+  PF_HD int parts() const { return lanes / exchange_lanes(); }
+  // Whether thread tid keeps its warp's sum of its item (in slot tid of the block's shared array): the first lane
+  // of its exchange group.
+  PF_HD bool keeps(int tid) const { return (tid & ((exchange_lanes() - 1) * exchange_stride())) == 0; }
+  // The total of thread tid's item from the kept slots: its warps' sums in warp order.
+  template <typename T>
+  PF_HD T total(const T* slots, int tid) const {
+    const int first = rows ? tid & ~(lanes - 1) : tid & (items_per_block - 1);
+    const int step = rows || items_per_block < kWarpSize ? kWarpSize : items_per_block;
+    T sum = 0;
+    for (int part = 0; part < parts(); ++part) sum += slots[first + part * step];
+    return sum;
+  }
+};
+
 }  // namespace progan_fast::hd

@@ -113,15 +113,14 @@ def test_small_maps_fill_the_sms(op, n, size):
 
 @pytest.mark.parametrize("op", ["pixel_norm", "scaled_bias_act"])
 @pytest.mark.parametrize("shape,memory_format,lanes,blocks", [
-    ((9, 256, 8, 8), torch.contiguous_format, 128, 288),  # a tree of 7 halvings
+    ((9, 256, 8, 8), torch.contiguous_format, 128, 288),  # 2 pixels per block: exchanges over offsets 16 to 2
     ((9, 256, 8, 8), CL, 64, 144),                        # rows of 2 warps
-    ((2, 512, 3, 3), torch.contiguous_format, 256, 18),   # a pixel per block, inner 9: a tree of 8 halvings
+    ((2, 512, 3, 3), torch.contiguous_format, 256, 18),   # a pixel per block, inner 9 (divided, not shifted)
 ], ids=["nchw_128_lanes", "channels_last_64_lanes", "nchw_256_lanes_inner_9"])
 def test_small_map_lanes_agree_with_the_reference(op, shape, memory_format, lanes, blocks):
     """The small-map schedules tests/ops does not reach (its 4x4 and 8x8 maps of 512 channels have a pixel per
     block, whose 256 lanes add their sums as a wide row's), forward and backward, the epilogue's bias gradient over
-    one row per block. A pixel per block with `inner` not a power of two takes the tree: its kernels have no
-    exchange."""
+    one row per block."""
     from progan_fast.ops import scaled_bias_act
 
     x = layout(torch.randn(shape), memory_format)
@@ -132,6 +131,28 @@ def test_small_map_lanes_agree_with_the_reference(op, shape, memory_format, lane
                      op=op)
     else:
         bias = torch.randn(shape[1])
+        check_parity("emulated", lambda t, b: scaled_bias_act(t, b, 0.5, pixel_norm=True),
+                     lambda t, b: reference.scaled_bias_act(t, b, 0.5, pixel_norm=True), [x, bias], torch.float32,
+                     check_double_backward=False, op=op)
+
+
+@pytest.mark.parametrize("op", ["pixel_norm", "scaled_bias_act"])
+@pytest.mark.parametrize("channels", [1, 4, 8, 16, 32, 128])
+def test_nchw_blocks_of_every_width_agree_with_the_reference(op, channels):
+    """NCHW blocks of 2 to 256 pixels (48 pixels of C channels get C lanes each: 256 / C pixels per block, the last
+    block partial) add each pixel's lanes without a tree (hd::LaneSum): 2 to 16 pixels per block, a butterfly over
+    the strided lanes of each warp (offsets 16 down to the pixels per block), then one barrier and the 8 warps'
+    sums; 32 to 128, a lane per warp, the warps' sums alone; a pixel per thread (C = 1), no barrier at all."""
+    from progan_fast.ops import scaled_bias_act
+
+    x = torch.randn(3, channels, 4, 4)
+    got = launch(x, op=op)
+    assert (got["lanes"], got["items_per_block"], got["rows"]) == (channels, 256 // channels, False)
+    if op == "pixel_norm":
+        check_parity("emulated", pixel_norm, reference.pixel_norm, [x], torch.float32, check_double_backward=False,
+                     op=op)
+    else:
+        bias = torch.randn(channels)
         check_parity("emulated", lambda t, b: scaled_bias_act(t, b, 0.5, pixel_norm=True),
                      lambda t, b: reference.scaled_bias_act(t, b, 0.5, pixel_norm=True), [x, bias], torch.float32,
                      check_double_backward=False, op=op)
@@ -183,27 +204,35 @@ def test_uninitialised_shared_memory_would_show():
     assert torch.equal(y, torch.zeros(2, 4, 3, 3)) and torch.isfinite(r).all()
 
 
-@pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16, 32])
-def test_warp_exchange_is_the_gpu_butterfly_bit_for_bit(lanes):
+@pytest.mark.parametrize("lanes,stride", [(1, 1), (2, 1), (4, 1), (8, 1), (16, 1), (32, 1), (2, 16), (4, 8), (8, 4),
+                                          (16, 2), (4, 2), (1, 8)])
+def test_warp_exchange_is_the_gpu_butterfly_bit_for_bit(lanes, stride):
     """The emulated warp exchange (csrc/ops/phases.h) against a serial xor butterfly over each warp's values
-    (offsets lanes/2, ..., 1; each lane adds its partner's value from before the step), bit for bit; every lane of a
-    group ends with the bits of the shared-memory tree over the group (halves lanes/2, ..., 1), which the kernels
+    (offsets lanes/2 * stride, ..., stride; each lane adds its partner's value from before the step), bit for bit;
+    every lane of a group (lanes lanes stride apart: consecutive ones, or the strided lanes of an NCHW block's
+    pixels) ends with the bits of the shared-memory tree over the group (halves lanes/2, ..., 1), which the kernels
     used before. Magnitudes from 1e-4 to 1e4, so that another order of additions would round differently."""
-    g = torch.Generator().manual_seed(lanes)
+    g = torch.Generator().manual_seed(lanes * 32 + stride)
     values = torch.randn(2 * 256, generator=g) * torch.pow(10.0, torch.randint(-4, 5, (512,), generator=g).float())
-    out = torch.ops.progan_fast_emulated.warp_exchange_sum(values, lanes)
+    out = torch.ops.progan_fast_emulated.warp_exchange_sum(values, lanes, stride)
     expected = values.view(-1, 32)
-    offset = lanes // 2
-    while offset:
+    offset = lanes // 2 * stride
+    while offset >= stride:
         expected = expected + expected[:, torch.arange(32) ^ offset]
         offset //= 2
     assert torch.equal(out, expected.reshape(-1))
-    tree = values.view(-1, lanes).clone()
+    # [group block, member, lane within the stride]: a group is (block, r), its members j
+    tree = values.view(-1, lanes, stride).clone()
     half = lanes // 2
     while half:
         tree[:, :half] += tree[:, half:2 * half]
         half //= 2
-    assert torch.equal(out.view(-1, lanes), tree[:, :1].expand(-1, lanes))
+    assert torch.equal(out.view(-1, lanes, stride), tree[:, :1].expand(-1, lanes, -1))
+
+
+def test_warp_exchange_refuses_groups_beyond_a_warp():
+    with pytest.raises(RuntimeError, match="stride"):
+        torch.ops.progan_fast_emulated.warp_exchange_sum(torch.zeros(256), 4, 16)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
@@ -349,15 +378,23 @@ def test_fade_from_rgb_vector_and_scalar_paths_agree_with_the_reference(dtype, s
             assert_close(a, e, dtype, grad=True)
 
 
-def test_fade_from_rgb_small_map_lanes():
-    """A 4x4 NCHW map of 512 channels: 256 lanes per pixel (the pixel backward's tree of 8 halvings, every lane
-    pooling its pixel's image values), against the reference."""
+@pytest.mark.parametrize("shape,lanes,blocks,pixels_per_item", [
+    ((4, 512, 4, 4), 256, 64, 1),  # a pixel per block: a warp exchange of consecutive lanes, the 8 warps' sums
+    ((3, 64, 4, 4), 64, 12, 1),    # 4 pixels per block: exchanges over offsets 16 to 4, the 8 warps' sums
+    ((1, 32, 2, 4), 32, 1, 4),     # runs of 4 pixels, 8 per block: 16 sums over offsets 16 and 8, the 8 warps'
+    ((1, 16, 4, 4), 16, 1, 4),     # runs, 16 per block: over offset 16
+    ((2, 8, 4, 4), 8, 1, 4),       # runs, 32 per block: a lane per warp, the 8 warps' sums
+], ids=str)
+def test_fade_from_rgb_nchw_lanes(shape, lanes, blocks, pixels_per_item):
+    """NCHW pixels split over lanes (small maps; every lane pools its pixel's image values) add their image-gradient
+    sums without a tree (hd::LaneSum), against the reference."""
     from progan_fast.ops import fade_from_rgb
 
-    new = torch.randn(4, 512, 4, 4)
+    n, c, h, w = shape
+    new = torch.randn(shape)
     got = fade_from_rgb_launch(new, 3)
-    assert (got["lanes"], got["blocks"], got["pixels_per_item"]) == (256, 64, 1)
-    inputs = [torch.randn(4, 3, 8, 8), new, torch.randn(512, 3, 1, 1), torch.randn(512)]
+    assert (got["lanes"], got["blocks"], got["pixels_per_item"]) == (lanes, blocks, pixels_per_item)
+    inputs = [torch.randn(n, 3, 2 * h, 2 * w), new, torch.randn(c, 3, 1, 1), torch.randn(c)]
     check_parity("emulated", lambda i, n, w, b: fade_from_rgb(i, n, w, b, 0.3),
                  lambda i, n, w, b: reference.fade_from_rgb(i, n, w, b, 0.3), inputs, torch.float32,
                  check_double_backward=False, op="fade_from_rgb", layout_input=1)
