@@ -211,9 +211,9 @@ struct PixelConfig {
   int items_per_block = kThreads;
   int64_t items = 0, blocks = 0;
   bool rows = false;  // lanes of an item are consecutive threads (channels last)
+  hd::LaneSum<kThreads> sum;  // how an item's lanes add their sums
 
   bool pow2() const { return plane.pow2() && width.pow2(); }
-  PF_HD hd::LaneSum<kThreads> lane_sum() const { return {lanes, items_per_block, rows}; }
 };
 
 // The pixel geometry with `vector` elements per access.
@@ -230,6 +230,7 @@ inline PixelConfig pixel_geometry(const Shape& s, int vector) {
                                         .rows = cfg.rows, .max_lanes = max_lanes});
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
+  cfg.sum = hd::LaneSum<kThreads>::of(cfg.lanes, cfg.rows);
   return cfg;
 }
 
@@ -360,11 +361,11 @@ struct PixelBackwardKernel {
   int64_t group;
 
   // NCHW runs (P > 1) always write in phase 1: their exchange phase writing too made ptxas spill (sm_90, 16-bit).
-  PF_HD bool writes_after_exchange() const { return P == 1 && cfg.lane_sum().parts() == 1; }
+  PF_HD bool writes_after_exchange() const { return P == 1 && cfg.sum.parts == 1; }
   PF_HD int64_t blocks() const { return cfg.blocks; }
   PF_HD int phases() const { return writes_after_exchange() ? 1 : 2; }
-  PF_HD int exchange_lanes() const { return cfg.lane_sum().exchange_lanes(); }
-  PF_HD int exchange_stride() const { return cfg.lane_sum().exchange_stride(); }
+  PF_HD int exchange_lanes() const { return cfg.sum.exchange_lanes; }
+  PF_HD int exchange_stride() const { return cfg.sum.exchange_stride; }
 
   // This lane's share of the item's sums, W[c, k] * dz over its channels; the item's image_base to `base`.
   PF_HD Exchange lane_sums(int64_t block, int tid, int64_t& base) const {
@@ -436,7 +437,7 @@ struct PixelBackwardKernel {
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
     if (writes_after_exchange()) {
       write(sums.v, sh.image_base[tid], block, tid);
-    } else if (cfg.lane_sum().keeps(tid)) {
+    } else if (cfg.sum.keeps(tid)) {
       for (int e = 0; e < kGroup * P; ++e) sh.partial[e][tid] = sums.v[e];
     }
   }
@@ -444,7 +445,7 @@ struct PixelBackwardKernel {
   // p == 1, an item in several warps: its lane 0 adds their sums and writes.
   PF_HD void phase(int, Shared& sh, int64_t block, int tid) const {
     if (slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid).lane != 0) return;
-    const hd::LaneSum<kThreads> sum = cfg.lane_sum();
+    const hd::LaneSum<kThreads>& sum = cfg.sum;
     acc_t sums[kGroup * P];
     for (int e = 0; e < kGroup * P; ++e) sums[e] = sum.total(sh.partial[e], tid);
     write(sums, sh.image_base[tid], block, tid);
@@ -462,9 +463,9 @@ struct ChannelConfig {
   // instantiated for pow2()
   hd::Divisor channels, sample_chunks, width;
 
+  hd::LaneSum<kThreads> sum;  // lanes laid out as planes': an item's are threads items_per_block apart, in 8 warps
+
   bool pow2() const { return channels.pow2() && sample_chunks.pow2() && width.pow2(); }
-  // Lanes laid out as planes': an item's lanes are threads items_per_block apart, in all 8 warps.
-  PF_HD hd::LaneSum<kThreads> lane_sum() const { return {lanes, items_per_block, false}; }
 };
 
 // The channel geometry, whose chunks (the host's partial sums) do not depend on the vector width.
@@ -472,6 +473,7 @@ inline ChannelConfig channel_config(const Shape& s, int pixels_per_access = 1) {
   ChannelConfig cfg;
   cfg.items_per_block = s.channels_last ? kChannelItems : 1;
   cfg.lanes = kThreads / cfg.items_per_block;
+  cfg.sum = hd::LaneSum<kThreads>::of(cfg.lanes, /*rows=*/false);
   cfg.pixels_per_access = pixels_per_access;
   cfg.chunk_pixels = static_cast<int64_t>(cfg.lanes) * kPixelsPerLane;
   cfg.channels = hd::Divisor::of(s.channels);
@@ -514,8 +516,8 @@ struct ChannelBackwardKernel {
   // warps' sums after one barrier.
   PF_HD int64_t blocks() const { return cfg.blocks; }
   PF_HD int phases() const { return 2; }
-  PF_HD int exchange_lanes() const { return cfg.lane_sum().exchange_lanes(); }
-  PF_HD int exchange_stride() const { return cfg.lane_sum().exchange_stride(); }
+  PF_HD int exchange_lanes() const { return cfg.sum.exchange_lanes; }
+  PF_HD int exchange_stride() const { return cfg.sum.exchange_stride; }
 
   // item = chunk * C + c: with channels last a block's items are consecutive channels of one chunk.
   PF_HD Slot slot(int64_t block, int tid) const {
@@ -598,7 +600,7 @@ struct ChannelBackwardKernel {
 
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return lane_sums(block, tid); }
   PF_HD void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const {
-    if (cfg.lane_sum().keeps(tid))
+    if (cfg.sum.keeps(tid))
       for (int e = 0; e <= kGroup; ++e) sh.partial[e][tid] = sums.v[e];
   }
 

@@ -74,29 +74,39 @@ auto filling_geometry(int vector, Geometry&& geometry) {
 //          its items, and the item's `lanes` lanes lie in as many warps.
 template <int kThreads>
 struct LaneSum {
-  int lanes = 1;
-  int items_per_block = kThreads;  // kThreads / lanes
-  bool rows = true;
+  int exchange_lanes = 1, exchange_stride = 1;  // the exchange groups: exchange_lanes lanes exchange_stride apart
+  int parts = 1;       // an item's sums after the exchange, one per warp holding its lanes (1: each lane has the total)
+  int keep_mask = 0;   // thread tid keeps its warp's sum of its item (in slot tid) where tid & keep_mask is 0
+  int first_mask = 0;  // the slot of the first kept sum of thread tid's item: tid & first_mask
+  int part_step = 0;   // slots between the kept sums of an item
 
-  // The exchange groups: exchange_lanes() lanes exchange_stride() apart.
-  PF_HD int exchange_lanes() const {
-    if (rows) return lanes < kWarpSize ? lanes : kWarpSize;
-    return items_per_block < kWarpSize ? kWarpSize / items_per_block : 1;
+  // For `lanes` per item (a power of two <= kThreads), on the host: the kernels divide nothing.
+  static constexpr LaneSum of(int lanes, bool rows) {
+    const int items_per_block = kThreads / lanes;
+    LaneSum s;
+    if (rows) {
+      s.exchange_lanes = lanes < kWarpSize ? lanes : kWarpSize;
+      s.first_mask = ~(lanes - 1);
+      s.part_step = kWarpSize;
+    } else {
+      s.exchange_lanes = items_per_block < kWarpSize ? kWarpSize / items_per_block : 1;
+      s.exchange_stride = items_per_block;
+      s.first_mask = items_per_block - 1;
+      s.part_step = items_per_block < kWarpSize ? kWarpSize : items_per_block;
+    }
+    s.parts = lanes / s.exchange_lanes;
+    s.keep_mask = (s.exchange_lanes - 1) * s.exchange_stride;
+    return s;
   }
-  PF_HD int exchange_stride() const { return rows ? 1 : items_per_block; }
-  // The sums an item has after the exchange, one per warp that holds its lanes: 1 where every lane of the item ends
-  // the exchange with the item's total.
-  PF_HD int parts() const { return lanes / exchange_lanes(); }
-  // Whether thread tid keeps its warp's sum of its item (in slot tid of the block's shared array): the first lane
-  // of its exchange group.
-  PF_HD bool keeps(int tid) const { return (tid & ((exchange_lanes() - 1) * exchange_stride())) == 0; }
+
+  // Whether thread tid keeps its warp's sum: the first lane of its exchange group.
+  PF_HD bool keeps(int tid) const { return (tid & keep_mask) == 0; }
   // The total of thread tid's item from the kept slots: its warps' sums in warp order.
   template <typename T>
   PF_HD T total(const T* slots, int tid) const {
-    const int first = rows ? tid & ~(lanes - 1) : tid & (items_per_block - 1);
-    const int step = rows || items_per_block < kWarpSize ? kWarpSize : items_per_block;
+    const int first = tid & first_mask;
     T sum = 0;
-    for (int part = 0; part < parts(); ++part) sum += slots[first + part * step];
+    for (int part = 0; part < parts; ++part) sum += slots[first + part * part_step];
     return sum;
   }
 };

@@ -52,8 +52,7 @@ struct LaunchConfig {
   int items_per_block = 1;  // kThreads / lanes
   int items_per_block_log2 = 0;
   bool rows = true;
-
-  PF_HD hd::LaneSum<kThreads> lane_sum() const { return {lanes, items_per_block, rows}; }
+  hd::LaneSum<kThreads> sum;  // how an item's lanes add their sums
 };
 
 // The launch geometry with `vector` elements per access.
@@ -74,6 +73,7 @@ inline LaunchConfig geometry(int64_t outer, int64_t channels, int64_t inner, int
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.items_per_block_log2 = hd::log2_of(cfg.items_per_block);
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
+  cfg.sum = hd::LaneSum<kThreads>::of(cfg.lanes, cfg.rows);
   return cfg;
 }
 
@@ -281,20 +281,20 @@ struct LaneReductionKernel {
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return cfg.lane_sum().parts() > 1 ? 2 : 1; }
+  PF_HD int phases() const { return cfg.sum.parts > 1 ? 2 : 1; }
 
-  PF_HD int exchange_lanes() const { return cfg.lane_sum().exchange_lanes(); }
-  PF_HD int exchange_stride() const { return cfg.lane_sum().exchange_stride(); }
+  PF_HD int exchange_lanes() const { return cfg.sum.exchange_lanes; }
+  PF_HD int exchange_stride() const { return cfg.sum.exchange_stride; }
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{args.partial(cfg, block, tid)}}; }
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
-    const hd::LaneSum<kThreads> sum = cfg.lane_sum();
-    if (sum.parts() == 1) args.write(cfg, sums.v[0], block, tid);
+    const hd::LaneSum<kThreads>& sum = cfg.sum;
+    if (sum.parts == 1) args.write(cfg, sums.v[0], block, tid);
     else if (sum.keeps(tid)) sh.partial[tid] = sums.v[0];
   }
 
   // p == 1, an item in several warps
   PF_HD void phase(int, Shared& sh, int64_t block, int tid) const {
-    args.write(cfg, cfg.lane_sum().total(sh.partial, tid), block, tid);
+    args.write(cfg, cfg.sum.total(sh.partial, tid), block, tid);
   }
 };
 

@@ -52,12 +52,12 @@ struct LaunchConfig {
   int items_per_block = 1;  // kThreads / lanes
   int items_per_block_log2 = 0;
   bool rows = true;
+  hd::LaneSum<kThreads> sum;  // how an item's lanes add their sums
   // The bias contributions of a block fit its shared tile; otherwise a block has one item and each lane
   // writes its channels' sums straight to the block's workspace row.
   PF_HD bool tiled() const { return items_per_block * channels <= kTileElems; }
   // Tile rows are padded by one so that consecutive items (planes layout) hit different banks.
   PF_HD int64_t tile_stride() const { return channels + 1; }
-  PF_HD hd::LaneSum<kThreads> lane_sum() const { return {lanes, items_per_block, rows}; }
 };
 
 // The launch geometry with `vector` elements per access.
@@ -77,6 +77,7 @@ inline LaunchConfig geometry(int64_t outer, int64_t channels, int64_t inner, int
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.items_per_block_log2 = hd::log2_of(cfg.items_per_block);
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
+  cfg.sum = hd::LaneSum<kThreads>::of(cfg.lanes, cfg.rows);
   return cfg;
 }
 
@@ -136,7 +137,7 @@ struct BackwardShared {
 
 // Phases before the write under pixel norm: 0 (an exchange that writes) or 1 (an exchange that leaves the warps'
 // sums of an item in several warps in shared memory, hd::LaneSum).
-PF_HD int reduction_phases(const LaunchConfig& cfg) { return cfg.lane_sum().parts() > 1 ? 1 : 0; }
+PF_HD int reduction_phases(const LaunchConfig& cfg) { return cfg.sum.parts > 1 ? 1 : 0; }
 
 // A lane's accesses: vectors lane, lane + lanes, ... of its item's cfg.vectors, N elements each (channels v * N
 // on), the pointers stepped from one to the next. The tensors come in as __restrict__ parameters of these (inlined)
@@ -210,8 +211,8 @@ struct ForwardKernel {
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
   PF_HD int phases() const { return (pixel_norm ? reduction_phases(cfg) : 0) + 1; }
-  PF_HD int exchange_lanes() const { return pixel_norm ? cfg.lane_sum().exchange_lanes() : 0; }
-  PF_HD int exchange_stride() const { return cfg.lane_sum().exchange_stride(); }
+  PF_HD int exchange_lanes() const { return pixel_norm ? cfg.sum.exchange_lanes : 0; }
+  PF_HD int exchange_stride() const { return cfg.sum.exchange_stride; }
 
   // With pixel norm: this lane's share of sum(a^2).
   PF_HD acc_t partial(int64_t block, int tid) const {
@@ -233,14 +234,14 @@ struct ForwardKernel {
 
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{partial(block, tid)}}; }
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
-    const hd::LaneSum<kThreads> sum = cfg.lane_sum();
-    if (sum.parts() == 1) write(sums.v[0], block, tid);
+    const hd::LaneSum<kThreads>& sum = cfg.sum;
+    if (sum.parts == 1) write(sums.v[0], block, tid);
     else if (sum.keeps(tid)) sh.partial[tid] = sums.v[0];
   }
 
   // Without pixel norm, phase 0; with it, phase 1 of an item in several warps.
   PF_HD void phase(int, Shared& sh, int64_t block, int tid) const {
-    write(pixel_norm ? cfg.lane_sum().total(sh.partial, tid) : acc_t(0), block, tid);
+    write(pixel_norm ? cfg.sum.total(sh.partial, tid) : acc_t(0), block, tid);
   }
 };
 
@@ -359,8 +360,8 @@ struct BackwardKernel {
   PF_HD int64_t blocks() const { return cfg.blocks; }
   PF_HD int write_phase() const { return pixel_norm ? reduction_phases(cfg) : 0; }
   PF_HD int phases() const { return write_phase() + 1 + (workspace && cfg.tiled() ? 1 : 0); }
-  PF_HD int exchange_lanes() const { return pixel_norm ? cfg.lane_sum().exchange_lanes() : 0; }
-  PF_HD int exchange_stride() const { return cfg.lane_sum().exchange_stride(); }
+  PF_HD int exchange_lanes() const { return pixel_norm ? cfg.sum.exchange_lanes : 0; }
+  PF_HD int exchange_stride() const { return cfg.sum.exchange_stride; }
 
   PF_HD acc_t item_rsqrt(const Slot& s) const { return pixel_norm ? hd::load_ro(rsqrt + s.item) : acc_t(1); }
 
@@ -395,8 +396,8 @@ struct BackwardKernel {
 
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return partials(block, tid); }
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
-    const hd::LaneSum<kThreads> sum = cfg.lane_sum();
-    if (sum.parts() == 1) {
+    const hd::LaneSum<kThreads>& sum = cfg.sum;
+    if (sum.parts == 1) {
       write(sums, sh, block, tid);
     } else if (sum.keeps(tid)) {
       sh.partial[tid] = sums.v[0];
@@ -408,7 +409,7 @@ struct BackwardKernel {
     if (p > write_phase()) {
       sum_tile(sh.tile, workspace + block * cfg.channels, cfg, block, tid);
     } else {  // phase 0 without pixel norm, phase 1 of an item in several warps with it
-      const hd::LaneSum<kThreads> sum = cfg.lane_sum();
+      const hd::LaneSum<kThreads>& sum = cfg.sum;
       const Exchange totals = pixel_norm ? Exchange{{sum.total(sh.partial, tid), sum.total(sh.partial_sq, tid)}}
                                          : Exchange{{acc_t(0), acc_t(0)}};
       write(totals, sh, block, tid);
