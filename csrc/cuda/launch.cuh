@@ -7,10 +7,10 @@
 
 namespace progan_fast::hd {
 
-// The sums of groups of `lanes` consecutive lanes (see csrc/ops/phases.h): every lane of the warp takes part.
+// The sums of groups of `lanes` lanes `stride` apart (see csrc/ops/phases.h): every lane of the warp takes part.
 template <typename T, int M>
-__device__ __forceinline__ Sums<T, M> warp_sum(Sums<T, M> values, int lanes) {
-  for (int offset = lanes >> 1; offset > 0; offset >>= 1) {
+__device__ __forceinline__ Sums<T, M> warp_sum(Sums<T, M> values, int lanes, int stride) {
+  for (int offset = (lanes >> 1) * stride; offset >= stride; offset >>= 1) {
     Sums<T, M> partner;
     for (int m = 0; m < M; ++m) partner.v[m] = __shfl_xor_sync(0xffffffffu, values.v[m], offset);
     add_partner(values, partner);
@@ -25,8 +25,9 @@ __global__ void __launch_bounds__(K::kThreads) run_phases(const K kernel) {
   const int phases = kernel.phases();
   int p = 0;
   if constexpr (HasExchange<K>) {
-    if (const int lanes = kernel.exchange_lanes()) {
-      const auto sums = warp_sum(kernel.before_exchange(shared, blockIdx.x, threadIdx.x), lanes);
+    if (kernel.exchange_lanes()) {
+      const auto values = kernel.before_exchange(shared, blockIdx.x, threadIdx.x);
+      const auto sums = warp_sum(values, kernel.exchange_lanes(), exchange_stride(kernel));
       kernel.after_exchange(shared, blockIdx.x, threadIdx.x, sums);
       p = 1;
     }

@@ -12,7 +12,7 @@ namespace progan_fast {
 namespace {
 
 // The launch geometry the CUDA launcher picks for the forward of x, so tests can check that every schedule is
-// exercised: (items, blocks, lanes, items_per_block, rows, elements per access).
+// exercised: (items, blocks, lanes, items_per_block, rows, elements per access, barriers).
 std::vector<int64_t> pixel_norm_launch_config(const at::Tensor& x, int64_t dim) {
   const PixelNormForwardOperands o(x, dim, /*eps=*/1e-8);  // the geometry does not depend on eps
   const int vector = hd::dispatch(launcher_dtype(x, "x"), [&](auto type) {
@@ -21,7 +21,9 @@ std::vector<int64_t> pixel_norm_launch_config(const at::Tensor& x, int64_t dim) 
                                            {o.x.const_data_ptr(), o.y.const_data_ptr()});
   });
   const auto cfg = pixel_norm_cuda::launch_config(o.layout.outer, o.layout.channels, o.layout.inner, vector);
-  return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector};
+  using Kernel = pixel_norm_cuda::LaneReductionKernel<pixel_norm_cuda::ForwardArgs<float, 1, true>>;
+  const int barriers = Kernel{{}, cfg}.phases() - 1;
+  return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector, barriers};
 }
 
 // The same for the epilogue's forward of x with a bias (its geometry is pixel norm's rule: hd::item_lanes).
@@ -34,7 +36,9 @@ std::vector<int64_t> scaled_bias_act_launch_config(const at::Tensor& x) {
                                            {o.x.const_data_ptr(), o.bias.const_data_ptr(), o.y.const_data_ptr()});
   });
   const auto cfg = scaled_bias_act_cuda::launch_config(o.layout.outer, o.layout.channels, o.layout.inner, vector);
-  return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector};
+  const scaled_bias_act_cuda::ForwardKernel<float, 1, true> kernel{
+      nullptr, nullptr, nullptr, nullptr, {}, 0.0f, /*pixel_norm=*/true, cfg};
+  return {cfg.items, cfg.blocks, cfg.lanes, cfg.items_per_block, cfg.rows ? 1 : 0, cfg.vector, kernel.phases() - 1};
 }
 
 // (blocks of the position kernels, positions per block, blocks writing the statistic channels, positions per
@@ -51,8 +55,9 @@ std::vector<int64_t> minibatch_stddev_launch_config(const at::Tensor& x, int64_t
 
 // fade_from_rgb's geometries for `images` and `main` (new or grad_y; the outputs freshly allocated, as the host
 // does): (pixel lanes, pixel blocks, pixels per item, channels per access, channel-kernel lanes, chunks,
-// channel-kernel blocks, its pixels per access, image-channel groups). The pixel kernels' vectors are the forward's
-// (the pixel backward's match them: its further tensors, grad_images, are fresh too).
+// channel-kernel blocks, its pixels per access, image-channel groups, the pixel backward's barriers). The pixel
+// kernels' vectors are the forward's (the pixel backward's match them: its further tensors, grad_images, are fresh
+// too).
 std::vector<int64_t> fade_from_rgb_launch_config(const at::Tensor& images, const at::Tensor& main) {
   TORCH_CHECK(images.dim() == 4 && main.dim() == 4, "images and main: 4-D tensors expected");
   const at::Tensor weight = at::empty({main.size(1), images.size(1), 1, 1}, main.options());
@@ -67,9 +72,16 @@ std::vector<int64_t> fade_from_rgb_launch_config(const at::Tensor& images, const
     const auto pixels = fade_from_rgb_cuda::forward_config<scalar_t>({common, o.main.const_data_ptr(), out.data_ptr()});
     const auto channels = fade_from_rgb_cuda::channel_backward_config<scalar_t>({common, o.main.const_data_ptr(),
                                                                                 nullptr, 0});
+    // its phases depend on whether items are runs of pixels, not on their length
+    const auto pixel_backward_phases = [&](auto pixels_per_item) {
+      return fade_from_rgb_cuda::PixelBackwardKernel<float, decltype(pixels_per_item)::value, 1, true, true>{
+          {}, nullptr, nullptr, nullptr, pixels, 0}.phases();
+    };
+    const int phases = pixels.pixels_per_item > 1 ? pixel_backward_phases(std::integral_constant<int, 4>{})
+                                                  : pixel_backward_phases(hd::Scalar{});
     return std::vector<int64_t>{pixels.lanes, pixels.blocks, pixels.pixels_per_item, pixels.channels_per_access,
                                 channels.lanes, channels.chunks, channels.blocks, channels.pixels_per_access,
-                                common.shape.groups()};
+                                common.shape.groups(), phases - 1};
   });
 }
 
@@ -97,9 +109,9 @@ std::vector<int64_t> upsample_blend_launch_config(const at::Tensor& low, const a
   return {cfg.blocks, cfg.vector, cfg.pixels ? 1 : 0};
 }
 
-// A two-phase kernel: a warp exchange of one float per thread over groups of `lanes`, whose sums cross a barrier
-// in shared memory to the phase that writes them out. For the test that the emulated exchange is the GPU's
-// butterfly, bit for bit.
+// A two-phase kernel: a warp exchange of one float per thread over groups of `lanes` lanes `stride` apart, whose sums
+// cross a barrier in shared memory to the phase that writes them out. For the test that the emulated exchange is
+// the GPU's butterfly, bit for bit.
 struct WarpSumKernel {
   static constexpr int kThreads = 256;
   struct Shared {
@@ -109,25 +121,28 @@ struct WarpSumKernel {
   const float* values;
   float* out;
   int64_t block_count;
-  int lanes;
+  int lanes, stride;
 
   int64_t blocks() const { return block_count; }
   int phases() const { return 2; }
   int exchange_lanes() const { return lanes; }
+  int exchange_stride() const { return stride; }
   Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{values[block * kThreads + tid]}}; }
   void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const { sh.sums[tid] = sums.v[0]; }
   void phase(int, Shared& sh, int64_t block, int tid) const { out[block * kThreads + tid] = sh.sums[tid]; }
 };
 
-at::Tensor warp_exchange_sum(const at::Tensor& values, int64_t lanes) {
+at::Tensor warp_exchange_sum(const at::Tensor& values, int64_t lanes, int64_t stride) {
   TORCH_CHECK(values.scalar_type() == at::kFloat && values.dim() == 1 && values.numel() % WarpSumKernel::kThreads == 0,
               "values: a 1-d float32 tensor of whole blocks of ", WarpSumKernel::kThreads, " expected");
   TORCH_CHECK(lanes >= 1 && lanes <= hd::kWarpSize && (lanes & (lanes - 1)) == 0,
               "lanes: a power of two up to a warp expected, got ", lanes);
+  TORCH_CHECK(stride >= 1 && lanes * stride <= hd::kWarpSize && (stride & (stride - 1)) == 0,
+              "stride: a power of two with lanes * stride up to a warp expected, got ", stride);
   const at::Tensor v = values.contiguous();
   at::Tensor out = at::empty_like(v);
   hd::emulate(WarpSumKernel{v.const_data_ptr<float>(), out.mutable_data_ptr<float>(),
-                            v.numel() / WarpSumKernel::kThreads, static_cast<int>(lanes)});
+                            v.numel() / WarpSumKernel::kThreads, static_cast<int>(lanes), static_cast<int>(stride)});
   return out;
 }
 
@@ -156,7 +171,7 @@ TORCH_LIBRARY_FRAGMENT(progan_fast_emulated, m) {
   m.def("fade_from_rgb_launch_config(Tensor images, Tensor main) -> int[]", &fade_from_rgb_launch_config);
   m.def("fade_reals_launch_config(Tensor x) -> int[]", &fade_reals_launch_config);
   m.def("upsample_blend_launch_config(Tensor low, Tensor high, int factor) -> int[]", &upsample_blend_launch_config);
-  m.def("warp_exchange_sum(Tensor values, int lanes) -> Tensor", &warp_exchange_sum);
+  m.def("warp_exchange_sum(Tensor values, int lanes, int stride=1) -> Tensor", &warp_exchange_sum);
 }
 
 }  // namespace progan_fast

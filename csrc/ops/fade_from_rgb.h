@@ -8,17 +8,18 @@
 //
 //   forward           "pixel" geometry: an item per feature pixel, `lanes` threads split its C channels. Channels
 //                     last: a pixel's lanes read consecutive channels (a warp covers whole runs of C); NCHW:
-//                     consecutive threads take consecutive pixels of a channel (coalesced), and lanes split the
-//                     channel loop only when there are too few pixels to fill the GPU (csrc/ops/item_lanes.h).
+//                     consecutive threads take consecutive pixels of a channel (coalesced); lanes split the
+//                     channel loop where there are too few pixels to fill the GPU (csrc/ops/item_lanes.h).
 //   backward, pixels  the same geometry: each lane writes grad_new = alpha * g for its channels and sums
-//                     W[c, k] * dz over them; the pixel's lanes add their sums (channels last: a warp exchange,
-//                     csrc/ops/phases.h, in one phase; NCHW: a tree in shared memory) into its image gradient,
-//                     written to its 2x2 image pixels. dz = (1 - alpha) * lrelu'(z) * g.
+//                     W[c, k] * dz over them; the pixel's lanes add their sums (a warp exchange, csrc/ops/phases.h,
+//                     over the lanes each warp holds, then for a pixel in several warps one barrier and the sum of
+//                     its warps': hd::LaneSum) into its image gradient, written to its 2x2 image pixels.
+//                     dz = (1 - alpha) * lrelu'(z) * g.
 //   backward, weights "channel" geometry: an item per (channel, chunk of pixels), lanes split the chunk's pixels
 //                     (NCHW: a block's 256 lanes read consecutive pixels of one channel; channels last: 32
-//                     consecutive channels x 8 pixel lanes), each sums dz and dz * pool_k, the lanes' sums added
-//                     (NCHW: warp exchanges, then the 8 warps'; channels last: a tree) give one partial sum per
-//                     (chunk, channel, k) and the host adds the chunks' partials. This
+//                     consecutive channels x 8 pixel lanes, one per warp), each sums dz and dz * pool_k, the lanes'
+//                     sums added (hd::LaneSum: NCHW, warp exchanges, then the 8 warps'; channels last, the 8 warps'
+//                     lanes) give one partial sum per (chunk, channel, k) and the host adds the chunks' partials. This
 //                     kernel reads grad_y a second time (from L2 when it fits): the price of reducing over pixels
 //                     and over channels in separate kernels, without atomics and deterministic.
 // Image channels beyond kGroup are handled kGroup at a time: the host launches the backward kernels once per group
@@ -54,8 +55,8 @@ using hd::opmath_t;
 
 constexpr int kThreads = 256;
 constexpr int kGroup = 4;
-// At most a warp of lanes per item with channels last (they add their sums in one warp exchange) and for NCHW runs
-// of pixels (each lane pools all P pixels' image values: the small maps that need more lanes take single pixels).
+// At most a warp of lanes per item for NCHW runs of pixels (each lane pools all P pixels' image values: the small
+// maps that need more lanes take single pixels).
 constexpr int kMaxLanes = hd::kWarpSize;
 // Channel geometry: pixels per lane per chunk (a multiple of every vector's pixels), and channels per block with
 // channels last.
@@ -208,9 +209,9 @@ struct PixelConfig {
   int channels_per_access = 1;  // Q: 16 bytes of a pixel's channels (channels last), else 1
   int lanes = 1;
   int items_per_block = kThreads;
-  int reduce_steps = 0;  // log2(lanes)
   int64_t items = 0, blocks = 0;
   bool rows = false;  // lanes of an item are consecutive threads (channels last)
+  hd::LaneSum<kThreads> sum;  // how an item's lanes add their sums
 
   bool pow2() const { return plane.pow2() && width.pow2(); }
 };
@@ -224,21 +225,23 @@ inline PixelConfig pixel_geometry(const Shape& s, int vector) {
   cfg.pixels_per_item = cfg.rows ? 1 : vector;
   cfg.channels_per_access = cfg.rows ? vector : 1;
   cfg.items = s.pixels() / cfg.pixels_per_item;
-  const bool single_pixels = !cfg.rows && cfg.pixels_per_item == 1;
+  const int max_lanes = cfg.pixels_per_item > 1 ? kMaxLanes : kThreads;
   cfg.lanes = hd::item_lanes<kThreads>({.items = cfg.items, .accesses = s.channels / cfg.channels_per_access,
-                                        .rows = cfg.rows, .max_lanes = single_pixels ? kThreads : kMaxLanes});
-  while ((1 << cfg.reduce_steps) < cfg.lanes) ++cfg.reduce_steps;
+                                        .rows = cfg.rows, .max_lanes = max_lanes});
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
+  cfg.sum = hd::LaneSum<kThreads>::of(cfg.lanes, cfg.rows);
   return cfg;
 }
 
 // The pixel geometry for `vector` from pixel_vector_width. NCHW runs of pixels make fewer items: they are taken only
 // where the grid keeps the blocks it has with one element per access, up to hd::kMinBlocks (so not for the small
-// maps of a batch, e.g. 4x4 to 16x16 at N = 16, where the scalar grid needs every pixel to fill the GPU).
+// maps of a batch, e.g. 4x4 to 16x16 at N = 16, where the scalar grid needs every pixel to fill the GPU). Channels
+// last takes its vectors of channels as the rows of pixel norm do (hd::filling_geometry: not on small maps).
 inline PixelConfig pixel_config(const Shape& s, int vector) {
+  if (s.channels_last) return hd::filling_geometry(vector, [&](int v) { return pixel_geometry(s, v); });
   const PixelConfig cfg = pixel_geometry(s, vector);
-  if (s.channels_last || vector == 1) return cfg;
+  if (vector == 1) return cfg;
   const PixelConfig scalar = pixel_geometry(s, 1);
   return cfg.blocks >= (scalar.blocks < hd::kMinBlocks ? scalar.blocks : hd::kMinBlocks) ? cfg : scalar;
 }
@@ -268,14 +271,6 @@ PF_HD Slot slot_of(bool rows, int lanes, int items_per_block, int64_t block, int
   s.lane = rows ? tid & (lanes - 1) : tid >> items_log2;
   s.item = block * items_per_block + in_block;
   return s;
-}
-
-// One step of a tree over an item's lanes, items_per_block apart (half = lanes / 2, lanes / 4, ..., 1, a barrier
-// before each): lane 0's slot, the thread's own index, ends with the item's sums.
-template <typename acc_t, int kArrays>
-PF_HD void reduce_step(acc_t (&partial)[kArrays][kThreads], int items_per_block, int tid, int half) {
-  if (tid < half * items_per_block)
-    for (int e = 0; e < kArrays; ++e) partial[e][tid] += partial[e][tid + half * items_per_block];
 }
 
 // The pixel kernels are instantiated for P pixels per item and Q channels per access (PixelConfig), for H * W a
@@ -343,8 +338,9 @@ PF_HD void store_image_vec(scalar_t* p, const hd::Vec<scalar_t, P>& v) {
 }
 
 // Backward over pixels: grad_new (group 0) and grad_images of image channels group * kGroup + [0, kGroup).
-// Phases: channels last, one warp exchange (an item's lanes are at most a warp of consecutive threads); NCHW,
-// accumulate, reduce over the lanes, write. An item's sums: [k * P + n], image channel k of the group at pixel n.
+// Phases: a warp exchange over the item's lanes in each warp that writes, or for an item in several warps, one that
+// leaves their sums in shared memory, then the write (hd::LaneSum). An item's sums: [k * P + n], image channel k of
+// the group at pixel n.
 template <typename scalar_t, int P, int Q, bool kPow2, bool kFew>
 struct PixelBackwardKernel {
   static constexpr int kThreads = fade_from_rgb_cuda::kThreads;
@@ -352,7 +348,7 @@ struct PixelBackwardKernel {
   using acc_t = opmath_t<scalar_t>;
   struct Shared {
     acc_t partial[kGroup * P][kThreads];
-    // Each thread's image_base, handed from the first phase to the last through shared memory: kept in registers
+    // Each thread's image_base, handed from the exchange to the write through shared memory: kept in registers
     // across the reduction phases it made ptxas spill on sm_80.
     int64_t image_base[kThreads];
   };
@@ -364,11 +360,12 @@ struct PixelBackwardKernel {
   PixelConfig cfg;
   int64_t group;
 
-  // NCHW runs (P > 1) never exchange and channels-last vectors (Q > 1) never take the tree: neither is compiled in.
-  PF_HD bool rows() const { return P == 1 && (Q > 1 || cfg.rows); }
+  // NCHW runs (P > 1) always write in phase 1: their exchange phase writing too made ptxas spill (sm_90, 16-bit).
+  PF_HD bool writes_after_exchange() const { return P == 1 && cfg.sum.parts == 1; }
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return rows() ? 1 : cfg.reduce_steps + 2; }
-  PF_HD int exchange_lanes() const { return rows() ? cfg.lanes : 0; }
+  PF_HD int phases() const { return writes_after_exchange() ? 1 : 2; }
+  PF_HD int exchange_lanes() const { return cfg.sum.exchange_lanes; }
+  PF_HD int exchange_stride() const { return cfg.sum.exchange_stride; }
 
   // This lane's share of the item's sums, W[c, k] * dz over its channels; the item's image_base to `base`.
   PF_HD Exchange lane_sums(int64_t block, int tid, int64_t& base) const {
@@ -438,20 +435,20 @@ struct PixelBackwardKernel {
     return lane_sums(block, tid, sh.image_base[tid]);
   }
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
-    write(sums.v, sh.image_base[tid], block, tid);
+    if (writes_after_exchange()) {
+      write(sums.v, sh.image_base[tid], block, tid);
+    } else if (cfg.sum.keeps(tid)) {
+      for (int e = 0; e < kGroup * P; ++e) sh.partial[e][tid] = sums.v[e];
+    }
   }
 
-  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (p == 0) {
-      const Exchange sums = lane_sums(block, tid, sh.image_base[tid]);
-      for (int e = 0; e < kGroup * P; ++e) sh.partial[e][tid] = sums.v[e];
-    } else if (p <= cfg.reduce_steps) {
-      reduce_step(sh.partial, cfg.items_per_block, tid, cfg.lanes >> p);
-    } else {
-      acc_t sums[kGroup * P];
-      for (int e = 0; e < kGroup * P; ++e) sums[e] = sh.partial[e][tid];
-      write(sums, sh.image_base[tid], block, tid);
-    }
+  // p == 1, an item in several warps: its lane 0 adds their sums and writes.
+  PF_HD void phase(int, Shared& sh, int64_t block, int tid) const {
+    if (slot_of(cfg.rows, cfg.lanes, cfg.items_per_block, block, tid).lane != 0) return;
+    const hd::LaneSum<kThreads>& sum = cfg.sum;
+    acc_t sums[kGroup * P];
+    for (int e = 0; e < kGroup * P; ++e) sums[e] = sum.total(sh.partial[e], tid);
+    write(sums, sh.image_base[tid], block, tid);
   }
 };
 
@@ -460,12 +457,13 @@ struct PixelBackwardKernel {
 struct ChannelConfig {
   int lanes = kThreads;
   int items_per_block = 1;
-  int reduce_steps = 0;
   int pixels_per_access = 1;  // P: 16 bytes of a feature row's pixels (NCHW), else 1
   int64_t chunk_pixels = 0, chunks = 0, blocks = 0;  // a chunk lies within one sample's plane
   // item -> (chunk, channel), chunk -> (sample, chunk of its plane), pixel -> image row: shifts in the kernels
   // instantiated for pow2()
   hd::Divisor channels, sample_chunks, width;
+
+  hd::LaneSum<kThreads> sum;  // lanes laid out as planes': an item's are threads items_per_block apart, in 8 warps
 
   bool pow2() const { return channels.pow2() && sample_chunks.pow2() && width.pow2(); }
 };
@@ -475,8 +473,8 @@ inline ChannelConfig channel_config(const Shape& s, int pixels_per_access = 1) {
   ChannelConfig cfg;
   cfg.items_per_block = s.channels_last ? kChannelItems : 1;
   cfg.lanes = kThreads / cfg.items_per_block;
+  cfg.sum = hd::LaneSum<kThreads>::of(cfg.lanes, /*rows=*/false);
   cfg.pixels_per_access = pixels_per_access;
-  while ((1 << cfg.reduce_steps) < cfg.lanes) ++cfg.reduce_steps;
   cfg.chunk_pixels = static_cast<int64_t>(cfg.lanes) * kPixelsPerLane;
   cfg.channels = hd::Divisor::of(s.channels);
   cfg.sample_chunks = hd::Divisor::of(hd::ceil_div(s.plane(), cfg.chunk_pixels));
@@ -513,13 +511,13 @@ struct ChannelBackwardKernel {
   ChannelConfig cfg;
   int64_t group;
 
-  // A block with one item (NCHW: its 256 lanes are consecutive threads) adds its lanes' sums with a warp exchange
-  // and the 8 warps' sums after one barrier; channels last (8 lanes kChannelItems apart) with a tree.
-  // NCHW runs (P > 1) are blocks of one item: the tree is not compiled in.
-  PF_HD bool one_item() const { return P > 1 || cfg.items_per_block == 1; }
+  // An item's lanes add their sums (hd::LaneSum) in a warp exchange (NCHW: a block of one item, its 256 lanes
+  // consecutive threads; channels last: 8 lanes kChannelItems apart, one per warp, exchange nothing), then the 8
+  // warps' sums after one barrier.
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return one_item() ? 2 : cfg.reduce_steps + 2; }
-  PF_HD int exchange_lanes() const { return one_item() ? hd::kWarpSize : 0; }
+  PF_HD int phases() const { return 2; }
+  PF_HD int exchange_lanes() const { return cfg.sum.exchange_lanes; }
+  PF_HD int exchange_stride() const { return cfg.sum.exchange_stride; }
 
   // item = chunk * C + c: with channels last a block's items are consecutive channels of one chunk.
   PF_HD Slot slot(int64_t block, int tid) const {
@@ -602,27 +600,20 @@ struct ChannelBackwardKernel {
 
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return lane_sums(block, tid); }
   PF_HD void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const {
-    if ((tid & (hd::kWarpSize - 1)) == 0)
-      for (int e = 0; e <= kGroup; ++e) sh.partial[e][tid / hd::kWarpSize] = sums.v[e];
+    if (cfg.sum.keeps(tid))
+      for (int e = 0; e <= kGroup; ++e) sh.partial[e][tid] = sums.v[e];
   }
 
-  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
+  // p == 1: lane 0 of each item (threads 0 to items_per_block - 1) adds its 8 warps' sums, kept 32 apart from its
+  // own slot (hd::LaneSum::total, with the trip count and distance spelled out: from the run-time ones ptxas spilled).
+  PF_HD void phase(int, Shared& sh, int64_t block, int tid) const {
+    if (tid >= cfg.items_per_block) return;
     Exchange totals;
-    if (one_item()) {  // phase 1: the block's warp sums, in order
-      for (int e = 0; e <= kGroup; ++e) {
-        totals.v[e] = 0;
-        for (int w = 0; w < kThreads / hd::kWarpSize; ++w) totals.v[e] += sh.partial[e][w];
-      }
-      write(totals, block, tid);
-    } else if (p == 0) {
-      totals = lane_sums(block, tid);
-      for (int e = 0; e <= kGroup; ++e) sh.partial[e][tid] = totals.v[e];
-    } else if (p <= cfg.reduce_steps) {
-      reduce_step(sh.partial, cfg.items_per_block, tid, cfg.lanes >> p);
-    } else {
-      for (int e = 0; e <= kGroup; ++e) totals.v[e] = sh.partial[e][tid];
-      write(totals, block, tid);
+    for (int e = 0; e <= kGroup; ++e) {
+      totals.v[e] = 0;
+      for (int w = 0; w < kThreads / hd::kWarpSize; ++w) totals.v[e] += sh.partial[e][tid + w * hd::kWarpSize];
     }
+    write(totals, block, tid);
   }
 };
 

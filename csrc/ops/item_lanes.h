@@ -30,7 +30,7 @@ struct ItemWork {
   bool rows = true;      // an item's lanes are consecutive threads (channels contiguous), else planes (NCHW)
   int64_t item_elems = 0;       // elements of one item, for max_block_elems
   int64_t max_block_elems = 0;  // bound on a block's slice; 0: none
-  int max_lanes = 1 << 30;  // e.g. a warp, where an item's lanes must add their sums in one exchange
+  int max_lanes = 1 << 30;  // e.g. a warp for fade_from_rgb's runs of pixels, each lane pooling all of them
 };
 
 template <int kThreads>
@@ -48,5 +48,67 @@ constexpr int item_lanes(const ItemWork& w) {
   while (lanes < cap && more(lanes)) lanes *= 2;
   return lanes;
 }
+
+// Rows' geometry: `geometry(vector)` (16-byte accesses) unless its grid is short of kFillBlocks and that of one
+// element per access has more blocks. A row's lanes stop at one access each, so on small maps vectors cost blocks:
+// at 4x4, N = 16, C = 512 a row is 128 float32 vectors (128 blocks) or 64 of 16-bit elements (64 blocks), where
+// single elements give it 256 lanes (256 blocks, a pixel per block, as NCHW). `geometry(v)` returns a config with
+// `blocks`.
+template <typename Geometry>
+auto filling_geometry(int vector, Geometry&& geometry) {
+  const auto cfg = geometry(vector);
+  if (vector == 1 || cfg.blocks >= kFillBlocks) return cfg;
+  const auto scalar = geometry(1);
+  return scalar.blocks > cfg.blocks ? scalar : cfg;
+}
+
+// How the `lanes` threads of each item of a block add their sums (pixel norm, the epilogue, fade_from_rgb): a warp
+// exchange (csrc/ops/phases.h) over the item's lanes within each warp, then, where its lanes lie in several warps,
+// one barrier and the sum of those warps' sums (in shared memory, in warp order). Whatever the layout, one barrier
+// at most, where a tree over shared memory takes one per halving.
+//   rows   an item's lanes are consecutive threads: a warp holds whole items, or an item lanes / 32 whole warps;
+//   planes item i of a block has threads i, i + items_per_block, ... (consecutive threads take consecutive items,
+//          NCHW pixels): with items_per_block <= 16 each warp holds 32 / items_per_block lanes of each item,
+//          items_per_block apart, added by a butterfly over offsets 16 down to items_per_block (an exchange of
+//          strided lanes), and all 8 warps hold some; with more items per block a warp holds one lane of each of
+//          its items, and the item's `lanes` lanes lie in as many warps.
+template <int kThreads>
+struct LaneSum {
+  int exchange_lanes = 1, exchange_stride = 1;  // the exchange groups: exchange_lanes lanes exchange_stride apart
+  int parts = 1;       // an item's sums after the exchange, one per warp holding its lanes (1: each lane has the total)
+  int keep_mask = 0;   // thread tid keeps its warp's sum of its item (in slot tid) where tid & keep_mask is 0
+  int first_mask = 0;  // the slot of the first kept sum of thread tid's item: tid & first_mask
+  int part_step = 0;   // slots between the kept sums of an item
+
+  // For `lanes` per item (a power of two <= kThreads), on the host: the kernels divide nothing.
+  static constexpr LaneSum of(int lanes, bool rows) {
+    const int items_per_block = kThreads / lanes;
+    LaneSum s;
+    if (rows) {
+      s.exchange_lanes = lanes < kWarpSize ? lanes : kWarpSize;
+      s.first_mask = ~(lanes - 1);
+      s.part_step = kWarpSize;
+    } else {
+      s.exchange_lanes = items_per_block < kWarpSize ? kWarpSize / items_per_block : 1;
+      s.exchange_stride = items_per_block;
+      s.first_mask = items_per_block - 1;
+      s.part_step = items_per_block < kWarpSize ? kWarpSize : items_per_block;
+    }
+    s.parts = lanes / s.exchange_lanes;
+    s.keep_mask = (s.exchange_lanes - 1) * s.exchange_stride;
+    return s;
+  }
+
+  // Whether thread tid keeps its warp's sum: the first lane of its exchange group.
+  PF_HD bool keeps(int tid) const { return (tid & keep_mask) == 0; }
+  // The total of thread tid's item from the kept slots: its warps' sums in warp order.
+  template <typename T>
+  PF_HD T total(const T* slots, int tid) const {
+    const int first = tid & first_mask;
+    T sum = 0;
+    for (int part = 0; part < parts; ++part) sum += slots[first + part * part_step];
+    return sum;
+  }
+};
 
 }  // namespace progan_fast::hd

@@ -10,11 +10,12 @@
 //          channel is coalesced across the block; lanes split the channel loop when there are too few pixels
 //          to fill the GPU (4x4 and 8x8 feature maps), one thread per pixel when there are enough (hd::item_lanes).
 // Each lane sums its channels, the item's lanes add their sums, then every lane writes its channels with the
-// item's total. Rows add them with a warp exchange (csrc/ops/phases.h), in registers: one phase, no barrier, for
-// an item of up to a warp; a wider item then adds its warps' sums in shared memory after one barrier. Planes, whose
-// lanes lie in different warps, take three phases over shared memory: accumulate, a tree reduction over the lanes
-// (one barrier per halving), write; except a block of one pixel (small maps), whose lanes add as a wide row's.
-// Rows move 16 bytes per access where they are aligned (csrc/ops/vec.h): a lane takes whole vectors of channels.
+// item's total. They add them with a warp exchange (csrc/ops/phases.h), in registers, over the lanes each warp holds
+// (hd::LaneSum: consecutive lanes of a row, strided lanes of the pixels of planes): one phase, no barrier, for an
+// item within one warp (rows of up to 32 lanes, a pixel per thread); an item in several warps (wider rows, NCHW
+// pixels split over lanes) then adds its warps' sums in shared memory after one barrier.
+// Rows move 16 bytes per access where they are aligned (csrc/ops/vec.h): a lane takes whole vectors of channels,
+// except on small maps where single elements give more lanes and blocks (hd::filling_geometry).
 // The write phase re-reads x: a block's slice (items_per_block * channels elements) is kept small (kMaxBlockElems)
 // so the slices of all resident blocks, about 8 per SM, stay in L2 (40-50 MB on A100/H100) and the second read does
 // not go back to DRAM.
@@ -51,11 +52,11 @@ struct LaunchConfig {
   int items_per_block = 1;  // kThreads / lanes
   int items_per_block_log2 = 0;
   bool rows = true;
+  hd::LaneSum<kThreads> sum;  // how an item's lanes add their sums
 };
 
-// The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
-// hd::rows_vector_width.
-inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
+// The launch geometry with `vector` elements per access.
+inline LaunchConfig geometry(int64_t outer, int64_t channels, int64_t inner, int vector) {
   LaunchConfig cfg;
   cfg.items = outer * inner;
   cfg.channels = channels;
@@ -72,7 +73,14 @@ inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.items_per_block_log2 = hd::log2_of(cfg.items_per_block);
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
+  cfg.sum = hd::LaneSum<kThreads>::of(cfg.lanes, cfg.rows);
   return cfg;
+}
+
+// The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
+// hd::rows_vector_width; the config's own `vector` is what the kernels are instantiated for.
+inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
+  return hd::filling_geometry(vector, [&](int v) { return geometry(outer, channels, inner, v); });
 }
 
 template <typename acc_t>
@@ -136,13 +144,6 @@ struct BackwardArgs {
   PF_HD acc_t partial(const LaunchConfig& cfg, int64_t block, int tid) const;
   PF_HD void write(const LaunchConfig& cfg, acc_t total, int64_t block, int tid) const;
 };
-
-// Planes, shared by both directions: one step of the tree reduction over an item's lanes, items_per_block apart
-// (called for half = lanes/2, lanes/4, ..., 1 with a barrier before each).
-template <typename acc_t>
-PF_HD void reduce_step(const LaunchConfig& cfg, Shared<acc_t>& sh, int tid, int half) {
-  if ((tid >> cfg.items_per_block_log2) < half) sh.partial[tid] += sh.partial[tid + (half << cfg.items_per_block_log2)];
-}
 
 // A lane's accesses: vectors lane, lane + lanes, ... of its item's cfg.vectors, N elements each, the pointers
 // stepped from one to the next. The tensors come in as __restrict__ parameters of these (inlined) functions because
@@ -266,11 +267,10 @@ PF_HD void BackwardArgs<scalar_t, N, P>::write(const LaunchConfig& cfg, acc_t to
   backward_write(*this, cfg, total, block, tid);
 }
 
-// Both kernels; `Args` (ForwardArgs or BackwardArgs) brings its direction's partial sums and write. Rows: one
-// exchange phase (partial -> warp sum -> write), or for an item wider than a warp an exchange phase that leaves
-// each warp's sum in shared memory, then the write with the sum of its item's warps. Planes of one pixel per block
-// (small maps: lanes == kThreads, consecutive threads, as in a row) do the same. Other planes: accumulate,
-// log2(lanes) tree-reduction steps, write.
+// Both kernels; `Args` (ForwardArgs or BackwardArgs) brings its direction's partial sums and write. An exchange
+// phase (partial -> the sum over the item's lanes in this warp -> write), or for an item in several warps an
+// exchange phase that leaves each warp's sum in shared memory, then the write with the sum of its item's warps
+// (hd::LaneSum).
 template <typename Args>
 struct LaneReductionKernel {
   static constexpr int kThreads = pixel_norm_cuda::kThreads;
@@ -281,32 +281,20 @@ struct LaneReductionKernel {
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  // Whether an item's lanes add their sums with warp exchanges. Only the kernels instantiated for a power-of-two
-  // `inner` (rows have 1) compile the exchange in; planes of one pixel per block with another `inner` take the tree.
-  PF_HD bool exchanged() const { return Args::kShiftInner && (cfg.rows || cfg.lanes == kThreads); }
-  PF_HD bool wide() const { return exchanged() && cfg.lanes > hd::kWarpSize; }
-  PF_HD int phases() const { return exchanged() ? (wide() ? 2 : 1) : cfg.lanes_log2 + 2; }
+  PF_HD int phases() const { return cfg.sum.parts > 1 ? 2 : 1; }
 
-  PF_HD int exchange_lanes() const { return exchanged() ? (wide() ? hd::kWarpSize : cfg.lanes) : 0; }
+  PF_HD int exchange_lanes() const { return cfg.sum.exchange_lanes; }
+  PF_HD int exchange_stride() const { return cfg.sum.exchange_stride; }
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{args.partial(cfg, block, tid)}}; }
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
-    if (!wide()) args.write(cfg, sums.v[0], block, tid);
-    else if ((tid & (hd::kWarpSize - 1)) == 0) sh.partial[tid / hd::kWarpSize] = sums.v[0];
+    const hd::LaneSum<kThreads>& sum = cfg.sum;
+    if (sum.parts == 1) args.write(cfg, sums.v[0], block, tid);
+    else if (sum.keeps(tid)) sh.partial[tid] = sums.v[0];
   }
 
-  // The sum of the warp sums of thread tid's item, in warp order.
-  PF_HD acc_t wide_row_total(const Shared& sh, int tid) const {
-    const int first = (tid >> cfg.lanes_log2) * (cfg.lanes / hd::kWarpSize);
-    acc_t total = 0;
-    for (int w = 0; w < cfg.lanes / hd::kWarpSize; ++w) total += sh.partial[first + w];
-    return total;
-  }
-
-  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (exchanged()) args.write(cfg, wide_row_total(sh, tid), block, tid);  // p == 1 of a wide item
-    else if (p == 0) sh.partial[tid] = args.partial(cfg, block, tid);
-    else if (p <= cfg.lanes_log2) reduce_step(cfg, sh, tid, cfg.lanes >> p);
-    else args.write(cfg, sh.partial[tid & (cfg.items_per_block - 1)], block, tid);
+  // p == 1, an item in several warps
+  PF_HD void phase(int, Shared& sh, int64_t block, int tid) const {
+    args.write(cfg, cfg.sum.total(sh.partial, tid), block, tid);
   }
 };
 
@@ -336,12 +324,13 @@ auto run(const ForwardParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    const int vector = hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.x, p.y});
-    return hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+    const LaunchConfig cfg = launch_config(
+        p.outer, p.channels, p.inner, hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.x, p.y}));
+    return hd::with_rows_instantiation<scalar_t>(cfg.vector, p.inner, [&](auto n, auto pow2_inner) {
       using Args = ForwardArgs<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>;
       const Args args{static_cast<const scalar_t*>(p.x), static_cast<scalar_t*>(p.y), static_cast<acc_t*>(p.rsqrt),
                       static_cast<acc_t>(p.eps)};
-      return exec(LaneReductionKernel<Args>{args, launch_config(p.outer, p.channels, p.inner, vector)});
+      return exec(LaneReductionKernel<Args>{args, cfg});
     });
   });
 }
@@ -351,12 +340,13 @@ auto run(const BackwardParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    const int vector = hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.grad_y, p.x, p.grad_x});
-    return hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+    const LaunchConfig cfg = launch_config(
+        p.outer, p.channels, p.inner, hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.grad_y, p.x, p.grad_x}));
+    return hd::with_rows_instantiation<scalar_t>(cfg.vector, p.inner, [&](auto n, auto pow2_inner) {
       using Args = BackwardArgs<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>;
       const Args args{static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.x),
                       static_cast<const acc_t*>(p.rsqrt), static_cast<scalar_t*>(p.grad_x), static_cast<acc_t>(p.eps)};
-      return exec(LaneReductionKernel<Args>{args, launch_config(p.outer, p.channels, p.inner, vector)});
+      return exec(LaneReductionKernel<Args>{args, cfg});
     });
   });
 }

@@ -10,10 +10,12 @@
 //          split the channel loop when there are too few pixels to fill the GPU (hd::item_lanes: the geometry
 //          is pixel norm's).
 // Rows move 16 bytes per access where the tensors are aligned and the channels divide (csrc/ops/vec.h): a lane then
-// takes whole vectors of channels.
-// Forward: [accumulate sum(a^2) -> tree reduction over the lanes ->] write y (and rsqrt). The write phase
+// takes whole vectors of channels (not on small maps, where single elements give more blocks: hd::filling_geometry).
+// With pixel norm an item's lanes add their sums as pixel norm's do (hd::LaneSum: a warp exchange, then, for an item
+// in several warps, one barrier and the sum of its warps' sums).
+// Forward: [sum(a^2) -> its sum over the lanes ->] write y (and rsqrt). The write phase
 // recomputes a = act(scale * x + bias) from x, re-read from L2 (a block's slice is at most kTileElems elements).
-// Backward: [accumulate sum(grad_y * y) -> reduction ->] write grad_x, leaving each element's contribution to the
+// Backward: [sum(grad_y * y) -> its sum over the lanes ->] write grad_x, leaving each element's contribution to the
 // bias gradient in the block's shared tile (items_per_block x channels) -> one phase that sums the tile over the
 // block's items into a per-block partial: grad_bias comes out of the same sweep, as one row of `workspace`
 // (blocks x channels) per block, which FinishBiasKernel adds up in a fixed order (deterministic, no atomics).
@@ -50,6 +52,7 @@ struct LaunchConfig {
   int items_per_block = 1;  // kThreads / lanes
   int items_per_block_log2 = 0;
   bool rows = true;
+  hd::LaneSum<kThreads> sum;  // how an item's lanes add their sums
   // The bias contributions of a block fit its shared tile; otherwise a block has one item and each lane
   // writes its channels' sums straight to the block's workspace row.
   PF_HD bool tiled() const { return items_per_block * channels <= kTileElems; }
@@ -57,9 +60,8 @@ struct LaunchConfig {
   PF_HD int64_t tile_stride() const { return channels + 1; }
 };
 
-// The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
-// hd::rows_vector_width.
-inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
+// The launch geometry with `vector` elements per access.
+inline LaunchConfig geometry(int64_t outer, int64_t channels, int64_t inner, int vector) {
   LaunchConfig cfg;
   cfg.items = outer * inner;
   cfg.channels = channels;
@@ -75,7 +77,14 @@ inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner
   cfg.items_per_block = kThreads / cfg.lanes;
   cfg.items_per_block_log2 = hd::log2_of(cfg.items_per_block);
   cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
+  cfg.sum = hd::LaneSum<kThreads>::of(cfg.lanes, cfg.rows);
   return cfg;
+}
+
+// The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
+// hd::rows_vector_width; the config's own `vector` is what the kernels are instantiated for.
+inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
+  return hd::filling_geometry(vector, [&](int v) { return geometry(outer, channels, inner, v); });
 }
 
 // Where one thread works: its item and its lane.
@@ -126,41 +135,9 @@ struct BackwardShared {
   acc_t tile[kTileElems + kThreads];  // [item_in_block][tile_stride]: each element's bias gradient contribution
 };
 
-// How an item's lanes add their sums under pixel norm. Rows: a warp exchange (csrc/ops/phases.h) in phase 0, in
-// registers; an item wider than a warp leaves each warp's sums in shared memory (slot tid / 32) for the next
-// phase to add. Planes of one pixel per block (small maps: lanes == kThreads, consecutive threads as in a row) do
-// the same in the kernels instantiated for a power-of-two `inner` (pow2_inner; rows have 1), which alone compile
-// the exchange in. Other planes (an item's lanes in different warps): a tree in shared memory, one barrier per
-// halving.
-PF_HD bool exchanged(const LaunchConfig& cfg, bool pow2_inner) {
-  return pow2_inner && (cfg.rows || cfg.lanes == kThreads);
-}
-PF_HD bool wide(const LaunchConfig& cfg, bool pow2_inner) {
-  return exchanged(cfg, pow2_inner) && cfg.lanes > hd::kWarpSize;
-}
-PF_HD int exchange_lanes(const LaunchConfig& cfg, bool pow2_inner) {
-  return !exchanged(cfg, pow2_inner) ? 0 : wide(cfg, pow2_inner) ? hd::kWarpSize : cfg.lanes;
-}
-// Phases before the write: 0 (an exchange that writes), 1 (a wide item's exchange) or accumulate + tree steps.
-PF_HD int reduction_phases(const LaunchConfig& cfg, bool pow2_inner) {
-  return !exchanged(cfg, pow2_inner) ? cfg.lanes_log2 + 1 : wide(cfg, pow2_inner) ? 1 : 0;
-}
-
-// The sum of the warp sums of thread tid's (wide) item, in warp order.
-template <typename acc_t>
-PF_HD acc_t wide_row_total(const LaunchConfig& cfg, const acc_t* warp_sums, int tid) {
-  const int warps = cfg.lanes / hd::kWarpSize, first = (tid >> cfg.lanes_log2) * warps;
-  acc_t total = 0;
-  for (int w = 0; w < warps; ++w) total += warp_sums[first + w];
-  return total;
-}
-
-// Planes: one step of the tree over an item's lanes, items_per_block apart (half = lanes/2, ..., 1, a barrier
-// before each); the item's total ends in slot tid & (items_per_block - 1).
-template <typename acc_t>
-PF_HD void reduce_step(const LaunchConfig& cfg, acc_t* partial, int tid, int half) {
-  if ((tid >> cfg.items_per_block_log2) < half) partial[tid] += partial[tid + (half << cfg.items_per_block_log2)];
-}
+// Phases before the write under pixel norm: 0 (an exchange that writes) or 1 (an exchange that leaves the warps'
+// sums of an item in several warps in shared memory, hd::LaneSum).
+PF_HD int reduction_phases(const LaunchConfig& cfg) { return cfg.sum.parts > 1 ? 1 : 0; }
 
 // A lane's accesses: vectors lane, lane + lanes, ... of its item's cfg.vectors, N elements each (channels v * N
 // on), the pointers stepped from one to the next. The tensors come in as __restrict__ parameters of these (inlined)
@@ -233,8 +210,9 @@ struct ForwardKernel {
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int phases() const { return (pixel_norm ? reduction_phases(cfg, kPow2Inner) : 0) + 1; }
-  PF_HD int exchange_lanes() const { return pixel_norm ? scaled_bias_act_cuda::exchange_lanes(cfg, kPow2Inner) : 0; }
+  PF_HD int phases() const { return (pixel_norm ? reduction_phases(cfg) : 0) + 1; }
+  PF_HD int exchange_lanes() const { return pixel_norm ? cfg.sum.exchange_lanes : 0; }
+  PF_HD int exchange_stride() const { return cfg.sum.exchange_stride; }
 
   // With pixel norm: this lane's share of sum(a^2).
   PF_HD acc_t partial(int64_t block, int tid) const {
@@ -256,16 +234,14 @@ struct ForwardKernel {
 
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return {{partial(block, tid)}}; }
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
-    if (!wide(cfg, kPow2Inner)) write(sums.v[0], block, tid);
-    else if ((tid & (hd::kWarpSize - 1)) == 0) sh.partial[tid / hd::kWarpSize] = sums.v[0];
+    const hd::LaneSum<kThreads>& sum = cfg.sum;
+    if (sum.parts == 1) write(sums.v[0], block, tid);
+    else if (sum.keeps(tid)) sh.partial[tid] = sums.v[0];
   }
 
-  PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
-    if (!pixel_norm) write(acc_t(0), block, tid);
-    else if (exchanged(cfg, kPow2Inner)) write(wide_row_total(cfg, sh.partial, tid), block, tid);  // a wide item's
-    else if (p == 0) sh.partial[tid] = partial(block, tid);
-    else if (p <= cfg.lanes_log2) reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
-    else write(sh.partial[tid & (cfg.items_per_block - 1)], block, tid);
+  // Without pixel norm, phase 0; with it, phase 1 of an item in several warps.
+  PF_HD void phase(int, Shared& sh, int64_t block, int tid) const {
+    write(pixel_norm ? cfg.sum.total(sh.partial, tid) : acc_t(0), block, tid);
   }
 };
 
@@ -382,9 +358,10 @@ struct BackwardKernel {
   LaunchConfig cfg;
 
   PF_HD int64_t blocks() const { return cfg.blocks; }
-  PF_HD int write_phase() const { return pixel_norm ? reduction_phases(cfg, kPow2Inner) : 0; }
+  PF_HD int write_phase() const { return pixel_norm ? reduction_phases(cfg) : 0; }
   PF_HD int phases() const { return write_phase() + 1 + (workspace && cfg.tiled() ? 1 : 0); }
-  PF_HD int exchange_lanes() const { return pixel_norm ? scaled_bias_act_cuda::exchange_lanes(cfg, kPow2Inner) : 0; }
+  PF_HD int exchange_lanes() const { return pixel_norm ? cfg.sum.exchange_lanes : 0; }
+  PF_HD int exchange_stride() const { return cfg.sum.exchange_stride; }
 
   PF_HD acc_t item_rsqrt(const Slot& s) const { return pixel_norm ? hd::load_ro(rsqrt + s.item) : acc_t(1); }
 
@@ -419,33 +396,23 @@ struct BackwardKernel {
 
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const { return partials(block, tid); }
   PF_HD void after_exchange(Shared& sh, int64_t block, int tid, const Exchange& sums) const {
-    if (!wide(cfg, kPow2Inner)) {
+    const hd::LaneSum<kThreads>& sum = cfg.sum;
+    if (sum.parts == 1) {
       write(sums, sh, block, tid);
-    } else if ((tid & (hd::kWarpSize - 1)) == 0) {
-      sh.partial[tid / hd::kWarpSize] = sums.v[0];
-      sh.partial_sq[tid / hd::kWarpSize] = sums.v[1];
+    } else if (sum.keeps(tid)) {
+      sh.partial[tid] = sums.v[0];
+      sh.partial_sq[tid] = sums.v[1];
     }
   }
 
   PF_HD void phase(int p, Shared& sh, int64_t block, int tid) const {
     if (p > write_phase()) {
       sum_tile(sh.tile, workspace + block * cfg.channels, cfg, block, tid);
-    } else if (p == write_phase()) {
-      Exchange totals{{acc_t(0), acc_t(0)}};
-      if (pixel_norm && exchanged(cfg, kPow2Inner)) {  // phase 1 of a wide item
-        totals = {{wide_row_total(cfg, sh.partial, tid), wide_row_total(cfg, sh.partial_sq, tid)}};
-      } else if (pixel_norm) {
-        const int slot = tid & (cfg.items_per_block - 1);
-        totals = {{sh.partial[slot], sh.partial_sq[slot]}};
-      }
+    } else {  // phase 0 without pixel norm, phase 1 of an item in several warps with it
+      const hd::LaneSum<kThreads>& sum = cfg.sum;
+      const Exchange totals = pixel_norm ? Exchange{{sum.total(sh.partial, tid), sum.total(sh.partial_sq, tid)}}
+                                         : Exchange{{acc_t(0), acc_t(0)}};
       write(totals, sh, block, tid);
-    } else if (p == 0) {
-      const Exchange sums = partials(block, tid);
-      sh.partial[tid] = sums.v[0];
-      sh.partial_sq[tid] = sums.v[1];
-    } else {
-      reduce_step(cfg, sh.partial, tid, cfg.lanes >> p);
-      reduce_step(cfg, sh.partial_sq, tid, cfg.lanes >> p);
     }
   }
 };
@@ -536,7 +503,7 @@ auto run(const ForwardParams& p, const Exec& exec) {
     const int vector = hd::rows_vector_width<scalar_t>(p.channels, p.inner, {p.x, p.bias, p.y});
     const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner, vector);
     const Epilogue<acc_t> epilogue{static_cast<acc_t>(p.scale), static_cast<acc_t>(p.slope)};
-    return hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+    return hd::with_rows_instantiation<scalar_t>(cfg.vector, p.inner, [&](auto n, auto pow2_inner) {
       return exec(ForwardKernel<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>{
           static_cast<const scalar_t*>(p.x), static_cast<const scalar_t*>(p.bias), static_cast<scalar_t*>(p.y),
           static_cast<acc_t*>(p.rsqrt), epilogue, static_cast<acc_t>(p.eps), p.pixel_norm, cfg});
@@ -553,7 +520,7 @@ auto run(const BackwardParams& p, const Exec& exec) {
     const LaunchConfig cfg = launch_config(p.outer, p.channels, p.inner, vector);
     const Saved<acc_t> mode{{static_cast<acc_t>(p.scale), static_cast<acc_t>(p.slope)}, p.saved_is_input};
     acc_t* workspace = static_cast<acc_t*>(p.workspace);
-    const auto error = hd::with_rows_instantiation<scalar_t>(vector, p.inner, [&](auto n, auto pow2_inner) {
+    const auto error = hd::with_rows_instantiation<scalar_t>(cfg.vector, p.inner, [&](auto n, auto pow2_inner) {
       return exec(BackwardKernel<scalar_t, decltype(n)::value, decltype(pow2_inner)::value>{
           static_cast<const scalar_t*>(p.grad_y), static_cast<const scalar_t*>(p.saved),
           static_cast<const acc_t*>(p.rsqrt), static_cast<const scalar_t*>(p.bias), static_cast<scalar_t*>(p.grad_x),

@@ -167,6 +167,22 @@ def test_fade_from_rgb_power_of_two_kernels_divide_nothing(tmp_path):
     assert divides[False] and all(divides[False])
 
 
+@pytest.mark.skipif(not os.path.exists(NVCC) or shutil.which("c++filt") is None,
+                    reason=f"{NVCC} or c++filt is absent: no CUDA toolkit to compile with")
+@pytest.mark.parametrize("cu_file", ["pixel_norm.cu", "scaled_bias_act.cu"])
+def test_lane_kernels_for_a_power_of_two_inner_divide_nothing(cu_file, tmp_path):
+    """Pixel norm's and the epilogue's kernels instantiated for a power-of-two `inner` (their last template argument:
+    every ProGAN map, and rows) index with shifts and masks, their lanes' sums too (hd::LaneSum comes from the host):
+    no integer div or rem in their PTX, where the other instantiations divide by `inner`."""
+    divides = {"true": [], "false": []}
+    for name, body in _ptx_entries(os.path.join(ROOT, "csrc", "cuda", cu_file), tmp_path):
+        pow2_inner = re.findall(r"\b(true|false)\b", name)
+        if pow2_inner:  # FinishBiasKernel has no `inner`
+            divides[pow2_inner[-1]].append(re.search(r"\b(div|rem)\.[su](32|64)\b", body) is not None)
+    assert divides["true"] and not any(divides["true"])
+    assert divides["false"] and all(divides["false"])
+
+
 def _built_with_cuda():
     if not backends.available("cpu")[0]:
         return False

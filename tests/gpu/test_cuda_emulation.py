@@ -13,12 +13,13 @@ pytestmark = pytest.mark.skipif(not backends.available("emulated")[0], reason="p
 
 
 def launch(x, dim=1, op="pixel_norm"):
-    """The forward geometry of pixel norm (over dim) or of the epilogue (op="scaled_bias_act", over dim 1)."""
+    """The forward geometry of pixel norm (over dim) or of the epilogue (op="scaled_bias_act", over dim 1, with pixel
+    norm), and the forward kernel's barriers (hd::LaneSum: 0 where every item lies in one warp, else 1)."""
     config = torch.ops.progan_fast_emulated.pixel_norm_launch_config(x, dim) if op == "pixel_norm" else \
         torch.ops.progan_fast_emulated.scaled_bias_act_launch_config(x)
-    items, blocks, lanes, items_per_block, rows, vector = config
+    items, blocks, lanes, items_per_block, rows, vector, barriers = config
     return dict(items=items, blocks=blocks, lanes=lanes, items_per_block=items_per_block, rows=bool(rows),
-                vector=vector)
+                vector=vector, barriers=barriers)
 
 
 VECTOR_WIDTHS = [(torch.float64, 2), (torch.float32, 4), (torch.float16, 8), (torch.bfloat16, 8)]
@@ -52,44 +53,53 @@ def test_one_thread_per_pixel_schedule(dtype):
     """Enough NCHW pixels to fill the GPU: one lane per pixel, no reduction steps, a partial last block."""
     x = torch.randn(1, 3, 362, 362, dtype=dtype)
     assert launch(x, 1) == dict(items=362 * 362, blocks=-(-362 * 362 // 256), lanes=1, items_per_block=256,
-                                rows=False, vector=1)
+                                rows=False, vector=1, barriers=0)
     check_parity("emulated", pixel_norm, reference.pixel_norm, [x], dtype, check_double_backward=False,
                  op="pixel_norm")
 
 
 def test_launch_geometry_covers_both_layouts():
-    """The shapes above and in tests/ops exercise every schedule: rows with a warp per row, with fewer lanes than a
-    warp and with the whole block on one row, planes with lanes splitting the channel loop, several blocks."""
-    assert launch(torch.randn(5, 128), 1) == dict(items=5, blocks=1, lanes=32, items_per_block=8, rows=True,
-                                                  vector=4)
-    # a row of 128 vectors takes one lane per vector, 4 warps, when a warp per row would leave most SMs idle
-    assert launch(torch.randn(5, 512), 1) == dict(items=5, blocks=3, lanes=128, items_per_block=2, rows=True,
-                                                  vector=4)
+    """The shapes above and in tests/ops exercise every schedule: rows with a warp per row (S2 channels last, in
+    test_aligned_rows_move_16_bytes_per_access), with fewer lanes than a warp and with the whole block on one row,
+    planes with lanes splitting the channel loop, several blocks. An item within one warp needs no barrier, one in
+    several warps one (its warps' sums), whatever its lanes: NCHW blocks of 2 to 16 pixels once took a tree,
+    log2(lanes) halvings between the sums and the write, a barrier before each phase (S2: 5, S3: 4)."""
+    assert launch(torch.randn(3, 64), 1) == dict(items=3, blocks=1, lanes=16, items_per_block=16, rows=True,
+                                                 vector=4, barriers=0)
+    # rows too few to fill the GPU take one element per access where that makes more blocks (hd::filling_geometry):
+    # 128 lanes of a float each, where 16-byte vectors give a warp per row (one block); a row of 512 takes a block
+    # (256 lanes of 2 elements; vectors: 128 lanes, 3 blocks)
+    assert launch(torch.randn(5, 128), 1) == dict(items=5, blocks=3, lanes=128, items_per_block=2, rows=True,
+                                                  vector=1, barriers=1)
+    assert launch(torch.randn(5, 512), 1) == dict(items=5, blocks=5, lanes=256, items_per_block=1, rows=True,
+                                                  vector=1, barriers=1)
     cl = torch.randn(2, 3, 5, 7).contiguous(memory_format=torch.channels_last)
-    assert launch(cl, 1) == dict(items=70, blocks=2, lanes=4, items_per_block=64, rows=True, vector=1)
+    assert launch(cl, 1) == dict(items=70, blocks=2, lanes=4, items_per_block=64, rows=True, vector=1, barriers=0)
     planes = launch(torch.randn(4, 32, 8, 8), 1)
-    assert planes == dict(items=256, blocks=32, lanes=32, items_per_block=8, rows=False, vector=1)
+    assert planes == dict(items=256, blocks=32, lanes=32, items_per_block=8, rows=False, vector=1, barriers=1)
     odd = launch(torch.randn(3, 67, 5, 9), 1)
     assert not odd["rows"] and odd["lanes"] == 64 and odd["items"] % odd["items_per_block"] != 0
     # S2/S3 NCHW: lanes grow until the grid has 512 blocks and a block's slice of x is at most 4096 elements
     assert launch(torch.empty(16, 256, 32, 32), 1) == dict(items=16384, blocks=1024, lanes=16, items_per_block=16,
-                                                           rows=False, vector=1)
+                                                           rows=False, vector=1, barriers=1)
     assert launch(torch.empty(16, 128, 64, 64), 1) == dict(items=65536, blocks=2048, lanes=8, items_per_block=32,
-                                                           rows=False, vector=1)
+                                                           rows=False, vector=1, barriers=1)
     # rows wider than 4096 / 8 elements get more than a warp each
     assert launch(torch.empty(2, 3000), 1) == dict(items=2, blocks=2, lanes=256, items_per_block=1, rows=True,
-                                                   vector=4)
+                                                   vector=4, barriers=1)
 
 
-# ProGAN's small maps at C = 512, (N, H = W) -> (lanes, blocks) of pixel norm's and the epilogue's forward: NCHW
-# planes, channels-last rows of float32 and of 16-bit elements (8 to a vector: fewer vectors per row, fewer lanes).
-# Before csrc/ops/item_lanes.h asked for 2 blocks per SM of a 132-SM GPU, every one of them had 32 lanes: 32 blocks
-# at N = 16 4x4, 128 at N = 16 8x8 and at N = 64 4x4, 512 at N = 64 8x8.
+# ProGAN's small maps at C = 512, (N, H = W) -> (lanes, blocks, elements per access) of pixel norm's and the
+# epilogue's forward: NCHW planes, channels-last rows of float32 and of 16-bit elements (8 to a vector: fewer vectors
+# per row, fewer lanes). Before csrc/ops/item_lanes.h asked for 2 blocks per SM of a 132-SM GPU, every one of them
+# had 32 lanes: 32 blocks at N = 16 4x4, 128 at N = 16 8x8 and at N = 64 4x4, 512 at N = 64 8x8. Channels-last rows
+# then stopped at one 16-byte vector per lane: at N = 16 4x4, 128 blocks of float32 and 64 of 16-bit elements; at
+# N = 16 8x8 and N = 64 4x4, 256 of 16-bit elements.
 SMALL_MAPS = {
-    (16, 4): dict(nchw=(256, 256), cl_float32=(128, 128), cl_16bit=(64, 64)),
-    (16, 8): dict(nchw=(128, 512), cl_float32=(128, 512), cl_16bit=(64, 256)),
-    (64, 4): dict(nchw=(128, 512), cl_float32=(128, 512), cl_16bit=(64, 256)),
-    (64, 8): dict(nchw=(32, 512), cl_float32=(32, 512), cl_16bit=(32, 512)),
+    (16, 4): dict(nchw=(256, 256, 1), cl_float32=(256, 256, 1), cl_16bit=(256, 256, 1)),
+    (16, 8): dict(nchw=(128, 512, 1), cl_float32=(128, 512, 4), cl_16bit=(128, 512, 1)),
+    (64, 4): dict(nchw=(128, 512, 1), cl_float32=(128, 512, 4), cl_16bit=(128, 512, 1)),
+    (64, 8): dict(nchw=(32, 512, 1), cl_float32=(32, 512, 4), cl_16bit=(32, 512, 8)),
 }
 
 
@@ -97,31 +107,32 @@ SMALL_MAPS = {
 @pytest.mark.parametrize("n,size", list(SMALL_MAPS), ids=str)
 def test_small_maps_fill_the_sms(op, n, size):
     """At least 2 blocks per SM of a 132-SM GPU where every lane keeps an access: NCHW pixels split their 512
-    channels over up to 256 lanes; a channels-last row stops at one 16-byte vector per lane (64 of them for 16-bit
-    elements: 64 blocks at N = 16, 4x4, all the work allows). Both ops take the same rule (hd::item_lanes)."""
+    channels over up to 256 lanes; a channels-last row over a lane per 16-byte vector, or, where that leaves fewer
+    blocks than one element per access, over up to 256 lanes of single elements (hd::filling_geometry). Both ops take
+    the same rule (hd::item_lanes)."""
     cases = dict(nchw=(torch.float32, torch.contiguous_format), cl_float32=(torch.float32, CL),
                  cl_16bit=(torch.float16, CL))
-    for case, (lanes, blocks) in SMALL_MAPS[n, size].items():
+    for case, (lanes, blocks, vector) in SMALL_MAPS[n, size].items():
         dtype, memory_format = cases[case]
         x = torch.empty(n, 512, size, size, dtype=dtype).contiguous(memory_format=memory_format)
         got = launch(x, op=op)
-        assert (got["lanes"], got["blocks"]) == (lanes, blocks), (case, got)
+        assert (got["lanes"], got["blocks"], got["vector"]) == (lanes, blocks, vector), (case, got)
+        assert got["barriers"] == (1 if lanes > 32 or case == "nchw" else 0), (case, got)
         assert got["items"] == n * size * size and got["items_per_block"] * got["lanes"] == 256
-        if case == "nchw" and blocks < 2 * 132:
+        if blocks < 2 * 132:
             assert got["items_per_block"] == 1  # fewer blocks only where each block already has one pixel
 
 
 @pytest.mark.parametrize("op", ["pixel_norm", "scaled_bias_act"])
 @pytest.mark.parametrize("shape,memory_format,lanes,blocks", [
-    ((9, 256, 8, 8), torch.contiguous_format, 128, 288),  # a tree of 7 halvings
-    ((9, 256, 8, 8), CL, 64, 144),                        # rows of 2 warps
-    ((2, 512, 3, 3), torch.contiguous_format, 256, 18),   # a pixel per block, inner 9: a tree of 8 halvings
-], ids=["nchw_128_lanes", "channels_last_64_lanes", "nchw_256_lanes_inner_9"])
+    ((9, 256, 8, 8), torch.contiguous_format, 128, 288),  # 2 pixels per block: exchanges over offsets 16 to 2
+    ((9, 256, 8, 8), CL, 128, 288),                       # rows of 4 warps, single elements (vectors: 144 blocks)
+    ((2, 512, 3, 3), torch.contiguous_format, 256, 18),   # a pixel per block, inner 9 (divided, not shifted)
+], ids=["nchw_128_lanes", "channels_last_128_lanes", "nchw_256_lanes_inner_9"])
 def test_small_map_lanes_agree_with_the_reference(op, shape, memory_format, lanes, blocks):
     """The small-map schedules tests/ops does not reach (its 4x4 and 8x8 maps of 512 channels have a pixel per
     block, whose 256 lanes add their sums as a wide row's), forward and backward, the epilogue's bias gradient over
-    one row per block. A pixel per block with `inner` not a power of two takes the tree: its kernels have no
-    exchange."""
+    one row per block."""
     from progan_fast.ops import scaled_bias_act
 
     x = layout(torch.randn(shape), memory_format)
@@ -137,6 +148,29 @@ def test_small_map_lanes_agree_with_the_reference(op, shape, memory_format, lane
                      check_double_backward=False, op=op)
 
 
+@pytest.mark.parametrize("op", ["pixel_norm", "scaled_bias_act"])
+@pytest.mark.parametrize("channels", [1, 4, 8, 16, 32, 128])
+def test_nchw_blocks_of_every_width_agree_with_the_reference(op, channels):
+    """NCHW blocks of 2 to 256 pixels (48 pixels of C channels get C lanes each: 256 / C pixels per block, the last
+    block partial) add each pixel's lanes without a tree (hd::LaneSum): 2 to 16 pixels per block, a butterfly over
+    the strided lanes of each warp (offsets 16 down to the pixels per block), then one barrier and the 8 warps'
+    sums; 32 to 128, a lane per warp, the warps' sums alone; a pixel per thread (C = 1), no barrier at all."""
+    from progan_fast.ops import scaled_bias_act
+
+    x = torch.randn(3, channels, 4, 4)
+    got = launch(x, op=op)
+    assert (got["lanes"], got["items_per_block"], got["rows"]) == (channels, 256 // channels, False)
+    assert got["barriers"] == (0 if channels == 1 else 1)
+    if op == "pixel_norm":
+        check_parity("emulated", pixel_norm, reference.pixel_norm, [x], torch.float32, check_double_backward=False,
+                     op=op)
+    else:
+        bias = torch.randn(channels)
+        check_parity("emulated", lambda t, b: scaled_bias_act(t, b, 0.5, pixel_norm=True),
+                     lambda t, b: reference.scaled_bias_act(t, b, 0.5, pixel_norm=True), [x, bias], torch.float32,
+                     check_double_backward=False, op=op)
+
+
 @pytest.mark.parametrize("dtype,vector", [(torch.float64, 2), (torch.float32, 4), (torch.float16, 8),
                                           (torch.bfloat16, 8)], ids=str)
 def test_aligned_rows_move_16_bytes_per_access(dtype, vector):
@@ -144,7 +178,7 @@ def test_aligned_rows_move_16_bytes_per_access(dtype, vector):
     vector: the S2 channels_last rows of 256 channels need 64 float32 vectors (a warp, two each), 32 of half."""
     s2 = torch.empty(16, 256, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
     assert launch(s2, 1) == dict(items=16384, blocks=16384 // 8, lanes=32, items_per_block=8, rows=True,
-                                 vector=vector)
+                                 vector=vector, barriers=0)
     assert launch(torch.empty(3, 2 * vector, dtype=dtype), 1)["lanes"] == 2  # lanes from the vector count
     # the scalar fallback: a row length that does not divide, a misaligned tensor, planes
     assert launch(torch.empty(3, 2 * vector + 1, dtype=dtype), 1)["vector"] == 1
@@ -155,19 +189,30 @@ def test_aligned_rows_move_16_bytes_per_access(dtype, vector):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape,memory_format", [
     ((3, 64), torch.contiguous_format),              # 128-bit rows
-    ((2, 24, 3, 5), torch.channels_last),            # 128-bit rows (24 divides by 2, 4 and 8), odd pixel count
+    ((2, 24, 1, 3), torch.channels_last),            # 128-bit rows (24 divides by 2, 4 and 8), odd pixel count
     ((2, 40, 3, 3), torch.contiguous_format),        # planes, inner 9: divided, not shifted
 ])
 def test_vector_and_scalar_paths_agree_with_the_reference(dtype, shape, memory_format):
-    """Each tensor taking the vector path, and the same values one element off alignment (the scalar fallback),
-    forward and backward; gradients of a misaligned grad_y through the raw backward op against the cpu family."""
+    """Each tensor taking the vector path (rows; the shared op tests' channels-last maps have too many pixels to keep
+    it, hd::filling_geometry), and the same values one element off alignment (the scalar fallback), forward and
+    backward, in pixel norm and the epilogue; gradients of a misaligned grad_y through pixel norm's raw backward op
+    against the cpu family."""
+    from progan_fast.ops import scaled_bias_act
+
     aligned = layout(torch.randn(shape, dtype=dtype), memory_format)
     shifted = misaligned(shape, dtype, memory_format)
     shifted.copy_(aligned)
-    assert launch(shifted, 1)["vector"] == 1
+    rows = len(shape) == 2 or memory_format == CL
+    for op in ("pixel_norm", "scaled_bias_act"):
+        assert launch(aligned, op=op)["vector"] == (dict(VECTOR_WIDTHS)[dtype] if rows else 1)
+        assert launch(shifted, op=op)["vector"] == 1
+    bias = torch.randn(shape[1], dtype=dtype)
     for x in (aligned, shifted):
         check_parity("emulated", pixel_norm, reference.pixel_norm, [x], dtype, check_double_backward=False,
                      op="pixel_norm")
+        check_parity("emulated", lambda t, b: scaled_bias_act(t, b, 0.5, pixel_norm=True),
+                     lambda t, b: reference.scaled_bias_act(t, b, 0.5, pixel_norm=True), [x, bias], dtype,
+                     check_double_backward=False, op="scaled_bias_act")
     _, r = torch.ops.progan_fast.pixel_norm_forward(aligned, 1, 1e-8)
     grad_y = misaligned(shape, dtype, memory_format)
     expected = torch.ops.progan_fast.pixel_norm_backward(grad_y, aligned, r, 1, 1e-8)
@@ -183,27 +228,35 @@ def test_uninitialised_shared_memory_would_show():
     assert torch.equal(y, torch.zeros(2, 4, 3, 3)) and torch.isfinite(r).all()
 
 
-@pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16, 32])
-def test_warp_exchange_is_the_gpu_butterfly_bit_for_bit(lanes):
+@pytest.mark.parametrize("lanes,stride", [(1, 1), (2, 1), (4, 1), (8, 1), (16, 1), (32, 1), (2, 16), (4, 8), (8, 4),
+                                          (16, 2), (4, 2), (1, 8)])
+def test_warp_exchange_is_the_gpu_butterfly_bit_for_bit(lanes, stride):
     """The emulated warp exchange (csrc/ops/phases.h) against a serial xor butterfly over each warp's values
-    (offsets lanes/2, ..., 1; each lane adds its partner's value from before the step), bit for bit; every lane of a
-    group ends with the bits of the shared-memory tree over the group (halves lanes/2, ..., 1), which the kernels
+    (offsets lanes/2 * stride, ..., stride; each lane adds its partner's value from before the step), bit for bit;
+    every lane of a group (lanes lanes stride apart: consecutive ones, or the strided lanes of an NCHW block's
+    pixels) ends with the bits of the shared-memory tree over the group (halves lanes/2, ..., 1), which the kernels
     used before. Magnitudes from 1e-4 to 1e4, so that another order of additions would round differently."""
-    g = torch.Generator().manual_seed(lanes)
+    g = torch.Generator().manual_seed(lanes * 32 + stride)
     values = torch.randn(2 * 256, generator=g) * torch.pow(10.0, torch.randint(-4, 5, (512,), generator=g).float())
-    out = torch.ops.progan_fast_emulated.warp_exchange_sum(values, lanes)
+    out = torch.ops.progan_fast_emulated.warp_exchange_sum(values, lanes, stride)
     expected = values.view(-1, 32)
-    offset = lanes // 2
-    while offset:
+    offset = lanes // 2 * stride
+    while offset >= stride:
         expected = expected + expected[:, torch.arange(32) ^ offset]
         offset //= 2
     assert torch.equal(out, expected.reshape(-1))
-    tree = values.view(-1, lanes).clone()
+    # [group block, member, lane within the stride]: a group is (block, r), its members j
+    tree = values.view(-1, lanes, stride).clone()
     half = lanes // 2
     while half:
         tree[:, :half] += tree[:, half:2 * half]
         half //= 2
-    assert torch.equal(out.view(-1, lanes), tree[:, :1].expand(-1, lanes))
+    assert torch.equal(out.view(-1, lanes, stride), tree[:, :1].expand(-1, lanes, -1))
+
+
+def test_warp_exchange_refuses_groups_beyond_a_warp():
+    with pytest.raises(RuntimeError, match="stride"):
+        torch.ops.progan_fast_emulated.warp_exchange_sum(torch.zeros(256), 4, 16)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
@@ -230,7 +283,7 @@ def fade_from_rgb_launch(new, image_channels=3, images=None):
             not new.is_contiguous() else torch.contiguous_format
         images = torch.empty(n, image_channels, 2 * h, 2 * w, dtype=new.dtype).contiguous(memory_format=memory_format)
     keys = ("lanes", "blocks", "pixels_per_item", "channels_per_access", "channel_lanes", "chunks", "channel_blocks",
-            "channel_pixels", "groups")
+            "channel_pixels", "groups", "barriers")
     return dict(zip(keys, torch.ops.progan_fast_emulated.fade_from_rgb_launch_config(images, new)))
 
 
@@ -247,25 +300,28 @@ def test_fade_from_rgb_launch_geometry():
     # chunks of 4096 pixels, 4 at a time
     s2 = fade_from_rgb_launch(torch.empty(16, 256, 32, 32), 3)
     assert s2 == dict(lanes=32, blocks=512, pixels_per_item=4, channels_per_access=1, channel_lanes=256, chunks=16,
-                      channel_blocks=16 * 256, channel_pixels=4, groups=1)
+                      channel_blocks=16 * 256, channel_pixels=4, groups=1, barriers=1)
     # S2 channels last: a warp per pixel, 4 channels per access (64 vectors); the channel kernel stays scalar
     s2_cl = fade_from_rgb_launch(torch.empty(16, 256, 32, 32).contiguous(memory_format=CL), 3)
     assert s2_cl == dict(lanes=32, blocks=2048, pixels_per_item=1, channels_per_access=4, channel_lanes=8, chunks=128,
-                         channel_blocks=128 * 256 // 32, channel_pixels=1, groups=1)
+                         channel_blocks=128 * 256 // 32, channel_pixels=1, groups=1, barriers=0)
     # one element per access: the geometry without vectors (float32 S2 NCHW: 8 lanes per pixel, as before vectors)
     s2_scalar = fade_from_rgb_launch(misaligned((16, 256, 32, 32), torch.float32), 3)
     assert s2_scalar == dict(lanes=8, blocks=512, pixels_per_item=1, channels_per_access=1, channel_lanes=256,
-                             chunks=16, channel_blocks=16 * 256, channel_pixels=1, groups=1)
+                             chunks=16, channel_blocks=16 * 256, channel_pixels=1, groups=1, barriers=1)
     # a small map keeps one pixel per item: runs of 4 would leave 8 blocks of the 32 (the channel kernel's grid does
     # not depend on its vectors)
     small_map = fade_from_rgb_launch(torch.empty(16, 512, 4, 4), 3)
     assert small_map == dict(lanes=256, blocks=256, pixels_per_item=1, channels_per_access=1, channel_lanes=256,
-                             chunks=16, channel_blocks=16 * 512, channel_pixels=4, groups=1)
-    # small NCHW maps split a pixel over lanes as pixel norm does (csrc/ops/item_lanes.h; 32 and 128 blocks before);
-    # channels last keeps at most a warp per pixel, whose lanes add their sums in one exchange
+                             chunks=16, channel_blocks=16 * 512, channel_pixels=4, groups=1, barriers=1)
+    # small maps split a pixel over lanes as pixel norm does (csrc/ops/item_lanes.h; 32 and 128 blocks before), and
+    # channels last gives up 16-byte vectors where single elements make more blocks (hd::filling_geometry; at most a
+    # warp per pixel before: 32 blocks at 4x4)
     assert fade_from_rgb_launch(torch.empty(16, 512, 8, 8), 3)["blocks"] == 512
-    small_cl = fade_from_rgb_launch(torch.empty(16, 512, 4, 4).contiguous(memory_format=CL), 3)
-    assert (small_cl["lanes"], small_cl["blocks"]) == (32, 32)
+    for (size, dtype), expected in {(4, torch.float32): (256, 256, 1), (8, torch.float32): (128, 512, 4),
+                                    (8, torch.float16): (128, 512, 1)}.items():
+        small_cl = fade_from_rgb_launch(torch.empty(16, 512, size, size, dtype=dtype).contiguous(memory_format=CL), 3)
+        assert (small_cl["lanes"], small_cl["blocks"], small_cl["channels_per_access"]) == expected
     # runs of pixels keep at most a warp of lanes (each lane pools every pixel of its run): 8x8 at N = 64 in float16
     # would fill 512 blocks with runs of 8 pixels only over 256 lanes; single pixels fill them with 32
     runs = fade_from_rgb_launch(torch.empty(64, 512, 8, 8, dtype=torch.float16), 3)
@@ -282,7 +338,7 @@ def test_fade_from_rgb_moves_16_bytes_per_access(dtype, vector):
     got = fade_from_rgb_launch(nchw)
     assert (got["pixels_per_item"], got["channels_per_access"], got["channel_pixels"]) == (vector, 1, vector)
     assert (got["lanes"], got["blocks"]) == (8, 1)  # 4 runs of a feature row, 8 channels
-    cl = torch.empty(2, 2 * vector, 4, 4, dtype=dtype).contiguous(memory_format=CL)
+    cl = torch.empty(2, 2 * vector, 2, 4, dtype=dtype).contiguous(memory_format=CL)
     got = fade_from_rgb_launch(cl)
     assert (got["pixels_per_item"], got["channels_per_access"], got["channel_pixels"]) == (1, vector, 1)
     assert got["lanes"] == 2  # a lane per vector of channels
@@ -304,14 +360,14 @@ def test_fade_from_rgb_moves_16_bytes_per_access(dtype, vector):
     assert paths(torch.empty(2, 2 * vector + 1, 4, 4, dtype=dtype).contiguous(memory_format=CL)) == scalar
     assert paths(misaligned((2, 2 * vector, 4, 4), dtype, CL)) == scalar
     # channels last reads the images one value at a time: their alignment does not matter
-    assert paths(cl, images=misaligned((2, 3, 8, 8), dtype, CL)) == (1, vector, 1)
+    assert paths(cl, images=misaligned((2, 3, 4, 8), dtype, CL)) == (1, vector, 1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape,memory_format", [
     ((1, 8, 4, 8, 3), torch.contiguous_format),  # NCHW runs of 2, 4 and 8 pixels: W = 8 divides
     ((1, 4, 2, 8, 5), torch.contiguous_format),  # runs over two image-channel groups (C_img beyond kGroup)
-    ((2, 24, 2, 4, 3), CL),                      # channels-last vectors, 24 channels: 12, 6 or 3 vectors
+    ((1, 24, 2, 4, 3), CL),                      # channels-last vectors, 24 channels: 12, 6 or 3 vectors
     ((1, 16, 2, 2, 5), CL),
 ], ids=str)
 def test_fade_from_rgb_vector_and_scalar_paths_agree_with_the_reference(dtype, shape, memory_format):
@@ -349,15 +405,33 @@ def test_fade_from_rgb_vector_and_scalar_paths_agree_with_the_reference(dtype, s
             assert_close(a, e, dtype, grad=True)
 
 
-def test_fade_from_rgb_small_map_lanes():
-    """A 4x4 NCHW map of 512 channels: 256 lanes per pixel (the pixel backward's tree of 8 halvings, every lane
-    pooling its pixel's image values), against the reference."""
+@pytest.mark.parametrize("shape,lanes,blocks,pixels_per_item", [
+    ((4, 512, 4, 4), 256, 64, 1),  # a pixel per block: a warp exchange of consecutive lanes, the 8 warps' sums
+    ((3, 64, 4, 4), 64, 12, 1),    # 4 pixels per block: exchanges over offsets 16 to 4, the 8 warps' sums
+    ((1, 32, 2, 4), 32, 1, 4),     # runs of 4 pixels, 8 per block: 16 sums over offsets 16 and 8, the 8 warps'
+    ((1, 16, 4, 4), 16, 1, 4),     # runs, 16 per block: over offset 16
+    ((2, 8, 4, 4), 8, 1, 4),       # runs, 32 per block: a lane per warp, the 8 warps' sums
+], ids=str)
+def test_fade_from_rgb_nchw_lanes(shape, lanes, blocks, pixels_per_item):
+    """NCHW pixels split over lanes (small maps; every lane pools its pixel's image values) add their image-gradient
+    sums without a tree (hd::LaneSum), against the reference."""
+    check_fade_from_rgb_lanes(torch.randn(shape), lanes, blocks, pixels_per_item)
+
+
+def test_fade_from_rgb_channels_last_small_map_lanes():
+    """A channels-last 4x4 map of 512 channels: single elements over 256 lanes, 8 warps per pixel (vectors: 128
+    lanes, 32 blocks), their warps' sums added after one barrier, against the reference."""
+    check_fade_from_rgb_lanes(torch.randn(4, 512, 4, 4).contiguous(memory_format=CL), 256, 64, 1)
+
+
+def check_fade_from_rgb_lanes(new, lanes, blocks, pixels_per_item):
     from progan_fast.ops import fade_from_rgb
 
-    new = torch.randn(4, 512, 4, 4)
+    n, c, h, w = new.shape
     got = fade_from_rgb_launch(new, 3)
-    assert (got["lanes"], got["blocks"], got["pixels_per_item"]) == (256, 64, 1)
-    inputs = [torch.randn(4, 3, 8, 8), new, torch.randn(512, 3, 1, 1), torch.randn(512)]
+    assert (got["lanes"], got["blocks"], got["pixels_per_item"], got["barriers"]) == (lanes, blocks, pixels_per_item, 1)
+    images = layout(torch.randn(n, 3, 2 * h, 2 * w), CL if new.stride(1) == 1 else torch.contiguous_format)
+    inputs = [images, new, torch.randn(c, 3, 1, 1), torch.randn(c)]
     check_parity("emulated", lambda i, n, w, b: fade_from_rgb(i, n, w, b, 0.3),
                  lambda i, n, w, b: reference.fade_from_rgb(i, n, w, b, 0.3), inputs, torch.float32,
                  check_double_backward=False, op="fade_from_rgb", layout_input=1)
@@ -365,12 +439,13 @@ def test_fade_from_rgb_small_map_lanes():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_fade_from_rgb_one_lane_per_pixel(dtype):
-    """Enough NCHW pixels to fill the GPU: one lane per pixel (no reduction steps), chunks of a plane that end
+    """Enough NCHW pixels to fill the GPU: one lane per pixel (no barrier), chunks of a plane that end
     inside it, a partial last block."""
     from progan_fast.ops import fade_from_rgb
 
     new = torch.randn(1, 2, 362, 362, dtype=dtype)
-    assert fade_from_rgb_launch(new, 3)["lanes"] == 1
+    got = fade_from_rgb_launch(new, 3)
+    assert (got["lanes"], got["barriers"]) == (1, 0)
     inputs = [torch.randn(1, 3, 724, 724, dtype=dtype), new, torch.randn(2, 3, 1, 1, dtype=dtype),
               torch.randn(2, dtype=dtype)]
     check_parity("emulated", lambda i, n, w, b: fade_from_rgb(i, n, w, b, 0.3),

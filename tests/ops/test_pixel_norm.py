@@ -15,9 +15,9 @@ KERNEL_BACKENDS = families_of("pixel_norm")
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 SHAPES = [(2, 3, 5, 7), (3, 1, 4, 4), (2, 16, 1, 1), (4, 32, 8, 8), (1, 5, 3, 2)]
-# ProGAN's 4x4 and 8x8 maps at 512 channels (small batches), where the GPU kernels give a pixel the most lanes: NCHW
-# a block of 256 (adding as a wide row), float32 rows 128. tests/gpu/test_cuda_emulation.py pins the geometry at
-# N = 16 and 64 and runs the schedules in between.
+# ProGAN's 4x4 and 8x8 maps at 512 channels (small batches), where the GPU kernels give a pixel the most lanes: a
+# block of 256 in both layouts (channels-last rows of single elements, float64's of 16-byte vectors), adding as a
+# wide row. tests/gpu/test_cuda_emulation.py pins the geometry at N = 16 and 64 and runs the schedules in between.
 SMALL_MAPS = [(4, 512, 4, 4), (2, 512, 8, 8)]
 
 

@@ -19,9 +19,9 @@ DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 LAYOUT_IDS = ["nchw", "channels_last"]
 SHAPES = [(2, 3, 5, 7), (3, 1, 4, 4), (2, 16, 1, 1), (4, 32, 8, 8)]
-# ProGAN's 4x4 and 8x8 maps at 512 channels (small batches), where the GPU kernels give a pixel the most lanes: NCHW
-# a block of 256 (adding as a wide row), float32 rows 128. tests/gpu/test_cuda_emulation.py pins the geometry at
-# N = 16 and 64 and runs the schedules in between.
+# ProGAN's 4x4 and 8x8 maps at 512 channels (small batches), where the GPU kernels give a pixel the most lanes: a
+# block of 256 in both layouts (channels-last rows of single elements, float64's of 16-byte vectors), adding as a
+# wide row. tests/gpu/test_cuda_emulation.py pins the geometry at N = 16 and 64 and runs the schedules in between.
 SMALL_MAPS = [(4, 512, 4, 4), (2, 512, 8, 8)]
 # (activation, negative_slope, pixel_norm): every way the backward reads what was saved (y for slope >= 0, x for a
 # negative slope, nothing for linear without pixel norm), with and without pixel norm.
@@ -81,7 +81,7 @@ def test_parity_4d(backend, dtype, memory_format, shape, pixel_norm):
 @pytest.mark.parametrize("memory_format", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("shape", SMALL_MAPS, ids=str)
 def test_parity_small_maps(backend, dtype, memory_format, shape):
-    """float16 for the 16-bit vectors: in bfloat16, at 9 x 8 x 8 pixels, the bias gradient's sum of contributions
+    """float16 for a 16-bit type: in bfloat16, at 9 x 8 x 8 pixels, the bias gradient's sum of contributions
     from the saved (rounded) y misses the gradient tolerance in every family (0.09 off at 0.45), kernels or not."""
     x = layout(torch.randn(shape, dtype=dtype), memory_format)
     bias = torch.randn(shape[1], dtype=dtype)
