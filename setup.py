@@ -56,7 +56,9 @@ def extension():
     depends = sources("csrc/**/*.h") + sources("csrc/**/*.cuh")
     if with_cuda:
         srcs += sources("csrc/cuda/*.cpp") + sources("csrc/cuda/*.cu")
-        nvcc = ["-O3", "-std=c++20", "-lineinfo", "--expt-relaxed-constexpr"]
+        # --fmad=false: no a * b + c contracted into one FMA behind the code's back; the kernels write hd::mul_add
+        # where they want one, so the emulated family (compiled without contraction) computes the GPU's bits.
+        nvcc = ["-O3", "-std=c++20", "-lineinfo", "--expt-relaxed-constexpr", "--fmad=false"]
         return cpp_extension.CUDAExtension(
             "progan_fast._C", srcs, include_dirs=include_dirs,
             define_macros=[("PROGAN_FAST_WITH_CUDA", "1")], depends=depends,

@@ -1,6 +1,16 @@
 // The emulated family (progan_fast_emulated::*): the CUDA kernels' device code run on the CPU for every thread
 // of the real launch (csrc/ops/phases.h), registered with the same raw ops as every family so the shared op
 // tests run it. Sequential and slow by design: for small test tensors.
+//
+// No floating-point contraction in this file, where the device code runs: nvcc compiles it with --fmad=false
+// (setup.py), so a * b + c is two roundings on the GPU unless the code asks for one (hd::mul_add), and g++ would
+// otherwise fuse it wherever the target has FMA (C++ defaults to -ffp-contract=fast). Then the emulation computes
+// the GPU's bits by construction. This file only: the CPU kernels keep their contractions.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 #include <torch/library.h>
 
 #include "host/minibatch_stddev.h"

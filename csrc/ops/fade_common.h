@@ -18,10 +18,11 @@ struct Alpha {
   }
 };
 
-// torch.lerp's formula: exact at both ends (alpha = 0 gives a, alpha = 1 gives b).
+// torch.lerp's formula, exact at both ends (alpha = 0 gives a, alpha = 1 gives b), each branch one FMA as the CPU
+// kernels' (csrc/cpu/blend.cpp): alpha - 1 is -(1 - alpha) exactly.
 template <typename acc_t>
 PF_HD acc_t lerp(acc_t a, acc_t b, acc_t alpha) {
-  return alpha < acc_t(0.5) ? a + alpha * (b - a) : b - (b - a) * (acc_t(1) - alpha);
+  return alpha < acc_t(0.5) ? hd::mul_add(alpha, b - a, a) : hd::mul_add(alpha - acc_t(1), b - a, b);
 }
 
 }  // namespace progan_fast::fade_cuda

@@ -181,7 +181,7 @@ struct Operands {
       if (k < ci)
         for (int q = 0; q < Q; ++q) {
           const acc_t wk = w(weight, c0 + q, k);
-          for (int n = 0; n < P; ++n) dot[q * P + n] += wk * first[k][n];
+          for (int n = 0; n < P; ++n) dot[q * P + n] = hd::mul_add(wk, first[k][n], dot[q * P + n]);
         }
     if constexpr (!kFew)
       for (int64_t k = kGroup; k < ci; ++k) {
@@ -189,12 +189,12 @@ struct Operands {
         pools<P>(images, base, k, pk);
         for (int q = 0; q < Q; ++q) {
           const acc_t wk = w(weight, c0 + q, k);
-          for (int n = 0; n < P; ++n) dot[q * P + n] += wk * pk[n];
+          for (int n = 0; n < P; ++n) dot[q * P + n] = hd::mul_add(wk, pk[n], dot[q * P + n]);
         }
       }
     for (int q = 0; q < Q; ++q) {
       const acc_t b = hd::to_acc(hd::load_ro(bias + c0 + q));
-      for (int n = 0; n < P; ++n) out[q * P + n] = weight_scale * dot[q * P + n] + bias_gain * b;
+      for (int n = 0; n < P; ++n) out[q * P + n] = hd::mul_add(weight_scale, dot[q * P + n], bias_gain * b);
     }
   }
   // dz / g: (1 - alpha) * lrelu'(z).
@@ -400,7 +400,7 @@ struct PixelBackwardKernel {
           if (k0 + k < ci)
             for (int q = 0; q < Q; ++q) {
               const acc_t wk = o.w(weight, c0 + q, k0 + k);
-              for (int n = 0; n < P; ++n) sums.v[k * P + n] += wk * dz[q * P + n];
+              for (int n = 0; n < P; ++n) sums.v[k * P + n] = hd::mul_add(wk, dz[q * P + n], sums.v[k * P + n]);
             }
       }
     }
@@ -543,14 +543,14 @@ struct ChannelBackwardKernel {
       acc_t z[P];
       for (int n = 0; n < P; ++n) {
         z[n] = zb;
-        for (int e = 0; e < kGroup; ++e) z[n] += w[e] * pools[e][n];
+        for (int e = 0; e < kGroup; ++e) z[n] = hd::mul_add(w[e], pools[e][n], z[n]);
       }
       if constexpr (!kFew) {
         for (int64_t k = kGroup; k < ci; ++k) {
           acc_t pk[P];
           o.template pools<P>(images, base, k, pk);
           const acc_t wk = o.weight_scale * o.w(weight, c, k);
-          for (int n = 0; n < P; ++n) z[n] += wk * pk[n];
+          for (int n = 0; n < P; ++n) z[n] = hd::mul_add(wk, pk[n], z[n]);
         }
         if (group > 0)
           for (int e = 0; e < kGroup; ++e) {
@@ -564,7 +564,7 @@ struct ChannelBackwardKernel {
       const hd::Vec<scalar_t, P> gv = hd::load_vec<P>(dy + i);
       for (int n = 0; n < P; ++n) {
         const acc_t dz = o.dz_per_g(z[n], a) * hd::to_acc(gv.e[n]);
-        for (int e = 0; e < kGroup; ++e) sums[e] += dz * pools[e][n];
+        for (int e = 0; e < kGroup; ++e) sums[e] = hd::mul_add(dz, pools[e][n], sums[e]);
         sums[kGroup] += dz;
       }
     }

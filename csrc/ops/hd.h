@@ -46,6 +46,26 @@ template <> PF_HD c10::Half from_acc<c10::Half>(float v) { return c10::Half(v); 
 template <> PF_HD c10::BFloat16 from_acc<c10::BFloat16>(float v) { return c10::BFloat16(v); }
 #endif
 
+// a * b + c rounded once, where a kernel's math wants a fused multiply-add: fmaf / fma on the device, std::fma in
+// the emulation, the same bits. Nothing else fuses: nvcc compiles the kernels with --fmad=false (setup.py) and the
+// emulated family's C++ contracts nothing (csrc/emulated/registration.cpp), so a product and a sum written apart
+// are rounded apart on both sides: every add, multiply and FMA of the GPU rounds as in its emulation by
+// construction (rsqrt_acc below, an approximation on the device, is the one operation that differs).
+PF_HD float mul_add(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return ::fmaf(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+PF_HD double mul_add(double a, double b, double c) {
+#if defined(__CUDA_ARCH__)
+  return ::fma(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
 PF_HD float rsqrt_acc(float v) {
 #if defined(__CUDA_ARCH__)
   return ::rsqrtf(v);

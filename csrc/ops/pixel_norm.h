@@ -159,7 +159,7 @@ PF_HD acc_t lane_sum_squares(const scalar_t* __restrict__ x, const LaunchConfig&
     const hd::Vec<scalar_t, N> xv = hd::load_vec<N>(x);
     for (int i = 0; i < N; ++i) {
       const acc_t e = hd::to_acc(xv.e[i]);
-      acc += e * e;
+      acc = hd::mul_add(e, e, acc);
     }
   }
   return acc;
@@ -190,7 +190,7 @@ PF_HD acc_t lane_dot(const scalar_t* __restrict__ a, const scalar_t* __restrict_
   for (int64_t v = s.lane; v < cfg.vectors; v += cfg.lanes, a += step, b += step) {
     const hd::Vec<scalar_t, N> av = hd::load_vec<N>(a);
     const hd::Vec<scalar_t, N> bv = hd::load_vec<N>(b);
-    for (int i = 0; i < N; ++i) acc += hd::to_acc(av.e[i]) * hd::to_acc(bv.e[i]);
+    for (int i = 0; i < N; ++i) acc = hd::mul_add(hd::to_acc(av.e[i]), hd::to_acc(bv.e[i]), acc);
   }
   return acc;
 }
@@ -207,7 +207,8 @@ PF_HD void lane_axpby(const scalar_t* __restrict__ dy, const scalar_t* __restric
     const hd::Vec<scalar_t, N> dyv = hd::load_vec<N>(dy);
     const hd::Vec<scalar_t, N> xv = hd::load_vec<N>(x);
     hd::Vec<scalar_t, N> dxv;
-    for (int i = 0; i < N; ++i) dxv.e[i] = hd::from_acc<scalar_t>(r * hd::to_acc(dyv.e[i]) - k * hd::to_acc(xv.e[i]));
+    for (int i = 0; i < N; ++i)
+      dxv.e[i] = hd::from_acc<scalar_t>(hd::mul_add(r, hd::to_acc(dyv.e[i]), -k * hd::to_acc(xv.e[i])));
     hd::store_vec<N>(dx, dxv);
   }
 }
@@ -225,7 +226,7 @@ PF_HD void forward_write(const Args& a, const LaunchConfig& cfg, typename Args::
   using acc_t = typename Args::acc_t;
   const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
   if (!s.active) return;
-  const acc_t rs = hd::rsqrt_acc(total * acc_t(cfg.inv_channels) + a.eps);
+  const acc_t rs = hd::rsqrt_acc(hd::mul_add(total, acc_t(cfg.inv_channels), a.eps));
   if (s.lane == 0) a.rsqrt[s.item] = rs;
   lane_scale<Args::kVector>(a.x, a.y, rs, cfg, s);
 }

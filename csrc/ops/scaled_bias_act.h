@@ -150,9 +150,9 @@ PF_HD void pre_activations(const hd::Vec<scalar_t, N>& xv, const scalar_t* __res
                            acc_t (&v)[N]) {
   if (bias) {
     const hd::Vec<scalar_t, N> bv = hd::load_vec<N>(bias + c0);
-    for (int i = 0; i < N; ++i) v[i] = hd::to_acc(xv.e[i]) * scale + hd::to_acc(bv.e[i]);
+    for (int i = 0; i < N; ++i) v[i] = hd::mul_add(hd::to_acc(xv.e[i]), scale, hd::to_acc(bv.e[i]));
   } else {
-    for (int i = 0; i < N; ++i) v[i] = hd::to_acc(xv.e[i]) * scale + acc_t(0);
+    for (int i = 0; i < N; ++i) v[i] = hd::mul_add(hd::to_acc(xv.e[i]), scale, acc_t(0));
   }
 }
 
@@ -170,7 +170,7 @@ PF_HD acc_t lane_sum_squares(const scalar_t* __restrict__ x, const scalar_t* __r
     pre_activations(hd::load_vec<N>(x), bias, v * N, ep.scale, pre);
     for (int i = 0; i < N; ++i) {
       const acc_t a = act(pre[i], ep.slope);
-      sum += a * a;
+      sum = hd::mul_add(a, a, sum);
     }
   }
   return sum;
@@ -289,8 +289,8 @@ PF_HD void lane_backward_sums(const scalar_t* __restrict__ grad_y, const scalar_
     if (saved) saved += step;
     const hd::Vec<scalar_t, N> gy = hd::load_vec<N>(grad_y);
     for (int i = 0; i < N; ++i) {
-      sum += hd::to_acc(gy.e[i]) * y[i];
-      sum_sq += y[i] * y[i];
+      sum = hd::mul_add(hd::to_acc(gy.e[i]), y[i], sum);
+      sum_sq = hd::mul_add(y[i], y[i], sum_sq);
     }
   }
 }
@@ -315,7 +315,7 @@ PF_HD void lane_backward_write(const scalar_t* __restrict__ grad_y, const scalar
     acc_t gv[N];
     for (int i = 0; i < N; ++i) {
       const acc_t g = hd::to_acc(gy.e[i]);
-      const acc_t ga = pixel_norm ? rs * (g - y[i] * mean) : g;
+      const acc_t ga = pixel_norm ? rs * hd::mul_add(-y[i], mean, g) : g;
       gv[i] = sign[i] > acc_t(0) ? ga : ga * m.epilogue.slope;
       gx.e[i] = hd::from_acc<scalar_t>(gv[i] * m.epilogue.scale);
     }

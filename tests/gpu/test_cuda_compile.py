@@ -1,11 +1,13 @@
 """Every CUDA source compiles for sm_80 and sm_90 with no register spills, stays free of ATen (so it compiles in
 seconds), and a CUDA build of the extension registers the CUDA kernels."""
 import concurrent.futures
+import functools
 import glob
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ NVCC = "/usr/local/cuda/bin/nvcc"
 CU_FILES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
 ARCHS = ("sm_80", "sm_90")
 # The flags setup.py's CUDA build passes to nvcc (torch adds the __CUDA_NO_HALF* defines to every extension).
-NVCC_FLAGS = ["-std=c++20", "-O3", "--expt-relaxed-constexpr", "-D__CUDA_NO_HALF_OPERATORS__",
+NVCC_FLAGS = ["-std=c++20", "-O3", "--expt-relaxed-constexpr", "--fmad=false", "-D__CUDA_NO_HALF_OPERATORS__",
               "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
               "-I" + os.path.join(ROOT, "csrc")]
 
@@ -77,6 +79,25 @@ def test_every_cu_file_compiles_for_sm80_and_sm90_without_spills(tmp_path):
     assert not problems, "\n".join(problems)
 
 
+@functools.lru_cache(maxsize=None)
+def _ptx(path):
+    """The PTX of a .cu file compiled for sm_90 as setup.py compiles it (once per session: several tests read it)."""
+    with tempfile.TemporaryDirectory() as out:
+        ptx = os.path.join(out, "kernels.ptx")
+        subprocess.run([NVCC, "-ptx", "-arch=sm_90", *NVCC_FLAGS, path, "-o", ptx], check=True, capture_output=True,
+                       timeout=600)
+        with open(ptx) as f:
+            return f.read()
+
+
+def _ptx_entries(path):
+    """[(demangled kernel name, PTX body)] of a .cu file compiled for sm_90."""
+    entries = re.split(r"^\.visible \.entry ", _ptx(path), flags=re.M)[1:]
+    names = subprocess.run(["c++filt"], input="\n".join(e.split("(", 1)[0] for e in entries), capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    return list(zip(names, entries))
+
+
 def _includes(path):
     with open(path) as f:
         return re.findall(r'#\s*include\s*"([^"]+)"', f.read())
@@ -90,28 +111,14 @@ def _built_on_vec(path):
 
 @pytest.mark.skipif(not os.path.exists(NVCC), reason=f"{NVCC} is absent: no CUDA toolkit to compile with")
 @pytest.mark.parametrize("path", [p for p in CU_FILES if _built_on_vec(p)], ids=os.path.basename)
-def test_vectorised_kernels_make_128_bit_accesses_through_restrict_pointers(path, tmp_path):
+def test_vectorised_kernels_make_128_bit_accesses_through_restrict_pointers(path):
     """Kernels built on csrc/ops/vec.h move 16 bytes per load and per store where their tensors allow (the .v4/.v2
     forms in PTX), and every load takes the read-only path (ld.global.nc: the tensors reach the loops as
     __restrict__ parameters, so no load waits for an earlier store)."""
-    ptx = tmp_path / "kernels.ptx"
-    subprocess.run([NVCC, "-ptx", "-arch=sm_90", *NVCC_FLAGS, path, "-o", str(ptx)], check=True, capture_output=True,
-                   timeout=600)
-    accesses = re.findall(r"\b(ld|st)\.global(\.nc)?(\.v[24])?\.\w+", ptx.read_text())
+    accesses = re.findall(r"\b(ld|st)\.global(\.nc)?(\.v[24])?\.\w+", _ptx(path))
     assert any(op == "ld" and vector for op, _, vector in accesses), "no 128-bit loads"
     assert any(op == "st" and vector for op, _, vector in accesses), "no 128-bit stores"
     assert all(nc for op, nc, _ in accesses if op == "ld"), "loads outside the read-only path"
-
-
-def _ptx_entries(path, tmp_path):
-    """[(demangled kernel name, PTX body)] of a .cu file compiled for sm_90."""
-    ptx = tmp_path / (os.path.basename(path) + ".ptx")
-    subprocess.run([NVCC, "-ptx", "-arch=sm_90", *NVCC_FLAGS, path, "-o", str(ptx)], check=True, capture_output=True,
-                   timeout=600)
-    entries = re.split(r"^\.visible \.entry ", ptx.read_text(), flags=re.M)[1:]
-    names = subprocess.run(["c++filt"], input="\n".join(e.split("(", 1)[0] for e in entries), capture_output=True,
-                           text=True, check=True).stdout.splitlines()
-    return list(zip(names, entries))
 
 
 def _store_bits(body):
@@ -131,10 +138,10 @@ BLEND_KERNELS = {"fade_reals.cu": "fade_reals_cuda::Kernel<", "upsample_blend.cu
 @pytest.mark.skipif(not os.path.exists(NVCC) or shutil.which("c++filt") is None,
                     reason=f"{NVCC} or c++filt is absent: no CUDA toolkit to compile with")
 @pytest.mark.parametrize("cu_file", sorted(BLEND_KERNELS))
-def test_blend_vector_kernels_store_only_128_bit_vectors(cu_file, tmp_path):
+def test_blend_vector_kernels_store_only_128_bit_vectors(cu_file):
     kernel = BLEND_KERNELS[cu_file]
     vector_kernels = 0
-    for name, body in _ptx_entries(os.path.join(ROOT, "csrc", "cuda", cu_file), tmp_path):
+    for name, body in _ptx_entries(os.path.join(ROOT, "csrc", "cuda", cu_file)):
         if kernel not in name:
             continue
         start = name.index(kernel) + len(kernel)
@@ -148,18 +155,12 @@ def test_blend_vector_kernels_store_only_128_bit_vectors(cu_file, tmp_path):
 
 @pytest.mark.skipif(not os.path.exists(NVCC) or shutil.which("c++filt") is None,
                     reason=f"{NVCC} or c++filt is absent: no CUDA toolkit to compile with")
-def test_fade_from_rgb_power_of_two_kernels_divide_nothing(tmp_path):
+def test_fade_from_rgb_power_of_two_kernels_divide_nothing():
     """fade_from_rgb's kernels instantiated for power-of-two divisors (kPow2: H * W, W, C and the chunks per sample;
     every ProGAN map and channel count) index with shifts and masks: no integer div or rem in their PTX, where every
     other instantiation divides."""
-    ptx = tmp_path / "fade_from_rgb.ptx"
-    subprocess.run([NVCC, "-ptx", "-arch=sm_90", *NVCC_FLAGS, os.path.join(ROOT, "csrc", "cuda", "fade_from_rgb.cu"),
-                    "-o", str(ptx)], check=True, capture_output=True, timeout=600)
-    entries = re.split(r"^\.visible \.entry ", ptx.read_text(), flags=re.M)[1:]
-    names = subprocess.run(["c++filt"], input="\n".join(e.split("(", 1)[0] for e in entries), capture_output=True,
-                           text=True, check=True).stdout.splitlines()
     divides = {True: [], False: []}
-    for name, body in zip(names, entries):
+    for name, body in _ptx_entries(os.path.join(ROOT, "csrc", "cuda", "fade_from_rgb.cu")):
         start = name.index("Kernel<") + len("Kernel<")
         pow2 = name[start:name.index(">", start)].split(", ")[-2] == "true"  # <scalar_t, P[, Q], kPow2, kFew>
         divides[pow2].append(re.search(r"\b(div|rem)\.[su](32|64)\b", body) is not None)
@@ -170,17 +171,31 @@ def test_fade_from_rgb_power_of_two_kernels_divide_nothing(tmp_path):
 @pytest.mark.skipif(not os.path.exists(NVCC) or shutil.which("c++filt") is None,
                     reason=f"{NVCC} or c++filt is absent: no CUDA toolkit to compile with")
 @pytest.mark.parametrize("cu_file", ["pixel_norm.cu", "scaled_bias_act.cu"])
-def test_lane_kernels_for_a_power_of_two_inner_divide_nothing(cu_file, tmp_path):
+def test_lane_kernels_for_a_power_of_two_inner_divide_nothing(cu_file):
     """Pixel norm's and the epilogue's kernels instantiated for a power-of-two `inner` (their last template argument:
     every ProGAN map, and rows) index with shifts and masks, their lanes' sums too (hd::LaneSum comes from the host):
     no integer div or rem in their PTX, where the other instantiations divide by `inner`."""
     divides = {"true": [], "false": []}
-    for name, body in _ptx_entries(os.path.join(ROOT, "csrc", "cuda", cu_file), tmp_path):
+    for name, body in _ptx_entries(os.path.join(ROOT, "csrc", "cuda", cu_file)):
         pow2_inner = re.findall(r"\b(true|false)\b", name)
         if pow2_inner:  # FinishBiasKernel has no `inner`
             divides[pow2_inner[-1]].append(re.search(r"\b(div|rem)\.[su](32|64)\b", body) is not None)
     assert divides["true"] and not any(divides["true"])
     assert divides["false"] and all(divides["false"])
+
+
+@pytest.mark.skipif(not os.path.exists(NVCC), reason=f"{NVCC} is absent: no CUDA toolkit to compile with")
+@pytest.mark.parametrize("path", CU_FILES, ids=os.path.basename)
+def test_kernels_fuse_a_multiply_and_an_add_only_where_written(path):
+    """Every float product and sum of the GPU kernels is rounded on its own, as in the emulated family (which
+    contracts nothing): setup.py builds with --fmad=false, so nvcc emits mul/add/sub.rn, which ptxas may not fuse;
+    the FMAs are the kernels' own hd::mul_add (fma.rn)."""
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        assert '"--fmad=false"' in f.read(), "setup.py's nvcc flags lost --fmad=false"
+    ptx = _ptx(path)
+    arithmetic = re.findall(r"\b(?:mul|add|sub)(\.rn)?\.f(?:32|64)\b", ptx)
+    assert arithmetic and all(arithmetic), "a float multiply, add or subtract ptxas may fuse"
+    assert re.search(r"\bfma\.rn\.f(?:32|64)\b", ptx), "no explicit FMA"
 
 
 def _built_with_cuda():
