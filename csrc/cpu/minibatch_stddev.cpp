@@ -240,14 +240,16 @@ MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_
 //
 // y's rows are C + F floats, so they are not aligned, and streamed row by row they left partial lines in the
 // write-combining buffers (~3x slower); with plain stores every line of y is read before it is written. Here each
-// member's rows, one contiguous run of y per task, are written as aligned 64-byte chunks with streaming stores, one
-// chunk for every 16 channels the moments loop loads: the chunk ending 16 lanes after the vector's position in y,
-// which is x's data of the same row re-read from L1 (one unaligned load); the first chunk of a row also holds the
-// previous row's last channels and its F slots (zero: filled once the statistic is known), from two masked loads.
-// Writing the chunks as the loop reads x, rather than a row or more later, keeps the DRAM busy both ways
-// (S3 forward 1.x faster than streaming each member's run a row or 1024 positions later; measured on a 2-core
-// Zen 4). The run's first and last partial lines get plain stores, so tasks never share a streamed line. Needs
-// C/F % 16 == 0 (the vectors of a row stay in one channel group) and F < 16 (at most one chunk of slots per row).
+// member's rows, one contiguous run of y per task, are written as aligned 64-byte lines with streaming stores, one
+// line for every 16 channels the moments loop loads: for channels [q, q + 16) of row r, the line holding the row's
+// elements [q - d, q - d + 16) (d: the lane of the row's first element in its line), x's data of the same row
+// re-read from L1 by one unaligned load; the row's first line also holds the previous row's last channels and its
+// F slots (zero: filled once the statistic is known), from two masked loads. The run's first and last partial lines
+// get plain stores, so tasks never share a streamed line. Interleaved A/B on a 2-core Zen 4, one thread: 1.1-1.25x
+// faster S2/S3 forwards than plain stores, where streaming each member's rows a row or 1024 positions after the
+// moments had read them was 0.85-1.0x (the writes bunched up between the reads); in cache (D's 4 x 4 maps) the same
+// loop with plain aligned stores was 0.85-0.95x of the block copy. Needs C/F % 16 == 0 (a row's vectors stay in
+// one channel group) and F < 16 (at most one line of slots alone per row).
 #if PROGAN_FAST_X86_DISPATCH
 __attribute__((target("arch=x86-64-v4"))) void forward_rows_avx512(const float* x, float* y, const int64_t* x_off,
                                                                    const int64_t* y_off, int64_t members,
@@ -256,7 +258,7 @@ __attribute__((target("arch=x86-64-v4"))) void forward_rows_avx512(const float* 
   const int64_t C = F * Cf, row = C + F;
   const __m512 inv_members = _mm512_set1_ps(1.f / static_cast<float>(members));
   alignas(64) float sq[kBlock];
-  // Lane of row r's first element in its line of member k's y, and the row's start in x and y.
+  // The lane of p in its 64-byte line.
   const auto lane = [](const float* p) { return static_cast<int64_t>((reinterpret_cast<uintptr_t>(p) >> 2) & 15); };
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t s = 0; s < F; ++s)
@@ -272,7 +274,7 @@ __attribute__((target("arch=x86-64-v4"))) void forward_rows_avx512(const float* 
             const int64_t d = lane(yr);
             if (q > 0) {  // row elements [q - d, q - d + 16): all x
               _mm512_stream_ps(yr + q - d, _mm512_loadu_ps(xr + q - d));
-            } else if (r > 0) {  // the previous row's last d - F channels (if any) and F slots, then this row's
+            } else if (r > 0) {  // the previous row's last d - F channels (if d > F) and slots, then this row's
               __m512 v = _mm512_maskz_loadu_ps(__mmask16(_bzhi_u32(0xFFFF, std::max<int64_t>(d - F, 0))),
                                                xr - d + F);
               v = _mm512_mask_loadu_ps(v, __mmask16(~_bzhi_u32(0xFFFF, d)), xr - d);
@@ -295,7 +297,7 @@ __attribute__((target("arch=x86-64-v4"))) void forward_rows_avx512(const float* 
         for (int64_t i = 0; i < len; ++i) sum += std::sqrt(sq[i]);
         sums[s] += sum;
       }
-    // Row elements [C - d, C + F): the last d channels and the slots; the next row's first chunk, or a chunk of
+    // Row elements [C - d, C + F): the last d channels and the slots; in the next row's first line, or a line of
     // their own where they fill one (d + F >= 16), or plain stores at the run's end.
     for (int64_t k = 0; k < members; ++k) {
       const float* xr = x + x_off[k] + r * C;
