@@ -10,8 +10,9 @@
 // group and H x W, divided by K * D (K positions, D = G or G - 1); sigma is recomputed from x block by block (the
 // backward reads x anyway), so nothing of the forward is saved but x.
 //
-// float32 runs the multi-versioned loops (AVX-512 / AVX2 / baseline, see isa.h); float64 (gradcheck) and
-// float16/bfloat16 (statistics in float) run the same loop bodies compiled for the baseline.
+// float32 runs the multi-versioned loops (AVX-512 / AVX2 / baseline, see isa.h), and a channels_last forward beyond
+// the caches its own AVX-512 loop (forward_rows_avx512: y's unaligned rows streamed in whole lines); float64
+// (gradcheck) and float16/bfloat16 (statistics in float) run the same loop bodies compiled for the baseline.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
