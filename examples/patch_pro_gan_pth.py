@@ -2,6 +2,7 @@
 
     pip install pro-gan-pth==3.4 --no-deps      # its metadata pins torch 1.10; it runs on current torch once patched
     python examples/patch_pro_gan_pth.py                 # 4x4 and 8x8, one epoch each: a few minutes on 2 cores
+    python examples/patch_pro_gan_pth.py --winograd      # and the 3x3 convs by Winograd (a second line, opt-in)
 
 Without the patch line, pro-gan-pth 3.4 stops at its generator's first layer on current torch (TypeError in
 EqualizedConvTranspose2d.forward) and again at its optimizers (torch's Adam refuses its integer beta); with it,
@@ -21,6 +22,8 @@ import torch
 import progan_fast
 from progan_fast.train.data.shapes import render_shapes
 
+SAMPLES = 16  # images in pro-gan-pth's sample grid
+
 
 class Shapes(torch.utils.data.Dataset):
     """progan_fast's procedural shapes (no download), as pro-gan-pth's loader expects: CHW floats in [-1, 1]."""
@@ -39,6 +42,10 @@ class Shapes(torch.utils.data.Dataset):
 def train(args):
     report = progan_fast.patch()  # <- the one added line (before building the models)
     print(report)
+    if args.winograd:
+        # Opt-in, not the library's float32 rounding: 3x3 convs on maps from 16x16 up by Winograd F(4x4, 3x3)
+        # (about ten times a direct conv's rounding error; README, "Use it from another trainer").
+        progan_fast.set_conv_algorithm("winograd")
 
     from pro_gan_pytorch.gan import ProGAN
     from pro_gan_pytorch.networks import Discriminator, Generator
@@ -51,7 +58,7 @@ def train(args):
     start = time.perf_counter()
     progan.train(Shapes(args.images, 2 ** depth), epochs=[args.epochs] * (depth - 1),
                  batch_sizes=[args.batch] * (depth - 1), fade_in_percentages=[50] * (depth - 1),
-                 num_samples=16, num_workers=0, feedback_factor=2, save_dir=save_dir, checkpoint_factor=args.epochs)
+                 num_samples=SAMPLES, num_workers=0, feedback_factor=2, save_dir=save_dir, checkpoint_factor=args.epochs)
     print(f"trained {depth - 1} resolutions in {time.perf_counter() - start:.1f} s; samples and checkpoints in "
           f"{save_dir}")
 
@@ -63,8 +70,13 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--images", type=int, default=16, help="size of the shapes dataset")
     parser.add_argument("--latent", type=int, default=512)
+    parser.add_argument("--winograd", action="store_true",
+                        help="also run the 3x3 convs by Winograd (faster; changes float32 rounding)")
     parser.add_argument("--out", default=None, help="pro-gan-pth's save_dir (default: a temporary directory)")
-    train(parser.parse_args())
+    args = parser.parse_args()
+    if args.images < SAMPLES:  # pro-gan-pth draws its sample grid as one batch of that many reals
+        parser.error(f"--images must be at least {SAMPLES} (pro-gan-pth's sample grid); got {args.images}")
+    train(args)
 
 
 if __name__ == "__main__":

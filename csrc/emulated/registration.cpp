@@ -38,14 +38,15 @@ std::vector<int64_t> scaled_bias_act_launch_config(const at::Tensor& x) {
 }
 
 // (blocks of the position kernels, positions per block, blocks writing the statistic channels, positions per
-// access, whether y's accesses are vectors too, member slices) for x and a fresh (aligned) y.
+// access, whether y's accesses are vectors too, member slices, elements per access of the statistic channels) for x
+// and a fresh (aligned) y.
 std::vector<int64_t> minibatch_stddev_launch_config(const at::Tensor& x, int64_t group_size,
                                                     c10::string_view grouping, bool unbiased, int64_t features) {
   const auto geo = minibatch_stddev_geometry(x, group_size, std::string_view(grouping.data(), grouping.size()),
                                              unbiased, /*eps=*/0.0, features);
   const auto cfg = minibatch_stddev_cuda::launch_config(geo, launcher_dtype(x, "x"), {x.const_data_ptr()}, {});
   return {geo.groups * geo.features * cfg.chunks.value, cfg.chunk, geo.samples * geo.features * cfg.pixel_runs.value,
-          cfg.vector, cfg.vector_y ? 1 : 0, cfg.slices};
+          cfg.vector, cfg.vector_y ? 1 : 0, cfg.slices, cfg.stat_vector};
 }
 
 // fade_from_rgb's geometries for `images` and `main` (new or grad_y; the outputs freshly allocated, as the host

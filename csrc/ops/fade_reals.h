@@ -40,7 +40,11 @@ struct Geometry {
   int64_t units = 0;             // threads with work
   hd::Divisor units_per_pair;    // per row pair
   hd::Divisor units_per_block;   // per 2x2 block of pixels: vec / N (1 for the rows unit)
-  int64_t row = 0, vec = 1;      // values per row and per pixel
+  // Accesses of N elements per row and per pixel (both divide when N > 1). The kernels index in accesses and
+  // multiply by N last: only an offset nvcc sees to be a multiple of 16 bytes gets one 128-bit store (it splits
+  // store_vec's copy into 16-, 32- and 64-bit stores where it cannot, with 2 * pair * row elements: 1 of 85 stores
+  // of the vector kernels was 128-bit on sm_90).
+  int64_t row = 0, vec = 1;
   int64_t blocks = 0;
   // Every unit's index math is shifts (kernels instantiated for it); vectors are taken only then, which keeps
   // the instantiations to four per dtype: every ProGAN shape is a power of two, except RGB's 3 channels per pixel.
@@ -52,13 +56,13 @@ template <typename scalar_t>
 Geometry geometry(const Params& p) {
   constexpr int kN = hd::kVec128<scalar_t>;
   Geometry g;
-  g.row = p.width * p.vec;
-  g.vec = p.vec;
   const bool rows = p.vec == 1 && p.width % kN == 0, pixels = p.vec > 1 && p.vec % kN == 0;
   const auto pow2 = [](int64_t v) { return hd::Divisor::of(v).pow2(); };
   if ((rows && pow2(p.width / kN)) || (pixels && pow2(p.width / 2) && pow2(p.vec / kN)))
     g.vector = hd::vector_width<scalar_t>(true, {p.x, p.y});
   g.rows = g.vector > 1 && rows;
+  g.row = p.width * p.vec / g.vector;
+  g.vec = g.rows ? 1 : p.vec / g.vector;
   const int64_t units_per_pair = g.rows ? p.width / g.vector : (p.width / 2) * (p.vec / g.vector);
   g.units_per_pair = hd::Divisor::of(units_per_pair);
   g.units_per_block = hd::Divisor::of(g.rows ? 1 : p.vec / g.vector);
@@ -74,10 +78,12 @@ PF_HD void blend_block(const acc_t (&v)[4], acc_t a, acc_t (&y)[4]) {
   for (int e = 0; e < 4; ++e) y[e] = fade_cuda::lerp(mean, v[e], a);
 }
 
-// The rows unit: N values of the top row from `top` and the N below them.
+// The rows unit: N values of the top row from access `top` (offsets in accesses of N elements) and the N below
+// them.
 template <int N, typename scalar_t, typename acc_t>
 PF_HD void blend_rows(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t top, int64_t row, acc_t a) {
-  const hd::Vec<scalar_t, N> t = hd::load_vec<N>(x + top), b = hd::load_vec<N>(x + top + row);
+  const int64_t offsets[2] = {top * N, (top + row) * N};
+  const hd::Vec<scalar_t, N> t = hd::load_vec<N>(x + offsets[0]), b = hd::load_vec<N>(x + offsets[1]);
   hd::Vec<scalar_t, N> yt, yb;
   for (int i = 0; i < N; i += 2) {
     const acc_t v[4] = {hd::to_acc(t.e[i]), hd::to_acc(t.e[i + 1]), hd::to_acc(b.e[i]), hd::to_acc(b.e[i + 1])};
@@ -88,15 +94,15 @@ PF_HD void blend_rows(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, 
     yb.e[i] = hd::from_acc<scalar_t>(out[2]);
     yb.e[i + 1] = hd::from_acc<scalar_t>(out[3]);
   }
-  hd::store_vec<N>(y + top, yt);
-  hd::store_vec<N>(y + top + row, yb);
+  hd::store_vec<N>(y + offsets[0], yt);
+  hd::store_vec<N>(y + offsets[1], yb);
 }
 
-// The pixels unit (and N == 1): N channels of the 2x2 pixels from `top`, `vec` apart in a row.
+// The pixels unit (and N == 1): N channels of the 2x2 pixels from access `top`, `vec` accesses apart in a row.
 template <int N, typename scalar_t, typename acc_t>
 PF_HD void blend_pixels(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t top, int64_t row,
                         int64_t vec, acc_t a) {
-  const int64_t offsets[4] = {top, top + vec, top + row, top + row + vec};
+  const int64_t offsets[4] = {top * N, (top + vec) * N, (top + row) * N, (top + row + vec) * N};
   hd::Vec<scalar_t, N> in[4], out[4];
   for (int e = 0; e < 4; ++e) in[e] = hd::load_vec<N>(x + offsets[e]);
   for (int i = 0; i < N; ++i) {
@@ -128,9 +134,9 @@ struct Kernel {
     const int64_t pair = g.units_per_pair.divide<kPow2>(unit), j = unit - pair * g.units_per_pair.value;
     const acc_t a = alpha.load<acc_t>();
     if constexpr (kRows) {
-      blend_rows<N>(x, y, 2 * pair * g.row + j * N, g.row, a);
+      blend_rows<N>(x, y, 2 * pair * g.row + j, g.row, a);
     } else {
-      const int64_t bx = g.units_per_block.divide<kPow2>(j), k = (j - bx * g.units_per_block.value) * N;
+      const int64_t bx = g.units_per_block.divide<kPow2>(j), k = j - bx * g.units_per_block.value;
       blend_pixels<N>(x, y, 2 * pair * g.row + 2 * bx * g.vec + k, g.row, g.vec, a);
     }
   }

@@ -12,11 +12,12 @@
 //                      exchange -> thread 0 adds the warps' sums and writes the chunk's partial.
 //   ForwardStatWrite   one block per (sample n, channel group f, run of pixels): the threads add the chunks'
 //                      partials of (m(n), f) (the same block sum, fixed order), and write s = total / K to y's
-//                      channel C + f over the run. x is read once and y written once: no separate concatenation.
+//                      channel C + f over the run (16 bytes per store in NCHW where H * W divides into them).
+//                      x is read once and y written once: no separate concatenation.
 // Backward, two kernels: BackwardStatKernel, one block per (m, f), reduces grad_y's statistic channel over the
-// group and H x W into a[m, f] = sum / (K * D); BackwardKernel, one thread per run of N positions of a group (the
-// forward's runs), recomputes the members' mean and sigma and writes dx = grad_y[:, :C] + (x - mean) * a / sigma
-// for every member.
+// group and H x W into a[m, f] = sum / (K * D) (16 bytes per load where ForwardStatWrite stores them);
+// BackwardKernel, one thread per run of N positions of a group (the forward's runs), recomputes the members' mean
+// and sigma and writes dx = grad_y[:, :C] + (x - mean) * a / sigma for every member.
 #pragma once
 #include "ops/minibatch_stddev_geometry.h"
 #include "ops/phases.h"
@@ -46,9 +47,15 @@ struct LaunchConfig {
   // Positions per access of the position kernels (ForwardStatKernel, BackwardKernel): 16 bytes of x and grad_x
   // (hd::kVec128), or 1. A vector is consecutive positions of one channel group (in channels last, of one pixel).
   int vector = 1;
-  // Whether their accesses of y and grad_y are vectors too: NCHW only (a channels-last pixel of y is C + F values,
-  // so its runs of a channel group are not 16-byte aligned); else one element each.
+  // Whether their accesses of y and grad_y are vectors too: where y's runs start 16 bytes apart as x's do, (C + F)
+  // * H * W elements per sample dividing into vectors in NCHW, C + F per pixel in channels last (not ProGAN's F = 1
+  // with C a power of two: a pixel of C + 1 values shifts every run off the 16-byte grid); else one element each.
   bool vector_y = false;
+  // Elements per access of the statistic-channel kernels (ForwardStatWrite's stores into y, BackwardStatKernel's
+  // loads of grad_y): kVec128 in NCHW where H * W divides into vectors (a channel's pixels are contiguous), y is
+  // aligned and ForwardStatWrite's index math is shifts (write_pow2; the vector instantiations are only those);
+  // else 1 (channels last: a pixel's statistic lies C + F elements from the next one's).
+  int stat_vector = 1;
   // Member slices: at small maps the threads of a position-kernel block split each run's G members into `slices`
   // (a power of two <= min(G, kWarps)) of kThreads / slices threads, whole warps: slice s copies into y (forward)
   // or writes grad_x of (backward) the members k = s mod slices, and the forward's slice 0 alone sums the sigmas
@@ -106,9 +113,9 @@ inline LaunchConfig sliced(const Geometry& g, LaunchConfig cfg) {
   return cfg;
 }
 
-// The position kernels' launch for tensors of scalar_t: `x_like` (x, grad_x) and `y_like` (y, grad_y; empty for a
-// fresh y, which is aligned). 16-byte accesses where every position vector starts a multiple of kVec128 elements
-// into an aligned tensor (K and, in channels last, C / F divide), with power-of-two index math (the only
+// The launch for tensors of scalar_t: `x_like` (x, grad_x) and `y_like` (y, grad_y; empty for a fresh y, which is
+// aligned). The position kernels take 16-byte accesses where every position vector starts a multiple of kVec128
+// elements into an aligned tensor (K and, in channels last, C / F divide), with power-of-two index math (the only
 // instantiation with vectors: every ProGAN shape), and where the grid keeps its blocks: up to kMinBlocks, as
 // many as one position per access gives (at N = 16, 512 x 4 x 4: 128 blocks of single positions against 32 of
 // vectors); then member slices where the grid is still small (sliced: 512 blocks there).
@@ -119,6 +126,8 @@ LaunchConfig launch_config(const Geometry& g, std::initializer_list<const void*>
   LaunchConfig cfg;
   cfg.features = hd::Divisor::of(g.features);
   cfg.pixel_runs = hd::Divisor::of(hd::ceil_div(g.pixels, kWritePixels));
+  if (!g.channels_last && g.pixels % kN == 0 && cfg.write_pow2(g))
+    cfg.stat_vector = hd::vector_width<scalar_t>(true, y_like);
   cfg.chunk = chunk_for(g, 1);
   cfg.chunks = hd::Divisor::of(hd::ceil_div(g.positions(), cfg.chunk));
   const bool divisible = g.positions() % kN == 0 && (!g.channels_last || g.cf.value % kN == 0);
@@ -129,7 +138,8 @@ LaunchConfig launch_config(const Geometry& g, std::initializer_list<const void*>
   vectors.chunks = hd::Divisor::of(hd::ceil_div(g.positions(), vectors.chunk));
   const int64_t kept = kMinBlocks < position_blocks(g, cfg.chunk) ? kMinBlocks : position_blocks(g, cfg.chunk);
   if (!vectors.positions_pow2(g) || position_blocks(g, vectors.chunk) < kept) return sliced(g, cfg);
-  vectors.vector_y = !g.channels_last && g.y_sample_stride() % kN == 0 && hd::vector_width<scalar_t>(true, y_like) > 1;
+  const int64_t y_stride = g.channels_last ? g.channels + g.features : g.y_sample_stride();
+  vectors.vector_y = y_stride % kN == 0 && hd::vector_width<scalar_t>(true, y_like) > 1;
   return sliced(g, vectors);
 }
 
@@ -349,7 +359,9 @@ struct ForwardStatKernel {
   }
 };
 
-template <typename scalar_t, bool kPow2>
+// Instantiated for N elements per store (LaunchConfig::stat_vector: kVec128 only with kPow2) and power-of-two index
+// math.
+template <typename scalar_t, int N, bool kPow2>
 struct ForwardStatWrite {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = minibatch_stddev_cuda::kThreads;
@@ -389,12 +401,29 @@ struct ForwardStatWrite {
     const Run r = run_of(block);
     const scalar_t s = hd::from_acc<scalar_t>(g.zero ? acc_t(0) : block_total(sh) / acc_t(g.positions()));
     const int64_t end = (r.run + 1) * kWritePixels < g.pixels ? (r.run + 1) * kWritePixels : g.pixels;
-    scalar_t* yn = y + int64_t(r.n) * g.y_sample_stride();
-    for (int64_t pixel = r.run * kWritePixels + tid; pixel < end; pixel += kThreads) yn[g.stat_offset(r.f, pixel)] = s;
+    write(y, s, r, end, tid);
+  }
+  // s at the run's pixels up to `end`: N of them per store, kThreads * N apart. With vectors (NCHW, N dividing H *
+  // W) the offsets are counted in vectors and multiplied by N last: nvcc keeps a store whole only where it sees the
+  // offset is a multiple of 16 bytes.
+  PF_HD void write(scalar_t* __restrict__ ys, scalar_t s, const Run& r, int64_t end, int tid) const {
+    if constexpr (N > 1) {
+      hd::Vec<scalar_t, N> v;
+      for (int i = 0; i < N; ++i) v.e[i] = s;
+      const int64_t plane = g.pixels / N;  // vectors per channel
+      const int64_t first = (int64_t(r.n) * (g.channels + g.features) + g.channels + r.f) * plane;
+      for (int64_t pixel = r.run * (kWritePixels / N) + tid; pixel < end / N; pixel += kThreads)
+        hd::store_vec<N>(ys + (first + pixel) * N, v);
+    } else {
+      scalar_t* yn = ys + int64_t(r.n) * g.y_sample_stride();
+      for (int64_t pixel = r.run * kWritePixels + tid; pixel < end; pixel += kThreads) yn[g.stat_offset(r.f, pixel)] = s;
+    }
   }
 };
 
-template <typename scalar_t, bool kPow2>
+// Instantiated for N elements per load (LaunchConfig::stat_vector: kVec128 only with kPow2) and power-of-two index
+// math.
+template <typename scalar_t, int N, bool kPow2>
 struct BackwardStatKernel {
   using acc_t = opmath_t<scalar_t>;
   static constexpr int kThreads = minibatch_stddev_cuda::kThreads;
@@ -411,14 +440,26 @@ struct BackwardStatKernel {
   PF_HD int exchange_lanes() const { return hd::kWarpSize; }
   PF_HD Exchange before_exchange(Shared&, int64_t block, int tid) const {
     const hd::Divisor::Split<uint32_t> mf = cfg.features.split<kPow2>(static_cast<uint32_t>(block));
-    const uint32_t m = mf.quotient, f = mf.remainder;
+    return {{lane_sum(grad_y, mf.quotient, mf.remainder, tid)}};
+  }
+  // This thread's share of the statistic channel f over group m's members: N pixels per load (NCHW with vectors:
+  // a channel's pixels are contiguous), kThreads * N apart, added in order.
+  PF_HD acc_t lane_sum(const scalar_t* __restrict__ dy, uint32_t m, uint32_t f, int tid) const {
     acc_t acc = 0;
     for (int64_t k = 0; k < g.group_size; ++k) {
-      const scalar_t* dyn = grad_y + g.sample(m, k) * g.y_sample_stride();
-      for (int64_t pixel = tid; pixel < g.pixels; pixel += kThreads)
-        acc += hd::to_acc(hd::load_ro(dyn + g.stat_offset(f, pixel)));
+      const scalar_t* dyn = dy + g.sample(m, k) * g.y_sample_stride();
+      if constexpr (N > 1) {
+        const scalar_t* channel = dyn + g.stat_offset(f, 0);
+        for (int64_t pixel = int64_t(tid) * N; pixel < g.pixels; pixel += kThreads * N) {
+          const hd::Vec<scalar_t, N> v = hd::load_vec<N>(channel + pixel);
+          for (int i = 0; i < N; ++i) acc += hd::to_acc(v.e[i]);
+        }
+      } else {
+        for (int64_t pixel = tid; pixel < g.pixels; pixel += kThreads)
+          acc += hd::to_acc(hd::load_ro(dyn + g.stat_offset(f, pixel)));
+      }
     }
-    return {{acc}};
+    return acc;
   }
   PF_HD void after_exchange(Shared& sh, int64_t, int tid, const Exchange& sums) const {
     keep_warp_sum(sh, tid, sums.v[0]);
@@ -553,10 +594,13 @@ auto run(const ForwardWriteParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    return hd::with_pow2_case(p.cfg.write_pow2(p.g), [&](auto pow2) {
-      return exec(ForwardStatWrite<scalar_t, decltype(pow2)::value>{p.g, p.cfg, static_cast<const acc_t*>(p.partial),
-                                                                    static_cast<scalar_t*>(p.y)});
-    });
+    const auto launch = [&](auto n, auto pow2) {
+      return exec(ForwardStatWrite<scalar_t, decltype(n)::value, decltype(pow2)::value>{
+          p.g, p.cfg, static_cast<const acc_t*>(p.partial), static_cast<scalar_t*>(p.y)});
+    };
+    if (p.cfg.stat_vector > 1)
+      return launch(std::integral_constant<int, hd::kVec128<scalar_t>>{}, std::true_type{});
+    return hd::with_pow2_case(p.cfg.write_pow2(p.g), [&](auto pow2) { return launch(hd::Scalar{}, pow2); });
   });
 }
 
@@ -565,10 +609,13 @@ auto run(const BackwardStatParams& p, const Exec& exec) {
   return hd::dispatch(p.dtype, [&](auto type) {
     using scalar_t = typename decltype(type)::type;
     using acc_t = opmath_t<scalar_t>;
-    return hd::with_pow2_case(p.cfg.backward_stat_pow2(), [&](auto pow2) {
-      return exec(BackwardStatKernel<scalar_t, decltype(pow2)::value>{
+    const auto launch = [&](auto n, auto pow2) {
+      return exec(BackwardStatKernel<scalar_t, decltype(n)::value, decltype(pow2)::value>{
           p.g, p.cfg, static_cast<const scalar_t*>(p.grad_y), static_cast<acc_t*>(p.a)});
-    });
+    };
+    if (p.cfg.stat_vector > 1)
+      return launch(std::integral_constant<int, hd::kVec128<scalar_t>>{}, std::true_type{});
+    return hd::with_pow2_case(p.cfg.backward_stat_pow2(), [&](auto pow2) { return launch(hd::Scalar{}, pow2); });
   });
 }
 

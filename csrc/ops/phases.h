@@ -29,12 +29,9 @@
 // aligned (csrc/ops/vec.h) and divide indices by powers of two with shifts (hd::Divisor). Pixel norm, the epilogue,
 // the fade-in blends, fade_from_rgb and minibatch stddev do all three (fade_from_rgb's channels-last channel kernel
 // excepted: its thread's values lie C apart, and consecutive threads read consecutive channels). What remains:
-//   - minibatch stddev's 16-byte accesses are its position kernels' (x, grad_x, and y, grad_y in NCHW: every load
-//     read-only); channels-last y and grad_y (pixels C + F apart: unaligned runs) and the statistic-channel kernels
-//     (ForwardStatWrite, BackwardStatKernel: 1 / (C + F) of the bytes) take one element per access;
-//   - fade_reals' 16-byte stores are not: nvcc splits store_vec's struct copy there into 16-, 32- and 64-bit stores
-//     (sm_90: 1 of the 85 global stores of its vector kernels is 128-bit). Copying through one uint4, which keeps
-//     fade_from_rgb's 16-bit image-gradient vectors whole (store_image_vec), changes nothing there;
+//   - minibatch stddev in channels last with ProGAN's one statistic channel: a pixel of y is C + 1 values, so y's and
+//     grad_y's runs start off the 16-byte grid and a pixel's statistic lies C + 1 elements from the next one's: one
+//     element per access there (16 bytes where C + F divides into vectors, and in NCHW, statistic channels too);
 //   - the lanes of an NCHW item lie in different warps, so their sums go through shared-memory trees, a barrier per
 //     halving (pixel norm's and the epilogue's planes, fade_from_rgb's pixel backward), and so do those of
 //     fade_from_rgb's channels-last channel kernel. A block of one pixel (lanes == kThreads, small maps; pixel norm

@@ -46,8 +46,10 @@ PF_HD Vec<T, N> load_vec(const T* p) {
   return v;
 }
 
-// The compiler merges this struct copy into one st.global.v4 in every kernel but fade_reals' (where it stays 4
-// stores; an inline-asm st.global.v4 instead made ptxas spill pixel norm's kernels, the ones that shuffle).
+// nvcc merges this struct copy into one st.global.v4 only where it sees that p's offset from the tensor's pointer
+// is a multiple of 16 bytes (a vector index times N, not a sum of element counts it cannot prove divisible: those
+// copies it splits into 16-, 32- and 64-bit stores, as it did in fade_reals'). An inline-asm st.global.v4 instead
+// made ptxas spill pixel norm's kernels, the ones that shuffle.
 template <int N, typename T>
 PF_HD void store_vec(T* p, const Vec<T, N>& v) {
 #if defined(__CUDA_ARCH__)

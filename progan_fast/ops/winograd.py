@@ -43,6 +43,8 @@ _lib.define("output_transform_adjoint(Tensor grad_y) -> Tensor")
 
 TILE = 4
 POINTS = 36
+# Channels from which the per-point products run as one batched matrix product (_point_products).
+BMM_CHANNELS = 512
 
 
 def _tiles(size):
@@ -107,9 +109,35 @@ def _cl(t):
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def _layout_of(t, like):
+    """t (channels_last, as the transforms write it) in `like`'s memory format, as torch's conv would return it:
+    an NCHW model keeps NCHW activations and gradients (a trainer may .view() them), for two copies per conv."""
+    return t if like.is_contiguous(memory_format=torch.channels_last) else t.contiguous()
+
+
+def _point_products(v, u):
+    """The 36 per-point matrix products, M[p] = V[p] U[p]^T over the tiles: the grouped 1x1 convolution of v
+    [N, 36 Cin, th, tw] (channels_last) with u [36 Cout, Cin, 1, 1], output channels_last. torch's conv picks its
+    reference kernel for batches under 16 on one thread, which copies every group (1.3-1.4x the time of oneDNN's
+    at 128 channels), so float32 calls oneDNN itself; from 512 channels oneDNN's grouped 1x1 runs at 35-70 GFLOP/s
+    and one batched matrix product over strided views of the same memory takes 0.5-0.75x its time."""
+    if v.dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+        return F.conv2d(v, u, groups=POINTS)
+    n, _, th, tw = v.shape
+    cout, cin = u.shape[0] // POINTS, u.shape[1]
+    if max(cin, cout) < BMM_CHANNELS:
+        return torch.ops.aten.mkldnn_convolution(v, u, None, [0, 0], [1, 1], [1, 1], POINTS)
+    rows = n * th * tw
+    m = torch.empty((n, POINTS * cout, th, tw), dtype=v.dtype, device=v.device, memory_format=torch.channels_last)
+    torch.bmm(v.permute(0, 2, 3, 1).reshape(rows, POINTS, cin).transpose(0, 1),
+              u.view(POINTS, cout, cin).transpose(1, 2),
+              out=m.permute(0, 2, 3, 1).view(rows, POINTS, cout).transpose(0, 1))
+    return m
+
+
 def _forward(x, w):
     h, wd = x.shape[-2:]
-    m = F.conv2d(_ops.input_transform(_cl(x)), _weight_transform(w), groups=POINTS)
+    m = _point_products(_ops.input_transform(_cl(x)), _weight_transform(w))
     return _ops.output_transform(_cl(m), h, wd)
 
 
@@ -121,7 +149,7 @@ def _adjoint_x(grad_y, w, grad_m=None):
     """grad_x of the conv: the adjoint of _forward in x, stage by stage (grad_m: grad_y already transformed)."""
     h, wd = grad_y.shape[-2:]
     grad_m = _transformed_grad(grad_y) if grad_m is None else grad_m
-    grad_v = F.conv2d(grad_m, _weight_transform(w, transpose=True), groups=POINTS)
+    grad_v = _point_products(grad_m, _weight_transform(w, transpose=True))
     return _ops.input_transform_adjoint(_cl(grad_v), h, wd)
 
 
@@ -158,7 +186,7 @@ class _Conv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w):
         ctx.save_for_backward(x, w)
-        return _forward(x, w)
+        return _layout_of(_forward(x, w), x)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -178,7 +206,7 @@ class _AdjointX(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad_y, w, grad_m=None):
         ctx.save_for_backward(grad_y, w)
-        return _adjoint_x(grad_y, w, grad_m)
+        return _layout_of(_adjoint_x(grad_y, w, grad_m), grad_y)
 
     @staticmethod
     def backward(ctx, grad):
@@ -206,7 +234,8 @@ class _AdjointW(torch.autograd.Function):
 
 def conv3x3_winograd(x, weight):
     """F.conv2d(x, weight, padding=1) for a [Cout, Cin, 3, 3] weight, by Winograd F(4x4, 3x3) on the CPU
-    (float32 or float64; the output is channels_last). Differentiable to any order."""
+    (float32 or float64; the output in x's memory format: channels_last, or NCHW for any other). Differentiable to
+    any order."""
     if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
         raise TypeError("x and weight must be tensors")
     if x.dim() != 4:
@@ -226,8 +255,11 @@ def conv3x3_winograd(x, weight):
 # ---- the algorithm choice for eq_conv2d ----
 
 ALGORITHMS = ("direct", "winograd")
-# Smallest feature map (H * W) that runs Winograd: a 4x4 map is one tile whose 6x6 patch is mostly padding.
+# Smallest feature map (H * W) that runs Winograd: a 4x4 map is one tile whose 6x6 patch is mostly padding. An NCHW
+# map pays two layout copies per conv on top: at 8x8 that made the layer slower than torch's conv (128 channels,
+# batch 8, forward + backward + double backward: 1.08-1.18x the time), from 16x16 up faster (0.6-0.9x).
 MIN_PIXELS = 64
+MIN_PIXELS_NCHW = 256
 _state = threading.local()
 
 
@@ -253,9 +285,9 @@ def use_conv_algorithm(algorithm):
 
 
 def applies(x, weight):
-    """Whether eq_conv2d runs this conv by Winograd now: chosen, and a 3x3 float32 CPU conv on a channels_last map
-    of at least MIN_PIXELS (the output is channels_last, so an NCHW model keeps its layout by keeping torch's conv)."""
+    """Whether eq_conv2d runs this conv by Winograd now: chosen, and a 3x3 float32 CPU conv on a map of at least
+    MIN_PIXELS, or MIN_PIXELS_NCHW when x is not channels_last (converted for the transforms and back)."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
     return (conv_algorithm() == "winograd" and weight.shape[-1] == 3 and x.dtype == torch.float32
-            and x.device.type == "cpu" and x.shape[-2] * x.shape[-1] >= MIN_PIXELS
-            and x.is_contiguous(memory_format=torch.channels_last)
+            and x.device.type == "cpu" and x.shape[-2] * x.shape[-1] >= (MIN_PIXELS if channels_last else MIN_PIXELS_NCHW)
             and backends.resolve("conv3x3_winograd", x.device, warn=False) == "cpu")

@@ -138,7 +138,7 @@ class Trainer:
         self.dataset_path = os.path.abspath(data_path)
 
         torch.manual_seed(config.seed)  # same initial networks on every rank
-        # Winograd runs on channels_last activations (ops/winograd.py), which is also the faster layout for it.
+        # Winograd's transforms work on channels_last activations (ops/winograd.py): NCHW ones would be copied.
         channels_last = config.conv_algorithm == "winograd"
         if channels_last:
             self.log(f"conv algorithm: winograd F(4x4, 3x3) for the 3x3 convs on the CPU (maps >= "

@@ -103,6 +103,49 @@ def test_vectorised_kernels_make_128_bit_accesses_through_restrict_pointers(path
     assert all(nc for op, nc, _ in accesses if op == "ld"), "loads outside the read-only path"
 
 
+def _ptx_entries(path, tmp_path):
+    """[(demangled kernel name, PTX body)] of a .cu file compiled for sm_90."""
+    ptx = tmp_path / (os.path.basename(path) + ".ptx")
+    subprocess.run([NVCC, "-ptx", "-arch=sm_90", *NVCC_FLAGS, path, "-o", str(ptx)], check=True, capture_output=True,
+                   timeout=600)
+    entries = re.split(r"^\.visible \.entry ", ptx.read_text(), flags=re.M)[1:]
+    names = subprocess.run(["c++filt"], input="\n".join(e.split("(", 1)[0] for e in entries), capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    return list(zip(names, entries))
+
+
+def _store_bits(body):
+    """Bits moved by each global store of a PTX body (st.global.v4.u32: 128)."""
+    bits = []
+    for lanes, width in re.findall(r"\bst\.global(?:\.\w+)*?(?:\.v([24]))?\.[bfsu](8|16|32|64)\b", body):
+        bits.append(int(lanes or 1) * int(width))
+    return bits
+
+
+# Elementwise kernels whose second template argument is the elements per access N: every store of an
+# instantiation with N > 1 must be one 128-bit vector (nvcc splits a vector's copy into narrower stores where it
+# cannot see that the offset is a multiple of 16 bytes).
+BLEND_KERNELS = {"fade_reals.cu": "fade_reals_cuda::Kernel<", "upsample_blend.cu": "upsample_blend_cuda::ForwardKernel<"}
+
+
+@pytest.mark.skipif(not os.path.exists(NVCC) or shutil.which("c++filt") is None,
+                    reason=f"{NVCC} or c++filt is absent: no CUDA toolkit to compile with")
+@pytest.mark.parametrize("cu_file", sorted(BLEND_KERNELS))
+def test_blend_vector_kernels_store_only_128_bit_vectors(cu_file, tmp_path):
+    kernel = BLEND_KERNELS[cu_file]
+    vector_kernels = 0
+    for name, body in _ptx_entries(os.path.join(ROOT, "csrc", "cuda", cu_file), tmp_path):
+        if kernel not in name:
+            continue
+        start = name.index(kernel) + len(kernel)
+        if int(name[start:name.index(">", start)].split(", ")[1]) == 1:
+            continue
+        vector_kernels += 1
+        bits = _store_bits(body)
+        assert bits and all(b == 128 for b in bits), f"{name}: stores of {bits} bits"
+    assert vector_kernels == 8  # float32, float64, float16, bfloat16 x two units
+
+
 @pytest.mark.skipif(not os.path.exists(NVCC) or shutil.which("c++filt") is None,
                     reason=f"{NVCC} or c++filt is absent: no CUDA toolkit to compile with")
 def test_fade_from_rgb_power_of_two_kernels_divide_nothing(tmp_path):

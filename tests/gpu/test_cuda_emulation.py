@@ -381,55 +381,62 @@ def test_fade_from_rgb_one_lane_per_pixel(dtype):
 # ---- minibatch stddev ----
 
 def mbstd_launch(x, group_size=4, grouping="strided", unbiased=False, features=1):
-    blocks, chunk, write_blocks, vector, vector_y, slices = \
+    blocks, chunk, write_blocks, vector, vector_y, slices, stat_vector = \
         torch.ops.progan_fast_emulated.minibatch_stddev_launch_config(x, group_size, grouping, unbiased, features)
     return dict(blocks=blocks, chunk=chunk, write_blocks=write_blocks, vector=vector, vector_y=bool(vector_y),
-                slices=slices)
+                slices=slices, stat_vector=stat_vector)
 
 
 def test_minibatch_stddev_launch_geometry():
     """Position blocks take 16 bytes of x per access (runs of 4 float32 positions) where the grid keeps its blocks,
     and shrink from 16 to 1 access per thread until it has 512 blocks; below that, their threads split the group's
-    members into up to min(G, 8) slices of whole warps. The statistic channels are written 1024 pixels a block."""
+    members into up to min(G, 8) slices of whole warps. The statistic channels are written 1024 pixels a block,
+    16 bytes per store in NCHW where H * W divides into them."""
     # 4x4 at N = 16: runs of 4 positions would leave 32 blocks of the 128 one position per access gives; 4 member
     # slices of 64 threads make 512
     assert mbstd_launch(torch.empty(16, 512, 4, 4)) == dict(blocks=512, chunk=64, write_blocks=16, vector=1,
-                                                            vector_y=False, slices=4)
+                                                            vector_y=False, slices=4, stat_vector=4)
     # N = 64 and 128: 512 blocks of one and two positions per thread, no slices
     assert mbstd_launch(torch.empty(64, 512, 4, 4)) == dict(blocks=512, chunk=256, write_blocks=64, vector=1,
-                                                            vector_y=False, slices=1)
+                                                            vector_y=False, slices=1, stat_vector=4)
     assert mbstd_launch(torch.empty(128, 512, 4, 4)) == dict(blocks=512, chunk=512, write_blocks=128, vector=1,
-                                                             vector_y=False, slices=1)
+                                                             vector_y=False, slices=1, stat_vector=4)
     # 8x8 at N = 16: 512 blocks of one position per thread
     assert mbstd_launch(torch.empty(16, 512, 8, 8)) == dict(blocks=512, chunk=256, write_blocks=16, vector=1,
-                                                            vector_y=False, slices=1)
+                                                            vector_y=False, slices=1, stat_vector=4)
     # groups of 2 allow 2 slices; a group of 8 (N = 8) 8 slices of a warp: its 8192 positions in 256 blocks of 32
     assert mbstd_launch(torch.empty(16, 512, 4, 4), group_size=2)["slices"] == 2
     assert mbstd_launch(torch.empty(8, 512, 4, 4), group_size=8) == dict(blocks=256, chunk=32, write_blocks=8,
-                                                                         vector=1, vector_y=False, slices=8)
+                                                                         vector=1, vector_y=False, slices=8,
+                                                                         stat_vector=4)
     # S2: two accesses of 4 positions per thread fill 512 blocks; y's runs are vectors too
-    s2 = dict(blocks=512, chunk=2048, write_blocks=16, vector=4, vector_y=True, slices=1)
+    s2 = dict(blocks=512, chunk=2048, write_blocks=16, vector=4, vector_y=True, slices=1, stat_vector=4)
     assert mbstd_launch(torch.empty(16, 256, 32, 32)) == s2
-    # channels last: a pixel of y is C + 1 values, so its runs of x's channels are not 16-byte aligned there
-    assert mbstd_launch(torch.empty(16, 256, 32, 32).contiguous(memory_format=CL)) == dict(s2, vector_y=False)
+    # channels last: a pixel of y is C + 1 values, so its runs of x's channels are not 16-byte aligned there, and
+    # a pixel's statistic lies C + 1 elements from the next one's
+    assert mbstd_launch(torch.empty(16, 256, 32, 32).contiguous(memory_format=CL)) == dict(s2, vector_y=False,
+                                                                                           stat_vector=1)
     # without vectors (misaligned x), one position per access: 8 of them per thread for 512 blocks
     assert mbstd_launch(misaligned((16, 256, 32, 32), torch.float32)) == dict(s2, vector=1, vector_y=False)
     # K = 4 * 33 * 33 divides into vectors, but its 5 chunks of 1024 are not a power of two: scalar index math and
     # accesses (4 slices of the group of 4)
     assert mbstd_launch(torch.empty(4, 8, 33, 33), features=2) == dict(blocks=2 * 69, chunk=64,
                                                                        write_blocks=4 * 2 * 2, vector=1,
-                                                                       vector_y=False, slices=4)
+                                                                       vector_y=False, slices=4, stat_vector=1)
 
 
 @pytest.mark.parametrize("dtype,vector", VECTOR_WIDTHS, ids=str)
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
 def test_minibatch_stddev_moves_16_bytes_per_access(dtype, vector, memory_format):
-    """Runs of 16 bytes of x where K (and, channels last, C / F) divides into them, of y too in NCHW where
-    (C + F) * H * W does; one element per access for a misaligned x. The emulated kernels of each path match the
-    reference (forward and backward), with two channel groups and four member slices."""
+    """Runs of 16 bytes of x where K (and, channels last, C / F) divides into them, of y too where (C + F) * H * W
+    does in NCHW and C + F in channels last (18: float64's pairs only); one element per access for a misaligned x.
+    The emulated kernels of each path match the reference (forward and backward), with two channel groups and four
+    member slices."""
     x = layout(torch.randn(8, 16, 4, 4, dtype=dtype), memory_format)
+    nchw = memory_format == torch.contiguous_format
     assert mbstd_launch(x, features=2) == dict(blocks=2 * 2, chunk=64 * vector, write_blocks=8 * 2, vector=vector,
-                                               vector_y=memory_format == torch.contiguous_format, slices=4)
+                                               vector_y=nchw or vector == 2, slices=4,
+                                               stat_vector=vector if nchw else 1)
     odd = misaligned((8, 16, 4, 4), dtype, memory_format)
     assert mbstd_launch(odd, features=2)["vector"] == 1
 
@@ -441,6 +448,41 @@ def test_minibatch_stddev_moves_16_bytes_per_access(dtype, vector, memory_format
 
     for t in (x, odd):
         check_parity("emulated", fn, ref, [t], dtype, check_double_backward=False, op="minibatch_stddev")
+
+
+@pytest.mark.parametrize("dtype,vector", VECTOR_WIDTHS, ids=str)
+def test_minibatch_stddev_vectors_of_y_and_its_statistic_channels(dtype, vector):
+    """Channels-last runs of y and grad_y are 16-byte vectors where C + F divides into them as C / F does (C = F =
+    16 bytes of elements); the statistic channels are vectors in NCHW where H * W divides into them, single
+    elements at 3x5 and for a misaligned grad_y. Each path against the reference, and the raw backward's vector
+    and scalar statistic paths against the cpu family."""
+    def paths(x, features):
+        got = mbstd_launch(x, features=features)
+        return got["vector"], got["vector_y"], got["stat_vector"]
+
+    def fn(features):
+        return lambda t: minibatch_stddev(t, 4, "strided", False, 1e-8, features)
+
+    def ref(features):
+        return lambda t: reference.minibatch_stddev(t, 4, "strided", False, 1e-8, features)
+
+    cl = layout(torch.randn(8, vector * vector, 4, 4, dtype=dtype), CL)
+    odd_map = torch.randn(8, 6, 3, 5, dtype=dtype)
+    nchw = torch.randn(8, 2 * vector, 4, 4, dtype=dtype)
+    assert paths(cl, vector) == (vector, True, 1)
+    assert paths(odd_map, 2) == (1, False, 1)
+    assert paths(nchw, 2) == (vector, True, vector)
+    for x, features in ((cl, vector), (odd_map, 2), (nchw, 2)):
+        check_parity("emulated", fn(features), ref(features), [x], dtype, check_double_backward=False,
+                     op="minibatch_stddev")
+
+    grad_y = torch.randn(8, 2 * vector + 2, 4, 4, dtype=dtype)
+    shifted = misaligned(grad_y.shape, dtype)
+    shifted.copy_(grad_y)
+    expected = torch.ops.progan_fast.minibatch_stddev_backward(grad_y, nchw, 4, "strided", False, 1e-8, 2)
+    for g in (grad_y, shifted):
+        actual = torch.ops.progan_fast_emulated.minibatch_stddev_backward(g, nchw, 4, "strided", False, 1e-8, 2)
+        assert_close(actual, expected, dtype, grad=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)

@@ -35,7 +35,8 @@ def test_forward_is_the_convolution_in_float64(shape, layout):
         x = channels_last(x)
     y = winograd.conv3x3_winograd(x, w)
     expected = F.conv2d(x, w, padding=1)
-    assert y.shape == expected.shape and y.is_contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    assert y.shape == expected.shape and y.is_contiguous(memory_format=layout)  # x's layout, as torch's conv
     torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12 * expected.abs().max().item())
 
 
@@ -98,14 +99,24 @@ def test_float32_error_bound(cin):
     assert direct.abs().max() < error.abs().max()  # the bound measures Winograd, not a broken reference
 
 
-def test_gradients_in_float32_are_within_the_bound():
+@pytest.mark.parametrize("products", ["onednn", "bmm"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_gradients_in_float32_are_within_the_bound(monkeypatch, products, layout):
+    """Both float32 paths of the per-point products (oneDNN's grouped conv; the batched matrix product from
+    BMM_CHANNELS up), through the gradient and the gradient penalty's second derivative."""
+    monkeypatch.setattr(winograd, "BMM_CHANNELS", 1 if products == "bmm" else 1 << 30)
     x, w = inputs(2, 64, 32, 16, 16, dtype=torch.float32, seed=3)
-    x, w = channels_last(x).requires_grad_(), (w / 24).requires_grad_()
+    x = channels_last(x) if layout == "channels_last" else x
+    x, w = x.requires_grad_(), (w / 24).requires_grad_()
     g = torch.randn(2, 32, 16, 16, generator=torch.Generator().manual_seed(4))
-    gx, gw = torch.autograd.grad(winograd.conv3x3_winograd(x, w), (x, w), g)
     xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
-    ex, ew = torch.autograd.grad(F.conv2d(xd, wd, padding=1), (xd, wd), g.double())
-    for ours, expected in ((gx, ex), (gw, ew)):
+    results = []
+    for conv, xs, ws, gs in ((winograd.conv3x3_winograd, x, w, g), (F.conv2d, xd, wd, g.double())):
+        y = conv(xs, ws) if conv is winograd.conv3x3_winograd else conv(xs, ws, padding=1)
+        gx, gw = torch.autograd.grad((y * gs).square().sum(), (xs, ws), create_graph=True)
+        penalty = gx.reshape(2, -1).norm(dim=1).square().sum()
+        results.append((y, gx, gw) + torch.autograd.grad(penalty, (xs, ws)))
+    for ours, expected in zip(*results):
         assert ((ours.double() - expected).abs().max() / expected.abs().max()) < 3e-5
 
 
@@ -147,24 +158,43 @@ def test_eq_conv2d_uses_it_only_when_chosen(monkeypatch):
     calls = []
     real = winograd.conv3x3_winograd
     monkeypatch.setattr(winograd, "conv3x3_winograd", lambda x, w: calls.append(x.shape) or real(x, w))
-    x, w = inputs(2, 8, 8, 8, 8, dtype=torch.float32, seed=5)
+    x, w = inputs(2, 8, 8, 16, 16, dtype=torch.float32, seed=5)
     x = channels_last(x)
     with progan_fast.use_backend("cpu"):
         direct = ops.eq_conv2d(x, w)
         with winograd.use_conv_algorithm("winograd"):
             fast = ops.eq_conv2d(x, w)
-            nchw = ops.eq_conv2d(x.contiguous(), w)          # NCHW keeps torch's conv (and its layout)
+            nchw = ops.eq_conv2d(x.contiguous(), w)          # converted for the transforms, returned NCHW
             small = ops.eq_conv2d(x[:, :, :4, :4], w)       # a 4x4 map is one mostly padded tile
+            small_nchw = ops.eq_conv2d(x[:, :, :8, :8].contiguous(), w)  # 8x8 pays only in channels_last
             resampled = ops.eq_conv2d(x, w, down=True)       # the fused down conv is not a 3x3 conv
         assert winograd.conv_algorithm() == "direct"
         with progan_fast.use_conv_algorithm("winograd"):  # the package-level names are the same switch
             assert winograd.conv_algorithm() == "winograd" and progan_fast.conv_algorithm() == "winograd"
-    assert calls == [x.shape]
+    assert calls == [x.shape, x.shape]
     expected = reference.eq_conv2d(x.double(), w.double())
     torch.testing.assert_close(fast.double(), expected, rtol=0, atol=3e-5 * expected.abs().max().item())
-    assert torch.equal(nchw, ops.eq_conv2d(x.contiguous(), w)) and nchw.is_contiguous()
-    assert small.shape == (2, 8, 4, 4) and resampled.shape == (2, 8, 4, 4)
+    assert torch.equal(nchw, fast) and nchw.is_contiguous()
+    assert small.shape == (2, 8, 4, 4) and small_nchw.shape == (2, 8, 8, 8) and resampled.shape == (2, 8, 8, 8)
     assert not torch.equal(fast, direct)  # it did run a different algorithm
+
+
+def test_an_nchw_model_keeps_nchw_gradients():
+    """Trainers .view() the gradient of D's input for the penalty (pro-gan-pth does): through an NCHW model every
+    gradient comes back NCHW, to every order."""
+    x, w = inputs(2, 4, 4, 8, 8, seed=6)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    y = winograd.conv3x3_winograd(x, w)
+    (grad_x,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    assert y.is_contiguous() and grad_x.is_contiguous()
+    grad_x.view(2, -1).norm(dim=1).sum().backward()
+    assert x.grad.is_contiguous() and w.grad.shape == w.shape
+    expected_x, expected_w = torch.autograd.grad(
+        torch.autograd.grad(F.conv2d(x, w, padding=1).square().sum(), x, create_graph=True)[0]
+        .view(2, -1).norm(dim=1).sum(), (x, w))
+    torch.testing.assert_close(x.grad, expected_x, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(w.grad, expected_w, rtol=1e-10, atol=1e-10)
 
 
 def test_empty_batch_gradients():
