@@ -10,8 +10,9 @@
 // group and H x W, divided by K * D (K positions, D = G or G - 1); sigma is recomputed from x block by block (the
 // backward reads x anyway), so nothing of the forward is saved but x.
 //
-// float32 runs the multi-versioned loops (AVX-512 / AVX2 / baseline, see isa.h); float64 (gradcheck) and
-// float16/bfloat16 (statistics in float) run the same loop bodies compiled for the baseline.
+// float32 runs the multi-versioned loops (AVX-512 / AVX2 / baseline, see isa.h), and a channels_last forward beyond
+// the caches its own AVX-512 loop (forward_rows_avx512: y's unaligned rows streamed in whole lines); float64
+// (gradcheck) and float16/bfloat16 (statistics in float) run the same loop bodies compiled for the baseline.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -50,6 +51,11 @@ constexpr int64_t kTaskPositions = 4096;
 // forward+backward 1.25-1.6x faster at N = 16 and 128 on a 2-core Zen 4. Beyond the caches it was no faster (S2)
 // or slower (S3 channels_last, one thread), and in the backward slower everywhere (its blocks are re-read from L1).
 constexpr int64_t kPrefetchBlocks = 4;
+// The channels_last slots (one line of y per pixel: the forward fills them, the backward sums grad_y's) are
+// prefetched this many pixels ahead into L2: one line a pixel apart, the loads and the read-for-ownership of the
+// stores waited on DRAM. 512 pixels measured fastest of 64-2048 on a 2-core Zen 4 (S3 forward 1.2x, and
+// forward+backward 1.1x, faster than without).
+constexpr int64_t kSlotPrefetchPixels = 512;
 
 template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
@@ -231,6 +237,96 @@ MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_
       }
 }
 
+// ---- channels_last forward beyond the caches, AVX-512: y streamed in whole lines as x is read ----
+//
+// y's rows are C + F floats, so they are not aligned, and streamed row by row they left partial lines in the
+// write-combining buffers (~3x slower); with plain stores every line of y is read before it is written. Here each
+// member's rows, one contiguous run of y per task, are written as aligned 64-byte lines with streaming stores, one
+// line for every 16 channels the moments loop loads: for channels [q, q + 16) of row r, the line holding the row's
+// elements [q - d, q - d + 16) (d: the lane of the row's first element in its line), x's data of the same row
+// re-read from L1 by one unaligned load; the row's first line also holds the previous row's last channels and its
+// F slots (zero: filled once the statistic is known), from two masked loads. The run's first and last partial lines
+// get plain stores, so tasks never share a streamed line. Interleaved A/B on a 2-core Zen 4, one thread: 1.1-1.25x
+// faster S2/S3 forwards than plain stores, where streaming each member's rows a row or 1024 positions after the
+// moments had read them was 0.85-1.0x (the writes bunched up between the reads); in cache (D's 4 x 4 maps) the same
+// loop with plain aligned stores was 0.85-0.95x of the block copy. Needs C/F % 16 == 0 (a row's vectors stay in
+// one channel group) and F < 16 (at most one line of slots alone per row).
+#if PROGAN_FAST_X86_DISPATCH
+__attribute__((target("arch=x86-64-v4"))) void forward_rows_avx512(const float* x, float* y, const int64_t* x_off,
+                                                                   const int64_t* y_off, int64_t members,
+                                                                   int64_t rows, int64_t F, int64_t Cf,
+                                                                   float inv_divisor, float eps, double* sums) {
+  const int64_t C = F * Cf, row = C + F;
+  const __m512 inv_members = _mm512_set1_ps(1.f / static_cast<float>(members));
+  alignas(64) float sq[kBlock];
+  // The lane of p in its 64-byte line.
+  const auto lane = [](const float* p) { return static_cast<int64_t>((reinterpret_cast<uintptr_t>(p) >> 2) & 15); };
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t s = 0; s < F; ++s)
+      for (int64_t i0 = 0; i0 < Cf; i0 += kBlock) {
+        const int64_t len = std::min(kBlock, Cf - i0), at = s * Cf + i0;
+        for (int64_t i = 0; i < len; i += 16) {
+          const int64_t q = at + i;  // the vector's first channel
+          __m512 sum = _mm512_setzero_ps();
+          for (int64_t k = 0; k < members; ++k) {
+            const float* xr = x + x_off[k] + r * C;
+            float* yr = y + y_off[k] + r * row;
+            sum = _mm512_add_ps(sum, _mm512_loadu_ps(xr + q));
+            const int64_t d = lane(yr);
+            if (q > 0) {  // row elements [q - d, q - d + 16): all x
+              _mm512_stream_ps(yr + q - d, _mm512_loadu_ps(xr + q - d));
+            } else if (r > 0) {  // the previous row's last d - F channels (if d > F) and slots, then this row's
+              __m512 v = _mm512_maskz_loadu_ps(__mmask16(_bzhi_u32(0xFFFF, std::max<int64_t>(d - F, 0))),
+                                               xr - d + F);
+              v = _mm512_mask_loadu_ps(v, __mmask16(~_bzhi_u32(0xFFFF, d)), xr - d);
+              _mm512_stream_ps(yr - d, v);
+            } else {  // the run's first line: lanes before d belong to the previous run
+              const __mmask16 own = __mmask16(~_bzhi_u32(0xFFFF, d));
+              _mm512_mask_storeu_ps(yr - d, own, _mm512_maskz_loadu_ps(own, xr - d));
+            }
+          }
+          const __m512 mean = _mm512_mul_ps(sum, inv_members);
+          __m512 ss = _mm512_setzero_ps();
+          for (int64_t k = 0; k < members; ++k) {
+            const __m512 dev = _mm512_sub_ps(_mm512_loadu_ps(x + x_off[k] + r * C + q), mean);
+            ss = _mm512_fmadd_ps(dev, dev, ss);
+          }
+          _mm512_store_ps(sq + i, _mm512_fmadd_ps(ss, _mm512_set1_ps(inv_divisor), _mm512_set1_ps(eps)));
+        }
+        float sum = 0;  // as forward_task adds them
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < len; ++i) sum += std::sqrt(sq[i]);
+        sums[s] += sum;
+      }
+    // Row elements [C - d, C + F): the last d channels and the slots; in the next row's first line, or a line of
+    // their own where they fill one (d + F >= 16), or plain stores at the run's end.
+    for (int64_t k = 0; k < members; ++k) {
+      const float* xr = x + x_off[k] + r * C;
+      float* yr = y + y_off[k] + r * row;
+      const int64_t d = lane(yr);
+      if (r + 1 == rows) {
+        for (int64_t e = C - d; e < row; ++e) yr[e] = e < C ? xr[e] : 0.f;
+      } else if (d + F >= 16) {
+        _mm512_stream_ps(yr + C - d, _mm512_maskz_loadu_ps(__mmask16(_bzhi_u32(0xFFFF, d)), xr + C - d));
+      }
+    }
+  }
+}
+#endif
+
+// The channels_last forward task with y streamed (forward_rows_avx512); false where the active ISA variant has no
+// AVX-512: the caller then copies y with plain stores.
+bool forward_rows_streamed(const float* x, float* y, const int64_t* x_off, const int64_t* y_off, int64_t members,
+                           int64_t rows, int64_t F, int64_t Cf, float inv_divisor, float eps, double* sums) {
+#if PROGAN_FAST_X86_DISPATCH
+  if (isa::enter() == isa::kX86_64_V4) {
+    forward_rows_avx512(x, y, x_off, y_off, members, rows, F, Cf, inv_divisor, eps, sums);
+    return true;
+  }
+#endif
+  return false;
+}
+
 // dx = dy + (x - mean) * coef[s] / sigma for every member (coef may be null: dx = dy, a zero statistic).
 template <typename T>
 MS_INLINE void backward_task(const T* dy, const T* x, T* dx, const int64_t* x_off, const int64_t* y_off,
@@ -379,17 +475,20 @@ int64_t per_sample_grain(const Geometry& g) {
 // tasks have one channel group), added in task order; then the F statistic channels are filled: planes in NCHW,
 // the F slots after each pixel's channels in channels_last.
 //
-// A channels_last y is written with plain stores even when it is large: its rows (C + F floats) are not aligned,
-// and streamed they left partial lines in the write-combining buffers, whereas with plain stores the slots, one
-// line per pixel, are still cached when they are filled. (Writing y only once the statistic is known, in waves of
-// groups re-read from the cache with whole-line streaming stores, was 1.2-1.4x slower at S2/S3 on one thread and
-// took four times the parallel regions.)
+// Beyond the caches y is written with streaming stores: NCHW block by block as x is read, channels_last (rows of
+// C + F floats, not aligned) in whole lines by forward_rows_avx512, its slots streamed as zeros and filled
+// afterwards. Elsewhere (in cache, other types than float, other ISA variants, channel groups of other sizes than
+// multiples of 16) a channels_last y gets plain stores while x is read, and its slots are still cached when they
+// are filled.
 template <typename T>
 void forward(const Geometry& g, const T* x, T* y, double eps_in) {
   using A = acc_t<T>;
   const Tasks tasks(g);
   const int64_t F = g.features, G = g.group_size, P = g.pixels;
-  const bool stream = !g.channels_last && should_stream(g.samples * g.y_sample_stride() * int64_t(sizeof(T)));
+  const bool stream = should_stream(g.samples * g.y_sample_stride() * int64_t(sizeof(T)));
+  const bool stream_blocks = stream && !g.channels_last;
+  const bool stream_pixel_rows = stream && g.channels_last && !g.zero && std::is_same_v<T, float> && F < 16 &&
+                                 g.channels_per_feature() % 16 == 0;
   const bool prefetch = !should_stream(g.samples * g.x_sample_stride() * int64_t(sizeof(T)));
   const A inv_divisor = static_cast<A>(g.inv_divisor), eps = static_cast<A>(eps_in);
   std::vector<double> partial(tasks.count() * F, 0.0);
@@ -399,8 +498,13 @@ void forward(const Geometry& g, const T* x, T* y, double eps_in) {
       const Task t = tasks[i];
       const Tasks::Shape sh = tasks.shape(t);
       tasks.offsets(t, x_off.data(), y_off.data());
+      double* sums = g.zero ? nullptr : partial.data() + i * F + t.feature;
+      if constexpr (std::is_same_v<T, float>)
+        if (stream_pixel_rows && forward_rows_streamed(x, y, x_off.data(), y_off.data(), G, sh.rows, F,
+                                                       g.channels_per_feature(), inv_divisor, eps, sums))
+          continue;
       run_forward_task(x, y, x_off.data(), y_off.data(), G, sh.rows, sh.segments, sh.seg_len, sh.x_row, sh.y_row,
-                       inv_divisor, eps, stream, prefetch, g.zero ? nullptr : partial.data() + i * F + t.feature);
+                       inv_divisor, eps, stream_blocks, prefetch, sums);
     }
     stream_fence(stream);
   });
@@ -420,7 +524,10 @@ void forward(const Geometry& g, const T* x, T* y, double eps_in) {
       const T* s = stat.data() + g.group_of<false>(n) * F;
       T* yn = y + n * g.y_sample_stride();
       if (g.channels_last) {
-        for (int64_t p = 0; p < P; ++p) std::copy(s, s + F, yn + g.stat_offset(0, p));
+        for (int64_t p = 0; p < P; ++p) {
+          __builtin_prefetch(yn + g.stat_offset(0, std::min(p + kSlotPrefetchPixels, P - 1)), 1, 2);
+          std::copy(s, s + F, yn + g.stat_offset(0, p));
+        }
       } else {
         for (int64_t f = 0; f < F; ++f) std::fill(yn + g.stat_offset(f, 0), yn + g.stat_offset(f, 0) + P, s[f]);
       }
@@ -444,13 +551,19 @@ void backward(const Geometry& g, const T* dy, const T* x, T* dx, double eps_in) 
   if (!g.zero) {
     std::vector<double> per_sample(g.samples * F);
     at::parallel_for(0, g.samples, per_sample_grain(g), [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n)
-        for (int64_t f = 0; f < F; ++f) {
-          const T* dyn = dy + n * g.y_sample_stride();
-          double sum = 0;
-          for (int64_t p = 0; p < P; ++p) sum += static_cast<double>(to_acc(dyn[g.stat_offset(f, p)]));
-          per_sample[n * F + f] = sum;
+      for (int64_t n = begin; n < end; ++n) {
+        const T* dyn = dy + n * g.y_sample_stride();
+        double* sums = per_sample.data() + n * F;  // each added in pixel order
+        if (g.channels_last) {
+          for (int64_t p = 0; p < P; ++p) {
+            __builtin_prefetch(dyn + g.stat_offset(0, std::min(p + kSlotPrefetchPixels, P - 1)), 0, 2);
+            for (int64_t f = 0; f < F; ++f) sums[f] += static_cast<double>(to_acc(dyn[g.stat_offset(f, p)]));
+          }
+        } else {
+          for (int64_t f = 0; f < F; ++f)
+            for (int64_t p = 0; p < P; ++p) sums[f] += static_cast<double>(to_acc(dyn[g.stat_offset(f, p)]));
         }
+      }
     });
     const double KD = static_cast<double>(g.positions()) / g.inv_divisor;
     for (int64_t m = 0; m < g.groups; ++m)

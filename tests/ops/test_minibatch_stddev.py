@@ -212,6 +212,24 @@ def test_large_odd_tensor(memory_format):
         check_parity("cpu", fn, ref, [x], torch.float32, check_double_backward=False, op="minibatch_stddev")
 
 
+# channels_last outputs of 8 MiB and more, float32, channel groups of a multiple of 16 and F < 16: the CPU kernel's
+# forward streams y in whole lines (AVX-512), each chunk straddling a pixel's end holding its last channels, the F
+# slots and the next pixel's first channels; the members' rows start at different lanes of their lines (C + F odd
+# or H * W odd), tasks end mid-line. (shape, F): one map; two; fifteen (the slots fill a chunk of their own after
+# a pixel ending at lane 1 or more); 1 x 2 maps of 4096 channels (a task is one pixel: its first is its last) and
+# 2 x 2 maps.
+STREAMED_ROWS = [((4, 32, 129, 131), 1), ((4, 64, 129, 67), 2), ((4, 240, 47, 49), 15), ((256, 4096, 1, 2), 1),
+                 ((1024, 512, 2, 2), 1)]
+
+
+@pytest.mark.parametrize("shape,features", STREAMED_ROWS,
+                         ids=[f"{'x'.join(map(str, s))}-F{f}" for s, f in STREAMED_ROWS])
+def test_streamed_channels_last_rows(shape, features):
+    x = layout(torch.randn(shape), torch.channels_last)
+    fn, ref = op_and_reference(4, "tf", features)
+    check_parity("cpu", fn, ref, [x], torch.float32, check_double_backward=False, op="minibatch_stddev")
+
+
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_zero_statistic_is_exact(backend):
     """Contiguous groups of one give zero maps and dx = grad_y[:, :C] exactly, whatever eps (even 0)."""
