@@ -1,6 +1,7 @@
 // How many threads of a block share one item (a pixel's channels) in the lane kernels of pixel norm, the epilogue
 // (csrc/ops/scaled_bias_act.h) and fade_from_rgb's pixel kernels: one choice, made on the host from the shape and
-// shared by the launcher and the emulation, so both run the same threads and add in the same order.
+// shared by the launcher and the emulation, so both run the same threads and add in the same order. The first two
+// take their whole geometry and thread slots from here (ChannelItems, item_slot).
 //
 // An item's `lanes` (a power of two) split its accesses; a block of kThreads holds kThreads / lanes items. More
 // lanes make more, smaller blocks. The lanes double, from a warp per row (rows) or a thread per pixel (planes), while
@@ -110,5 +111,85 @@ struct LaneSum {
     return sum;
   }
 };
+
+// The launch geometry of a kernel over items of `channels` elements `inner` apart (a reduction over the channels in
+// ReductionLayout's terms: a pixel of NCHW, a row of channels last), each split over `lanes` threads (item_lanes):
+// pixel norm and the epilogue, which extend it with their own fields. Lanes and items per block are powers of two:
+// thread index math is shifts and masks.
+template <int kThreads>
+struct ChannelItems {
+  int64_t items = 0;     // outer * inner
+  int64_t channels = 1;  // elements of each item
+  int64_t inner = 1;     // distance between consecutive channels of an item (1: rows layout)
+  Divisor inner_divisor;  // item -> its outer index (a shift in the kernels instantiated for pow2())
+  int64_t blocks = 0;
+  int vector = 1;             // elements per access: kVec128 for aligned rows, else 1 (rows_vector_width)
+  int64_t vectors = 1;        // accesses per item: channels / vector
+  int64_t vector_stride = 1;  // elements between an item's consecutive accesses: vector (rows) or inner (planes)
+  int lanes = 1;              // threads per item, a power of two <= kThreads
+  int lanes_log2 = 0;
+  int items_per_block = 1;  // kThreads / lanes
+  int items_per_block_log2 = 0;
+  bool rows = true;
+  LaneSum<kThreads> sum;  // how an item's lanes add their sums
+
+  // With `vector` elements per access and a block's slice (items per block x channels) bounded by max_block_elems.
+  static ChannelItems of(int64_t outer, int64_t channels, int64_t inner, int vector, int64_t max_block_elems) {
+    ChannelItems g;
+    g.items = outer * inner;
+    g.channels = channels;
+    g.inner = inner;
+    g.inner_divisor = Divisor::of(inner);
+    g.rows = inner == 1;
+    g.vector = vector;
+    g.vectors = channels / vector;
+    g.vector_stride = g.rows ? vector : inner;
+    g.lanes = item_lanes<kThreads>({.items = g.items, .accesses = g.vectors, .rows = g.rows, .item_elems = channels,
+                                    .max_block_elems = max_block_elems});
+    g.lanes_log2 = log2_of(g.lanes);
+    g.items_per_block = kThreads / g.lanes;
+    g.items_per_block_log2 = log2_of(g.items_per_block);
+    g.blocks = ceil_div(g.items, g.items_per_block);
+    g.sum = LaneSum<kThreads>::of(g.lanes, g.rows);
+    return g;
+  }
+};
+
+// Where one thread of a ChannelItems launch works: its item and its lane.
+struct ItemSlot {
+  int64_t item;
+  int item_in_block;
+  int lane;
+  bool active;   // item < items (the last block may be partial)
+  int64_t base;  // element offset of the item's channel 0
+};
+
+// The launch config of a ChannelItems kernel, shared by its launcher and the emulation so both run the same threads:
+// the geometry of filling_geometry for `vector` (from rows_vector_width; the config's own `vector` is what the kernels
+// are instantiated for), made into the op's config (a ChannelItems with its own fields) by `extend`.
+template <int kThreads, typename Extend>
+auto channel_items_config(int64_t outer, int64_t channels, int64_t inner, int vector, int64_t max_block_elems,
+                          Extend&& extend) {
+  return filling_geometry(vector, [&](int v) {
+    return extend(ChannelItems<kThreads>::of(outer, channels, inner, v, max_block_elems));
+  });
+}
+
+template <bool kPow2Inner, int kThreads>
+PF_HD ItemSlot item_slot(const ChannelItems<kThreads>& g, int64_t block, int tid) {
+  ItemSlot s;
+  if (g.rows) {
+    s.item_in_block = tid >> g.lanes_log2;
+    s.lane = tid & (g.lanes - 1);
+  } else {
+    s.item_in_block = tid & (g.items_per_block - 1);
+    s.lane = tid >> g.items_per_block_log2;
+  }
+  s.item = block * g.items_per_block + s.item_in_block;
+  s.active = s.item < g.items;
+  const int64_t outer = g.inner_divisor.template divide<kPow2Inner>(s.item);
+  s.base = outer * g.channels * g.inner + (s.item - outer * g.inner);
+  return s;
+}
 
 }  // namespace progan_fast::hd

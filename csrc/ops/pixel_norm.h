@@ -37,82 +37,22 @@ constexpr int kThreads = 256;
 // A block's slice of x (items_per_block * channels) stays within kMaxBlockElems where it can (hd::item_lanes).
 constexpr int64_t kMaxBlockElems = 4096;
 
-struct LaunchConfig {
-  int64_t items = 0;     // reductions: outer * inner
-  int64_t channels = 1;  // length of each reduction
+// The item geometry (hd::ChannelItems) and the mean's factor.
+struct LaunchConfig : hd::ChannelItems<kThreads> {
   double inv_channels = 1;  // the mean multiplies by it: a float division is a subroutine call on the GPU
-  int64_t inner = 1;     // distance between consecutive channels of an item (1: rows layout)
-  hd::Divisor inner_divisor;  // item -> its outer index (a shift in the kernels instantiated for pow2())
-  int64_t blocks = 0;
-  int vector = 1;             // elements per access: hd::kVec128 for aligned rows, else 1 (rows_vector_width)
-  int64_t vectors = 1;        // accesses per item: channels / vector
-  int64_t vector_stride = 1;  // elements between an item's consecutive accesses: vector (rows) or inner (planes)
-  int lanes = 1;            // threads per item, a power of two <= kThreads
-  int lanes_log2 = 0;
-  int items_per_block = 1;  // kThreads / lanes
-  int items_per_block_log2 = 0;
-  bool rows = true;
-  hd::LaneSum<kThreads> sum;  // how an item's lanes add their sums
 };
 
-// The launch geometry with `vector` elements per access.
-inline LaunchConfig geometry(int64_t outer, int64_t channels, int64_t inner, int vector) {
-  LaunchConfig cfg;
-  cfg.items = outer * inner;
-  cfg.channels = channels;
-  cfg.inv_channels = 1.0 / static_cast<double>(channels);
-  cfg.inner = inner;
-  cfg.inner_divisor = hd::Divisor::of(inner);
-  cfg.rows = inner == 1;
-  cfg.vector = vector;
-  cfg.vectors = channels / vector;
-  cfg.vector_stride = cfg.rows ? vector : inner;
-  cfg.lanes = hd::item_lanes<kThreads>({.items = cfg.items, .accesses = cfg.vectors, .rows = cfg.rows,
-                                        .item_elems = channels, .max_block_elems = kMaxBlockElems});
-  cfg.lanes_log2 = hd::log2_of(cfg.lanes);
-  cfg.items_per_block = kThreads / cfg.lanes;
-  cfg.items_per_block_log2 = hd::log2_of(cfg.items_per_block);
-  cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
-  cfg.sum = hd::LaneSum<kThreads>::of(cfg.lanes, cfg.rows);
-  return cfg;
-}
-
-// The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
-// hd::rows_vector_width; the config's own `vector` is what the kernels are instantiated for.
+// The launch geometry, shared by the launcher and the emulation (hd::channel_items_config).
 inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
-  return hd::filling_geometry(vector, [&](int v) { return geometry(outer, channels, inner, v); });
+  return hd::channel_items_config<kThreads>(outer, channels, inner, vector, kMaxBlockElems, [&](const auto& items) {
+    return LaunchConfig{items, 1.0 / static_cast<double>(channels)};
+  });
 }
 
 template <typename acc_t>
 struct Shared {
   acc_t partial[kThreads];  // indexed by thread: a warp's accesses hit distinct banks in both layouts
 };
-
-// Where one thread works: its item and its lane.
-struct Slot {
-  int64_t item;
-  int lane;
-  bool active;   // item < items (the last block may be partial)
-  int64_t base;  // element offset of the item's channel 0
-};
-
-template <bool kPow2Inner>
-PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
-  Slot s;
-  int item_in_block;
-  if (cfg.rows) {
-    item_in_block = tid >> cfg.lanes_log2;
-    s.lane = tid & (cfg.lanes - 1);
-  } else {
-    item_in_block = tid & (cfg.items_per_block - 1);
-    s.lane = tid >> cfg.items_per_block_log2;
-  }
-  s.item = block * cfg.items_per_block + item_in_block;
-  s.active = s.item < cfg.items;
-  const int64_t outer = cfg.inner_divisor.divide<kPow2Inner>(s.item);
-  s.base = outer * cfg.channels * cfg.inner + (s.item - outer * cfg.inner);
-  return s;
-}
 
 // The kernels' arguments, with what they are instantiated for: N elements per access (hd::rows_vector_width), and
 // whether `inner` is a power of two (hd::Divisor).
@@ -151,7 +91,7 @@ struct BackwardArgs {
 // issued ahead of the stores.
 
 template <int N, typename scalar_t, typename acc_t = opmath_t<scalar_t>>
-PF_HD acc_t lane_sum_squares(const scalar_t* __restrict__ x, const LaunchConfig& cfg, const Slot& s) {
+PF_HD acc_t lane_sum_squares(const scalar_t* __restrict__ x, const LaunchConfig& cfg, const hd::ItemSlot& s) {
   const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
   acc_t acc = 0;
   x += first;
@@ -168,7 +108,7 @@ PF_HD acc_t lane_sum_squares(const scalar_t* __restrict__ x, const LaunchConfig&
 // y = x * rs
 template <int N, typename scalar_t, typename acc_t>
 PF_HD void lane_scale(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, acc_t rs, const LaunchConfig& cfg,
-                      const Slot& s) {
+                      const hd::ItemSlot& s) {
   const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
   x += first;
   y += first;
@@ -182,7 +122,7 @@ PF_HD void lane_scale(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, 
 
 template <int N, typename scalar_t, typename acc_t = opmath_t<scalar_t>>
 PF_HD acc_t lane_dot(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, const LaunchConfig& cfg,
-                     const Slot& s) {
+                     const hd::ItemSlot& s) {
   const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
   acc_t acc = 0;
   a += first;
@@ -198,7 +138,7 @@ PF_HD acc_t lane_dot(const scalar_t* __restrict__ a, const scalar_t* __restrict_
 // dx = r * dy - k * x
 template <int N, typename scalar_t, typename acc_t>
 PF_HD void lane_axpby(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x, scalar_t* __restrict__ dx,
-                      acc_t r, acc_t k, const LaunchConfig& cfg, const Slot& s) {
+                      acc_t r, acc_t k, const LaunchConfig& cfg, const hd::ItemSlot& s) {
   const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
   dy += first;
   x += first;
@@ -216,7 +156,7 @@ PF_HD void lane_axpby(const scalar_t* __restrict__ dy, const scalar_t* __restric
 // Forward: this lane's share of sum(x^2).
 template <typename Args>
 PF_HD typename Args::acc_t forward_partial(const Args& a, const LaunchConfig& cfg, int64_t block, int tid) {
-  const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
+  const hd::ItemSlot s = hd::item_slot<Args::kShiftInner>(cfg, block, tid);
   return s.active ? lane_sum_squares<Args::kVector>(a.x, cfg, s) : 0;
 }
 
@@ -224,7 +164,7 @@ PF_HD typename Args::acc_t forward_partial(const Args& a, const LaunchConfig& cf
 template <typename Args>
 PF_HD void forward_write(const Args& a, const LaunchConfig& cfg, typename Args::acc_t total, int64_t block, int tid) {
   using acc_t = typename Args::acc_t;
-  const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
+  const hd::ItemSlot s = hd::item_slot<Args::kShiftInner>(cfg, block, tid);
   if (!s.active) return;
   const acc_t rs = hd::rsqrt_acc(hd::mul_add(total, acc_t(cfg.inv_channels), a.eps));
   if (s.lane == 0) a.rsqrt[s.item] = rs;
@@ -234,7 +174,7 @@ PF_HD void forward_write(const Args& a, const LaunchConfig& cfg, typename Args::
 // Backward: this lane's share of sum(dy * x).
 template <typename Args>
 PF_HD typename Args::acc_t backward_partial(const Args& a, const LaunchConfig& cfg, int64_t block, int tid) {
-  const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
+  const hd::ItemSlot s = hd::item_slot<Args::kShiftInner>(cfg, block, tid);
   return s.active ? lane_dot<Args::kVector>(a.grad_y, a.x, cfg, s) : 0;
 }
 
@@ -243,7 +183,7 @@ PF_HD typename Args::acc_t backward_partial(const Args& a, const LaunchConfig& c
 template <typename Args>
 PF_HD void backward_write(const Args& a, const LaunchConfig& cfg, typename Args::acc_t total, int64_t block, int tid) {
   using acc_t = typename Args::acc_t;
-  const Slot s = slot_of<Args::kShiftInner>(cfg, block, tid);
+  const hd::ItemSlot s = hd::item_slot<Args::kShiftInner>(cfg, block, tid);
   if (!s.active) return;
   const acc_t rs = hd::load_ro(a.rsqrt + s.item);
   const PixelNormGradScalars<acc_t> g =

@@ -38,21 +38,8 @@ constexpr int kThreads = 256;
 // re-reads it from L2 and its bias contributions fit the shared tile.
 constexpr int64_t kTileElems = 4096;
 
-struct LaunchConfig {
-  int64_t items = 0;     // pixels: outer * inner
-  int64_t channels = 1;  // channels of each pixel
-  int64_t inner = 1;     // distance between consecutive channels of a pixel (1: rows layout)
-  hd::Divisor inner_divisor;  // item -> its outer index (a shift in the kernels instantiated for pow2())
-  int64_t blocks = 0;
-  int vector = 1;             // elements per access: hd::kVec128 for aligned rows, else 1 (hd::rows_vector_width)
-  int64_t vectors = 1;        // accesses per item: channels / vector
-  int64_t vector_stride = 1;  // elements between an item's consecutive accesses: vector (rows) or inner (planes)
-  int lanes = 1;            // threads per item, a power of two <= kThreads
-  int lanes_log2 = 0;       // lanes and items per block are powers of two: thread index math is shifts and masks
-  int items_per_block = 1;  // kThreads / lanes
-  int items_per_block_log2 = 0;
-  bool rows = true;
-  hd::LaneSum<kThreads> sum;  // how an item's lanes add their sums
+// The item geometry (hd::ChannelItems: an item is a pixel's channels) and the bias tile's.
+struct LaunchConfig : hd::ChannelItems<kThreads> {
   // The bias contributions of a block fit its shared tile; otherwise a block has one item and each lane
   // writes its channels' sums straight to the block's workspace row.
   PF_HD bool tiled() const { return items_per_block * channels <= kTileElems; }
@@ -60,57 +47,10 @@ struct LaunchConfig {
   PF_HD int64_t tile_stride() const { return channels + 1; }
 };
 
-// The launch geometry with `vector` elements per access.
-inline LaunchConfig geometry(int64_t outer, int64_t channels, int64_t inner, int vector) {
-  LaunchConfig cfg;
-  cfg.items = outer * inner;
-  cfg.channels = channels;
-  cfg.inner = inner;
-  cfg.inner_divisor = hd::Divisor::of(inner);
-  cfg.rows = inner == 1;
-  cfg.vector = vector;
-  cfg.vectors = channels / vector;
-  cfg.vector_stride = cfg.rows ? vector : inner;
-  cfg.lanes = hd::item_lanes<kThreads>({.items = cfg.items, .accesses = cfg.vectors, .rows = cfg.rows,
-                                        .item_elems = channels, .max_block_elems = kTileElems});
-  cfg.lanes_log2 = hd::log2_of(cfg.lanes);
-  cfg.items_per_block = kThreads / cfg.lanes;
-  cfg.items_per_block_log2 = hd::log2_of(cfg.items_per_block);
-  cfg.blocks = hd::ceil_div(cfg.items, cfg.items_per_block);
-  cfg.sum = hd::LaneSum<kThreads>::of(cfg.lanes, cfg.rows);
-  return cfg;
-}
-
-// The launch geometry, shared by the launcher and the emulation so both run the same threads. `vector`: from
-// hd::rows_vector_width; the config's own `vector` is what the kernels are instantiated for.
+// The launch geometry, shared by the launcher and the emulation (hd::channel_items_config).
 inline LaunchConfig launch_config(int64_t outer, int64_t channels, int64_t inner, int vector) {
-  return hd::filling_geometry(vector, [&](int v) { return geometry(outer, channels, inner, v); });
-}
-
-// Where one thread works: its item and its lane.
-struct Slot {
-  int64_t item;
-  int item_in_block;
-  int lane;
-  bool active;   // item < items (the last block may be partial)
-  int64_t base;  // element offset of the item's channel 0
-};
-
-template <bool kPow2Inner>
-PF_HD Slot slot_of(const LaunchConfig& cfg, int64_t block, int tid) {
-  Slot s;
-  if (cfg.rows) {
-    s.item_in_block = tid >> cfg.lanes_log2;
-    s.lane = tid & (cfg.lanes - 1);
-  } else {
-    s.item_in_block = tid & (cfg.items_per_block - 1);
-    s.lane = tid >> cfg.items_per_block_log2;
-  }
-  s.item = block * cfg.items_per_block + s.item_in_block;
-  s.active = s.item < cfg.items;
-  const int64_t outer = cfg.inner_divisor.divide<kPow2Inner>(s.item);
-  s.base = outer * cfg.channels * cfg.inner + (s.item - outer * cfg.inner);
-  return s;
+  return hd::channel_items_config<kThreads>(outer, channels, inner, vector, kTileElems,
+                                            [](const auto& items) { return LaunchConfig{items}; });
 }
 
 template <typename acc_t>
@@ -161,7 +101,7 @@ PF_HD void pre_activations(const hd::Vec<scalar_t, N>& xv, const scalar_t* __res
 // sum(a^2) over this lane's channels, a = act(scale * x + bias).
 template <int N, typename scalar_t, typename acc_t>
 PF_HD acc_t lane_sum_squares(const scalar_t* __restrict__ x, const scalar_t* __restrict__ bias, Epilogue<acc_t> ep,
-                             const LaunchConfig& cfg, const Slot& s) {
+                             const LaunchConfig& cfg, const hd::ItemSlot& s) {
   const int64_t step = cfg.lanes * cfg.vector_stride;
   acc_t sum = 0;
   x += s.base + s.lane * cfg.vector_stride;
@@ -179,7 +119,7 @@ PF_HD acc_t lane_sum_squares(const scalar_t* __restrict__ x, const scalar_t* __r
 // y = a * rs over this lane's channels.
 template <int N, typename scalar_t, typename acc_t>
 PF_HD void lane_write(const scalar_t* __restrict__ x, const scalar_t* __restrict__ bias, scalar_t* __restrict__ y,
-                      Epilogue<acc_t> ep, acc_t rs, const LaunchConfig& cfg, const Slot& s) {
+                      Epilogue<acc_t> ep, acc_t rs, const LaunchConfig& cfg, const hd::ItemSlot& s) {
   const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
   x += first;
   y += first;
@@ -216,13 +156,13 @@ struct ForwardKernel {
 
   // With pixel norm: this lane's share of sum(a^2).
   PF_HD acc_t partial(int64_t block, int tid) const {
-    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
+    const hd::ItemSlot s = hd::item_slot<kPow2Inner>(cfg, block, tid);
     return s.active ? lane_sum_squares<N>(x, bias, epilogue, cfg, s) : acc_t(0);
   }
 
   // y = a (* rsqrt(mean(a^2) + eps), `total` = sum(a^2)); lane 0 stores the rsqrt for backward.
   PF_HD void write(acc_t total, int64_t block, int tid) const {
-    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
+    const hd::ItemSlot s = hd::item_slot<kPow2Inner>(cfg, block, tid);
     if (!s.active) return;
     acc_t rs = 1;
     if (pixel_norm) {
@@ -279,7 +219,7 @@ PF_HD void recompute(const scalar_t* __restrict__ saved, const scalar_t* __restr
 template <int N, typename scalar_t, typename acc_t>
 PF_HD void lane_backward_sums(const scalar_t* __restrict__ grad_y, const scalar_t* __restrict__ saved,
                               const scalar_t* __restrict__ bias, Saved<acc_t> m, acc_t rs, const LaunchConfig& cfg,
-                              const Slot& s, acc_t& sum, acc_t& sum_sq) {
+                              const hd::ItemSlot& s, acc_t& sum, acc_t& sum_sq) {
   const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
   grad_y += first;
   if (saved) saved += first;
@@ -301,7 +241,7 @@ template <int N, typename scalar_t, typename acc_t>
 PF_HD void lane_backward_write(const scalar_t* __restrict__ grad_y, const scalar_t* __restrict__ saved,
                                const scalar_t* __restrict__ bias, scalar_t* __restrict__ grad_x,
                                acc_t* __restrict__ bias_row, Saved<acc_t> m, bool pixel_norm, acc_t rs, acc_t mean,
-                               const LaunchConfig& cfg, const Slot& s) {
+                               const LaunchConfig& cfg, const hd::ItemSlot& s) {
   const int64_t first = s.base + s.lane * cfg.vector_stride, step = cfg.lanes * cfg.vector_stride;
   grad_y += first;
   grad_x += first;
@@ -363,11 +303,11 @@ struct BackwardKernel {
   PF_HD int exchange_lanes() const { return pixel_norm ? cfg.sum.exchange_lanes : 0; }
   PF_HD int exchange_stride() const { return cfg.sum.exchange_stride; }
 
-  PF_HD acc_t item_rsqrt(const Slot& s) const { return pixel_norm ? hd::load_ro(rsqrt + s.item) : acc_t(1); }
+  PF_HD acc_t item_rsqrt(const hd::ItemSlot& s) const { return pixel_norm ? hd::load_ro(rsqrt + s.item) : acc_t(1); }
 
   // With pixel norm: this lane's share of sum(grad_y * y) and of sum(y * y).
   PF_HD Exchange partials(int64_t block, int tid) const {
-    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
+    const hd::ItemSlot s = hd::item_slot<kPow2Inner>(cfg, block, tid);
     Exchange sums{{acc_t(0), acc_t(0)}};
     if (s.active) lane_backward_sums<N>(grad_y, saved, bias, mode, item_rsqrt(s), cfg, s, sums.v[0], sums.v[1]);
     return sums;
@@ -378,7 +318,7 @@ struct BackwardKernel {
   // Over one channel ga is eps * r^3 * grad_y (pixel_norm_grad_scalars): the write takes that factor in rs's place
   // and mean 0, so the y it recomputes from x with it is multiplied by 0 (its sign, from v, is unchanged).
   PF_HD void write(const Exchange& totals, Shared& sh, int64_t block, int tid) const {
-    const Slot s = slot_of<kPow2Inner>(cfg, block, tid);
+    const hd::ItemSlot s = hd::item_slot<kPow2Inner>(cfg, block, tid);
     if (!s.active) return;
     const acc_t n = acc_t(cfg.channels);
     acc_t rs = item_rsqrt(s), mean = 0;
