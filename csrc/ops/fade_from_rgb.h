@@ -737,9 +737,7 @@ auto run(const ChannelBackwardParams& p, const Exec& exec) {
             static_cast<opmath_t<scalar_t>*>(p.partials), cfg, p.group});
       });
     };
-    if (cfg.pixels_per_access > 1)
-      return launch(std::integral_constant<int, hd::kVec128<scalar_t>>{}, std::true_type{});
-    return hd::with_pow2_case(cfg.pow2(), [&](auto pow2) { return launch(hd::Scalar{}, pow2); });
+    return hd::with_vector_case<scalar_t>(cfg.pixels_per_access > 1, cfg.pow2(), launch);
   });
 }
 

@@ -599,9 +599,7 @@ auto run(const ForwardWriteParams& p, const Exec& exec) {
       return exec(ForwardStatWrite<scalar_t, decltype(n)::value, decltype(pow2)::value>{
           p.g, p.cfg, static_cast<const acc_t*>(p.partial), static_cast<scalar_t*>(p.y)});
     };
-    if (p.cfg.stat_vector > 1)
-      return launch(std::integral_constant<int, hd::kVec128<scalar_t>>{}, std::true_type{});
-    return hd::with_pow2_case(p.cfg.write_pow2(p.g), [&](auto pow2) { return launch(hd::Scalar{}, pow2); });
+    return hd::with_vector_case<scalar_t>(p.cfg.stat_vector > 1, p.cfg.write_pow2(p.g), launch);
   });
 }
 
@@ -614,9 +612,7 @@ auto run(const BackwardStatParams& p, const Exec& exec) {
       return exec(BackwardStatKernel<scalar_t, decltype(n)::value, decltype(pow2)::value>{
           p.g, p.cfg, static_cast<const scalar_t*>(p.grad_y), static_cast<acc_t*>(p.a)});
     };
-    if (p.cfg.stat_vector > 1)
-      return launch(std::integral_constant<int, hd::kVec128<scalar_t>>{}, std::true_type{});
-    return hd::with_pow2_case(p.cfg.backward_stat_pow2(), [&](auto pow2) { return launch(hd::Scalar{}, pow2); });
+    return hd::with_vector_case<scalar_t>(p.cfg.stat_vector > 1, p.cfg.backward_stat_pow2(), launch);
   });
 }
 

@@ -78,13 +78,20 @@ int rows_vector_width(int64_t channels, int64_t inner, std::initializer_list<con
   return vector_width<T>(inner == 1 && channels % kVec128<T> == 0, tensors);
 }
 
-// Calls f(N, kPow2Inner) (integral constants) for the three instantiations of a kernel over "items" whose
-// elements lie `inner` apart (pixel norm and the epilogue): 128-bit accesses, which only rows (`inner` 1, a power of
-// two) take, and one element per access with `inner` a power of two or not.
+// Calls f(N, kPow2) (integral constants) for the three instantiations of a kernel that takes 128-bit accesses only
+// where its index math is shifts: kVec128<T> elements per access where `vector`, else one, with powers of two
+// (`pow2`) or not.
+template <typename T, typename F>
+auto with_vector_case(bool vector, bool pow2, F&& f) {
+  if (vector) return f(std::integral_constant<int, kVec128<T>>{}, std::true_type{});
+  return with_pow2_case(pow2, [&](auto p) { return f(Scalar{}, p); });
+}
+
+// with_vector_case for a kernel over "items" whose elements lie `inner` apart (pixel norm and the epilogue): only
+// rows (`inner` 1, a power of two) take vectors.
 template <typename T, typename F>
 auto with_rows_instantiation(int vector, int64_t inner, F&& f) {
-  if (vector > 1) return f(std::integral_constant<int, kVec128<T>>{}, std::true_type{});
-  return with_divisor_case(Divisor::of(inner), [&](auto pow2_inner) { return f(Scalar{}, pow2_inner); });
+  return with_vector_case<T>(vector > 1, Divisor::of(inner).pow2(), f);
 }
 
 }  // namespace progan_fast::hd
