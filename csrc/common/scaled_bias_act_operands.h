@@ -111,6 +111,7 @@ struct ScaledBiasActBackwardOperands {
     if (!saved_is_input) bias = at::Tensor();  // only the recomputed pre-activation reads it
     grad_x = at::empty_like(grad_y);
     grad_bias = at::empty({bias_grad ? layout.channels : 0}, grad_y.options());
+    if (grad_y.numel() == 0) grad_bias.zero_();  // a sum over no elements: the kernels do not run
   }
 };
 

@@ -826,10 +826,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_y_in, con
   ScaledBiasActBackwardOperands o(grad_y_in, saved_in, rsqrt_in, bias_in, scale, slope, pixel_norm, eps, saved_is_input,
                                   bias_grad);
   const ReductionLayout& l = o.layout;
-  if (o.grad_y.numel() == 0) {
-    o.grad_bias.zero_();  // a sum over no elements
-    return {o.grad_x, o.grad_bias};
-  }
+  if (o.grad_y.numel() == 0) return {o.grad_x, o.grad_bias};
   std::vector<double> partial;
   int64_t chunks = 0;
   const Args a{static_cast<float>(scale), static_cast<float>(slope), static_cast<float>(eps)};

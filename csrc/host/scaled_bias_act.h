@@ -44,10 +44,7 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_y_in, const s
   ScaledBiasActBackwardOperands o(grad_y_in, saved_in, rsqrt_in, bias_in, scale, slope, pixel_norm, eps, saved_is_input,
                                   bias_grad);
   const ReductionLayout& l = o.layout;
-  if (o.grad_y.numel() == 0) {
-    o.grad_bias.zero_();  // a sum over no elements
-    return {o.grad_x, o.grad_bias};
-  }
+  if (o.grad_y.numel() == 0) return {o.grad_x, o.grad_bias};
   at::Tensor workspace;
   if (bias_grad)
     workspace = at::empty({scaled_bias_act_cuda::workspace_elems(l.outer, l.channels, l.inner)},
