@@ -32,6 +32,24 @@ struct DeviceAlpha {
   }
 };
 
+// The device of a fade kernel launch, with what every launch takes besides its operands, for `main` (the tensor whose
+// dtype and device the op follows, `name` in errors): the launcher's dtype and alpha (made after the device scope:
+// a device alpha is converted on it).
+template <typename Device>
+struct FadeDevice {
+  hd::DType dtype;
+  Device device;
+  DeviceAlpha device_alpha;
+
+  FadeDevice(const at::Tensor& main, const char* name, const at::Tensor& alpha)
+      : dtype(launcher_dtype(main, name)), device(main), device_alpha(alpha, main) {}
+  fade_cuda::Alpha alpha() const { return device_alpha.alpha; }
+  template <typename Params>
+  void launch(const Params& params) const {
+    device.launch(params);
+  }
+};
+
 inline upsample_blend_cuda::Geometry upsample_geometry(const FadePlanes& low, int64_t factor) {
   upsample_blend_cuda::Geometry geo;
   geo.low_rows = low.planes * low.height;
@@ -47,13 +65,11 @@ at::Tensor upsample_blend_forward(const at::Tensor& low, const at::Tensor& high,
   Device::check(high, "high", high);
   Device::check(low, "low", high);
   UpsampleBlendOperands o(low, high, alpha, factor);
-  const hd::DType dtype = launcher_dtype(o.high, "high");
-  const Device device(o.high);
-  const DeviceAlpha a(alpha, o.high);
+  const FadeDevice<Device> device(o.high, "high", alpha);
   if (o.y.numel() > 0)
     device.launch(upsample_blend_cuda::ForwardParams{o.low.const_data_ptr(), o.high.const_data_ptr(),
                                                      o.y.mutable_data_ptr(), upsample_geometry(o.low_planes, factor),
-                                                     a.alpha, dtype});
+                                                     device.alpha(), device.dtype});
   return o.y;
 }
 
@@ -62,13 +78,12 @@ std::tuple<at::Tensor, at::Tensor> upsample_blend_backward(const at::Tensor& gra
                                                            int64_t factor) {
   Device::check(grad_y, "grad_y", grad_y);
   UpsampleBlendBackwardOperands o(grad_y, alpha, factor);
-  const hd::DType dtype = launcher_dtype(o.grad_y, "grad_y");
-  const Device device(o.grad_y);
-  const DeviceAlpha a(alpha, o.grad_y);
+  const FadeDevice<Device> device(o.grad_y, "grad_y", alpha);
   if (o.grad_y.numel() > 0)
     device.launch(upsample_blend_cuda::BackwardParams{o.grad_y.const_data_ptr(), o.grad_low.mutable_data_ptr(),
                                                       o.grad_high.mutable_data_ptr(),
-                                                      upsample_geometry(o.low_planes, factor), a.alpha, dtype});
+                                                      upsample_geometry(o.low_planes, factor), device.alpha(),
+                                                      device.dtype});
   return {o.grad_low, o.grad_high};
 }
 
@@ -76,13 +91,11 @@ template <typename Device>
 at::Tensor fade_reals_forward(const at::Tensor& x, const at::Tensor& alpha) {
   Device::check(x, "x", x);
   FadeRealsOperands o(x, alpha);
-  const hd::DType dtype = launcher_dtype(o.x, "x");
-  const Device device(o.x);
-  const DeviceAlpha a(alpha, o.x);
+  const FadeDevice<Device> device(o.x, "x", alpha);
   if (o.y.numel() > 0)
     device.launch(fade_reals_cuda::Params{o.x.const_data_ptr(), o.y.mutable_data_ptr(),
-                                          o.planes.planes * o.planes.height / 2, o.planes.width, o.planes.vec, a.alpha,
-                                          dtype});
+                                          o.planes.planes * o.planes.height / 2, o.planes.width, o.planes.vec,
+                                          device.alpha(), device.dtype});
   return o.y;
 }
 
@@ -114,14 +127,12 @@ at::Tensor fade_from_rgb_forward(const at::Tensor& images, const at::Tensor& new
                                  double negative_slope) {
   check_from_rgb_devices<Device>(new_, "new", images, weight, bias);
   FadeFromRgbOperands o(new_, "new", images, weight, bias, alpha, scale, bias_gain, negative_slope);
-  const hd::DType dtype = launcher_dtype(o.main, "new");
-  const Device device(o.main);
-  const DeviceAlpha a(alpha, o.main);
+  const FadeDevice<Device> device(o.main, "new", alpha);
   at::Tensor y = fade_empty(o.main.sizes(), o.main, o.channels_last);
   if (y.numel() > 0) {
     const fade_from_rgb_cuda::CommonParams common{o.images.const_data_ptr(), o.weight.const_data_ptr(),
                                                   o.bias.const_data_ptr(), from_rgb_shape(o),
-                                                  {scale, bias_gain, negative_slope}, a.alpha, dtype};
+                                                  {scale, bias_gain, negative_slope}, device.alpha(), device.dtype};
     device.launch(fade_from_rgb_cuda::ForwardParams{common, o.main.const_data_ptr(), y.mutable_data_ptr()});
   }
   return y;
@@ -133,9 +144,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fade_from_rgb_backwar
     const at::Tensor& alpha, double scale, double bias_gain, double negative_slope) {
   check_from_rgb_devices<Device>(grad_y, "grad_y", images, weight, bias);
   FadeFromRgbOperands o(grad_y, "grad_y", images, weight, bias, alpha, scale, bias_gain, negative_slope);
-  const hd::DType dtype = launcher_dtype(o.main, "grad_y");
-  const Device device(o.main);
-  const DeviceAlpha a(alpha, o.main);
+  const FadeDevice<Device> device(o.main, "grad_y", alpha);
   at::Tensor grad_images = fade_empty(o.images.sizes(), o.main, o.channels_last);
   at::Tensor grad_new = fade_empty(o.main.sizes(), o.main, o.channels_last);
   if (o.main.numel() == 0) {
@@ -145,7 +154,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fade_from_rgb_backwar
   const fade_from_rgb_cuda::Shape shape = from_rgb_shape(o);
   const fade_from_rgb_cuda::CommonParams common{o.images.const_data_ptr(), o.weight.const_data_ptr(),
                                                 o.bias.const_data_ptr(), shape, {scale, bias_gain, negative_slope},
-                                                a.alpha, dtype};
+                                                device.alpha(), device.dtype};
   const auto cfg = fade_from_rgb_cuda::channel_config(shape);
   at::Tensor partials = at::empty({cfg.chunks, o.channels, o.image_channels + 1},
                                   o.main.options().dtype(at::toOpMathType(o.main.scalar_type())));
