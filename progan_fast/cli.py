@@ -33,34 +33,27 @@ _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, Is
 _MAX_SEED = 2 ** 63 - 1
 
 
-def _pow2(text):
+def _int_arg(text, accepts, expected):
+    """argparse type: an integer that `accepts` takes; `expected` names which in the error."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a power of two >= 4, got {text!r}") from None
-    if value < 4 or value & (value - 1):
-        raise argparse.ArgumentTypeError(f"expected a power of two >= 4, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not accepts(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
+
+
+def _pow2(text):
+    return _int_arg(text, lambda v: v >= 4 and not v & (v - 1), "a power of two >= 4")
 
 
 def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return _int_arg(text, lambda v: v >= 1, "a positive integer")
 
 
 def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63 - 1], got {text!r}") from None
-    if not 0 <= value <= _MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63 - 1], got {value}")
-    return value
+    return _int_arg(text, lambda v: 0 <= v <= _MAX_SEED, "an integer in [0, 2**63 - 1]")
 
 
 def _nonneg_float(text):

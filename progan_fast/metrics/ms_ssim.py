@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._images import uint8_images
+
 WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -79,15 +81,7 @@ def ms_ssim_pairs(img1, img2, max_val=255.0, filter_size=11, filter_sigma=1.5, k
 def ms_ssim(images, chunk_size=256):
     """Mean MS-SSIM over the pairs (images[0::2], images[1::2]) of uint8 N x C x H x W images (torch or numpy;
     N even; H and W >= 16 so that five scales exist)."""
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(np.ascontiguousarray(images))
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a uint8 torch.Tensor or numpy array; got {type(images).__name__}")
-    if images.dtype != torch.uint8:
-        raise TypeError(f"images must be uint8 in [0, 255] (map generator output with "
-                        f"progan_fast.images.to_uint8); got {images.dtype}")
-    if images.dim() != 4:
-        raise ValueError(f"images must be N x C x H x W; got shape {tuple(images.shape)}")
+    images = uint8_images("images", images)
     n, _, h, w = images.shape
     if n < 2 or n % 2:
         raise ValueError(f"images must hold a positive even number of images (they are compared in pairs); got {n}")

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._images import uint8_images
+
 _BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
 
 
@@ -55,15 +57,7 @@ def laplacian_pyramid(x, num_levels):
 
 
 def _as_uint8_images(name, images):
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(np.ascontiguousarray(images))
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a uint8 torch.Tensor or numpy array; got {type(images).__name__}")
-    if images.dtype != torch.uint8:
-        raise TypeError(f"{name} must be uint8 in [0, 255] (map generator output with "
-                        f"progan_fast.images.to_uint8); got {images.dtype}")
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"{name} must be N x C x H x W with C in (1, 3); got shape {tuple(images.shape)}")
+    images = uint8_images(name, images, channels=(1, 3))
     if images.shape[0] == 0:
         raise ValueError(f"{name} is empty")
     if images.shape[1] == 1:

@@ -31,15 +31,22 @@ backends.register_op("fade_reals", ("cpu", "cuda", "triton"))
 backends.register_op("downsample_blend", ())
 
 
+def _checked_maps(first_name, first, second_name, second):
+    """The checks both blends make of their two N x C x H x W maps, named in argument order; returns them (in that
+    order) autocast for the device of the second, the map at the output's resolution."""
+    for name, t in ((first_name, first), (second_name, second)):
+        _checks.tensor(name, t, ndims=(4,))
+    for name, t in ((first_name, first), (second_name, second)):
+        _checks.nonempty_maps(name, t)
+    first, second = _checks.autocast(second.device.type, first, second)
+    _checks.same_device_dtype(first_name, first, second_name, second)
+    return first, second
+
+
 def upsample_blend(low, high, alpha, factor=2):
     """lerp(nearest_up(low, factor), high, alpha): low N x C x H x W (old path), high N x C x factor*H x factor*W
     (new path), factor a power of two; see progan_fast.reference.upsample_blend for the spec."""
-    _checks.tensor("low", low, ndims=(4,))
-    _checks.tensor("high", high, ndims=(4,))
-    _checks.nonempty_maps("low", low)
-    _checks.nonempty_maps("high", high)
-    low, high = _checks.autocast(high.device.type, low, high)
-    _checks.same_device_dtype("low", low, "high", high)
+    low, high = _checked_maps("low", low, "high", high)
     factor = power_of_two("factor", factor)
     n, c, h, w = low.shape
     if tuple(high.shape) != (n, c, factor * h, factor * w):
@@ -55,12 +62,7 @@ def upsample_blend(low, high, alpha, factor=2):
 def downsample_blend(high, low, alpha):
     """lerp(low, avg_pool2(high), alpha): high N x C x 2H x 2W (new path before its pool), low N x C x H x W (old
     path); see progan_fast.reference.downsample_blend for the spec."""
-    _checks.tensor("high", high, ndims=(4,))
-    _checks.tensor("low", low, ndims=(4,))
-    _checks.nonempty_maps("high", high)
-    _checks.nonempty_maps("low", low)
-    low, high = _checks.autocast(low.device.type, low, high)
-    _checks.same_device_dtype("high", high, "low", low)
+    high, low = _checked_maps("high", high, "low", low)
     n, c, h, w = low.shape
     if tuple(high.shape[:2]) != (n, c) or high.shape[2] // 2 != h or high.shape[3] // 2 != w:
         raise ValueError(f"high must be low at twice the resolution, shape {(n, c, 2 * h, 2 * w)}; got high "
