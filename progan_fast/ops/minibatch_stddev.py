@@ -13,6 +13,8 @@ nothing computed by the forward is kept.
 The cpu/cuda family registers the same autograd in C++ (csrc/autograd/minibatch_stddev.cpp); its double backward
 calls the composite op below, so the formula exists once.
 """
+import functools
+
 import torch
 
 from .. import _layout, _library, backends, reference
@@ -28,7 +30,7 @@ def minibatch_stddev(x, group_size=4, grouping="strided", unbiased=False, eps=1e
     (use unbiased=False); grouping="contiguous": pytorch_GAN_zoo (use unbiased=True); num_new_features > 1: NVlabs'
     later form (F must divide C). See progan_fast.reference.minibatch_stddev for the spec."""
     _checks.tensor("x", x, ndims=(4,))
-    (x,) = _checks.autocast(x.device.type, x)
+    (x,) = _checks.autocast(x.device, x)
     group_size = _checks.positive_int("group_size", group_size)
     grouping = _checks.choice("grouping", grouping, GROUPINGS)
     unbiased = _checks.flag("unbiased", unbiased)
@@ -38,14 +40,19 @@ def minibatch_stddev(x, group_size=4, grouping="strided", unbiased=False, eps=1e
     backend = backends.resolve(OP, x.device)
     if backend == "reference":
         return reference.minibatch_stddev(x, group_size, grouping, unbiased, eps, num_new_features)
-    return _library.family_ops(backend).minibatch_stddev_forward(x, group_size, grouping, unbiased, eps,
-                                                                 num_new_features)
+    return _forward_op(backend)(x, group_size, grouping, unbiased, eps, num_new_features)
+
+
+@functools.cache
+def _forward_op(backend):
+    """The family's forward overload, looked up once (through torch.ops it costs ~0.4 us a call)."""
+    return _library.family_ops(backend).minibatch_stddev_forward.default
 
 
 def _check_shape(x, group_size, grouping, unbiased, num_new_features):
     """What the arguments must satisfy for x's shape (the C++ kernels check the same:
     csrc/common/minibatch_stddev_operands.h)."""
-    n, c = x.shape[0], x.shape[1]
+    n, c, _, _ = x.shape  # one torch.Size, not two
     if n == 0:
         raise ValueError(f"x has an empty batch (shape {tuple(x.shape)}); at least one sample is needed")
     if c % num_new_features:
@@ -53,10 +60,11 @@ def _check_shape(x, group_size, grouping, unbiased, num_new_features):
     if grouping == "strided" and n > group_size and n % group_size:
         raise ValueError(f"group_size={group_size} does not divide the batch of {n} samples; with grouping='strided' "
                          f"(TF official) the batch must be a multiple of group_size or at most group_size")
-    g, _, zero = _layout.minibatch_groups(n, group_size, grouping)
-    if unbiased and g == 1 and not zero:
-        raise ValueError(f"unbiased=True needs groups of at least 2 samples; group_size={group_size} and a batch of "
-                         f"{n} give groups of 1")
+    if unbiased:  # only the unbiased variance needs the groups' size
+        g, _, zero = _layout.minibatch_groups(n, group_size, grouping)
+        if g == 1 and not zero:
+            raise ValueError(f"unbiased=True needs groups of at least 2 samples; group_size={group_size} and a batch "
+                             f"of {n} give groups of 1")
 
 
 # ---- raw ops: checks (the C++ kernels make the same) and fakes ----

@@ -256,6 +256,23 @@ def test_same_result_for_any_thread_count():
     assert torch.equal(one, many)
 
 
+@pytest.mark.parametrize("memory_format,maps", [(torch.contiguous_format, (1, 1)), (torch.channels_last, (1, 2))],
+                         ids=LAYOUT_IDS)
+@pytest.mark.parametrize("group_size", [2, 3, 4, 5, 8])
+def test_backward_same_bits_at_every_position(memory_format, maps, group_size):
+    """The CPU kernel's float32 backward takes whole vectors of 16 positions (channels, in channels_last) with the
+    members' x in registers and the rest through its block loop: a position whose values repeat those of a
+    vectorised one gets the same bits (the register loop once fused the mean's product into the subtractions,
+    other bits where 1 / G is inexact). 31 channels: 0-15 a vector, 16-30 (repeating 0-14) the rest."""
+    n = 4 * group_size
+    x = torch.randn(n, 16, *maps) * 3 + 1
+    dy = torch.randn(n, 16, *maps)
+    x = layout(torch.cat([x, x[:, :15]], 1), memory_format)
+    dy = layout(torch.cat([dy, dy[:, :15], torch.randn(n, 1, *maps)], 1), memory_format)
+    dx = torch.ops.progan_fast.minibatch_stddev_backward(dy, x, group_size, "strided", False, 1e-8, 1)
+    assert torch.equal(dx[:, 16:], dx[:, :15])
+
+
 # ---- autograd ----
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
