@@ -29,6 +29,10 @@ from .train.config import TrainConfig
 # What did not help at 56 kimg: a longer EMA (0.995: 27.8, 0.998: 29.7; only Gs changes, so one run compares them),
 # minibatch 32 at 32x32 (35.5: half the iterations) or 8 (27.8, and slower per image), twice the channels at 32x32
 # (fmap_base 1024: 27.6 at 1.9x the time per image), and decaying the learning rate over the last 20 kimg (30.4).
+# Also worse at 56 kimg (one thread, seeds 1000 / 1001, against 24.5 / 24.6): 1 + 1 kimg phases (32x32 from 6 kimg;
+# 27.1 / 40.4, the second stuck with D far ahead) and D's lr 0.0075 with G's 0.005 (28.6 / 27.4). EMA 0.995 gave
+# 23.5 / 23.8 at 56 kimg. The final SWD moves by up to 3 with the evaluation seed (1024 images): compare runs at the
+# same evaluation seed, and read a single run's value as +-2.
 DEMO = dict(resolution=32, start_resolution=4, total_kimg=56.0, lod_training_kimg=2.0, lod_transition_kimg=2.0,
             minibatch_base=16, minibatch_dict={}, fmap_base=512, fmap_max=64, latent_size=64, G_lrate=0.005,
             D_lrate=0.005, tick_kimg_base=2.0, tick_kimg_dict={}, network_snapshot_ticks=5, grid_size=8,
