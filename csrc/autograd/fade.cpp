@@ -13,6 +13,8 @@
 
 #include <tuple>
 
+#include "autograd/saved_params.h"
+
 namespace progan_fast {
 namespace {
 
@@ -149,11 +151,11 @@ class FadeReals : public torch::autograd::Function<FadeReals> {
 
 // ---- fade_from_rgb ----
 
-void save_params(AutogradContext* ctx, double scale, double bias_gain, double slope) {
-  ctx->saved_data["scale"] = scale;
-  ctx->saved_data["bias_gain"] = bias_gain;
-  ctx->saved_data["slope"] = slope;
-}
+struct FromRgbParams {
+  double scale, bias_gain, slope;
+
+  auto fields() const { return std::make_tuple(scale, bias_gain, slope); }
+};
 
 class FadeFromRgbBackward : public torch::autograd::Function<FadeFromRgbBackward> {
  public:
@@ -161,7 +163,7 @@ class FadeFromRgbBackward : public torch::autograd::Function<FadeFromRgbBackward
                                const Variable& weight, const Variable& bias, const Variable& alpha, double scale,
                                double bias_gain, double slope) {
     check_constant_alpha(alpha);
-    save_params(ctx, scale, bias_gain, slope);
+    save_params(ctx, FromRgbParams{scale, bias_gain, slope});
     ctx->save_for_backward({grad_y, images, weight, bias, alpha});
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [gi, gn, gw, gb] = call_from_rgb_backward(grad_y, images, weight, bias, alpha, scale, bias_gain, slope);
@@ -170,10 +172,10 @@ class FadeFromRgbBackward : public torch::autograd::Function<FadeFromRgbBackward
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
+    const auto p = load_params<FromRgbParams>(ctx);
     auto [grad_grad_y, grad_images, grad_weight, grad_bias] = call_from_rgb_double_backward(
         defined_or_none(grads[0]), defined_or_none(grads[1]), defined_or_none(grads[2]), defined_or_none(grads[3]),
-        s[0], s[1], s[2], s[3], s[4], ctx->saved_data["scale"].toDouble(), ctx->saved_data["bias_gain"].toDouble(),
-        ctx->saved_data["slope"].toDouble());
+        s[0], s[1], s[2], s[3], s[4], p.scale, p.bias_gain, p.slope);
     return {grad_grad_y, grad_images, grad_weight, grad_bias, Variable(), Variable(), Variable(), Variable()};
   }
 };
@@ -184,7 +186,7 @@ class FadeFromRgbForward : public torch::autograd::Function<FadeFromRgbForward> 
                                const Variable& weight, const Variable& bias, const Variable& alpha, double scale,
                                double bias_gain, double slope) {
     check_constant_alpha(alpha);
-    save_params(ctx, scale, bias_gain, slope);
+    save_params(ctx, FromRgbParams{scale, bias_gain, slope});
     ctx->save_for_backward({images, weight, bias, alpha});
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return {call_from_rgb_forward(images, new_, weight, bias, alpha, scale, bias_gain, slope)};
@@ -192,9 +194,8 @@ class FadeFromRgbForward : public torch::autograd::Function<FadeFromRgbForward> 
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    auto outputs = FadeFromRgbBackward::apply(grads[0], s[0], s[1], s[2], s[3], ctx->saved_data["scale"].toDouble(),
-                                              ctx->saved_data["bias_gain"].toDouble(),
-                                              ctx->saved_data["slope"].toDouble());
+    const auto p = load_params<FromRgbParams>(ctx);
+    auto outputs = FadeFromRgbBackward::apply(grads[0], s[0], s[1], s[2], s[3], p.scale, p.bias_gain, p.slope);
     return {outputs[0], outputs[1], outputs[2], outputs[3], Variable(), Variable(), Variable(), Variable()};
   }
 };

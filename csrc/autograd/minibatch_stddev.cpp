@@ -11,6 +11,8 @@
 #include <string>
 #include <tuple>
 
+#include "autograd/saved_params.h"
+
 namespace progan_fast {
 namespace {
 
@@ -26,18 +28,7 @@ struct Params {
   double eps;
   int64_t features;
 
-  void save(AutogradContext* ctx) const {
-    ctx->saved_data["group_size"] = group_size;
-    ctx->saved_data["grouping"] = grouping;
-    ctx->saved_data["unbiased"] = unbiased;
-    ctx->saved_data["eps"] = eps;
-    ctx->saved_data["features"] = features;
-  }
-  static Params load(AutogradContext* ctx) {
-    return {ctx->saved_data["group_size"].toInt(), ctx->saved_data["grouping"].toStringRef(),
-            ctx->saved_data["unbiased"].toBool(), ctx->saved_data["eps"].toDouble(),
-            ctx->saved_data["features"].toInt()};
-  }
+  auto fields() const { return std::make_tuple(group_size, grouping, unbiased, eps, features); }
 };
 
 // Everything after the tensors gets no gradient.
@@ -79,7 +70,7 @@ class MinibatchStddevBackward : public torch::autograd::Function<MinibatchStddev
   static Variable forward(AutogradContext* ctx, const Variable& grad_y, const Variable& x, int64_t group_size,
                           c10::string_view grouping, bool unbiased, double eps, int64_t features) {
     const Params p{group_size, std::string(grouping), unbiased, eps, features};
-    p.save(ctx);
+    save_params(ctx, p);
     ctx->save_for_backward({grad_y, x});
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return call_backward(grad_y, x, p);
@@ -87,7 +78,7 @@ class MinibatchStddevBackward : public torch::autograd::Function<MinibatchStddev
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    auto [grad_grad_y, grad_x] = call_double_backward(grads[0], saved[0], saved[1], Params::load(ctx));
+    auto [grad_grad_y, grad_x] = call_double_backward(grads[0], saved[0], saved[1], load_params<Params>(ctx));
     return with_no_param_grads({grad_grad_y, grad_x});
   }
 };
@@ -102,14 +93,14 @@ class MinibatchStddevForward : public torch::autograd::Function<MinibatchStddevF
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       y = call_forward(x, p);
     }
-    p.save(ctx);
+    save_params(ctx, p);
     ctx->save_for_backward({x});
     return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    return with_no_param_grads({call_backward(grads[0], saved[0], Params::load(ctx))});
+    return with_no_param_grads({call_backward(grads[0], saved[0], load_params<Params>(ctx))});
   }
 };
 

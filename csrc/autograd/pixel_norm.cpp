@@ -10,12 +10,21 @@
 
 #include <tuple>
 
+#include "autograd/saved_params.h"
+
 namespace progan_fast {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::Variable;
 using torch::autograd::variable_list;
+
+struct Params {
+  int64_t dim;
+  double eps;
+
+  auto fields() const { return std::make_tuple(dim, eps); }
+};
 
 std::tuple<at::Tensor, at::Tensor> call_forward(const at::Tensor& x, int64_t dim, double eps) {
   static auto op = c10::Dispatcher::singleton()
@@ -49,8 +58,7 @@ class PixelNormBackward : public torch::autograd::Function<PixelNormBackward> {
  public:
   static variable_list forward(AutogradContext* ctx, const Variable& grad_y, const Variable& x,
                                const Variable& rsqrt, int64_t dim, double eps) {
-    ctx->saved_data["dim"] = dim;
-    ctx->saved_data["eps"] = eps;
+    save_params(ctx, Params{dim, eps});
     ctx->save_for_backward({grad_y, x, rsqrt});
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return {call_backward(grad_y, x, rsqrt, dim, eps)};
@@ -58,9 +66,8 @@ class PixelNormBackward : public torch::autograd::Function<PixelNormBackward> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    auto [grad_grad_y, grad_x] =
-        call_double_backward(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["dim"].toInt(),
-                             ctx->saved_data["eps"].toDouble());
+    const auto p = load_params<Params>(ctx);
+    auto [grad_grad_y, grad_x] = call_double_backward(grads[0], saved[0], saved[1], saved[2], p.dim, p.eps);
     return {grad_grad_y, grad_x, Variable(), Variable(), Variable()};
   }
 };
@@ -73,8 +80,7 @@ class PixelNormForward : public torch::autograd::Function<PixelNormForward> {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       std::tie(y, rsqrt) = call_forward(x, dim, eps);
     }
-    ctx->saved_data["dim"] = dim;
-    ctx->saved_data["eps"] = eps;
+    save_params(ctx, Params{dim, eps});
     ctx->save_for_backward({x, rsqrt});
     ctx->mark_non_differentiable({rsqrt});
     return {y, rsqrt};
@@ -82,9 +88,8 @@ class PixelNormForward : public torch::autograd::Function<PixelNormForward> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    return {call_backward(grads[0], saved[0], saved[1], ctx->saved_data["dim"].toInt(),
-                          ctx->saved_data["eps"].toDouble()),
-            Variable(), Variable()};
+    const auto p = load_params<Params>(ctx);
+    return {call_backward(grads[0], saved[0], saved[1], p.dim, p.eps), Variable(), Variable()};
   }
 };
 

@@ -12,6 +12,7 @@
 #include <optional>
 #include <tuple>
 
+#include "autograd/saved_params.h"
 #include "common/scaled_bias_act_operands.h"
 
 namespace progan_fast {
@@ -41,18 +42,7 @@ struct Params {
   double eps;
   bool saved_is_input;
 
-  void save(AutogradContext* ctx) const {
-    ctx->saved_data["scale"] = scale;
-    ctx->saved_data["slope"] = slope;
-    ctx->saved_data["pixel_norm"] = pixel_norm;
-    ctx->saved_data["eps"] = eps;
-    ctx->saved_data["saved_is_input"] = saved_is_input;
-  }
-  static Params of(AutogradContext* ctx) {
-    return {ctx->saved_data["scale"].toDouble(), ctx->saved_data["slope"].toDouble(),
-            ctx->saved_data["pixel_norm"].toBool(), ctx->saved_data["eps"].toDouble(),
-            ctx->saved_data["saved_is_input"].toBool()};
-  }
+  auto fields() const { return std::make_tuple(scale, slope, pixel_norm, eps, saved_is_input); }
 };
 
 TensorPair call_backward(const at::Tensor& grad_y, const at::Tensor& saved, const at::Tensor& rsqrt,
@@ -100,7 +90,7 @@ class ScaledBiasActBackward : public torch::autograd::Function<ScaledBiasActBack
                                bool pixel_norm, double eps, bool saved_is_input, bool bias_grad) {
     ctx->set_materialize_grads(false);
     const Params p{scale, slope, pixel_norm, eps, saved_is_input};
-    p.save(ctx);
+    save_params(ctx, p);
     ctx->save_for_backward({grad_y, saved.value_or(Variable()), rsqrt.value_or(Variable()), bias.value_or(Variable())});
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -115,7 +105,7 @@ class ScaledBiasActBackward : public torch::autograd::Function<ScaledBiasActBack
     // grad_bias is empty when the backward ran without a bias gradient
     if (!grads[0].defined() && (!grads[1].defined() || grads[1].numel() == 0)) return out;
     const auto saved = ctx->get_saved_variables();
-    const Params p = Params::of(ctx);
+    const Params p = load_params<Params>(ctx);
     auto [g_grad_y, g_saved, g_rsqrt, g_bias] =
         call_double_backward(grads[0], grads[1], saved[0], saved[1], saved[2], saved[3], p);
     out[0] = g_grad_y;
@@ -140,7 +130,7 @@ class ScaledBiasActForward : public torch::autograd::Function<ScaledBiasActForwa
     // An unused rsqrt gradient stays undefined instead of a tensor of zeros (it is only used by higher derivatives).
     ctx->set_materialize_grads(false);
     const bool input = scaled_bias_act_saves_input(slope);
-    Params{scale, slope, pixel_norm, eps, input}.save(ctx);
+    save_params(ctx, Params{scale, slope, pixel_norm, eps, input});
     const bool has_bias = bias.has_value() && bias->defined();
     ctx->saved_data["has_bias"] = has_bias;
     // The rule of progan_fast/ops/scaled_bias_act.py: y for slope >= 0, x (and bias) for slope < 0, nothing for a
@@ -154,7 +144,7 @@ class ScaledBiasActForward : public torch::autograd::Function<ScaledBiasActForwa
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const Params p = Params::of(ctx);
+    const Params p = load_params<Params>(ctx);
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const bool bias_grad = has_bias && ctx->needs_input_grad(1);
     at::Tensor grad_x, grad_bias;
