@@ -25,6 +25,8 @@ namespace progan_fast {
 namespace pixel_norm_cpu {
 
 using cpu::kMaxBlock;
+using cpu::kRowGroup;
+using cpu::row_group;
 using cpu::prefetch_row;
 using cpu::stream_fence;
 using cpu::until_aligned;
@@ -141,17 +143,8 @@ PROGAN_FAST_MULTIVERSION(backward_planes_f32,
   stream_fence(stream);
 }
 
-// Rows: `rows` contiguous reductions of length C, in groups of up to kRowGroup rows: the group's sums first
-// (independent, so their reduction latencies overlap), then its rsqrts as one vector, then the scaled rows. One row
-// at a time spent ~50 cycles of latency per row (forward ~1.4x slower at C = 128..256). A group's inputs stay
-// within kRowGroupBytes so the last step re-reads them from L1.
-constexpr int64_t kRowGroup = 16;
-constexpr int64_t kRowGroupBytes = 16 * 1024;
-
-PF_CPU_INLINE int64_t row_group(int64_t C, int64_t streams) {
-  return std::clamp<int64_t>(kRowGroupBytes / (streams * std::max<int64_t>(C, 1) * int64_t(sizeof(float))), 1,
-                             kRowGroup);
-}
+// Rows: `rows` contiguous reductions of length C, in groups (cpu::row_group): the group's sums, then its rsqrts
+// as one vector, then the scaled rows.
 
 PROGAN_FAST_MULTIVERSION(forward_rows_f32,
                          (const float* __restrict x, float* __restrict y, float* __restrict r, int64_t rows, int64_t C,

@@ -36,6 +36,8 @@ namespace progan_fast {
 namespace scaled_bias_act_cpu {
 
 using cpu::kMaxBlock;
+using cpu::kRowGroup;
+using cpu::row_group;
 using cpu::load;
 using cpu::prefetch_row;
 using cpu::stream_fence;
@@ -50,9 +52,6 @@ constexpr int64_t kMaxPeriod = 8192;
 constexpr int64_t kTargetPeriod = 1024;
 // Planes-form bias sums are accumulated in float over at most this many elements, then in double.
 constexpr int64_t kFloatSum = 4096;
-// Pixel-norm rows are handled in groups (their sums' latencies overlap) whose inputs stay within this many bytes.
-constexpr int64_t kRowGroup = 16;
-constexpr int64_t kRowGroupBytes = 16 * 1024;
 
 #define SBA_INLINE inline __attribute__((always_inline))
 
@@ -140,11 +139,6 @@ struct GateNormRow {
 
 PF_CPU_INLINE float norm_fix(float mean_sq, float r, float eps) {
   return scaled_bias_act_norm_fix(mean_sq, r, eps);
-}
-
-PF_CPU_INLINE int64_t row_group(int64_t C, int64_t streams) {
-  return std::clamp<int64_t>(kRowGroupBytes / (streams * std::max<int64_t>(C, 1) * int64_t(sizeof(float))), 1,
-                             kRowGroup);
 }
 
 // ---- float32 loops (multi-versioned, isa.h) ----
