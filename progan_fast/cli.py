@@ -25,6 +25,7 @@ import sys
 from .backends import BACKENDS, BackendUnavailable
 from .fileio import DirectoryInUse, file_in_the_way
 from .ops.winograd import ALGORITHMS as CONV_ALGORITHMS
+from .train.config import MEMORY_FORMATS
 
 # OSError subclasses that mean "this path is not what the command needs"; other OSErrors (a full disk, an I/O
 # error) keep their traceback.
@@ -113,6 +114,8 @@ def _add_train_args(p):
     a("--backend", choices=("auto",) + BACKENDS, help="op backend (auto)")
     a("--conv-algorithm", choices=CONV_ALGORITHMS, help="3x3 convs on the CPU: direct (torch's) or winograd "
       "(F(4x4, 3x3): faster, about 10x a direct conv's float32 rounding; see README) (direct)")
+    a("--memory-format", choices=MEMORY_FORMATS, help="activations' layout; auto: channels_last with Winograd or "
+      "with bf16 on a CPU with AMX, where it was measured faster, else nchw (auto)")
     a("--nonfinite", choices=("skip", "stop"), help="on a non-finite loss: skip the step and count it, or stop")
     a("--seed", type=_seed, help="random seed (1000)")
     a("--device", help="auto, cpu, cuda or cuda:N (auto)")
@@ -128,7 +131,7 @@ _FLAG_TO_CONFIG = {"data": "data", "resolution": "resolution", "start_resolution
                    "lod_transition_kimg": "lod_transition_kimg", "minibatch_repeats": "minibatch_repeats",
                    "fmap_base": "fmap_base", "fmap_max": "fmap_max", "latent_size": "latent_size",
                    "ema_beta": "ema_beta", "mirror": "mirror", "amp": "amp", "backend": "backend",
-                   "conv_algorithm": "conv_algorithm",
+                   "conv_algorithm": "conv_algorithm", "memory_format": "memory_format",
                    "nonfinite": "nonfinite", "seed": "seed", "image_snapshot_ticks": "image_snapshot_ticks",
                    "network_snapshot_ticks": "network_snapshot_ticks", "grid_size": "grid_size"}
 

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from .cpuinfo import native_bf16_flags
 from .train.config import TrainConfig
 
 # Channels per resolution (min(fmap_base / 2^stage, fmap_max)): 4: 64, 8: 64, 16: 64, 32: 32. Each phase is 2 kimg
@@ -54,29 +55,13 @@ def gate(swd_start, swd_end, fakes, reals):
     return details["swd_ok"] and details["diversity_ok"], details
 
 
-# /proc/cpuinfo flags of CPUs that compute in bf16 natively (oneDNN then runs bf16 convolutions at about twice the
-# float32 rate); elsewhere bf16 is emulated and no faster.
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def auto_precision(device, flags=None):
     """(amp, reason) for --amp auto: bf16 on a CPU run whose CPU has native bf16 math (measured on an AMD EPYC with
     AVX-512 BF16: same SWD after the demo's budget, 1.23x the images/s), float32 everywhere else."""
     on_cpu = str(device).startswith("cpu") or (device in (None, "auto") and not torch.cuda.is_available())
     if not on_cpu:
         return "none", "GPU run"
-    found = sorted(set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else set(flags)))
+    found = native_bf16_flags(flags)
     if found:
         return "bf16", f"the CPU computes in bf16 natively ({', '.join(found)})"
     return "none", "the CPU has no native bf16 math (no AVX-512 BF16 or AMX)"
@@ -110,7 +95,7 @@ def main(argv=None):
     R = trainer.resolution_log2
     precision = "float32" if config.amp == "none" else f"{config.amp} autocast"
     print(f"progan_fast demo: {config.total_kimg:g} kimg on {trainer.dataset_path} ({trainer.device}, "
-          f"{torch.get_num_threads()} threads, {precision}: {amp_reason}, NCHW), run directory {os.path.abspath(out)}",
+          f"{torch.get_num_threads()} threads, {precision}: {amp_reason}, {trainer.memory_format}), run directory {os.path.abspath(out)}",
           flush=True)
     swd_start = evaluate_generator(trainer.Gs, trainer.dataset, R, 1.0, num=SWD_IMAGES, msssim=False)
     summary = trainer.run()
@@ -127,7 +112,7 @@ def main(argv=None):
     report = {"swd_start": swd_start, "swd_end": swd_end, "gate": details, "passed": ok,
               "seconds": round(elapsed, 1), "training_seconds": round(summary["total_sec"], 1),
               "training_images_per_s": round(summary["cur_nimg"] / max(summary["total_sec"], 1e-9), 2),
-              "kimg": summary["cur_nimg"] / 1000, "precision": precision, "layout": "nchw",
+              "kimg": summary["cur_nimg"] / 1000, "precision": precision, "layout": trainer.memory_format,
               "allocator": None if trainer.allocator is None else str(trainer.allocator),
               "threads": torch.get_num_threads(), "config": config.to_dict()}
     atomic_write(os.path.join(trainer.run_dir, "swd.json"), json.dumps(report, indent=2))
@@ -138,7 +123,7 @@ def main(argv=None):
           f"{details['nn_distance_reals']:.1f} for distinct reals ({'at least' if details['diversity_ok'] else 'NOT'}"
           f" {DIVERSITY_FRACTION:g} x the reals'); {'PASSED' if ok else 'FAILED'}")
     print(f"time {elapsed / 60:.1f} min ({summary['total_sec'] / 60:.1f} min training, "
-          f"{report['training_images_per_s']:.1f} images/s, {precision})")
+          f"{report['training_images_per_s']:.1f} images/s, {precision}, {trainer.memory_format})")
     print(f"final grid   {grid}")
     print(f"reals        {os.path.join(trainer.run_dir, 'reals.png')}")
     print(f"loss plot    {os.path.join(trainer.run_dir, 'losses.png')}")

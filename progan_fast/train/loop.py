@@ -31,7 +31,7 @@ from ..fileio import atomic_write, lock_directory, refuse_symlinks, remove_stale
 from ..images import save_image_grid
 from ..ops import winograd
 from . import checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, resolve_memory_format
 from .device import resolve_device
 from .losses import discriminator_loss, generator_loss
 from .schedule import TrainingSchedule
@@ -138,11 +138,12 @@ class Trainer:
         self.dataset_path = os.path.abspath(data_path)
 
         torch.manual_seed(config.seed)  # same initial networks on every rank
-        # Winograd's transforms work on channels_last activations (ops/winograd.py): NCHW ones would be copied.
-        channels_last = config.conv_algorithm == "winograd"
-        if channels_last:
+        channels_last, layout_reason = resolve_memory_format(config, self.device.type)
+        self.memory_format = "channels_last" if channels_last else "nchw"
+        self.log(f"memory format: {self.memory_format} ({layout_reason})")
+        if config.conv_algorithm == "winograd":
             self.log(f"conv algorithm: winograd F(4x4, 3x3) for the 3x3 convs on the CPU (maps >= "
-                     f"{winograd.MIN_PIXELS} pixels), channels_last" +
+                     f"{winograd.MIN_PIXELS} pixels)" +
                      ("" if self.device.type == "cpu" else f"; not on {self.device}: its convs stay direct"))
         self.G = Generator(resolution=2 ** self.resolution_log2, num_channels=self.dataset.num_channels,
                            latent_size=config.latent_size, fmap_base=config.fmap_base, fmap_max=config.fmap_max,

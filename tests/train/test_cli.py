@@ -13,6 +13,7 @@ from PIL import Image
 
 from progan_fast import cli
 from progan_fast.train import checkpoint
+from progan_fast.train.config import TrainConfig, resolve_memory_format
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--resolution", "8", "--lod-training-kimg", "0.05", "--lod-transition-kimg", "0.05", "--minibatch", "8",
@@ -186,3 +187,36 @@ def test_cpu_training_reexecutes_with_a_short_openmp_spin(monkeypatch, setting, 
 def test_config_refuses_an_unknown_conv_algorithm(tiny_config):
     with pytest.raises(ValueError, match="conv_algorithm"):
         tiny_config(conv_algorithm="fft").validate()
+
+
+def test_config_refuses_an_unknown_memory_format(tiny_config):
+    with pytest.raises(ValueError, match="memory_format"):
+        tiny_config(memory_format="nhwc").validate()
+
+
+def test_auto_memory_format_is_channels_last_only_where_it_was_measured_faster(tiny_config):
+    amx, avx512_bf16 = {"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, {"avx512f", "avx512_bf16"}
+    resolve = resolve_memory_format
+    assert resolve(tiny_config(amp="bf16"), "cpu", amx)[0] is True
+    assert resolve(tiny_config(amp="bf16"), "cpu", avx512_bf16)[0] is False
+    assert resolve(tiny_config(amp="none"), "cpu", amx)[0] is False
+    assert resolve(tiny_config(amp="bf16"), "cuda", amx)[0] is False
+    assert resolve(tiny_config(conv_algorithm="winograd"), "cpu", set())[0] is True
+    assert resolve(tiny_config(amp="bf16", memory_format="nchw"), "cpu", amx) == (False, "--memory-format nchw")
+    assert resolve(tiny_config(memory_format="channels_last"), "cuda", set())[0] is True
+
+
+def test_train_channels_last(tiny_data, tmp_path, capsys):
+    """--memory-format channels_last: the networks compute in channels_last, the run log says so, the config keeps it
+    and a resumed run continues with it."""
+    from progan_fast.train.loop import Trainer
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", tiny_data, "--out", str(out), "--kimg", "0.15",
+                     "--memory-format", "channels_last"] + TINY) == 0
+    ckpt = torch.load(out / checkpoint.LATEST, weights_only=True)
+    assert ckpt["config"]["memory_format"] == "channels_last"
+    assert "memory format: channels_last (--memory-format channels_last)" in capsys.readouterr().out
+    trainer = Trainer(TrainConfig.from_dict(ckpt["config"]), str(tmp_path / "second"), progress=False)
+    images = trainer.G(torch.randn(2, trainer.latent_size), 3, 1.0)
+    assert trainer.memory_format == "channels_last" and images.is_contiguous(memory_format=torch.channels_last)
+    assert cli.main(["train", "--resume", str(out), "--kimg", "0.2", "--no-progress"]) == 0
