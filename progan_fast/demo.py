@@ -34,6 +34,9 @@ from .train.config import TrainConfig
 # 27.1 / 40.4, the second stuck with D far ahead) and D's lr 0.0075 with G's 0.005 (28.6 / 27.4). EMA 0.995 gave
 # 23.5 / 23.8 at 56 kimg. The final SWD moves by up to 3 with the evaluation seed (1024 images): compare runs at the
 # same evaluation seed, and read a single run's value as +-2.
+# On a CPU with AMX (bf16 channels_last: 1.65x float32 NCHW on these networks) 72 kimg fit about 10 minutes: seeds
+# 1000 / 1001 / 1002 gave 18.2 / 24.9 / 30.5 there against 26.8 / 28.3 / 35.2 at 56 kimg (one thread per run). Runs
+# differ by more than 16 extra kimg gain, so the budget stays 56 kimg everywhere (benchmarks/RESULTS.md).
 DEMO = dict(resolution=32, start_resolution=4, total_kimg=56.0, lod_training_kimg=2.0, lod_transition_kimg=2.0,
             minibatch_base=16, minibatch_dict={}, fmap_base=512, fmap_max=64, latent_size=64, G_lrate=0.005,
             D_lrate=0.005, tick_kimg_base=2.0, tick_kimg_dict={}, network_snapshot_ticks=5, grid_size=8,
@@ -57,7 +60,8 @@ def gate(swd_start, swd_end, fakes, reals):
 
 def auto_precision(device, flags=None):
     """(amp, reason) for --amp auto: bf16 on a CPU run whose CPU has native bf16 math (measured on an AMD EPYC with
-    AVX-512 BF16: same SWD after the demo's budget, 1.23x the images/s), float32 everywhere else."""
+    AVX-512 BF16: same SWD after the demo's budget, 1.23x the images/s; on a Xeon with AMX, with channels_last,
+    1.65x), float32 everywhere else."""
     on_cpu = str(device).startswith("cpu") or (device in (None, "auto") and not torch.cuda.is_available())
     if not on_cpu:
         return "none", "GPU run"
