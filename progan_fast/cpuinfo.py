@@ -19,10 +19,14 @@ def cpu_flags():
     return set()
 
 
+def _given_or_read(flags):
+    return cpu_flags() if flags is None else set(flags)
+
+
 def native_bf16_flags(flags=None):
-    """The flags (sorted) that give this CPU native bf16 math; empty when it has none."""
-    return sorted(set(BF16_FLAGS) & (cpu_flags() if flags is None else set(flags)))
+    """The flags (sorted) that give this CPU (or the given flags) native bf16 math; empty when there are none."""
+    return sorted(set(BF16_FLAGS) & _given_or_read(flags))
 
 
 def has_amx_bf16(flags=None):
-    return AMX_BF16_FLAG in (cpu_flags() if flags is None else set(flags))
+    return AMX_BF16_FLAG in _given_or_read(flags)

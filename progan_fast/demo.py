@@ -99,8 +99,8 @@ def main(argv=None):
     R = trainer.resolution_log2
     precision = "float32" if config.amp == "none" else f"{config.amp} autocast"
     print(f"progan_fast demo: {config.total_kimg:g} kimg on {trainer.dataset_path} ({trainer.device}, "
-          f"{torch.get_num_threads()} threads, {precision}: {amp_reason}, {trainer.memory_format}), run directory {os.path.abspath(out)}",
-          flush=True)
+          f"{torch.get_num_threads()} threads, {precision}: {amp_reason}, {trainer.memory_format}), "
+          f"run directory {os.path.abspath(out)}", flush=True)
     swd_start = evaluate_generator(trainer.Gs, trainer.dataset, R, 1.0, num=SWD_IMAGES, msssim=False)
     summary = trainer.run()
     if summary["interrupted"]:

@@ -28,6 +28,7 @@ constexpr int64_t kPlanesBlockBytes = 256 * 1024;
 // 1 KB runs (interleaved A/B, Zen 4). Bigger slabs spill out of L2 before the second pass re-reads them; 512 KB
 // blocks of 4 KB runs at (16, 128, 64, 64) were faster with 2 threads but slower with one, so they stay 256 KB.
 constexpr int64_t kWholeSampleBytes = 1024 * 1024;
+
 // Rows reduced to one statistic each (pixel norm's, in its kernel and in the epilogue's option) go in groups of up
 // to kRowGroup: the group's reductions first, independent, so their latencies overlap (one row at a time spent ~50
 // cycles per row: forward ~1.4x slower at C = 128..256), with the group's inputs within kRowGroupBytes so the
@@ -40,6 +41,7 @@ inline __attribute__((always_inline)) int64_t row_group(int64_t C, int64_t strea
   return std::clamp<int64_t>(kRowGroupBytes / (streams * std::max<int64_t>(C, 1) * int64_t(sizeof(float))), 1,
                              kRowGroup);
 }
+
 // Elements one rows chunk holds (half-precision inputs convert whole chunks to float scratch).
 constexpr int64_t kRowsChunkElems = 16 * 1024;
 

@@ -9,6 +9,7 @@ import json
 import math
 from typing import Dict, Optional
 
+from ..cpuinfo import has_amx_bf16
 from ..ops.winograd import ALGORITHMS
 from .schedule import (DEFAULT_MINIBATCH_BASE, DEFAULT_MINIBATCH_DICT, DEFAULT_TICK_KIMG_BASE,
                        DEFAULT_TICK_KIMG_DICT, TrainingSchedule, check_resolution)
@@ -206,7 +207,6 @@ def resolve_memory_format(config, device_type, cpu_flags=None):
     on a CPU with AMX (oneDNN's channels_last bf16 convs; a whole step 1.20x NCHW on the demo's networks, 1.8x at
     64x64 with 128 maps, Xeon with AMX). Elsewhere NCHW: float32 channels_last gained 1.07x on the demo's networks
     and nothing was measured for bf16 without AMX or on GPUs."""
-    from ..cpuinfo import has_amx_bf16
     if config.memory_format != "auto":
         return config.memory_format == "channels_last", "--memory-format " + config.memory_format
     if config.conv_algorithm == "winograd":
