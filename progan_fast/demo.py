@@ -37,6 +37,8 @@ from .train.config import TrainConfig
 # On a CPU with AMX (bf16 channels_last: 1.65x float32 NCHW on these networks) 72 kimg fit about 10 minutes: seeds
 # 1000 / 1001 / 1002 gave 18.2 / 24.9 / 30.5 there against 26.8 / 28.3 / 35.2 at 56 kimg (one thread per run). Runs
 # differ by more than 16 extra kimg gain, so the budget stays 56 kimg everywhere (benchmarks/RESULTS.md).
+# Two data-parallel processes (one thread each) gave 0.9x the iterations/s of one process at minibatch 16, and
+# at 16 each 1.43x the images/s but 0.71x the iterations: the demo stays one process (RESULTS.md).
 DEMO = dict(resolution=32, start_resolution=4, total_kimg=56.0, lod_training_kimg=2.0, lod_transition_kimg=2.0,
             minibatch_base=16, minibatch_dict={}, fmap_base=512, fmap_max=64, latent_size=64, G_lrate=0.005,
             D_lrate=0.005, tick_kimg_base=2.0, tick_kimg_dict={}, network_snapshot_ticks=5, grid_size=8,
