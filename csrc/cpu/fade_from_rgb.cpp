@@ -49,9 +49,6 @@ constexpr int64_t kRowsBlockPixels = 512;
 // one process): channels_last forward 1.3-1.8x and forward+backward 1.2-1.4x faster, NCHW 1.15-1.2x. Rows are
 // prefetched into L1 (used within a group's time; 1.1-1.2x faster than into L2 there), planes' chunks into L2
 // (into L1 was 1.1x slower).
-// Outputs at least this large are written with non-temporal stores (as in csrc/cpu/pixel_norm.cpp: far larger
-// than the caches anyway, and streaming skips the read-for-ownership of every destination line).
-constexpr int64_t kStreamBytes = 8 << 20;
 // Values computed into an L1 buffer before a streaming copy, and the generic path's scratch run.
 constexpr int64_t kChunk = 256;
 
@@ -755,7 +752,7 @@ void forward(const FadeFromRgbOperands& o, at::Tensor& y, double alpha_value, do
   const T* nw = o.main.const_data_ptr<T>();
   T* out = y.mutable_data_ptr<T>();
   const A alpha = static_cast<A>(alpha_value), slope = static_cast<A>(slope_value);
-  const bool stream = std::is_same_v<T, float> && y.numel() * int64_t(sizeof(T)) >= kStreamBytes;
+  const bool stream = std::is_same_v<T, float> && cpu::should_stream(y.numel() * int64_t(sizeof(T)));
   at::parallel_for(0, g.tasks, g.grain(), [&](int64_t begin, int64_t end) {
     std::vector<A> pool(g.block_rows * g.W * g.ci);
     std::vector<float> s0, s1, s2;
@@ -807,7 +804,7 @@ void backward(const FadeFromRgbOperands& o, at::Tensor& grad_images, at::Tensor&
   T* gn = grad_new.mutable_data_ptr<T>();
   T* gi = grad_images.mutable_data_ptr<T>();
   const A alpha = static_cast<A>(alpha_value), slope = static_cast<A>(slope_value);
-  const bool stream = std::is_same_v<T, float> && grad_new.numel() * int64_t(sizeof(T)) >= kStreamBytes;
+  const bool stream = std::is_same_v<T, float> && cpu::should_stream(grad_new.numel() * int64_t(sizeof(T)));
   const int64_t per_task = (g.ci + 1) * g.C;  // [C][ci + 1] (NCHW) or [ci + 1][C] (channels_last)
   std::vector<A> partials(g.tasks * per_task, A(0));
   at::parallel_for(0, g.tasks, g.grain(), [&](int64_t begin, int64_t end) {
