@@ -252,6 +252,22 @@ MS_INLINE void forward_task(const T* x, T* y, const int64_t* x_off, const int64_
 // loop with plain aligned stores was 0.85-0.95x of the block copy. Needs C/F % 16 == 0 (a row's vectors stay in
 // one channel group) and F < 16 (at most one line of slots alone per row).
 #if PROGAN_FAST_X86_DISPATCH
+__attribute__((target("arch=x86-64-v4"))) static inline void stream_line(float* p, __m512 v) {
+  static const int mode = std::getenv("PF_NT") ? std::atoi(std::getenv("PF_NT")) : 0;
+  if (mode == 1) {
+    _mm_stream_ps(p, _mm512_extractf32x4_ps(v, 0));
+    _mm_stream_ps(p + 4, _mm512_extractf32x4_ps(v, 1));
+    _mm_stream_ps(p + 8, _mm512_extractf32x4_ps(v, 2));
+    _mm_stream_ps(p + 12, _mm512_extractf32x4_ps(v, 3));
+  } else if (mode == 2) {
+    _mm256_stream_ps(p, _mm512_extractf32x8_ps(v, 0));
+    _mm256_stream_ps(p + 8, _mm512_extractf32x8_ps(v, 1));
+  } else {
+    _mm512_stream_ps(p, v);
+  }
+}
+#endif
+#if PROGAN_FAST_X86_DISPATCH
 __attribute__((target("arch=x86-64-v4"))) void forward_rows_avx512(const float* x, float* y, const int64_t* x_off,
                                                                    const int64_t* y_off, int64_t members,
                                                                    int64_t rows, int64_t F, int64_t Cf,
@@ -274,12 +290,12 @@ __attribute__((target("arch=x86-64-v4"))) void forward_rows_avx512(const float* 
             sum = _mm512_add_ps(sum, _mm512_loadu_ps(xr + q));
             const int64_t d = lane(yr);
             if (q > 0) {  // row elements [q - d, q - d + 16): all x
-              _mm512_stream_ps(yr + q - d, _mm512_loadu_ps(xr + q - d));
+              stream_line(yr + q - d, _mm512_loadu_ps(xr + q - d));
             } else if (r > 0) {  // the previous row's last d - F channels (if d > F) and slots, then this row's
               __m512 v = _mm512_maskz_loadu_ps(__mmask16(_bzhi_u32(0xFFFF, std::max<int64_t>(d - F, 0))),
                                                xr - d + F);
               v = _mm512_mask_loadu_ps(v, __mmask16(~_bzhi_u32(0xFFFF, d)), xr - d);
-              _mm512_stream_ps(yr - d, v);
+              stream_line(yr - d, v);
             } else {  // the run's first line: lanes before d belong to the previous run
               const __mmask16 own = __mmask16(~_bzhi_u32(0xFFFF, d));
               _mm512_mask_storeu_ps(yr - d, own, _mm512_maskz_loadu_ps(own, xr - d));
@@ -307,7 +323,7 @@ __attribute__((target("arch=x86-64-v4"))) void forward_rows_avx512(const float* 
       if (r + 1 == rows) {
         for (int64_t e = C - d; e < row; ++e) yr[e] = e < C ? xr[e] : 0.f;
       } else if (d + F >= 16) {
-        _mm512_stream_ps(yr + C - d, _mm512_maskz_loadu_ps(__mmask16(_bzhi_u32(0xFFFF, d)), xr + C - d));
+        stream_line(yr + C - d, _mm512_maskz_loadu_ps(__mmask16(_bzhi_u32(0xFFFF, d)), xr + C - d));
       }
     }
   }
