@@ -27,6 +27,13 @@ import torch
 
 from progan_fast import backends
 
+def allow_recompiles():
+    """One static compilation per shape and layout of every reference: dynamo's default recompile limit would
+    silently fall back to eager after a few shapes (a "compile" case then times eager)."""
+    torch._dynamo.config.recompile_limit = 256
+    torch._dynamo.config.accumulated_recompile_limit = 4096
+
+
 # Standard shapes (N, C, H, W), float32, each in both layouts.
 SHAPES = {"S1": (16, 512, 8, 8), "S2": (16, 256, 32, 32), "S3": (16, 128, 64, 64)}
 # The RGB images the fade-in blends work on (G's output and the reals at the resolution fading in): cache-resident,

@@ -3,10 +3,7 @@ import torch
 
 from . import common
 
-# One static compilation per shape and layout of every reference, for every benchmark module: the default
-# recompile limit would silently fall back to eager after a few shapes.
-torch._dynamo.config.recompile_limit = 256
-torch._dynamo.config.accumulated_recompile_limit = 4096
+common.allow_recompiles()  # for every benchmark module
 
 
 def pytest_addoption(parser):

@@ -16,17 +16,12 @@ import time
 import torch
 
 import progan_fast
-from progan_fast import reference
 from progan_fast.ops import minibatch_stddev
 
-from .common import SHAPES, cpu_info
-from .test_minibatch_stddev import D_SHAPES, GROUP_SIZE, TARGET_SPEEDUP_VS_COMPILE
+from .common import SHAPES, allow_recompiles, cpu_info
+from .test_minibatch_stddev import D_SHAPES, GROUP_SIZE, TARGET_SPEEDUP_VS_COMPILE, _reference
 
 LAYOUTS = {"NCHW": torch.contiguous_format, "channels_last": torch.channels_last}
-
-
-def _reference(t):
-    return reference.minibatch_stddev(t, GROUP_SIZE)
 
 
 def _ours(t):
@@ -48,9 +43,7 @@ def main(argv=None):
     if args.threads < 1 or args.rounds < 1:
         parser.error("--threads and --rounds must be at least 1")
 
-    # every case compiles the same function for its own shape and layout: no fallback to eager after 8
-    torch._dynamo.config.recompile_limit = 256
-    torch._dynamo.config.accumulated_recompile_limit = 4096
+    allow_recompiles()  # every case compiles the same reference for its own shape and layout
     setting = progan_fast.tune_allocator()
     torch.set_num_threads(args.threads)
     clock = time.thread_time if args.threads == 1 else time.perf_counter

@@ -196,6 +196,23 @@ MS_INLINE void block_moments(const float* __restrict x, const int64_t* x_off, fl
   }
 }
 
+// sigma^2 + eps of 16 positions from the G members' values, and their mean: the same operations in the same order
+// as block_moments, so the register loops below give its bits. The barrier keeps the compiler from fusing the
+// mean's product into the subtractions (an FMA: other bits where 1 / G is inexact); block_moments stores the mean,
+// which keeps it apart there.
+template <int G>
+MS_INLINE vec16 register_moments(const vec16 (&v)[G], float inv_divisor, float eps, vec16& mean) {
+  vec16 sum = {};
+  for (int k = 0; k < G; ++k) sum += v[k];
+  mean = __builtin_assoc_barrier(sum * (1.f / static_cast<float>(G)));
+  vec16 ss = {};
+  for (int k = 0; k < G; ++k) {
+    const vec16 d = v[k] - mean;
+    ss += d * d;
+  }
+  return ss * inv_divisor + eps;
+}
+
 // float, groups of a few members: the forward's moments of 16 positions at a time with every member's 16 values
 // of x in registers and the member loops unrolled (block_moments loads x twice and takes the member count at run
 // time). One thread on an AMD EPYC (Zen 4), bare forward, interleaved: S2 NCHW 2.1-2.8x faster (at a clone's
@@ -206,23 +223,15 @@ template <int G>
 MS_INLINE int64_t forward_vectors(const float* __restrict x, const int64_t* x_off, float* __restrict y,
                                   const int64_t* y_off, int64_t x_at, int64_t y_at, int64_t len, float inv_divisor,
                                   float eps, bool stream, float* __restrict sigma_sq) {
-  const float inv_members = 1.f / static_cast<float>(G);
   int64_t i = 0;
   for (; i + 16 <= len; i += 16) {
     vec16 v[G];
-    vec16 sum = {};
     for (int k = 0; k < G; ++k) {
       v[k] = load16(x + x_off[k] + x_at + i);
-      sum += v[k];
       store16(y + y_off[k] + y_at + i, v[k], stream);
     }
-    const vec16 m = __builtin_assoc_barrier(sum * inv_members);  // as in backward_vectors
-    vec16 ss = {};
-    for (int k = 0; k < G; ++k) {
-      const vec16 d = v[k] - m;
-      ss += d * d;
-    }
-    const vec16 sq = ss * inv_divisor + eps;
+    vec16 mean;
+    const vec16 sq = register_moments<G>(v, inv_divisor, eps, mean);
     __builtin_memcpy(sigma_sq + i, &sq, sizeof(sq));
   }
   return i;
@@ -359,7 +368,7 @@ __attribute__((target("arch=x86-64-v4"))) void forward_rows_avx512(const float* 
               _mm512_mask_storeu_ps(yr - d, own, _mm512_maskz_loadu_ps(own, xr - d));
             }
           }
-          // the barrier, as in forward_vectors: the product is not fused into the subtractions (an FMA: bits that
+          // the barrier, as in register_moments: the product is not fused into the subtractions (an FMA: bits that
           // depend on whether x comes from a register or from memory)
           const __m512 mean = __builtin_assoc_barrier(_mm512_mul_ps(sum, inv_members));
           __m512 ss = _mm512_setzero_ps();
@@ -421,25 +430,13 @@ template <int G>
 MS_INLINE int64_t backward_vectors(const float* __restrict dy, const float* __restrict x, float* __restrict dx,
                                    const int64_t* x_off, const int64_t* y_off, int64_t x_at, int64_t y_at,
                                    int64_t len, float a, float inv_divisor, float eps, bool stream) {
-  const float inv_members = 1.f / static_cast<float>(G);
   int64_t i = 0;
   for (; i + 16 <= len; i += 16) {
     vec16 v[G];
-    vec16 sum = {};
-    for (int k = 0; k < G; ++k) {
-      v[k] = load16(x + x_off[k] + x_at + i);
-      sum += v[k];
-    }
-    // The barrier keeps the compiler from fusing this product into the subtractions below (an FMA: other bits
-    // where 1 / G is inexact); block_moments stores the mean, which keeps it apart there.
-    const vec16 m = __builtin_assoc_barrier(sum * inv_members);
-    vec16 ss = {};
-    for (int k = 0; k < G; ++k) {
-      const vec16 d = v[k] - m;
-      ss += d * d;
-    }
+    for (int k = 0; k < G; ++k) v[k] = load16(x + x_off[k] + x_at + i);
+    vec16 m;
+    const vec16 sq = register_moments<G>(v, inv_divisor, eps, m);
     alignas(64) float scale[16];
-    const vec16 sq = ss * inv_divisor + eps;
     __builtin_memcpy(scale, &sq, sizeof(sq));
     for (int j = 0; j < 16; ++j) scale[j] = a / std::sqrt(scale[j]);
     const vec16 sc = load16(scale);
