@@ -8,6 +8,12 @@ nothing else: every round runs every case once (both layouts, compile and the pu
 trainer's allocator setting, and times each call with `time.thread_time` on one thread (a descheduled call does not
 count; thread_time is the calling thread's CPU time, so more threads fall back to wall time). It prints the CPU and,
 per case, the median and minimum times and their ratios.
+
+    python -m benchmarks.minibatch_stddev_vs_compile --bare
+
+times the raw kernels instead (`torch.ops.progan_fast.minibatch_stddev_forward` / `_backward`, no autograd)
+beside a clone and an add of the same x: the forward moves a clone's bytes, the backward 1.5x an add's (two
+tensors read, one written), so the ratios show how far each direction is from its traffic.
 """
 import argparse
 import statistics
@@ -34,6 +40,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--shapes", default="S2,S3,D16,D64,D128")
+    parser.add_argument("--bare", action="store_true",
+                        help="time the raw forward and backward kernels beside a clone and an add of x instead")
     args = parser.parse_args(argv)
     shapes = {**SHAPES, **D_SHAPES}
     names = args.shapes.split(",")
@@ -52,6 +60,8 @@ def main(argv=None):
           f"{torch.__version__}, {args.threads} thread(s), {'thread_time' if args.threads == 1 else 'wall time'}; "
           f"{setting}")
 
+    if args.bare:
+        return _bare(names, shapes, args.rounds, clock)
     cases = []
     for name in names:
         for layout, memory_format in LAYOUTS.items():
@@ -79,6 +89,41 @@ def main(argv=None):
             target = TARGET_SPEEDUP_VS_COMPILE.get(name)
             print(f"{name:6} {layout:13} {1e3 * statistics.median(theirs):11.2f} {1e3 * statistics.median(ours):9.2f} "
                   f"{median:5.2f}x {best:9.2f}x {'' if target is None else f'>= {target}x'}")
+
+
+def _bare(names, shapes, rounds, clock):
+    """The raw kernels' forward and backward beside the copies whose traffic they match, interleaved."""
+    ops = torch.ops.progan_fast
+    params = (GROUP_SIZE, "strided", False, 1e-8, 1)
+    cases = []
+    for name in names:
+        for layout, memory_format in LAYOUTS.items():
+            x = torch.randn(shapes[name]).contiguous(memory_format=memory_format)
+            dy = torch.randn_like(ops.minibatch_stddev_forward(x, *params))
+            for what, fn in (("clone", lambda x=x: x.clone()),
+                             ("forward", lambda x=x: ops.minibatch_stddev_forward(x, *params)),
+                             ("add", lambda x=x: torch.add(x, x)),
+                             ("backward", lambda x=x, dy=dy: ops.minibatch_stddev_backward(dy, x, *params))):
+                def step(fn=fn):
+                    start = clock()
+                    fn()
+                    return clock() - start
+                for _ in range(3):
+                    step()
+                cases.append(((name, layout, what), step))
+    times = {key: [] for key, _ in cases}
+    for _ in range(rounds):
+        for key, step in cases:
+            times[key].append(step())
+
+    print(f"{'shape':6} {'layout':13} {'clone ms':>9} {'forward ms':>11} {'x clone':>8} {'add ms':>7} "
+          f"{'backward ms':>12} {'x add':>6}")
+    for name in names:
+        for layout in LAYOUTS:
+            ms = {what: 1e3 * statistics.median(times[(name, layout, what)])
+                  for what in ("clone", "forward", "add", "backward")}
+            print(f"{name:6} {layout:13} {ms['clone']:9.2f} {ms['forward']:11.2f} {ms['forward'] / ms['clone']:7.2f}x "
+                  f"{ms['add']:7.2f} {ms['backward']:12.2f} {ms['backward'] / ms['add']:5.2f}x")
 
 
 if __name__ == "__main__":

@@ -98,3 +98,18 @@ def test_minibatch_stddev(benchmark, bench_session, compiled, direction, shape_n
                    bytes_moved=x_moved * common.tensor_bytes(x) + y_moved * common.tensor_bytes(dy),
                    target_speedup_vs_compile=(TARGET_SPEEDUP_VS_COMPILE.get(shape_name)
                                               if direction == "forward+backward" else None))
+
+
+@pytest.mark.parametrize("mode", [[], ["--bare"]], ids=["vs-compile", "bare"])
+def test_vs_compile_script_runs(capsys, mode):
+    """`python -m benchmarks.minibatch_stddev_vs_compile` (the measure of this op's targets) keeps working: one
+    round at D16 prints a row per layout."""
+    from .minibatch_stddev_vs_compile import main
+
+    threads = torch.get_num_threads()
+    try:
+        main(["--rounds", "1", "--shapes", "D16"] + mode)
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("D16 ")]
+    assert [row.split()[1] for row in rows] == ["NCHW", "channels_last"]
