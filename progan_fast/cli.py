@@ -107,6 +107,9 @@ def _add_train_args(p):
     a("--latent-size", type=_positive_int, help="(default min(fmap_base, fmap_max))")
     a("--lr", type=_positive_float, help="Adam learning rate of G and D (0.001)")
     a("--lr-dict", type=_res_dict(float), metavar="RES:LR,...", help="per-resolution learning rates (G and D)")
+    a("--gp-interval", type=_positive_int, metavar="K", help="lazy regularization: the WGAN-GP gradient penalty on "
+      "every K-th D step only, weighted x K (StyleGAN2); the other D steps skip D on the mixed images and the double "
+      "backward (1: every step, as the paper)")
     a("--ema-beta", type=float, help="Gs smoothing per iteration (0.999)")
     a("--no-adam-reset", action="store_const", const=True, help="keep Adam state across lod changes")
     a("--mirror", action="store_const", const=True, help="random horizontal flips of the reals")
@@ -130,8 +133,8 @@ _FLAG_TO_CONFIG = {"data": "data", "resolution": "resolution", "start_resolution
                    "kimg": "total_kimg", "lod_training_kimg": "lod_training_kimg",
                    "lod_transition_kimg": "lod_transition_kimg", "minibatch_repeats": "minibatch_repeats",
                    "fmap_base": "fmap_base", "fmap_max": "fmap_max", "latent_size": "latent_size",
-                   "ema_beta": "ema_beta", "mirror": "mirror", "amp": "amp", "backend": "backend",
-                   "conv_algorithm": "conv_algorithm", "memory_format": "memory_format",
+                   "ema_beta": "ema_beta", "gp_interval": "gp_interval", "mirror": "mirror", "amp": "amp",
+                   "backend": "backend", "conv_algorithm": "conv_algorithm", "memory_format": "memory_format",
                    "nonfinite": "nonfinite", "seed": "seed", "image_snapshot_ticks": "image_snapshot_ticks",
                    "network_snapshot_ticks": "network_snapshot_ticks", "grid_size": "grid_size"}
 

@@ -74,6 +74,7 @@ def auto_precision(device, flags=None):
 
 
 def build_parser():
+    from .cli import _positive_int, _seed
     parser = argparse.ArgumentParser(prog="python -m progan_fast.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", help="run directory (default: runs/demo-<date>-<time>)")
     parser.add_argument("--device", default="auto")
@@ -81,6 +82,9 @@ def build_parser():
     parser.add_argument("--amp", choices=("auto", "none", "bf16"), default="auto",
                         help="bf16: torch.autocast with float32 master weights; auto: bf16 on a CPU with native bf16 "
                              "math (AVX-512 BF16 or AMX), float32 otherwise (default %(default)s)")
+    parser.add_argument("--gp-interval", type=_positive_int, default=DEMO.get("gp_interval", 1), metavar="K",
+                        help="the gradient penalty on every K-th D step, weighted x K (default %(default)s)")
+    parser.add_argument("--seed", type=_seed, default=DEMO["seed"], help="training seed (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -96,7 +100,8 @@ def main(argv=None):
     start = time.time()
     out = args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
     amp, amp_reason = auto_precision(args.device) if args.amp == "auto" else (args.amp, "--amp " + args.amp)
-    config = TrainConfig(data=default_dataset(resolution=32), **dict(DEMO, total_kimg=args.kimg, amp=amp))
+    config = TrainConfig(data=default_dataset(resolution=32), **dict(DEMO, total_kimg=args.kimg, amp=amp,
+                                                                    gp_interval=args.gp_interval, seed=args.seed))
     trainer = Trainer(config, out, device=args.device, progress=not args.no_progress)
     R = trainer.resolution_log2
     precision = "float32" if config.amp == "none" else f"{config.amp} autocast"

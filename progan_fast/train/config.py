@@ -2,7 +2,7 @@
 
 Defaults are the official TF ones (config.py v2-1gpu preset, train.py): lod 600/600 kimg, Adam(0.001, 0.0, 0.99,
 1e-8) for G and D, Adam reset on every lod change, Gs beta 0.999, 4 minibatch repeats, 1 D step per G step,
-WGAN-GP lambda 10 / target 1 / drift 0.001, seed 1000.
+WGAN-GP lambda 10 / target 1 / drift 0.001 with the penalty on every D step (gp_interval 1), seed 1000.
 """
 import dataclasses
 import json
@@ -62,6 +62,7 @@ class TrainConfig:
     wgan_lambda: float = 10.0
     wgan_target: float = 1.0
     wgan_epsilon: float = 0.001
+    gp_interval: int = 1                    # lazy regularization: the gradient penalty on every K-th D step, x K
     amp: str = "none"
     backend: str = "auto"
     conv_algorithm: str = "direct"          # "winograd": the 3x3 convs by F(4x4, 3x3) on the CPU (ops/winograd.py)
@@ -86,7 +87,7 @@ class TrainConfig:
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0; got {value}")
         for name in ("minibatch_base", "minibatch_repeats", "D_repeats", "fmap_base", "fmap_max", "grid_size",
-                     "image_snapshot_ticks", "network_snapshot_ticks"):
+                     "image_snapshot_ticks", "network_snapshot_ticks", "gp_interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")

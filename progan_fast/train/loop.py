@@ -169,6 +169,7 @@ class Trainer:
         self.grid_latents = torch.randn(config.grid_size ** 2, self.latent_size, generator=grid_gen).to(self.device)
 
         self.cur_nimg = 0
+        self.d_steps = 0  # D steps taken (skipped ones included): the penalty runs when d_steps % gp_interval == 0
         self.prev_lod = -1.0
         self.tick = 0
         self.tick_start_nimg = 0
@@ -208,7 +209,7 @@ class Trainer:
             "G_opt": self.G_opt.state_dict(), "D_opt": self.D_opt.state_dict(),
             "G_scaler": self.G_scaler.state_dict(), "D_scaler": self.D_scaler.state_dict(),
             "rng": rngs,
-            "cur_nimg": self.cur_nimg, "prev_lod": self.prev_lod, "tick": self.tick,
+            "cur_nimg": self.cur_nimg, "d_steps": self.d_steps, "prev_lod": self.prev_lod, "tick": self.tick,
             "tick_start_nimg": self.tick_start_nimg, "nonfinite_skips": self.nonfinite_skips,
             "fp16_overflows": self.fp16_overflows, "total_sec": self.total_sec,
         }
@@ -250,6 +251,9 @@ class Trainer:
         for key in ("cur_nimg", "prev_lod", "tick", "tick_start_nimg", "nonfinite_skips", "fp16_overflows",
                     "total_sec"):
             setattr(self, key, ckpt[key])
+        # Checkpoints from before --gp-interval lack the count; they trained with the penalty on every step, so any
+        # phase of a lazy penalty continues them equally well.
+        self.d_steps = ckpt.get("d_steps", 0)
 
     def save_checkpoint(self, snapshot=False):
         """Writes checkpoint-latest.pt (and a numbered snapshot) from rank 0; every rank must call it."""
@@ -339,7 +343,10 @@ class Trainer:
         cfg = self.config
         reals = self._reals(sched, n)
         latents = self._latents(n)
+        # Drawn on every step, with or without the penalty: the latent stream (and so z) is the same for every K.
         mix = torch.rand(n, 1, 1, 1, generator=self.latent_gen, device=self.device)
+        penalty = self.d_steps % cfg.gp_interval == 0
+        self.d_steps += 1
         with torch.no_grad(), self._autocast():
             fakes = self.G(latents, sched.res_log2, sched.alpha)
         self.D_opt.zero_grad(set_to_none=True)
@@ -348,7 +355,8 @@ class Trainer:
             loss, parts = discriminator_loss(
                 self.D, reals, fakes, mix, sched.res_log2, sched.alpha, wgan_lambda=cfg.wgan_lambda,
                 wgan_target=cfg.wgan_target, wgan_epsilon=cfg.wgan_epsilon,
-                grad_scale=scaler.get_scale() if scaler.is_enabled() else None)
+                grad_scale=scaler.get_scale() if scaler.is_enabled() and penalty else None,
+                gradient_penalty=penalty, gp_weight=float(cfg.gp_interval))
         scaler.scale(loss).backward()
         gp_ok = parts.pop("gp_grad_finite", True)
         value = self._finish_step(self.D, self.D_opt, scaler, loss, "D", sched, gp_ok)

@@ -6,6 +6,11 @@ D:  L_D = mean(D(G(z))) - mean(D(x)) + lambda / target^2 * mean((|grad_xhat D(xh
     xhat = x + (G(z) - x) * u, u ~ U(0, 1) per sample ([N, 1, 1, 1]); the gradient norm is over C, H, W.
 Defaults lambda = 10, target = 1, epsilon (drift) = 0.001. The caller draws z and u from its own generator, so a
 saved generator state replays them exactly.
+
+Lazy regularization (StyleGAN2, Karras et al. 2020, section 3.1; `--gp-interval K`): the penalty term is computed on
+every K-th D step only, with lambda multiplied by K, so that its average over K steps keeps its weight; on the other
+steps D runs on the reals and fakes only (no D on the mix, no double backward). The drift term stays on every step.
+K = 1 is the paper's loss, computed exactly as before.
 """
 import torch
 
@@ -26,18 +31,29 @@ def generator_loss(D, fakes, res_log2, alpha):
 
 
 def discriminator_loss(D, reals, fakes, mix, res_log2, alpha, *, wgan_lambda=WGAN_LAMBDA, wgan_target=WGAN_TARGET,
-                       wgan_epsilon=WGAN_EPSILON, grad_scale=None):
+                       wgan_epsilon=WGAN_EPSILON, grad_scale=None, gradient_penalty=True, gp_weight=1.0):
     """The WGAN-GP D loss; returns (loss, parts) where parts holds the detached terms for logging.
 
-    fakes must already be detached from G. mix is u, shaped [N, 1, 1, 1]. grad_scale: with fp16 loss scaling, the
+    fakes must already be detached from G. mix is u, shaped [N, 1, 1, 1]. gradient_penalty=False leaves the penalty
+    out (lazy regularization's unregularized steps: D does not run on the mix at all, mix is not read, and parts has
+    no D_gp, grad_norm or gp_grad_finite); gp_weight multiplies the penalty in the loss (K on the regularized steps of
+    --gp-interval K), while parts["D_gp"] stays the unweighted lambda / target^2 * mean((|grad| - target)^2), which
+    is comparable across K. grad_scale: with fp16 loss scaling, the
     penalty's inner gradient is taken of the scaled scores (so it cannot underflow) and unscaled before the norm
     (the torch.amp gradient-penalty recipe); parts["gp_grad_finite"] then tells an overflow of that gradient apart
     from a diverged loss.
     """
-    if mix.shape != (reals.shape[0], 1, 1, 1):
+    if gradient_penalty and mix.shape != (reals.shape[0], 1, 1, 1):
         raise ValueError(f"mix must have shape [N, 1, 1, 1] = {[reals.shape[0], 1, 1, 1]}; got {list(mix.shape)}")
     real_scores = _opmath(D(reals, res_log2, alpha))
     fake_scores = _opmath(D(fakes, res_log2, alpha))
+    if not gradient_penalty:
+        drift_term = real_scores.square().mean() * wgan_epsilon
+        loss = (fake_scores.mean() - real_scores.mean()) + drift_term
+        return loss, {"D_real": real_scores.detach().mean(), "D_fake": fake_scores.detach().mean(),
+                      "D_drift": drift_term.detach()}
+    # The penalty's graph is built before the other terms' (the order of the backward pass's gradient sums into the
+    # parameters follows it), as it always was: K = 1 stays bit for bit the earlier loss.
     mixed = torch.lerp(reals, fakes.to(reals.dtype), mix.to(reals.dtype)).detach().requires_grad_(True)
     mixed_scores = _opmath(D(mixed, res_log2, alpha))
     outer = mixed_scores.sum() if grad_scale is None else mixed_scores.sum() * grad_scale
@@ -51,9 +67,12 @@ def discriminator_loss(D, reals, fakes, mix, res_log2, alpha, *, wgan_lambda=WGA
     wasserstein = fake_scores.mean() - real_scores.mean()
     gp = penalty.mean() * (wgan_lambda / wgan_target ** 2)
     drift_term = drift.mean() * wgan_epsilon
+    gp_logged = gp.detach()
+    if gp_weight != 1.0:
+        gp = gp * gp_weight
     loss = wasserstein + gp + drift_term
     parts = {"D_real": real_scores.detach().mean(), "D_fake": fake_scores.detach().mean(),
-             "D_gp": gp.detach(), "D_drift": drift_term.detach(), "grad_norm": norms.detach().mean()}
+             "D_gp": gp_logged, "D_drift": drift_term.detach(), "grad_norm": norms.detach().mean()}
     if grad_scale is not None:
         parts["gp_grad_finite"] = torch.isfinite(grad.detach()).all()
     return loss, parts
