@@ -39,6 +39,11 @@ from .train.config import TrainConfig
 # differ by more than 16 extra kimg gain, so the budget stays 56 kimg everywhere (benchmarks/RESULTS.md).
 # Two data-parallel processes (one thread each) gave 0.9x the iterations/s of one process at minibatch 16, and
 # at 16 each 1.43x the images/s but 0.71x the iterations: the demo stays one process (RESULTS.md).
+# The lazy gradient penalty (--gp-interval K: the penalty on every K-th D step, weighted x K) gives 1.18x (K 2) /
+# 1.27x (K 4) / 1.41x (K 8) the iterations/s at 32x32, so 66 / 70 kimg fit the time of 56; but it costs more per
+# kimg than the extra kimg return (one thread, seeds 1000 / 1001, against 24.5 / 24.6): K 4 at 70 kimg 24.7 / 30.1,
+# K 2 at 66 kimg 24.8 / 26.1, K 4 at 56 kimg 27.6 / 34.6. The demo keeps the penalty on every step.
+# D's lr 0.0035 with G's 0.005 (the other way from the 0.0075 above): 24.7 / 28.3 at 56 kimg, same seeds.
 DEMO = dict(resolution=32, start_resolution=4, total_kimg=56.0, lod_training_kimg=2.0, lod_transition_kimg=2.0,
             minibatch_base=16, minibatch_dict={}, fmap_base=512, fmap_max=64, latent_size=64, G_lrate=0.005,
             D_lrate=0.005, tick_kimg_base=2.0, tick_kimg_dict={}, network_snapshot_ticks=5, grid_size=8,
