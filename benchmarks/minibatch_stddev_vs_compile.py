@@ -68,18 +68,8 @@ def main(argv=None):
             x = torch.randn(shapes[name]).contiguous(memory_format=memory_format).requires_grad_(True)
             dy = torch.randn_like(_ours(x))
             for impl, fn in (("compile", torch.compile(_reference, dynamic=False)), ("progan_fast", _ours)):
-                def step(fn=fn, x=x, dy=dy):
-                    start = clock()
-                    torch.autograd.grad(fn(x), x, dy)
-                    return clock() - start
-                for _ in range(3):  # compile, allocator warm-up
-                    step()
-                cases.append(((name, layout, impl), step))
-
-    times = {key: [] for key, _ in cases}
-    for _ in range(args.rounds):
-        for key, step in cases:
-            times[key].append(step())
+                cases.append(((name, layout, impl), lambda fn=fn, x=x, dy=dy: torch.autograd.grad(fn(x), x, dy)))
+    times = _interleaved_times(cases, args.rounds, clock)
 
     print(f"{'shape':6} {'layout':13} {'compile ms':>11} {'ours ms':>9} {'ratio':>6} {'by minima':>10} target")
     for name in names:
@@ -89,6 +79,21 @@ def main(argv=None):
             target = TARGET_SPEEDUP_VS_COMPILE.get(name)
             print(f"{name:6} {layout:13} {1e3 * statistics.median(theirs):11.2f} {1e3 * statistics.median(ours):9.2f} "
                   f"{median:5.2f}x {best:9.2f}x {'' if target is None else f'>= {target}x'}")
+
+
+def _interleaved_times(cases, rounds, clock):
+    """{key: [seconds per call]} for [(key, fn)]: three untimed calls each first (compile, allocator warm-up), then
+    every round calls every case once, so load on the machine hits them alike."""
+    for _, fn in cases:
+        for _ in range(3):
+            fn()
+    times = {key: [] for key, _ in cases}
+    for _ in range(rounds):
+        for key, fn in cases:
+            start = clock()
+            fn()
+            times[key].append(clock() - start)
+    return times
 
 
 def _bare(names, shapes, rounds, clock):
@@ -104,17 +109,8 @@ def _bare(names, shapes, rounds, clock):
                              ("forward", lambda x=x: ops.minibatch_stddev_forward(x, *params)),
                              ("add", lambda x=x: torch.add(x, x)),
                              ("backward", lambda x=x, dy=dy: ops.minibatch_stddev_backward(dy, x, *params))):
-                def step(fn=fn):
-                    start = clock()
-                    fn()
-                    return clock() - start
-                for _ in range(3):
-                    step()
-                cases.append(((name, layout, what), step))
-    times = {key: [] for key, _ in cases}
-    for _ in range(rounds):
-        for key, step in cases:
-            times[key].append(step())
+                cases.append(((name, layout, what), fn))
+    times = _interleaved_times(cases, rounds, clock)
 
     print(f"{'shape':6} {'layout':13} {'clone ms':>9} {'forward ms':>11} {'x clone':>8} {'add ms':>7} "
           f"{'backward ms':>12} {'x add':>6}")

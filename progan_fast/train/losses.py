@@ -47,32 +47,27 @@ def discriminator_loss(D, reals, fakes, mix, res_log2, alpha, *, wgan_lambda=WGA
         raise ValueError(f"mix must have shape [N, 1, 1, 1] = {[reals.shape[0], 1, 1, 1]}; got {list(mix.shape)}")
     real_scores = _opmath(D(reals, res_log2, alpha))
     fake_scores = _opmath(D(fakes, res_log2, alpha))
-    if not gradient_penalty:
-        drift_term = real_scores.square().mean() * wgan_epsilon
-        loss = (fake_scores.mean() - real_scores.mean()) + drift_term
-        return loss, {"D_real": real_scores.detach().mean(), "D_fake": fake_scores.detach().mean(),
-                      "D_drift": drift_term.detach()}
-    # The penalty's graph is built before the other terms' (the order of the backward pass's gradient sums into the
-    # parameters follows it), as it always was: K = 1 stays bit for bit the earlier loss.
-    mixed = torch.lerp(reals, fakes.to(reals.dtype), mix.to(reals.dtype)).detach().requires_grad_(True)
-    mixed_scores = _opmath(D(mixed, res_log2, alpha))
-    outer = mixed_scores.sum() if grad_scale is None else mixed_scores.sum() * grad_scale
-    (grad,) = torch.autograd.grad(outer, mixed, create_graph=True)
-    grad = _opmath(grad)
-    if grad_scale is not None:
-        grad = grad / grad_scale
-    norms = torch.linalg.vector_norm(grad.flatten(1), dim=1)
-    penalty = (norms - wgan_target).square()
+    parts = {"D_real": real_scores.detach().mean(), "D_fake": fake_scores.detach().mean()}
+    if gradient_penalty:
+        # The penalty's graph is built before the other terms' (the order of the backward pass's gradient sums into
+        # the parameters follows it), as it always was: K = 1 stays bit for bit the earlier loss.
+        mixed = torch.lerp(reals, fakes.to(reals.dtype), mix.to(reals.dtype)).detach().requires_grad_(True)
+        mixed_scores = _opmath(D(mixed, res_log2, alpha))
+        outer = mixed_scores.sum() if grad_scale is None else mixed_scores.sum() * grad_scale
+        (grad,) = torch.autograd.grad(outer, mixed, create_graph=True)
+        grad = _opmath(grad)
+        if grad_scale is not None:
+            grad = grad / grad_scale
+        norms = torch.linalg.vector_norm(grad.flatten(1), dim=1)
+        penalty = (norms - wgan_target).square()
     drift = real_scores.square()
     wasserstein = fake_scores.mean() - real_scores.mean()
-    gp = penalty.mean() * (wgan_lambda / wgan_target ** 2)
+    if gradient_penalty:
+        gp = penalty.mean() * (wgan_lambda / wgan_target ** 2)
+        parts.update(D_gp=gp.detach(), grad_norm=norms.detach().mean())
+        if grad_scale is not None:
+            parts["gp_grad_finite"] = torch.isfinite(grad.detach()).all()
     drift_term = drift.mean() * wgan_epsilon
-    gp_logged = gp.detach()
-    if gp_weight != 1.0:
-        gp = gp * gp_weight
-    loss = wasserstein + gp + drift_term
-    parts = {"D_real": real_scores.detach().mean(), "D_fake": fake_scores.detach().mean(),
-             "D_gp": gp_logged, "D_drift": drift_term.detach(), "grad_norm": norms.detach().mean()}
-    if grad_scale is not None:
-        parts["gp_grad_finite"] = torch.isfinite(grad.detach()).all()
-    return loss, parts
+    parts["D_drift"] = drift_term.detach()
+    loss = wasserstein + (gp if gp_weight == 1.0 else gp * gp_weight) if gradient_penalty else wasserstein
+    return loss + drift_term, parts
